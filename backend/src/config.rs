@@ -1,0 +1,150 @@
+//! Configuration: the library's [`BackendConfig`] and the command line that
+//! fills it.
+//!
+//! Flags can also be set through `ZONE_BACKEND_*` environment variables. This
+//! module only parses; it must never read key files, open the database or bind
+//! sockets (that happens in `serve`, where errors name the offending flag).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::builder::NonEmptyStringValueParser;
+use clap::{Args, Parser, Subcommand};
+
+use crate::identity::DEFAULT_AUDIENCE;
+
+/// Everything the backend needs to run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendConfig {
+    /// Address to listen on; port 0 picks a free port (see [`crate::bind`]).
+    pub listen: SocketAddr,
+    /// `sqlite://PATH`; the file is created if missing.
+    pub database_url: String,
+    /// Directory holding the `identity-<n>.key` files shared with the gateway.
+    pub key_dir: PathBuf,
+    /// Expected `aud` claim of identity assertions.
+    pub audience: String,
+}
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "zone-backend",
+    version,
+    about = "Delivery-zone service behind zonegate"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the HTTP API until SIGTERM or Ctrl-C.
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "ZONE_BACKEND_LISTEN", default_value = "127.0.0.1:8081")]
+    pub listen: SocketAddr,
+
+    /// SQLite database URL, e.g. sqlite:///var/lib/zone-backend/zones.db
+    /// (created if missing).
+    #[arg(
+        long,
+        env = "ZONE_BACKEND_DATABASE",
+        value_name = "URL",
+        value_parser = NonEmptyStringValueParser::new()
+    )]
+    pub database: String,
+
+    /// Directory with the identity-<n>.key files shared with the gateway.
+    #[arg(long, env = "ZONE_BACKEND_KEY_DIR", value_name = "DIR")]
+    pub key_dir: PathBuf,
+
+    /// Expected audience (aud claim) of identity assertions.
+    #[arg(
+        long,
+        env = "ZONE_BACKEND_AUDIENCE",
+        default_value = DEFAULT_AUDIENCE,
+        value_parser = NonEmptyStringValueParser::new()
+    )]
+    pub audience: String,
+}
+
+impl From<ServeArgs> for BackendConfig {
+    fn from(args: ServeArgs) -> Self {
+        Self {
+            listen: args.listen,
+            database_url: args.database,
+            key_dir: args.key_dir,
+            audience: args.audience,
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+    use clap::error::ErrorKind;
+
+    fn parse(args: &[&str]) -> Result<BackendConfig, clap::Error> {
+        let cli = Cli::try_parse_from(args)?;
+        let Command::Serve(serve) = cli.command;
+        Ok(serve.into())
+    }
+
+    #[test]
+    fn parses_flags_with_defaults() {
+        let config = parse(&[
+            "zone-backend",
+            "serve",
+            "--database",
+            "sqlite://z.db",
+            "--key-dir",
+            "/k",
+        ])
+        .unwrap();
+        assert_eq!(
+            config,
+            BackendConfig {
+                listen: "127.0.0.1:8081".parse().unwrap(),
+                database_url: "sqlite://z.db".to_owned(),
+                key_dir: PathBuf::from("/k"),
+                audience: "zone-backend".to_owned(),
+            }
+        );
+    }
+
+    #[test]
+    fn bad_flags_name_the_flag() {
+        let err = parse(&[
+            "zone-backend",
+            "serve",
+            "--listen",
+            "nope",
+            "--database",
+            "sqlite://z.db",
+            "--key-dir",
+            "/k",
+        ])
+        .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::ValueValidation);
+        assert!(err.to_string().contains("--listen"), "{err}");
+        let err = parse(&[
+            "zone-backend",
+            "serve",
+            "--database",
+            "sqlite://z.db",
+            "--key-dir",
+            "/k",
+            "--audience",
+            "",
+        ])
+        .unwrap_err();
+        assert!(err.to_string().contains("--audience"), "{err}");
+        assert_eq!(err.exit_code(), 2);
+    }
+}

@@ -1,0 +1,112 @@
+//! Microbenchmarks of the pipeline's stages on their hot paths:
+//! `cargo bench -p zonegate --bench stages`. Numbers go to BENCHMARKS.md; no test asserts them.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::sync::Arc;
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use zonegate::apikeys::ApiKeys;
+use zonegate::clock::SystemClock;
+use zonegate::keyring::KeyRing;
+use zonegate::orgs::{OrgFacts, Role};
+use zonegate::policy::{OrgContext, PolicyEngine, PolicyStore};
+use zonegate::principal::{Principal, UserPrincipal};
+use zonegate::routes::{Match, RouteTable};
+
+fn policies() -> (PolicyEngine, RouteTable) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies");
+    let store = PolicyStore::load(&root).unwrap();
+    let routes = RouteTable::load(
+        &root.join("routes.toml"),
+        &BTreeSet::from(["zones".to_owned()]),
+    )
+    .unwrap();
+    (PolicyEngine::new(store), routes)
+}
+
+fn cedar_decision(c: &mut Criterion) {
+    let (engine, routes) = policies();
+    let user = Principal::User(Arc::new(UserPrincipal {
+        user_id: "7f1c2a9e-0000-4000-8000-000000000001".into(),
+        email: "ada@example.com".into(),
+        email_verified: true,
+        factors: vec!["pwd".into()],
+        session_id: "s".into(),
+        family_id: "f".into(),
+    }));
+    let org = OrgContext {
+        facts: OrgFacts {
+            id: "0123456789abcdef0123456789abcdef".into(),
+            suspended: false,
+            require_mfa: false,
+        },
+        role: Some(Role::Developer),
+    };
+    let Match::Found(route, params) = routes.find(
+        &http::Method::PUT,
+        "/v1/orgs/0123456789abcdef0123456789abcdef/zones/3f0c9a2e-1d4b-4c5e-9f60-7a8b9c0d1e2f",
+    ) else {
+        panic!("route")
+    };
+    assert!(engine.authorize(&user, route, &params, Some(&org)).allowed);
+    c.bench_function(
+        "cedar decision (shipped policies, developer updates a zone)",
+        |b| b.iter(|| engine.authorize(&user, route, &params, Some(&org))),
+    );
+}
+
+fn route_and_sanitise(c: &mut Criterion) {
+    let (_, routes) = policies();
+    let path =
+        "/v1/orgs/0123456789abcdef0123456789abcdef/zones/3f0c9a2e-1d4b-4c5e-9f60-7a8b9c0d1e2f";
+    c.bench_function("canonical path check + route match", |b| {
+        b.iter(|| {
+            zonegate::sanitize::canonical_path(path).unwrap();
+            matches!(routes.find(&http::Method::GET, path), Match::Found(..))
+        })
+    });
+}
+
+fn api_key_verification(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let keys_dir = tmp.path().join("keys");
+    KeyRing::init(&keys_dir).unwrap();
+    let ring = KeyRing::load(&keys_dir).unwrap();
+    let (keys, key) = rt.block_on(async {
+        let pool = zonegate::db::connect(&format!("sqlite://{}", tmp.path().join("b.db").display()), 2).await.unwrap();
+        sqlx::query("INSERT INTO users (id, email, password_hash, created_at, password_changed_at) VALUES ('u', 'u@x.example', 'x', 0, 0)")
+            .execute(&pool)
+            .await
+            .unwrap();
+        sqlx::query("INSERT INTO orgs (id, name, created_by, created_at) VALUES ('o', 'O', 'u', 0)")
+            .execute(&pool)
+            .await
+            .unwrap();
+        // A long revalidation interval: this measures the cache hit, not the database.
+        let keys = ApiKeys::new(pool, &ring, Arc::new(SystemClock), 3600, 3600).unwrap();
+        let issued = keys.create("o", "u", "bench", &["zones:read".to_owned()], None).await.unwrap();
+        assert!(keys.verify(&issued.key).await.is_some());
+        (keys, issued.key)
+    });
+    c.bench_function(
+        "api key verification (cache hit: parse, checksum, HMAC, compare)",
+        |b| {
+            b.to_async(&rt)
+                .iter(|| async { keys.verify(&key).await.unwrap() })
+        },
+    );
+}
+
+criterion_group!(
+    benches,
+    cedar_decision,
+    route_and_sanitise,
+    api_key_verification
+);
+criterion_main!(benches);

@@ -1,0 +1,481 @@
+//! SQL for accounts, email tokens, sessions and refresh families. Portable between SQLite and
+//! PostgreSQL ($n placeholders, TEXT and BIGINT only). Functions take an executor so callers can
+//! run several in one transaction. Token values never reach this module, only their hashes.
+
+use sqlx::any::AnyRow;
+use sqlx::{AnyConnection, Row};
+
+pub type Conn = AnyConnection;
+
+#[derive(Debug, Clone)]
+pub struct UserRow {
+    pub id: String,
+    pub email: String,
+    pub password_hash: String,
+    pub email_verified_at: Option<i64>,
+}
+
+fn user(row: &AnyRow) -> Result<UserRow, sqlx::Error> {
+    Ok(UserRow {
+        id: row.try_get("id")?,
+        email: row.try_get("email")?,
+        password_hash: row.try_get("password_hash")?,
+        email_verified_at: row.try_get("email_verified_at")?,
+    })
+}
+
+const USER_COLUMNS: &str = "id, email, password_hash, email_verified_at";
+
+pub async fn user_by_email(c: &mut Conn, email: &str) -> Result<Option<UserRow>, sqlx::Error> {
+    let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE email = $1");
+    sqlx::query(&sql)
+        .bind(email)
+        .fetch_optional(c)
+        .await?
+        .as_ref()
+        .map(user)
+        .transpose()
+}
+
+pub async fn user_by_id(c: &mut Conn, id: &str) -> Result<Option<UserRow>, sqlx::Error> {
+    let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1");
+    sqlx::query(&sql)
+        .bind(id)
+        .fetch_optional(c)
+        .await?
+        .as_ref()
+        .map(user)
+        .transpose()
+}
+
+pub async fn insert_user(
+    c: &mut Conn,
+    id: &str,
+    email: &str,
+    password_hash: &str,
+    now: i64,
+) -> Result<bool, sqlx::Error> {
+    // ON CONFLICT keeps a concurrent second signup from failing loudly: it simply adds nothing.
+    let done = sqlx::query(
+        "INSERT INTO users (id, email, password_hash, created_at, password_changed_at)
+         VALUES ($1, $2, $3, $4, $4) ON CONFLICT (email) DO NOTHING",
+    )
+    .bind(id)
+    .bind(email)
+    .bind(password_hash)
+    .bind(now)
+    .execute(c)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+pub async fn set_password(
+    c: &mut Conn,
+    user_id: &str,
+    hash: &str,
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE users SET password_hash = $1, password_changed_at = $2 WHERE id = $3")
+        .bind(hash)
+        .bind(now)
+        .bind(user_id)
+        .execute(c)
+        .await?;
+    Ok(())
+}
+
+pub async fn mark_verified(c: &mut Conn, user_id: &str, now: i64) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE users SET email_verified_at = $1 WHERE id = $2 AND email_verified_at IS NULL",
+    )
+    .bind(now)
+    .bind(user_id)
+    .execute(c)
+    .await?;
+    Ok(())
+}
+
+// ---- Email tokens ----------------------------------------------------------------------
+
+pub async fn insert_email_token(
+    c: &mut Conn,
+    hash: &str,
+    user_id: &str,
+    purpose: &str,
+    now: i64,
+    expires_at: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO email_tokens (token_hash, user_id, purpose, created_at, expires_at)
+         VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(hash)
+    .bind(user_id)
+    .bind(purpose)
+    .bind(now)
+    .bind(expires_at)
+    .execute(c)
+    .await?;
+    Ok(())
+}
+
+/// Spend an unused, unexpired email token of `purpose`; returns its user. Single use is
+/// enforced by the conditional update, so two concurrent uses cannot both succeed.
+pub async fn spend_email_token(
+    c: &mut Conn,
+    hash: &str,
+    purpose: &str,
+    now: i64,
+) -> Result<Option<String>, sqlx::Error> {
+    let row = sqlx::query(
+        "SELECT user_id FROM email_tokens
+         WHERE token_hash = $1 AND purpose = $2 AND used_at IS NULL AND expires_at > $3",
+    )
+    .bind(hash)
+    .bind(purpose)
+    .bind(now)
+    .fetch_optional(&mut *c)
+    .await?;
+    let Some(row) = row else { return Ok(None) };
+    let user_id: String = row.try_get("user_id")?;
+    let spent = sqlx::query(
+        "UPDATE email_tokens SET used_at = $1 WHERE token_hash = $2 AND used_at IS NULL",
+    )
+    .bind(now)
+    .bind(hash)
+    .execute(c)
+    .await?;
+    Ok((spent.rows_affected() == 1).then_some(user_id))
+}
+
+/// When the newest token of `purpose` for a user was made.
+pub async fn latest_email_token(
+    c: &mut Conn,
+    user_id: &str,
+    purpose: &str,
+) -> Result<Option<i64>, sqlx::Error> {
+    let row = sqlx::query(
+        "SELECT MAX(created_at) AS latest FROM email_tokens WHERE user_id = $1 AND purpose = $2",
+    )
+    .bind(user_id)
+    .bind(purpose)
+    .fetch_one(c)
+    .await?;
+    row.try_get("latest")
+}
+
+/// Invalidate every unused token of `purpose` for a user (a password change voids reset links).
+pub async fn void_email_tokens(
+    c: &mut Conn,
+    user_id: &str,
+    purpose: &str,
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE email_tokens SET used_at = $1 WHERE user_id = $2 AND purpose = $3 AND used_at IS NULL")
+        .bind(now)
+        .bind(user_id)
+        .bind(purpose)
+        .execute(c)
+        .await?;
+    Ok(())
+}
+
+// ---- Refresh families and tokens ---------------------------------------------------------
+
+pub async fn insert_family(
+    c: &mut Conn,
+    id: &str,
+    user_id: &str,
+    factors: &str,
+    now: i64,
+    absolute_expires_at: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO refresh_families (id, user_id, factors, created_at, absolute_expires_at, last_used_at)
+         VALUES ($1, $2, $3, $4, $5, $4)",
+    )
+    .bind(id)
+    .bind(user_id)
+    .bind(factors)
+    .bind(now)
+    .bind(absolute_expires_at)
+    .execute(c)
+    .await?;
+    Ok(())
+}
+
+pub async fn insert_refresh(
+    c: &mut Conn,
+    hash: &str,
+    family_id: &str,
+    parent: Option<&str>,
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("INSERT INTO refresh_tokens (token_hash, family_id, parent_hash, created_at) VALUES ($1, $2, $3, $4)")
+        .bind(hash)
+        .bind(family_id)
+        .bind(parent)
+        .bind(now)
+        .execute(c)
+        .await?;
+    Ok(())
+}
+
+#[derive(Debug, Clone)]
+pub struct RefreshRow {
+    pub family_id: String,
+    pub user_id: String,
+    pub factors: String,
+    pub rotated_at: Option<i64>,
+    pub absolute_expires_at: i64,
+    pub last_used_at: i64,
+    pub revoked_at: Option<i64>,
+}
+
+pub async fn refresh_by_hash(c: &mut Conn, hash: &str) -> Result<Option<RefreshRow>, sqlx::Error> {
+    let row = sqlx::query(
+        "SELECT t.family_id, f.user_id, f.factors, t.rotated_at, f.absolute_expires_at,
+                f.last_used_at, f.revoked_at
+         FROM refresh_tokens t JOIN refresh_families f ON f.id = t.family_id
+         WHERE t.token_hash = $1",
+    )
+    .bind(hash)
+    .fetch_optional(c)
+    .await?;
+    row.map(|r| {
+        Ok(RefreshRow {
+            family_id: r.try_get("family_id")?,
+            user_id: r.try_get("user_id")?,
+            factors: r.try_get("factors")?,
+            rotated_at: r.try_get("rotated_at")?,
+            absolute_expires_at: r.try_get("absolute_expires_at")?,
+            last_used_at: r.try_get("last_used_at")?,
+            revoked_at: r.try_get("revoked_at")?,
+        })
+    })
+    .transpose()
+}
+
+/// Mark a token rotated if nobody has yet. True for the one caller that wins.
+pub async fn claim_rotation(c: &mut Conn, hash: &str, now: i64) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE refresh_tokens SET rotated_at = $1 WHERE token_hash = $2 AND rotated_at IS NULL",
+    )
+    .bind(now)
+    .bind(hash)
+    .execute(c)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Claim the one concurrent-refresh sibling of a token rotated at or after `since`.
+pub async fn claim_grace(c: &mut Conn, hash: &str, since: i64) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE refresh_tokens SET grace_used = 1
+         WHERE token_hash = $1 AND rotated_at IS NOT NULL AND rotated_at >= $2 AND grace_used = 0",
+    )
+    .bind(hash)
+    .bind(since)
+    .execute(c)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+pub async fn touch_family(c: &mut Conn, family_id: &str, now: i64) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE refresh_families SET last_used_at = $1 WHERE id = $2")
+        .bind(now)
+        .bind(family_id)
+        .execute(c)
+        .await?;
+    Ok(())
+}
+
+/// Revoke a family and every session made from it.
+pub async fn revoke_family(
+    c: &mut Conn,
+    family_id: &str,
+    reason: &str,
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE refresh_families SET revoked_at = $1, revoked_reason = $2 WHERE id = $3 AND revoked_at IS NULL")
+        .bind(now)
+        .bind(reason)
+        .bind(family_id)
+        .execute(&mut *c)
+        .await?;
+    sqlx::query("UPDATE sessions SET revoked_at = $1 WHERE family_id = $2 AND revoked_at IS NULL")
+        .bind(now)
+        .bind(family_id)
+        .execute(c)
+        .await?;
+    Ok(())
+}
+
+/// Revoke every family (and so every session) of a user, except `keep` if given.
+pub async fn revoke_user_families(
+    c: &mut Conn,
+    user_id: &str,
+    keep: Option<&str>,
+    reason: &str,
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    let keep = keep.unwrap_or("");
+    sqlx::query(
+        "UPDATE refresh_families SET revoked_at = $1, revoked_reason = $2
+         WHERE user_id = $3 AND id <> $4 AND revoked_at IS NULL",
+    )
+    .bind(now)
+    .bind(reason)
+    .bind(user_id)
+    .bind(keep)
+    .execute(&mut *c)
+    .await?;
+    sqlx::query("UPDATE sessions SET revoked_at = $1 WHERE user_id = $2 AND family_id <> $3 AND revoked_at IS NULL")
+        .bind(now)
+        .bind(user_id)
+        .bind(keep)
+        .execute(c)
+        .await?;
+    Ok(())
+}
+
+// ---- Sessions -----------------------------------------------------------------------------
+
+#[allow(clippy::too_many_arguments)]
+pub async fn insert_session(
+    c: &mut Conn,
+    hash: &str,
+    public_id: &str,
+    user_id: &str,
+    family_id: &str,
+    now: i64,
+    expires_at: i64,
+    user_agent: Option<&str>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO sessions (token_hash, public_id, user_id, family_id, created_at, expires_at, user_agent)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(hash)
+    .bind(public_id)
+    .bind(user_id)
+    .bind(family_id)
+    .bind(now)
+    .bind(expires_at)
+    .bind(user_agent)
+    .execute(c)
+    .await?;
+    Ok(())
+}
+
+#[derive(Debug, Clone)]
+pub struct SessionRow {
+    pub public_id: String,
+    pub user_id: String,
+    pub family_id: String,
+    pub email: String,
+    pub email_verified: bool,
+    pub factors: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+}
+
+/// A live session: not revoked, not expired, its family not revoked.
+pub async fn live_session(
+    c: &mut Conn,
+    hash: &str,
+    now: i64,
+) -> Result<Option<SessionRow>, sqlx::Error> {
+    let row = sqlx::query(
+        "SELECT s.public_id, s.user_id, s.family_id, s.created_at, s.expires_at, u.email,
+                u.email_verified_at, f.factors
+         FROM sessions s
+         JOIN users u ON u.id = s.user_id
+         JOIN refresh_families f ON f.id = s.family_id
+         WHERE s.token_hash = $1 AND s.revoked_at IS NULL AND s.expires_at > $2
+           AND f.revoked_at IS NULL",
+    )
+    .bind(hash)
+    .bind(now)
+    .fetch_optional(c)
+    .await?;
+    row.map(|r| {
+        Ok(SessionRow {
+            public_id: r.try_get("public_id")?,
+            user_id: r.try_get("user_id")?,
+            family_id: r.try_get("family_id")?,
+            email: r.try_get("email")?,
+            email_verified: r.try_get::<Option<i64>, _>("email_verified_at")?.is_some(),
+            factors: r.try_get("factors")?,
+            created_at: r.try_get("created_at")?,
+            expires_at: r.try_get("expires_at")?,
+        })
+    })
+    .transpose()
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SessionListing {
+    pub id: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub user_agent: Option<String>,
+}
+
+pub async fn list_sessions(
+    c: &mut Conn,
+    user_id: &str,
+    now: i64,
+) -> Result<Vec<SessionListing>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT s.public_id, s.created_at, s.expires_at, s.user_agent
+         FROM sessions s JOIN refresh_families f ON f.id = s.family_id
+         WHERE s.user_id = $1 AND s.revoked_at IS NULL AND s.expires_at > $2 AND f.revoked_at IS NULL
+         ORDER BY s.created_at, s.public_id",
+    )
+    .bind(user_id)
+    .bind(now)
+    .fetch_all(c)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(SessionListing {
+                id: r.try_get("public_id")?,
+                created_at: r.try_get("created_at")?,
+                expires_at: r.try_get("expires_at")?,
+                user_agent: r.try_get("user_agent")?,
+            })
+        })
+        .collect()
+}
+
+/// Revoke one session by its public id, only if it belongs to `user_id`. Returns its family.
+pub async fn revoke_session_by_public_id(
+    c: &mut Conn,
+    user_id: &str,
+    public_id: &str,
+    now: i64,
+) -> Result<Option<String>, sqlx::Error> {
+    let row = sqlx::query("SELECT family_id FROM sessions WHERE public_id = $1 AND user_id = $2 AND revoked_at IS NULL")
+        .bind(public_id)
+        .bind(user_id)
+        .fetch_optional(&mut *c)
+        .await?;
+    let Some(row) = row else { return Ok(None) };
+    let family: String = row.try_get("family_id")?;
+    sqlx::query("UPDATE sessions SET revoked_at = $1 WHERE public_id = $2")
+        .bind(now)
+        .bind(public_id)
+        .execute(c)
+        .await?;
+    Ok(Some(family))
+}
+
+pub async fn revoke_session_by_hash(c: &mut Conn, hash: &str, now: i64) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE sessions SET revoked_at = $1 WHERE token_hash = $2 AND revoked_at IS NULL")
+        .bind(now)
+        .bind(hash)
+        .execute(c)
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,669 @@
+//! Configuration: a TOML file read into serde structs that mirror the file, then checked and
+//! turned into [`Config`], the validated form the rest of the gateway uses.
+//!
+//! Every error names the key (or file) that is wrong, so an operator can fix it without reading
+//! code. Secrets never live here: keys come from the key directory ([`crate::keyring`]).
+//! Relative paths are taken relative to the working directory the gateway is started in.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde::Deserialize;
+
+/// A configuration problem, naming the key or file at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("config key `{key}`: {reason}")]
+    Invalid { key: &'static str, reason: String },
+}
+
+fn invalid(key: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        reason: reason.into(),
+    }
+}
+
+// ---- The file as written -------------------------------------------------------------------
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    public_origin: String,
+    listen: RawListen,
+    #[serde(default)]
+    server: RawServer,
+    tls: RawTls,
+    paths: RawPaths,
+    #[serde(default)]
+    proxy: RawProxy,
+    #[serde(default)]
+    identity: RawIdentity,
+    #[serde(default)]
+    upstreams: BTreeMap<String, RawUpstream>,
+    #[serde(default)]
+    log: RawLog,
+    #[serde(default)]
+    database: RawDatabase,
+    #[serde(default)]
+    mail: RawMail,
+    #[serde(default)]
+    accounts: RawAccounts,
+    #[serde(default)]
+    api_keys: RawApiKeys,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawApiKeys {
+    /// How long the old secret keeps working after a roll.
+    roll_grace_seconds: i64,
+}
+
+impl Default for RawApiKeys {
+    fn default() -> Self {
+        RawApiKeys {
+            roll_grace_seconds: 24 * 60 * 60,
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDatabase {
+    /// Defaults to a SQLite file in the data directory.
+    url: Option<String>,
+    #[serde(default = "default_max_connections")]
+    max_connections: u32,
+}
+
+fn default_max_connections() -> u32 {
+    8
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMail {
+    from: Option<String>,
+    /// Defaults to `outbox` in the data directory; used when no SMTP relay is configured.
+    outbox_dir: Option<PathBuf>,
+    smtp: Option<RawSmtp>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSmtp {
+    host: String,
+    #[serde(default = "default_smtp_port")]
+    port: u16,
+    username: Option<String>,
+    /// Name of the environment variable holding the SMTP password.
+    password_env: Option<String>,
+}
+
+fn default_smtp_port() -> u16 {
+    587
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawAccounts {
+    bcrypt_cost: u32,
+    min_password_chars: usize,
+    session_ttl_seconds: i64,
+    refresh_idle_seconds: i64,
+    refresh_absolute_seconds: i64,
+    refresh_grace_seconds: i64,
+    verify_ttl_seconds: i64,
+    reset_ttl_seconds: i64,
+    resend_interval_seconds: i64,
+    cache_revalidate_seconds: i64,
+}
+
+impl Default for RawAccounts {
+    fn default() -> Self {
+        let d = crate::accounts::AccountsConfig::default();
+        RawAccounts {
+            bcrypt_cost: 12,
+            min_password_chars: d.min_password_chars,
+            session_ttl_seconds: d.session_ttl,
+            refresh_idle_seconds: d.refresh_idle,
+            refresh_absolute_seconds: d.refresh_absolute,
+            refresh_grace_seconds: d.refresh_grace,
+            verify_ttl_seconds: d.verify_ttl,
+            reset_ttl_seconds: d.reset_ttl,
+            resend_interval_seconds: d.resend_interval,
+            cache_revalidate_seconds: d.cache_revalidate,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawListen {
+    https: String,
+    http: Option<String>,
+    admin: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawServer {
+    threads: usize,
+    shutdown_grace_seconds: u64,
+    upstream_keepalive_pool: usize,
+    upstream_connect_timeout_ms: u64,
+    upstream_read_timeout_ms: u64,
+    max_gateway_body_bytes: usize,
+}
+
+impl Default for RawServer {
+    fn default() -> Self {
+        Self {
+            threads: 2,
+            shutdown_grace_seconds: 10,
+            upstream_keepalive_pool: 1024,
+            upstream_connect_timeout_ms: 2_000,
+            upstream_read_timeout_ms: 30_000,
+            max_gateway_body_bytes: 64 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    cert: PathBuf,
+    key: PathBuf,
+    #[serde(default = "default_hsts")]
+    hsts_max_age_seconds: u64,
+}
+
+fn default_hsts() -> u64 {
+    63_072_000
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPaths {
+    data_dir: PathBuf,
+    key_dir: PathBuf,
+    policies: PathBuf,
+    routes: PathBuf,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProxy {
+    #[serde(default)]
+    trusted_proxies: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawIdentity {
+    audience: String,
+    ttl_seconds: u64,
+}
+
+impl Default for RawIdentity {
+    fn default() -> Self {
+        Self {
+            audience: "zone-backend".into(),
+            ttl_seconds: 30,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUpstream {
+    address: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawLog {
+    level: String,
+    format: String,
+}
+
+impl Default for RawLog {
+    fn default() -> Self {
+        Self {
+            level: "info".into(),
+            format: "json".into(),
+        }
+    }
+}
+
+// ---- The validated form --------------------------------------------------------------------
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The HTTPS origin clients use, e.g. `https://zones.example.com`; redirects and links are
+    /// built from it, never from a request's Host header.
+    pub public_origin: String,
+    /// `host[:port]` of the public origin, sent upstream as Host.
+    pub public_authority: String,
+    pub listen: Listen,
+    pub server: Server,
+    pub tls: Tls,
+    pub data_dir: PathBuf,
+    pub key_dir: PathBuf,
+    pub policies_dir: PathBuf,
+    pub routes_file: PathBuf,
+    /// Peers whose X-Forwarded-For is believed.
+    pub trusted_proxies: Vec<IpNet>,
+    pub identity: Identity,
+    pub upstreams: BTreeMap<String, Upstream>,
+    pub log: Log,
+    pub database_url: String,
+    pub database_max_connections: u32,
+    pub mail_from: String,
+    pub outbox_dir: PathBuf,
+    pub smtp: Option<crate::mail::SmtpSettings>,
+    pub bcrypt_cost: u32,
+    pub accounts: crate::accounts::AccountsConfig,
+    /// Seconds an API key's previous secret keeps working after a roll.
+    pub api_key_roll_grace: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Listen {
+    pub https: SocketAddr,
+    pub http: Option<SocketAddr>,
+    pub admin: SocketAddr,
+}
+
+#[derive(Debug, Clone)]
+pub struct Server {
+    pub threads: usize,
+    pub shutdown_grace: Duration,
+    pub upstream_keepalive_pool: usize,
+    pub upstream_connect_timeout: Duration,
+    pub upstream_read_timeout: Duration,
+    /// Largest request body the gateway reads for the endpoints it answers itself.
+    pub max_gateway_body_bytes: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct Tls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub hsts_max_age_seconds: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub audience: String,
+    pub ttl: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    pub address: SocketAddr,
+}
+
+#[derive(Debug, Clone)]
+pub struct Log {
+    pub level: String,
+    pub json: bool,
+}
+
+impl Config {
+    /// Read and validate a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::parse(&text, path)
+    }
+
+    /// Validate config text; `origin` names the file in errors.
+    pub fn parse(text: &str, origin: &Path) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: origin.to_owned(),
+            message: e.to_string(),
+        })?;
+        Config::validate(raw)
+    }
+
+    fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
+        let public_authority = parse_https_origin(&raw.public_origin)?;
+        let addr = |key: &'static str, v: &str| -> Result<SocketAddr, ConfigError> {
+            v.parse()
+                .map_err(|_| invalid(key, format!("`{v}` is not an ip:port socket address")))
+        };
+        let listen = Listen {
+            https: addr("listen.https", &raw.listen.https)?,
+            http: raw
+                .listen
+                .http
+                .as_deref()
+                .map(|v| addr("listen.http", v))
+                .transpose()?,
+            admin: addr("listen.admin", &raw.listen.admin)?,
+        };
+        if raw.server.threads == 0 {
+            return Err(invalid("server.threads", "must be at least 1"));
+        }
+        if raw.server.shutdown_grace_seconds > 3600 {
+            return Err(invalid(
+                "server.shutdown_grace_seconds",
+                "must be at most 3600",
+            ));
+        }
+        if raw.identity.ttl_seconds == 0 || raw.identity.ttl_seconds > 300 {
+            return Err(invalid(
+                "identity.ttl_seconds",
+                "must be between 1 and 300: assertions are meant to be short-lived",
+            ));
+        }
+        if raw.identity.audience.trim().is_empty() {
+            return Err(invalid("identity.audience", "must not be empty"));
+        }
+        let trusted_proxies = raw
+            .proxy
+            .trusted_proxies
+            .iter()
+            .map(|v| {
+                v.parse::<IpNet>()
+                    .or_else(|_| v.parse::<std::net::IpAddr>().map(IpNet::from))
+                    .map_err(|_| {
+                        invalid(
+                            "proxy.trusted_proxies",
+                            format!("`{v}` is not an IP or CIDR"),
+                        )
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut upstreams = BTreeMap::new();
+        for (name, up) in raw.upstreams {
+            if name == "gateway" {
+                return Err(invalid(
+                    "upstreams",
+                    "`gateway` is reserved for endpoints the gateway answers itself",
+                ));
+            }
+            let address = up.address.parse().map_err(|_| {
+                invalid(
+                    "upstreams.*.address",
+                    format!(
+                        "upstream `{name}`: `{}` is not an ip:port address",
+                        up.address
+                    ),
+                )
+            })?;
+            upstreams.insert(name, Upstream { address });
+        }
+        let a = &raw.accounts;
+        if !(4..=31).contains(&a.bcrypt_cost) {
+            return Err(invalid(
+                "accounts.bcrypt_cost",
+                "must be between 4 and 31 (12 for production)",
+            ));
+        }
+        if !(8..=64).contains(&a.min_password_chars) {
+            return Err(invalid(
+                "accounts.min_password_chars",
+                "must be between 8 and 64",
+            ));
+        }
+        let positive: [(&'static str, i64); 8] = [
+            ("accounts.session_ttl_seconds", a.session_ttl_seconds),
+            ("accounts.refresh_idle_seconds", a.refresh_idle_seconds),
+            (
+                "accounts.refresh_absolute_seconds",
+                a.refresh_absolute_seconds,
+            ),
+            ("accounts.verify_ttl_seconds", a.verify_ttl_seconds),
+            ("accounts.reset_ttl_seconds", a.reset_ttl_seconds),
+            (
+                "accounts.resend_interval_seconds",
+                a.resend_interval_seconds,
+            ),
+            (
+                "accounts.cache_revalidate_seconds",
+                a.cache_revalidate_seconds,
+            ),
+            (
+                "accounts.refresh_grace_seconds",
+                a.refresh_grace_seconds + 1,
+            ),
+        ];
+        if let Some((key, _)) = positive.iter().find(|(_, v)| *v <= 0) {
+            return Err(invalid(key, "must be positive"));
+        }
+        if a.refresh_grace_seconds > 60 {
+            return Err(invalid(
+                "accounts.refresh_grace_seconds",
+                "must be at most 60: the window exists only for concurrent tabs",
+            ));
+        }
+        if a.session_ttl_seconds > a.refresh_absolute_seconds {
+            return Err(invalid(
+                "accounts.session_ttl_seconds",
+                "must not exceed accounts.refresh_absolute_seconds",
+            ));
+        }
+        if a.reset_ttl_seconds > 3600 {
+            return Err(invalid(
+                "accounts.reset_ttl_seconds",
+                "must be at most 3600",
+            ));
+        }
+        if !(0..=30 * 24 * 60 * 60).contains(&raw.api_keys.roll_grace_seconds) {
+            return Err(invalid(
+                "api_keys.roll_grace_seconds",
+                "must be between 0 and 2592000 (30 days)",
+            ));
+        }
+        let database_url = raw.database.url.clone().unwrap_or_else(|| {
+            format!(
+                "sqlite://{}",
+                raw.paths.data_dir.join("zonegate.db").display()
+            )
+        });
+        crate::db::normalise_url(&database_url)
+            .map_err(|_| invalid("database.url", "must start with sqlite:// or postgres://"))?;
+        let mail_from =
+            raw.mail.from.clone().unwrap_or_else(|| {
+                format!("Delivery Zone <no-reply@{}>", host_of(&public_authority))
+            });
+        if mail_from.parse::<lettre::message::Mailbox>().is_err() {
+            return Err(invalid(
+                "mail.from",
+                format!("`{mail_from}` is not a mail address"),
+            ));
+        }
+        let accounts = crate::accounts::AccountsConfig {
+            public_origin: raw.public_origin.trim_end_matches('/').to_owned(),
+            min_password_chars: a.min_password_chars,
+            session_ttl: a.session_ttl_seconds,
+            refresh_idle: a.refresh_idle_seconds,
+            refresh_absolute: a.refresh_absolute_seconds,
+            refresh_grace: a.refresh_grace_seconds,
+            verify_ttl: a.verify_ttl_seconds,
+            reset_ttl: a.reset_ttl_seconds,
+            resend_interval: a.resend_interval_seconds,
+            cache_revalidate: a.cache_revalidate_seconds,
+        };
+        let json = match raw.log.format.as_str() {
+            "json" => true,
+            "text" => false,
+            other => {
+                return Err(invalid(
+                    "log.format",
+                    format!("`{other}`: use json or text"),
+                ))
+            }
+        };
+        Ok(Config {
+            public_origin: raw.public_origin.trim_end_matches('/').to_owned(),
+            public_authority,
+            listen,
+            server: Server {
+                threads: raw.server.threads,
+                shutdown_grace: Duration::from_secs(raw.server.shutdown_grace_seconds),
+                upstream_keepalive_pool: raw.server.upstream_keepalive_pool,
+                upstream_connect_timeout: Duration::from_millis(
+                    raw.server.upstream_connect_timeout_ms,
+                ),
+                upstream_read_timeout: Duration::from_millis(raw.server.upstream_read_timeout_ms),
+                max_gateway_body_bytes: raw.server.max_gateway_body_bytes,
+            },
+            tls: Tls {
+                cert: raw.tls.cert,
+                key: raw.tls.key,
+                hsts_max_age_seconds: raw.tls.hsts_max_age_seconds,
+            },
+            data_dir: raw.paths.data_dir.clone(),
+            key_dir: raw.paths.key_dir,
+            policies_dir: raw.paths.policies,
+            routes_file: raw.paths.routes,
+            trusted_proxies,
+            identity: Identity {
+                audience: raw.identity.audience,
+                ttl: Duration::from_secs(raw.identity.ttl_seconds),
+            },
+            upstreams,
+            log: Log {
+                level: raw.log.level,
+                json,
+            },
+            database_url,
+            database_max_connections: raw.database.max_connections.max(1),
+            outbox_dir: raw
+                .mail
+                .outbox_dir
+                .unwrap_or_else(|| raw.paths.data_dir.join("outbox")),
+            mail_from,
+            smtp: raw.mail.smtp.map(|s| crate::mail::SmtpSettings {
+                host: s.host,
+                port: s.port,
+                username: s.username,
+                password_env: s.password_env,
+            }),
+            bcrypt_cost: raw.accounts.bcrypt_cost,
+            accounts,
+            api_key_roll_grace: raw.api_keys.roll_grace_seconds,
+        })
+    }
+}
+
+/// The host part of `host[:port]` (IPv6 literals keep their brackets).
+fn host_of(authority: &str) -> &str {
+    match authority.rsplit_once(':') {
+        Some((host, port))
+            if !host.is_empty()
+                && port.bytes().all(|b| b.is_ascii_digit())
+                && !authority.ends_with(']') =>
+        {
+            host
+        }
+        _ => authority,
+    }
+}
+
+/// Accept only `https://host[:port]` with nothing after it; return `host[:port]`.
+fn parse_https_origin(origin: &str) -> Result<String, ConfigError> {
+    let origin = origin.trim_end_matches('/');
+    let rest = origin.strip_prefix("https://").ok_or_else(|| {
+        invalid(
+            "public_origin",
+            "must start with https:// (the gateway serves HTTPS only)",
+        )
+    })?;
+    let ok = !rest.is_empty()
+        && rest
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'));
+    if !ok {
+        return Err(invalid(
+            "public_origin",
+            "must be scheme and host only, like https://zones.example.com",
+        ));
+    }
+    Ok(rest.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    const MINIMAL: &str = r#"
+public_origin = "https://localhost:8443"
+[listen]
+https = "127.0.0.1:8443"
+admin = "127.0.0.1:9090"
+[tls]
+cert = "c.pem"
+key = "k.pem"
+[paths]
+data_dir = "data"
+key_dir = "data/keys"
+policies = "policies"
+routes = "policies/routes.toml"
+[upstreams.zones]
+address = "127.0.0.1:8081"
+"#;
+
+    fn err(text: &str) -> String {
+        Config::parse(text, Path::new("t.toml"))
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn minimal_config_gets_safe_defaults() {
+        let c = Config::parse(MINIMAL, Path::new("t.toml")).unwrap();
+        assert_eq!(c.public_authority, "localhost:8443");
+        assert_eq!(c.server.shutdown_grace, Duration::from_secs(10));
+        assert_eq!(c.identity.ttl, Duration::from_secs(30));
+        assert!(c.listen.http.is_none());
+        assert!(c.trusted_proxies.is_empty());
+    }
+
+    #[test]
+    fn errors_name_the_bad_key() {
+        assert!(err(&MINIMAL.replace("127.0.0.1:8443\"", "nope\"")).contains("listen.https"));
+        assert!(
+            err(&MINIMAL.replace("https://localhost", "http://localhost"))
+                .contains("public_origin")
+        );
+        assert!(err(&MINIMAL.replace("127.0.0.1:8081", "x")).contains("upstreams"));
+        assert!(
+            err(&format!("{MINIMAL}\n[proxy]\ntrusted_proxies=[\"bad\"]"))
+                .contains("proxy.trusted_proxies")
+        );
+        assert!(err(&format!("{MINIMAL}\n[identity]\nttl_seconds=0")).contains("identity.ttl"));
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_with_their_name() {
+        let e = err(&MINIMAL.replace("[tls]", "[tls]\ncertt = \"x\""));
+        assert!(e.contains("certt"), "{e}");
+    }
+
+    #[test]
+    fn origin_with_a_path_is_refused() {
+        assert!(
+            err(&MINIMAL.replace("https://localhost:8443", "https://a/b"))
+                .contains("public_origin")
+        );
+    }
+}

@@ -1,0 +1,272 @@
+//! Every way the gateway refuses a request, and the one place that turns a refusal into HTTP.
+//!
+//! Stages of the pipeline return a [`Rejection`]; nothing else in the gateway chooses a status
+//! code or writes an error body. Bodies are RFC 9457 `application/problem+json` and carry only
+//! fixed text: never a header value, a path, a credential or an internal error message, so a
+//! client learns what class of thing went wrong and nothing that helps an attacker.
+
+use serde::Serialize;
+
+/// Media type of every error body the gateway writes.
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// A refusal decided by one stage of the request pipeline.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rejection {
+    /// Ambiguous message framing (Content-Length with Transfer-Encoding, repeated or conflicting
+    /// lengths): the connection is closed after the answer so nothing smuggled behind it runs.
+    AmbiguousFraming,
+    /// A request target that could route differently after decoding (dot segments, encoded
+    /// slashes, backslashes, NUL, ...). We refuse rather than guess.
+    AmbiguousPath,
+    /// A request the gateway cannot parse into something meaningful.
+    BadRequest(&'static str),
+    /// No route matches the path.
+    NotFound,
+    /// A route matches the path but not the method.
+    MethodNotAllowed { allow: String },
+    /// Missing or invalid credentials. One fixed message whatever was wrong.
+    Unauthenticated,
+    /// The policy decision was deny (or evaluation failed, which also denies).
+    Forbidden,
+    /// The request body is larger than the route accepts.
+    PayloadTooLarge,
+    /// The body is not `application/json` where JSON is required.
+    UnsupportedMediaType,
+    /// Well-formed input that breaks a rule; the text is a fixed, safe message.
+    Unprocessable(&'static str),
+    /// The account exists and the password is right, but the email is not verified yet.
+    EmailNotVerified,
+    /// The current password given to confirm a change is wrong.
+    WrongPassword,
+    /// A verification or reset token that is unknown, spent or expired.
+    InvalidToken,
+    /// A cookie-authenticated unsafe request without a matching CSRF token and Origin.
+    CsrfRejected,
+    /// The change would break an invariant (an org must keep an owner).
+    Conflict(&'static str),
+    /// The upstream could not be reached or broke the exchange.
+    BadGateway,
+    /// The upstream did not answer in time.
+    GatewayTimeout,
+    /// A fault inside the gateway; details go to the log, never to the client.
+    Internal,
+}
+
+/// An RFC 9457 problem details object.
+#[derive(Debug, Serialize)]
+pub struct Problem {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub title: &'static str,
+    pub status: u16,
+    pub detail: &'static str,
+}
+
+impl Rejection {
+    /// The HTTP status this refusal is answered with.
+    pub fn status(&self) -> u16 {
+        match self {
+            Rejection::AmbiguousFraming
+            | Rejection::AmbiguousPath
+            | Rejection::BadRequest(_)
+            | Rejection::InvalidToken => 400,
+            Rejection::Unauthenticated => 401,
+            Rejection::Forbidden
+            | Rejection::EmailNotVerified
+            | Rejection::WrongPassword
+            | Rejection::CsrfRejected => 403,
+            Rejection::Conflict(_) => 409,
+            Rejection::UnsupportedMediaType => 415,
+            Rejection::Unprocessable(_) => 422,
+            Rejection::NotFound => 404,
+            Rejection::MethodNotAllowed { .. } => 405,
+            Rejection::PayloadTooLarge => 413,
+            Rejection::Internal => 500,
+            Rejection::BadGateway => 502,
+            Rejection::GatewayTimeout => 504,
+        }
+    }
+
+    /// Whether the connection must be closed after the answer (request framing can no longer be
+    /// trusted, so nothing more may be read from it).
+    pub fn closes_connection(&self) -> bool {
+        matches!(self, Rejection::AmbiguousFraming)
+    }
+
+    /// A short, stable name for logs and metrics.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Rejection::AmbiguousFraming => "ambiguous_framing",
+            Rejection::AmbiguousPath => "ambiguous_path",
+            Rejection::BadRequest(_) => "bad_request",
+            Rejection::NotFound => "not_found",
+            Rejection::MethodNotAllowed { .. } => "method_not_allowed",
+            Rejection::Unauthenticated => "unauthenticated",
+            Rejection::Forbidden => "forbidden",
+            Rejection::PayloadTooLarge => "payload_too_large",
+            Rejection::UnsupportedMediaType => "unsupported_media_type",
+            Rejection::Unprocessable(_) => "unprocessable",
+            Rejection::EmailNotVerified => "email_not_verified",
+            Rejection::WrongPassword => "wrong_password",
+            Rejection::InvalidToken => "invalid_token",
+            Rejection::CsrfRejected => "csrf_rejected",
+            Rejection::Conflict(_) => "conflict",
+            Rejection::BadGateway => "bad_gateway",
+            Rejection::GatewayTimeout => "gateway_timeout",
+            Rejection::Internal => "internal",
+        }
+    }
+
+    /// The problem body. Every string is a constant: no request data can reach it.
+    pub fn problem(&self) -> Problem {
+        let (kind, title, detail) = match self {
+            Rejection::AmbiguousFraming => (
+                "urn:zonegate:problem:ambiguous-framing",
+                "Ambiguous request framing",
+                "The request carries conflicting or repeated Content-Length/Transfer-Encoding headers.",
+            ),
+            Rejection::AmbiguousPath => (
+                "urn:zonegate:problem:ambiguous-path",
+                "Ambiguous request path",
+                "The path contains dot segments, encoded separators or other forms that are refused.",
+            ),
+            Rejection::BadRequest(detail) => {
+                ("urn:zonegate:problem:bad-request", "Bad request", *detail)
+            }
+            Rejection::NotFound => (
+                "urn:zonegate:problem:not-found",
+                "Not found",
+                "No route matches this path.",
+            ),
+            Rejection::MethodNotAllowed { .. } => (
+                "urn:zonegate:problem:method-not-allowed",
+                "Method not allowed",
+                "This path does not accept this method; see the Allow header.",
+            ),
+            Rejection::Unauthenticated => (
+                "urn:zonegate:problem:unauthenticated",
+                "Authentication required",
+                "Missing or invalid credentials.",
+            ),
+            Rejection::Forbidden => (
+                "urn:zonegate:problem:forbidden",
+                "Forbidden",
+                "The access policy does not allow this request.",
+            ),
+            Rejection::PayloadTooLarge => (
+                "urn:zonegate:problem:payload-too-large",
+                "Payload too large",
+                "The request body exceeds the limit for this route.",
+            ),
+            Rejection::UnsupportedMediaType => (
+                "urn:zonegate:problem:unsupported-media-type",
+                "Unsupported media type",
+                "Send the body as application/json.",
+            ),
+            Rejection::Unprocessable(detail) => (
+                "urn:zonegate:problem:invalid-input",
+                "Invalid input",
+                *detail,
+            ),
+            Rejection::EmailNotVerified => (
+                "urn:zonegate:problem:email-not-verified",
+                "Email not verified",
+                "Verify your email address with the link we sent before logging in.",
+            ),
+            Rejection::WrongPassword => (
+                "urn:zonegate:problem:wrong-password",
+                "Current password is wrong",
+                "The current password does not match.",
+            ),
+            Rejection::InvalidToken => (
+                "urn:zonegate:problem:invalid-token",
+                "Invalid or expired link",
+                "The link is invalid, already used or expired. Ask for a new one.",
+            ),
+            Rejection::CsrfRejected => (
+                "urn:zonegate:problem:csrf",
+                "Cross-site request refused",
+                "Send the X-CSRF-Token header from the csrf cookie, from the configured origin.",
+            ),
+            Rejection::Conflict(detail) => ("urn:zonegate:problem:conflict", "Conflict", *detail),
+            Rejection::BadGateway => (
+                "urn:zonegate:problem:bad-gateway",
+                "Bad gateway",
+                "The service behind the gateway is unavailable.",
+            ),
+            Rejection::GatewayTimeout => (
+                "urn:zonegate:problem:gateway-timeout",
+                "Gateway timeout",
+                "The service behind the gateway did not answer in time.",
+            ),
+            Rejection::Internal => (
+                "urn:zonegate:problem:internal",
+                "Internal error",
+                "The gateway could not complete the request.",
+            ),
+        };
+        Problem {
+            kind,
+            title,
+            status: self.status(),
+            detail,
+        }
+    }
+
+    /// The serialised problem body.
+    pub fn body(&self) -> Vec<u8> {
+        // Serialising a struct of constant strings cannot fail; fall back to a fixed body anyway
+        // so that this path can never panic.
+        serde_json::to_vec(&self.problem()).unwrap_or_else(|_| {
+            br#"{"type":"urn:zonegate:problem:internal","title":"Internal error","status":500}"#
+                .to_vec()
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_rejection_is_a_client_or_gateway_status_with_a_typed_body() {
+        let all = [
+            Rejection::AmbiguousFraming,
+            Rejection::AmbiguousPath,
+            Rejection::BadRequest("x"),
+            Rejection::NotFound,
+            Rejection::MethodNotAllowed {
+                allow: "GET".into(),
+            },
+            Rejection::Unauthenticated,
+            Rejection::Forbidden,
+            Rejection::PayloadTooLarge,
+            Rejection::UnsupportedMediaType,
+            Rejection::Unprocessable("x"),
+            Rejection::EmailNotVerified,
+            Rejection::WrongPassword,
+            Rejection::InvalidToken,
+            Rejection::CsrfRejected,
+            Rejection::Conflict("x"),
+            Rejection::BadGateway,
+            Rejection::GatewayTimeout,
+            Rejection::Internal,
+        ];
+        for r in all {
+            let v: serde_json::Value = serde_json::from_slice(&r.body()).unwrap_or_default();
+            assert_eq!(v["status"], r.status(), "{r:?}");
+            assert!(v["type"]
+                .as_str()
+                .is_some_and(|t| t.starts_with("urn:zonegate:problem:")));
+            assert!((400..600).contains(&r.status()));
+        }
+    }
+
+    #[test]
+    fn only_ambiguous_framing_closes_the_connection() {
+        assert!(Rejection::AmbiguousFraming.closes_connection());
+        assert!(!Rejection::AmbiguousPath.closes_connection());
+        assert!(!Rejection::Forbidden.closes_connection());
+    }
+}

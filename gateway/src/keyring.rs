@@ -1,0 +1,358 @@
+//! The key ring: secret keys kept in a directory of their own, apart from the config and the
+//! database (NIST SP 800-63B: a pepper is stored separately from the hashes it protects).
+//!
+//! Layout: one file per key, `<purpose>-<n>.key`, holding standard base64 of 32 bytes from the
+//! OS CSPRNG. The file stem is the key id that travels with whatever the key made (an identity
+//! assertion's `kid`, a hash's pepper id), so keys rotate without breaking older material: the
+//! highest `n` of a purpose signs or hashes new things, every present key still verifies, and a
+//! key is retired by deleting its file. The directory must be 0700 and each key 0600; anything
+//! group- or world-readable is refused at start, naming the path.
+//!
+//! This module must never print key material: [`SecretKey`] has no Display and a redacted Debug.
+
+use std::fmt;
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use rand::rngs::OsRng;
+use rand::RngCore;
+use zeroize::{Zeroize, ZeroizeOnDrop};
+
+/// What a key is for. Each purpose rotates on its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Purpose {
+    /// Signs the identity assertion sent to backends.
+    Identity,
+    /// HMAC pepper for stored API-key secrets and password pre-hashing.
+    Pepper,
+    /// AEAD key for TOTP seeds at rest.
+    Totp,
+}
+
+impl Purpose {
+    pub const ALL: [Purpose; 3] = [Purpose::Identity, Purpose::Pepper, Purpose::Totp];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Purpose::Identity => "identity",
+            Purpose::Pepper => "pepper",
+            Purpose::Totp => "totp",
+        }
+    }
+
+    fn from_name(name: &str) -> Option<Purpose> {
+        Purpose::ALL.into_iter().find(|p| p.name() == name)
+    }
+}
+
+/// 32 bytes of key material. Zeroed on drop; never printed.
+#[derive(Clone, Zeroize, ZeroizeOnDrop)]
+pub struct SecretKey([u8; 32]);
+
+impl SecretKey {
+    fn generate() -> SecretKey {
+        let mut bytes = [0u8; 32];
+        OsRng.fill_bytes(&mut bytes);
+        SecretKey(bytes)
+    }
+
+    pub fn expose(&self) -> &[u8; 32] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for SecretKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SecretKey(<redacted>)")
+    }
+}
+
+/// One key of the ring.
+#[derive(Debug, Clone)]
+pub struct Key {
+    pub id: String,
+    pub purpose: Purpose,
+    pub number: u32,
+    pub secret: SecretKey,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyRingError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path} is readable or writable by group or others (mode {mode:o}); run `chmod {want:o} {path}`")]
+    Permissions { path: PathBuf, mode: u32, want: u32 },
+    #[error("{path}: {reason}")]
+    Invalid { path: PathBuf, reason: &'static str },
+    #[error("{path} already holds keys; use `zonegate keys rotate` to add new ones")]
+    AlreadyInitialised { path: PathBuf },
+    #[error("key directory {path} has no {purpose} key; run `zonegate keys init --dir {path}`")]
+    Missing {
+        path: PathBuf,
+        purpose: &'static str,
+    },
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> KeyRingError + '_ {
+    move |source| KeyRingError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// The loaded key ring.
+#[derive(Debug, Clone)]
+pub struct KeyRing {
+    keys: Vec<Key>,
+}
+
+impl KeyRing {
+    /// Create `dir` (0700) with a first key of every purpose. Refuses a directory that already
+    /// holds keys, so a typo cannot silently replace production keys.
+    pub fn init(dir: &Path) -> Result<Vec<String>, KeyRingError> {
+        if dir.exists() {
+            check_dir_permissions(dir)?;
+            if !list_key_files(dir)?.is_empty() {
+                return Err(KeyRingError::AlreadyInitialised {
+                    path: dir.to_owned(),
+                });
+            }
+        } else {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(io(dir))?;
+        }
+        Purpose::ALL
+            .into_iter()
+            .map(|p| write_key(dir, p, 1))
+            .collect()
+    }
+
+    /// Add a new key for each purpose; it becomes the active one. Old keys stay until removed.
+    pub fn rotate(dir: &Path) -> Result<Vec<String>, KeyRingError> {
+        let ring = KeyRing::load(dir)?;
+        Purpose::ALL
+            .into_iter()
+            .map(|p| {
+                let next = ring.active(p).map_or(1, |k| k.number + 1);
+                write_key(dir, p, next)
+            })
+            .collect()
+    }
+
+    /// Load every key, refusing loose permissions. Every purpose must have a key.
+    pub fn load(dir: &Path) -> Result<KeyRing, KeyRingError> {
+        check_dir_permissions(dir)?;
+        let mut keys = Vec::new();
+        for (path, purpose, number) in list_key_files(dir)? {
+            let meta = fs::symlink_metadata(&path).map_err(io(&path))?;
+            if !meta.file_type().is_file() {
+                return Err(KeyRingError::Invalid {
+                    path,
+                    reason: "a key must be a regular file, not a link or directory",
+                });
+            }
+            if meta.mode() & 0o077 != 0 {
+                return Err(KeyRingError::Permissions {
+                    path,
+                    mode: meta.mode() & 0o777,
+                    want: 0o600,
+                });
+            }
+            let text = fs::read_to_string(&path).map_err(io(&path))?;
+            let mut bytes = STANDARD
+                .decode(text.trim())
+                .map_err(|_| KeyRingError::Invalid {
+                    path: path.clone(),
+                    reason: "not base64",
+                })?;
+            let secret = <[u8; 32]>::try_from(bytes.as_slice())
+                .map(SecretKey)
+                .map_err(|_| KeyRingError::Invalid {
+                    path: path.clone(),
+                    reason: "a key must be exactly 32 bytes",
+                });
+            bytes.zeroize();
+            keys.push(Key {
+                id: format!("{}-{number}", purpose.name()),
+                purpose,
+                number,
+                secret: secret?,
+            });
+        }
+        let ring = KeyRing { keys };
+        for p in Purpose::ALL {
+            if ring.active(p).is_none() {
+                return Err(KeyRingError::Missing {
+                    path: dir.to_owned(),
+                    purpose: p.name(),
+                });
+            }
+        }
+        Ok(ring)
+    }
+
+    /// The key that makes new material for `purpose`: the highest number.
+    pub fn active(&self, purpose: Purpose) -> Option<&Key> {
+        self.keys
+            .iter()
+            .filter(|k| k.purpose == purpose)
+            .max_by_key(|k| k.number)
+    }
+
+    /// Every key of a purpose, for verifying what older keys made.
+    pub fn all(&self, purpose: Purpose) -> impl Iterator<Item = &Key> {
+        self.keys.iter().filter(move |k| k.purpose == purpose)
+    }
+}
+
+fn check_dir_permissions(dir: &Path) -> Result<(), KeyRingError> {
+    let meta = fs::metadata(dir).map_err(io(dir))?;
+    if !meta.is_dir() {
+        return Err(KeyRingError::Invalid {
+            path: dir.to_owned(),
+            reason: "not a directory",
+        });
+    }
+    if meta.mode() & 0o077 != 0 {
+        return Err(KeyRingError::Permissions {
+            path: dir.to_owned(),
+            mode: meta.mode() & 0o777,
+            want: 0o700,
+        });
+    }
+    Ok(())
+}
+
+/// Key files in `dir`, parsed from their names; other files are ignored.
+fn list_key_files(dir: &Path) -> Result<Vec<(PathBuf, Purpose, u32)>, KeyRingError> {
+    let mut found = Vec::new();
+    for entry in fs::read_dir(dir).map_err(io(dir))? {
+        let entry = entry.map_err(io(dir))?;
+        let name = entry.file_name();
+        let Some(stem) = name.to_str().and_then(|n| n.strip_suffix(".key")) else {
+            continue;
+        };
+        let Some((purpose, number)) = stem.rsplit_once('-') else {
+            continue;
+        };
+        if let (Some(purpose), Ok(number)) = (Purpose::from_name(purpose), number.parse::<u32>()) {
+            found.push((entry.path(), purpose, number));
+        }
+    }
+    found.sort_by_key(|(_, p, n)| (p.name(), *n));
+    Ok(found)
+}
+
+fn write_key(dir: &Path, purpose: Purpose, number: u32) -> Result<String, KeyRingError> {
+    let id = format!("{}-{number}", purpose.name());
+    let path = dir.join(format!("{id}.key"));
+    let secret = SecretKey::generate();
+    let mut encoded = STANDARD.encode(secret.expose());
+    encoded.push('\n');
+    // create_new: never overwrite an existing key; mode 0600 from the first byte written.
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(io(&path))?;
+    let written = file
+        .write_all(encoded.as_bytes())
+        .and_then(|()| file.sync_all());
+    encoded.zeroize();
+    written.map_err(io(&path))?;
+    Ok(id)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn init_creates_owner_only_keys_for_every_purpose() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("keys");
+        let ids = KeyRing::init(&dir).unwrap();
+        assert_eq!(ids, ["identity-1", "pepper-1", "totp-1"]);
+        assert_eq!(fs::metadata(&dir).unwrap().mode() & 0o777, 0o700);
+        assert_eq!(
+            fs::metadata(dir.join("identity-1.key")).unwrap().mode() & 0o777,
+            0o600
+        );
+        let ring = KeyRing::load(&dir).unwrap();
+        assert_ne!(
+            ring.active(Purpose::Identity).unwrap().secret.expose(),
+            ring.active(Purpose::Pepper).unwrap().secret.expose()
+        );
+    }
+
+    #[test]
+    fn init_refuses_to_overwrite_existing_keys() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("keys");
+        KeyRing::init(&dir).unwrap();
+        assert!(matches!(
+            KeyRing::init(&dir),
+            Err(KeyRingError::AlreadyInitialised { .. })
+        ));
+    }
+
+    #[test]
+    fn rotate_adds_a_new_active_key_and_keeps_the_old() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("keys");
+        KeyRing::init(&dir).unwrap();
+        let old = KeyRing::load(&dir).unwrap();
+        KeyRing::rotate(&dir).unwrap();
+        let ring = KeyRing::load(&dir).unwrap();
+        assert_eq!(ring.active(Purpose::Identity).unwrap().id, "identity-2");
+        assert_eq!(ring.all(Purpose::Identity).count(), 2);
+        let old_key = old.active(Purpose::Identity).unwrap();
+        assert!(ring
+            .all(Purpose::Identity)
+            .any(|k| k.id == old_key.id && k.secret.expose() == old_key.secret.expose()));
+    }
+
+    #[test]
+    fn loose_permissions_are_refused_naming_the_path() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("keys");
+        KeyRing::init(&dir).unwrap();
+        let key = dir.join("pepper-1.key");
+        fs::set_permissions(&key, fs::Permissions::from_mode(0o640)).unwrap();
+        let e = KeyRing::load(&dir).unwrap_err().to_string();
+        assert!(e.contains("pepper-1.key"), "{e}");
+        fs::set_permissions(&key, fs::Permissions::from_mode(0o600)).unwrap();
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
+        let e = KeyRing::load(&dir).unwrap_err().to_string();
+        assert!(
+            e.contains(dir.to_str().unwrap()) && e.contains("755"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn debug_output_never_shows_key_material() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("keys");
+        KeyRing::init(&dir).unwrap();
+        let ring = KeyRing::load(&dir).unwrap();
+        let printed = format!("{ring:?}");
+        for k in ring.all(Purpose::Identity) {
+            assert!(!printed.contains(&STANDARD.encode(k.secret.expose())));
+        }
+        assert!(printed.contains("<redacted>"));
+    }
+}

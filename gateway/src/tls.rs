@@ -1,0 +1,175 @@
+//! TLS material: loading the server certificate into a resolver that can be swapped at run
+//! time, and generating the ECDSA development certificate for `zonegate dev`.
+//!
+//! Protocol versions are not configurable: the listener offers TLS 1.3 and 1.2 only (rustls has
+//! nothing older), so no configuration can weaken it.
+
+use std::fmt;
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {reason}")]
+    Invalid { path: PathBuf, reason: String },
+}
+
+/// Serves the current certificate for every handshake; [`CertResolver::reload`] swaps it
+/// atomically so a renewed certificate applies to new connections without a restart.
+pub struct CertResolver {
+    current: ArcSwap<CertifiedKey>,
+    cert_path: PathBuf,
+    key_path: PathBuf,
+}
+
+impl fmt::Debug for CertResolver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CertResolver")
+            .field("cert_path", &self.cert_path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CertResolver {
+    pub fn load(cert_path: &Path, key_path: &Path) -> Result<CertResolver, TlsError> {
+        let key = load_certified_key(cert_path, key_path)?;
+        Ok(CertResolver {
+            current: ArcSwap::from_pointee(key),
+            cert_path: cert_path.to_owned(),
+            key_path: key_path.to_owned(),
+        })
+    }
+
+    /// Re-read the files; on any error the old certificate stays in use.
+    pub fn reload(&self) -> Result<(), TlsError> {
+        let key = load_certified_key(&self.cert_path, &self.key_path)?;
+        self.current.store(Arc::new(key));
+        Ok(())
+    }
+}
+
+impl ResolvesServerCert for CertResolver {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.current.load_full())
+    }
+}
+
+fn load_certified_key(cert_path: &Path, key_path: &Path) -> Result<CertifiedKey, TlsError> {
+    let invalid = |path: &Path, reason: &str| TlsError::Invalid {
+        path: path.to_owned(),
+        reason: reason.to_owned(),
+    };
+    let cert_pem = fs::read(cert_path).map_err(|source| TlsError::Io {
+        path: cert_path.to_owned(),
+        source,
+    })?;
+    let certs = rustls_pemfile::certs(&mut cert_pem.as_slice())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|_| invalid(cert_path, "not a PEM certificate chain"))?;
+    if certs.is_empty() {
+        return Err(invalid(cert_path, "no certificate found"));
+    }
+    let key_pem = fs::read(key_path).map_err(|source| TlsError::Io {
+        path: key_path.to_owned(),
+        source,
+    })?;
+    let key = rustls_pemfile::private_key(&mut key_pem.as_slice())
+        .map_err(|_| invalid(key_path, "not a PEM private key"))?
+        .ok_or_else(|| invalid(key_path, "no private key found"))?;
+    let signing = rustls::crypto::ring::sign::any_supported_type(&key)
+        .map_err(|_| invalid(key_path, "unsupported private key type"))?;
+    Ok(CertifiedKey::new(certs, signing))
+}
+
+/// Write a self-signed ECDSA P-256 certificate for `localhost`, 127.0.0.1 and ::1 unless the
+/// files already exist. Returns whether it generated one. The key file is created 0600.
+pub fn ensure_dev_certificate(cert_path: &Path, key_path: &Path) -> Result<bool, TlsError> {
+    if cert_path.exists() && key_path.exists() {
+        return Ok(false);
+    }
+    let names = vec![
+        "localhost".to_owned(),
+        "127.0.0.1".to_owned(),
+        "::1".to_owned(),
+    ];
+    let generated = rcgen::generate_simple_self_signed(names).map_err(|e| TlsError::Invalid {
+        path: cert_path.to_owned(),
+        reason: format!("generating the development certificate failed: {e}"),
+    })?;
+    for path in [cert_path, key_path] {
+        if let Some(dir) = path.parent() {
+            fs::create_dir_all(dir).map_err(|source| TlsError::Io {
+                path: dir.to_owned(),
+                source,
+            })?;
+        }
+    }
+    write_file(
+        key_path,
+        generated.signing_key.serialize_pem().as_bytes(),
+        0o600,
+    )?;
+    write_file(cert_path, generated.cert.pem().as_bytes(), 0o644)?;
+    Ok(true)
+}
+
+fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), TlsError> {
+    let io = |source| TlsError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(path)
+        .map_err(io)?;
+    f.write_all(bytes).map_err(io)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn dev_certificate_is_ecdsa_and_loads() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (c, k) = (
+            tmp.path().join("tls/cert.pem"),
+            tmp.path().join("tls/key.pem"),
+        );
+        assert!(ensure_dev_certificate(&c, &k).unwrap());
+        assert!(
+            !ensure_dev_certificate(&c, &k).unwrap(),
+            "existing files are kept"
+        );
+        let resolver = CertResolver::load(&c, &k).unwrap();
+        let key = resolver.current.load();
+        assert_eq!(key.key.algorithm(), rustls::SignatureAlgorithm::ECDSA);
+        resolver.reload().unwrap();
+    }
+
+    #[test]
+    fn a_broken_key_file_is_named() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (c, k) = (tmp.path().join("cert.pem"), tmp.path().join("key.pem"));
+        ensure_dev_certificate(&c, &k).unwrap();
+        fs::write(&k, "garbage").unwrap();
+        let e = CertResolver::load(&c, &k).unwrap_err().to_string();
+        assert!(e.contains("key.pem"), "{e}");
+    }
+}

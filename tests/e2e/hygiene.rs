@@ -1,0 +1,174 @@
+//! Request hygiene over the wire: smuggling attempts, identity headers, forwarded headers and
+//! the path canonicalisation table. The echo upstream proves what did (and did not) get through.
+
+use zonegate_e2e::client::parse_response;
+use zonegate_e2e::{Stack, StackOptions};
+
+fn count_responses(raw: &[u8]) -> usize {
+    raw.windows(9).filter(|w| w == b"HTTP/1.1 ").count()
+}
+
+#[test]
+fn ambiguous_framing_is_400_closes_the_connection_and_forwards_nothing() {
+    let stack = Stack::start();
+    let client = stack.client();
+    let smuggled = "GET /v1/orgs/acme/echo?smuggled=1 HTTP/1.1\r\nhost: localhost\r\n\r\n";
+    let cases = [
+        format!("POST /v1/orgs/acme/echo HTTP/1.1\r\nhost: localhost\r\ncontent-length: 5\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n{smuggled}"),
+        format!("POST /v1/orgs/acme/echo HTTP/1.1\r\nhost: localhost\r\ntransfer-encoding: chunked\r\ncontent-length: 5\r\n\r\n0\r\n\r\n{smuggled}"),
+        format!("POST /v1/orgs/acme/echo HTTP/1.1\r\nhost: localhost\r\ncontent-length: 5\r\ncontent-length: 5\r\n\r\nhello{smuggled}"),
+        format!("POST /v1/orgs/acme/echo HTTP/1.1\r\nhost: localhost\r\ncontent-length: 5\r\ncontent-length: 6\r\n\r\nhello!{smuggled}"),
+        format!("POST /v1/orgs/acme/echo HTTP/1.1\r\nhost: localhost\r\ntransfer-encoding: chunked, chunked\r\n\r\n0\r\n\r\n{smuggled}"),
+        format!("POST /v1/orgs/acme/echo HTTP/1.1\r\nhost: localhost\r\ntransfer-encoding: chunked\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n{smuggled}"),
+    ];
+    for raw in &cases {
+        // read_to_end returning at all proves the gateway closed the connection.
+        let answer = client.raw(raw.as_bytes()).unwrap();
+        let resp = parse_response(&answer).unwrap_or_else(|| panic!("no response to {raw:?}"));
+        assert_eq!(resp.status, 400, "{raw:?}");
+        assert_eq!(
+            count_responses(&answer),
+            1,
+            "the smuggled request was answered: {raw:?}"
+        );
+    }
+    assert!(
+        stack.echo.seen().is_empty(),
+        "upstream saw: {:?}",
+        stack.echo.seen()
+    );
+
+    // Well-framed requests on the same route still work.
+    let ok = client.request("POST", "/v1/orgs/acme/echo", &[], Some(b"hello"));
+    assert_eq!(ok.status, 200);
+}
+
+#[test]
+fn client_identity_headers_are_stripped_in_every_spelling_and_gateway_values_set() {
+    let stack = Stack::start();
+    let resp = stack.client().request(
+        "GET",
+        "/v1/orgs/acme/echo",
+        &[
+            ("X-User-Id", "admin"),
+            ("x_user_id", "admin"),
+            ("X-ORG-ID", "globex"),
+            ("Zonegate-Identity", "forged"),
+            ("zonegate_identity", "forged"),
+            ("X-Forwarded-For", "1.2.3.4"),
+            ("x_forwarded_for", "1.2.3.4"),
+            ("X-Real-IP", "1.2.3.4"),
+            ("Forwarded", "for=1.2.3.4"),
+            ("X-Forwarded-Host", "evil.example"),
+            ("X-Forwarded-Proto", "http"),
+            ("X-Request-Id", "mine"),
+            (
+                "Authorization",
+                "Bearer zgk_0000000000000000_not-a-real-key",
+            ),
+            ("Cookie", "__Host-zonegate-session=abc; other=1"),
+            ("X-CSRF-Token", "abc"),
+            ("Accept", "application/json"),
+        ],
+        None,
+    );
+    assert_eq!(resp.status, 200);
+    let seen = stack.echo.seen();
+    assert_eq!(seen.len(), 1);
+    let got = &seen[0];
+    for gone in [
+        "x-user-id",
+        "x_user_id",
+        "x-org-id",
+        "zonegate_identity",
+        "x_forwarded_for",
+        "forwarded",
+        "authorization",
+        "cookie",
+        "x-csrf-token",
+    ] {
+        assert!(
+            got.header_values(gone).is_empty(),
+            "{gone} reached the upstream: {got:?}"
+        );
+    }
+    assert_eq!(got.header_values("x-forwarded-for"), ["127.0.0.1"]);
+    assert_eq!(got.header_values("x-real-ip"), ["127.0.0.1"]);
+    assert_eq!(got.header_values("x-forwarded-proto"), ["https"]);
+    let authority = format!("localhost:{}", stack.https.port());
+    assert_eq!(got.header_values("x-forwarded-host"), [authority.as_str()]);
+    assert_eq!(got.header_values("host"), [authority.as_str()]);
+    assert_eq!(
+        got.header_values("x-request-id"),
+        [resp.header("x-request-id").unwrap()]
+    );
+    assert_eq!(got.header_values("accept"), ["application/json"]);
+    let identity = got.header_values("zonegate-identity");
+    assert_eq!(identity.len(), 1);
+    let claims = crate::assertions::verify(&stack, identity[0]);
+    assert_eq!(claims["org"], "acme");
+    assert_eq!(claims["kind"], "anonymous");
+    assert_eq!(claims["htm"], "GET");
+    assert_eq!(claims["htu"], "/v1/orgs/acme/echo");
+    // The upstream's own server banner does not leak to the client.
+    assert_eq!(resp.header("server"), None);
+    assert_eq!(resp.header("x-powered-by"), None);
+}
+
+#[test]
+fn forwarded_for_from_a_trusted_proxy_is_believed_and_overwritten_not_appended() {
+    let stack = Stack::start_with(StackOptions {
+        trusted_proxies: vec!["127.0.0.1/32".into()],
+        ..StackOptions::default()
+    });
+    let resp = stack.client().request(
+        "GET",
+        "/v1/orgs/acme/echo",
+        &[("X-Forwarded-For", "203.0.113.5, 127.0.0.1")],
+        None,
+    );
+    assert_eq!(resp.status, 200);
+    let got = &stack.echo.seen()[0];
+    assert_eq!(got.header_values("x-forwarded-for"), ["203.0.113.5"]);
+    assert_eq!(got.header_values("x-real-ip"), ["203.0.113.5"]);
+}
+
+#[test]
+fn path_canonicalisation_table_over_the_wire() {
+    let stack = Stack::start();
+    let client = stack.client();
+    let refused = [
+        "/v1/orgs/acme/../acme/echo",
+        "/v1/orgs/acme/./echo",
+        "/v1/orgs/acme/%2e%2e/acme/echo",
+        "/v1/orgs/acme/%2E/echo",
+        "/v1/orgs/acme/.%2e/echo",
+        "/v1/orgs/ac%2fme/echo",
+        "/v1/orgs/ac%2Fme/echo",
+        "/v1/orgs/ac%5cme/echo",
+        "/v1/orgs/ac\\me/echo",
+        "/v1/orgs/ac%00me/echo",
+        "/v1/orgs/ac%0d%0ame/echo",
+        "/v1/orgs/%61cme/echo",
+        "/v1/orgs/acme%252e/echo",
+        "/v1/orgs/acme;v=1/echo",
+        "//v1/orgs/acme/echo",
+        "/v1//orgs/acme/echo",
+        "/v1/orgs/acme/echo/%",
+        "http://localhost/v1/orgs/acme/echo",
+    ];
+    for path in refused {
+        let resp = client.request("GET", path, &[], None);
+        assert_eq!(resp.status, 400, "{path} got {}", resp.status);
+    }
+    assert!(
+        stack.echo.seen().is_empty(),
+        "upstream saw: {:?}",
+        stack.echo.seen()
+    );
+
+    // Canonical paths with escapes and a query are forwarded byte for byte.
+    let exact = "/v1/orgs/acme/echo/z%20one%C3%A9?q=%2F..%2F&x=1";
+    assert_eq!(client.get(exact).status, 200);
+    assert_eq!(stack.echo.seen()[0].target, exact);
+}

@@ -1,0 +1,140 @@
+//! Starting, checking and stopping: config errors name the bad key, loose key permissions are
+//! refused, SIGTERM drains within the grace period.
+
+use std::os::unix::fs::PermissionsExt;
+use std::process::Command;
+use std::time::Duration;
+
+use zonegate_e2e::stack::{workspace_root, zonegate_bin};
+use zonegate_e2e::{Stack, StackOptions};
+
+#[test]
+fn sigterm_stops_the_gateway_gracefully_within_the_grace_period() {
+    let mut stack = Stack::start_with(StackOptions {
+        shutdown_grace_seconds: 1,
+        ..StackOptions::default()
+    });
+    assert_eq!(stack.client().get("/healthz").status, 200);
+    let (status, took) = stack.terminate_gateway();
+    assert!(status.success(), "exit status {status:?}");
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+    assert!(
+        stack.client().connect().is_err(),
+        "still accepting after shutdown"
+    );
+}
+
+#[test]
+fn check_config_accepts_the_stack_config_and_names_bad_keys() {
+    let stack = Stack::start();
+    let ok = Command::new(zonegate_bin())
+        .args(["check-config", "--config"])
+        .arg(&stack.config)
+        .output()
+        .unwrap();
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+
+    let text = std::fs::read_to_string(&stack.config).unwrap();
+    let cases = [
+        (text.replace("threads = 2", "threads = 0"), "server.threads"),
+        (
+            text.replace("[listen]\nhttps = \"", "[listen]\nhttps = \"x"),
+            "listen.https",
+        ),
+        (
+            text.replace("ttl_seconds = 30", "ttl_seconds = 3000"),
+            "identity.ttl_seconds",
+        ),
+        (text.replace("[log]", "[log]\nbogus = 1"), "bogus"),
+        (
+            text.replace("tests/fixtures/routes.toml", "tests/fixtures/missing.toml"),
+            "missing.toml",
+        ),
+    ];
+    for (bad, needle) in cases {
+        let path = stack.dir.path().join("bad.toml");
+        std::fs::write(&path, bad).unwrap();
+        let out = Command::new(zonegate_bin())
+            .args(["check-config", "--config"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{needle}: {stderr}");
+        assert!(stderr.contains(needle), "{needle} not named in: {stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+}
+
+#[test]
+fn an_invalid_policy_set_refuses_to_start_naming_the_policy() {
+    let stack = Stack::start();
+    let policies = stack.dir.path().join("policies");
+    std::fs::write(
+        policies.join("broken.cedar"),
+        "@id(\"typo-action\")\npermit (principal, action == Zonegate::Action::\"zones:lisst\", resource);\n",
+    )
+    .unwrap();
+    let out = Command::new(zonegate_bin())
+        .args(["check-config", "--config"])
+        .arg(&stack.config)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("typo-action"), "{stderr}");
+}
+
+#[test]
+fn keys_readable_by_others_are_refused_naming_the_path() {
+    let mut stack = Stack::start();
+    stack.stop_gateway();
+    let key = stack.key_dir.join("identity-1.key");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = Command::new(zonegate_bin())
+        .args(["serve", "--config"])
+        .arg(&stack.config)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains(key.to_str().unwrap()), "{stderr}");
+}
+
+#[test]
+fn the_shipped_policies_and_routes_validate() {
+    let stack = Stack::start();
+    let text = std::fs::read_to_string(&stack.config)
+        .unwrap()
+        .replace(
+            &stack.dir.path().join("policies").display().to_string(),
+            &workspace_root().join("policies").display().to_string(),
+        )
+        .replace(
+            &workspace_root()
+                .join("tests/fixtures/routes.toml")
+                .display()
+                .to_string(),
+            &workspace_root()
+                .join("policies/routes.toml")
+                .display()
+                .to_string(),
+        )
+        .replace("[upstreams.echo]", "[upstreams.unused]");
+    let path = stack.dir.path().join("shipped.toml");
+    std::fs::write(&path, text).unwrap();
+    let out = Command::new(zonegate_bin())
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

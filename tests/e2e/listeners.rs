@@ -1,0 +1,150 @@
+//! TLS versions, the redirect listener, the admin listener, routing answers and headers.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use zonegate_e2e::client::plain_get;
+use zonegate_e2e::{Client, Stack};
+
+/// A TLS 1.1 ClientHello (no supported_versions extension), offering two TLS 1.0-era suites.
+fn tls11_client_hello() -> Vec<u8> {
+    let mut body = vec![0x03, 0x02]; // client_version TLS 1.1
+    body.extend_from_slice(&[0x42; 32]); // random
+    body.push(0); // no session id
+    body.extend_from_slice(&[0x00, 0x04, 0xc0, 0x09, 0x00, 0x2f]); // cipher suites
+    body.extend_from_slice(&[0x01, 0x00]); // compression: null
+    let mut handshake = vec![0x01, 0x00, 0x00, body.len() as u8];
+    handshake.extend_from_slice(&body);
+    let mut record = vec![0x16, 0x03, 0x01, 0x00, handshake.len() as u8];
+    record.extend_from_slice(&handshake);
+    record
+}
+
+#[test]
+fn tls_1_2_and_1_3_are_served_and_older_versions_refused() {
+    let stack = Stack::start();
+    for version in [&rustls::version::TLS12, &rustls::version::TLS13] {
+        let client = Client::with_versions(stack.https, &stack.cert, &[version]);
+        let tls = client.connect().unwrap();
+        assert_eq!(tls.conn.protocol_version(), Some(version.version));
+        let resp = client.get("/healthz");
+        assert_eq!(resp.status, 200, "{:?}", version.version);
+    }
+
+    let mut tcp = TcpStream::connect(stack.https).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    tcp.write_all(&tls11_client_hello()).unwrap();
+    let mut answer = Vec::new();
+    let _ = tcp.read_to_end(&mut answer);
+    // The server must not negotiate: no ServerHello (handshake record 0x16), only an alert
+    // record (0x15) or a closed connection.
+    assert!(
+        answer.first() != Some(&0x16),
+        "server negotiated TLS 1.1: {answer:02x?}"
+    );
+    if let Some(&first) = answer.first() {
+        assert_eq!(first, 0x15, "expected an alert record: {answer:02x?}");
+    }
+}
+
+#[test]
+fn http_listener_only_redirects_to_the_configured_https_origin() {
+    let stack = Stack::start();
+    for (method, target) in [
+        ("GET", "/v1/orgs/acme/echo?x=1&y=%2F"),
+        ("POST", "/anything"),
+    ] {
+        let resp = zonegate_e2e::client::plain(
+            stack.http,
+            &format!(
+                "{method} {target} HTTP/1.1\r\nhost: evil.example\r\nx-forwarded-host: evil.example\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+            ),
+        )
+        .unwrap();
+        assert_eq!(resp.status, 308, "{method} {target}");
+        assert_eq!(
+            resp.header("location").unwrap(),
+            format!("https://localhost:{}{target}", stack.https.port())
+        );
+    }
+    assert!(
+        stack.echo.seen().is_empty(),
+        "the redirect listener proxied something"
+    );
+}
+
+#[test]
+fn admin_listener_answers_health_and_readiness_and_is_not_on_the_public_listener() {
+    let stack = Stack::start();
+    let health = plain_get(stack.admin, "/healthz", &[]).unwrap();
+    assert_eq!(health.status, 200);
+    let ready = plain_get(stack.admin, "/readyz", &[]).unwrap();
+    assert_eq!(ready.json()["identity_key"], "identity-1");
+    assert_eq!(ready.json()["policy_hash"].as_str().unwrap().len(), 64);
+    // The public listener has no /readyz route.
+    stack.client().get("/readyz").assert_problem(404);
+}
+
+#[test]
+fn unknown_routes_are_404_and_wrong_methods_405_with_allow() {
+    let stack = Stack::start();
+    let client = stack.client();
+    let nf = client.get("/nope").assert_problem(404);
+    assert_eq!(nf["type"], "urn:zonegate:problem:not-found");
+    let resp = client.request("DELETE", "/v1/orgs/acme/zones", &[], None);
+    resp.assert_problem(405);
+    assert_eq!(resp.header("allow"), Some("GET, POST"));
+    let trace = client.request("TRACE", "/v1/orgs/acme/zones", &[], None);
+    assert_eq!(trace.status, 405);
+    assert!(stack.echo.seen().is_empty());
+}
+
+#[test]
+fn every_response_carries_the_security_headers() {
+    let stack = Stack::start();
+    let client = stack.client();
+    for resp in [
+        client.get("/healthz"),
+        client.get("/nope"),
+        client.get("/v1/orgs/acme/echo"),
+        client.get("/v1/orgs/locked/echo"),
+    ] {
+        assert!(resp
+            .header("strict-transport-security")
+            .unwrap()
+            .contains("max-age=63072000"));
+        assert!(resp
+            .header("strict-transport-security")
+            .unwrap()
+            .contains("includeSubDomains"));
+        assert_eq!(resp.header("x-content-type-options"), Some("nosniff"));
+        assert_eq!(
+            resp.header("content-security-policy"),
+            Some("frame-ancestors 'none'")
+        );
+        assert_eq!(resp.header("referrer-policy"), Some("no-referrer"));
+        assert_eq!(resp.header("cache-control"), Some("no-store"));
+        assert_eq!(resp.header("x-request-id").map(str::len), Some(24));
+    }
+}
+
+#[test]
+fn a_policy_deny_is_403_problem_json_and_never_reaches_the_upstream() {
+    let stack = Stack::start();
+    let resp = stack.client().get("/v1/orgs/locked/echo");
+    let body = resp.assert_problem(403);
+    assert_eq!(body["type"], "urn:zonegate:problem:forbidden");
+    assert!(stack.echo.seen().is_empty());
+    assert!(stack.gateway_logged("/v1/orgs/locked/echo"));
+    let log = stack.gateway_log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("\"http_request\"") && l.contains("/v1/orgs/locked/echo"))
+        .expect("an access event for the denied request");
+    let event: serde_json::Value = serde_json::from_str(line).unwrap();
+    assert_eq!(event["decision"], "deny");
+    assert_eq!(event["policies"], "e2e-locked-org");
+    assert_eq!(event["status"], 403);
+    assert_eq!(event["principal_kind"], "anonymous");
+}

@@ -1,0 +1,12 @@
+//! End-to-end tests: the real `zonegate` and `zone-backend` binaries on loopback, driven over
+//! TLS by a real client, as an integrator (or an attacker) would.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod accounts;
+mod apikeys;
+mod assertions;
+mod hygiene;
+mod lifecycle;
+mod listeners;
+mod orgs;
+mod zones;

@@ -1,0 +1,19 @@
+//! The end-to-end harness: real `zonegate` and `zone-backend` processes on free loopback ports,
+//! a test upstream that reports what it received, and a small HTTPS client that speaks raw
+//! HTTP/1.1 over rustls so tests can send exactly the bytes an attacker would.
+//!
+//! Binaries are built once per test run with the same cargo and profile as the tests.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    missing_debug_implementations
+)]
+
+pub mod client;
+pub mod echo;
+pub mod stack;
+
+pub use client::{Client, Response};
+pub use echo::EchoUpstream;
+pub use stack::{Stack, StackOptions};

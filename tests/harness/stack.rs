@@ -1,0 +1,369 @@
+//! Start the real gateway and backend as processes, with a fresh key ring, dev certificate,
+//! SQLite file and config in a temporary directory.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use crate::client::{plain_get, Client};
+use crate::echo::EchoUpstream;
+
+/// The workspace root (this crate lives in `tests/`).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_owned()
+}
+
+/// Directory of the binaries: the test executable lives in `<target>/<profile>/deps/`.
+fn bin_dir() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let exe = std::env::current_exe().unwrap();
+            let dir = exe.parent().unwrap().parent().unwrap().to_owned();
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let mut cmd = Command::new(cargo);
+            cmd.current_dir(workspace_root()).args([
+                "build",
+                "--bins",
+                "-p",
+                "zonegate",
+                "-p",
+                "zone-backend",
+            ]);
+            if dir.file_name().is_some_and(|n| n == "release") {
+                cmd.arg("--release");
+            }
+            let status = cmd.status().expect("cargo build runs");
+            assert!(status.success(), "building the binaries failed");
+            dir
+        })
+        .clone()
+}
+
+pub fn zonegate_bin() -> PathBuf {
+    bin_dir().join("zonegate")
+}
+
+pub fn backend_bin() -> PathBuf {
+    bin_dir().join("zone-backend")
+}
+
+fn free_port() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+#[derive(Debug, Clone)]
+pub struct StackOptions {
+    pub shutdown_grace_seconds: u64,
+    pub trusted_proxies: Vec<String>,
+}
+
+impl Default for StackOptions {
+    fn default() -> Self {
+        StackOptions {
+            shutdown_grace_seconds: 1,
+            trusted_proxies: Vec::new(),
+        }
+    }
+}
+
+pub struct Stack {
+    pub dir: tempfile::TempDir,
+    pub https: SocketAddr,
+    pub http: SocketAddr,
+    pub admin: SocketAddr,
+    pub backend: SocketAddr,
+    pub echo: EchoUpstream,
+    pub key_dir: PathBuf,
+    pub cert: PathBuf,
+    pub config: PathBuf,
+    gateway: Option<Child>,
+    backend_proc: Option<Child>,
+}
+
+impl Stack {
+    pub fn start() -> Stack {
+        Stack::start_with(StackOptions::default())
+    }
+
+    pub fn start_with(options: StackOptions) -> Stack {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let key_dir = root.join("keys");
+        let out = Command::new(zonegate_bin())
+            .args(["keys", "init", "--dir"])
+            .arg(&key_dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "keys init: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let cert = root.join("tls/cert.pem");
+        let key = root.join("tls/key.pem");
+        zonegate::tls::ensure_dev_certificate(&cert, &key).unwrap();
+
+        let policies = root.join("policies");
+        std::fs::create_dir_all(&policies).unwrap();
+        let ws = workspace_root();
+        for src in [ws.join("policies"), ws.join("tests/fixtures/policies")] {
+            for entry in std::fs::read_dir(src).unwrap() {
+                let path = entry.unwrap().path();
+                if path
+                    .extension()
+                    .is_some_and(|e| e == "cedar" || e == "cedarschema")
+                {
+                    std::fs::copy(&path, policies.join(path.file_name().unwrap())).unwrap();
+                }
+            }
+        }
+
+        let echo = EchoUpstream::start();
+        let (https, http, admin, backend) = (free_port(), free_port(), free_port(), free_port());
+        let trusted = options
+            .trusted_proxies
+            .iter()
+            .map(|p| format!("\"{p}\""))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let config = root.join("zonegate.toml");
+        std::fs::write(
+            &config,
+            format!(
+                r#"
+public_origin = "https://localhost:{https_port}"
+[listen]
+https = "{https}"
+http = "{http}"
+admin = "{admin}"
+[server]
+threads = 2
+shutdown_grace_seconds = {grace}
+[tls]
+cert = "{cert}"
+key = "{key}"
+[paths]
+data_dir = "{data}"
+key_dir = "{keys}"
+policies = "{policies}"
+routes = "{routes}"
+[proxy]
+trusted_proxies = [{trusted}]
+[identity]
+audience = "zone-backend"
+ttl_seconds = 30
+[upstreams.zones]
+address = "{backend}"
+[upstreams.echo]
+address = "{echo}"
+[log]
+level = "info"
+format = "json"
+[mail]
+outbox_dir = "{outbox}"
+[accounts]
+# The minimum cost keeps the suite fast; production uses 12.
+bcrypt_cost = 4
+"#,
+                outbox = root.join("outbox").display(),
+                https_port = https.port(),
+                grace = options.shutdown_grace_seconds,
+                cert = cert.display(),
+                key = key.display(),
+                data = root.display(),
+                keys = key_dir.display(),
+                policies = policies.display(),
+                routes = ws.join("tests/fixtures/routes.toml").display(),
+                echo = echo.addr,
+            ),
+        )
+        .unwrap();
+
+        let mut stack = Stack {
+            https,
+            http,
+            admin,
+            backend,
+            echo,
+            key_dir,
+            cert,
+            config,
+            gateway: None,
+            backend_proc: None,
+            dir,
+        };
+        stack.start_backend();
+        stack.start_gateway();
+        stack
+    }
+
+    pub fn client(&self) -> Client {
+        Client::new(self.https, &self.cert)
+    }
+
+    fn log_file(&self, name: &str) -> std::fs::File {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join(name))
+            .unwrap()
+    }
+
+    pub fn start_backend(&mut self) {
+        let db = self.dir.path().join("zones.db");
+        let child = Command::new(backend_bin())
+            .arg("serve")
+            .arg("--listen")
+            .arg(self.backend.to_string())
+            .arg("--database")
+            .arg(format!("sqlite://{}", db.display()))
+            .arg("--key-dir")
+            .arg(&self.key_dir)
+            .stdout(self.log_file("backend.log"))
+            .stderr(self.log_file("backend.log"))
+            .spawn()
+            .unwrap();
+        self.backend_proc = Some(child);
+        wait_for(
+            self.backend,
+            "/healthz",
+            "backend",
+            self.dir.path().join("backend.log"),
+        );
+    }
+
+    pub fn start_gateway(&mut self) {
+        let child = Command::new(zonegate_bin())
+            .arg("serve")
+            .arg("--config")
+            .arg(&self.config)
+            .stdout(self.log_file("gateway.log"))
+            .stderr(self.log_file("gateway.log"))
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.gateway = Some(child);
+        wait_for(
+            self.admin,
+            "/readyz",
+            "gateway",
+            self.dir.path().join("gateway.log"),
+        );
+    }
+
+    pub fn stop_gateway(&mut self) {
+        if let Some(mut c) = self.gateway.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn stop_backend(&mut self) {
+        if let Some(mut c) = self.backend_proc.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Send SIGTERM to the gateway and wait for it to exit; returns its status and how long
+    /// the exit took.
+    pub fn terminate_gateway(&mut self) -> (ExitStatus, Duration) {
+        let mut child = self.gateway.take().expect("gateway running");
+        let started = Instant::now();
+        let ok = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return (status, started.elapsed());
+            }
+            if started.elapsed() > Duration::from_secs(60) {
+                let _ = child.kill();
+                panic!("gateway did not exit within 60 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Every mail the gateway wrote, oldest first, with quoted-printable soft breaks undone.
+    pub fn mails(&self) -> Vec<String> {
+        let dir = self.dir.path().join("outbox");
+        let mut files: Vec<_> = std::fs::read_dir(&dir)
+            .map(|d| d.filter_map(|e| e.ok()).map(|e| e.path()).collect())
+            .unwrap_or_default();
+        files.sort_by_key(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok());
+        files
+            .iter()
+            .filter(|p| p.extension().is_some_and(|e| e == "eml"))
+            .map(|p| {
+                std::fs::read_to_string(p)
+                    .unwrap()
+                    .replace("=\r\n", "")
+                    .replace("=3D", "=")
+            })
+            .collect()
+    }
+
+    /// The token in the newest mailed link to `to`.
+    pub fn mailed_token(&self, to: &str) -> String {
+        let mails = self.mails();
+        let mail = mails
+            .iter()
+            .rev()
+            .find(|m| m.contains(&format!("To: {to}")) && m.contains("#token="))
+            .unwrap_or_else(|| panic!("no mail with a link to {to}"));
+        let start = mail.find("#token=").unwrap() + "#token=".len();
+        mail[start..start + 43].to_owned()
+    }
+
+    /// Whether the gateway log contains `needle` within a few seconds. Logs are written by a
+    /// background thread, so a line can trail the response that caused it.
+    pub fn gateway_logged(&self, needle: &str) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            if self.gateway_log().contains(needle) {
+                return true;
+            }
+            if Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn gateway_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("gateway.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        self.stop_gateway();
+        self.stop_backend();
+    }
+}
+
+fn wait_for(addr: SocketAddr, path: &str, what: &str, log: PathBuf) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if plain_get(addr, path, &[]).is_ok_and(|r| r.status == 200) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!(
+        "{what} did not become ready on {addr}; log:\n{}",
+        std::fs::read_to_string(log).unwrap_or_default()
+    );
+}
