@@ -53,11 +53,25 @@ pub fn backend_bin() -> PathBuf {
     bin_dir().join("zone-backend")
 }
 
+/// A port for a child process to bind. Ports from `bind(0)` come from the kernel's ephemeral
+/// range, where a port released here can be handed to another test's outgoing connection or
+/// listener before the child binds it. So ports come from below that range (Linux's starts at
+/// 32768), each handed out once per test process, starting at an offset from the pid so two
+/// test processes rarely probe the same ports, and checked free before use.
 fn free_port() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
+    use std::sync::atomic::{AtomicU16, Ordering};
+    const FIRST: u16 = 20_000;
+    const SPAN: u16 = 12_000;
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let offset = (std::process::id() % u32::from(SPAN)) as u16;
+    for _ in 0..SPAN {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = FIRST + (offset.wrapping_add(n) % SPAN);
+        if let Ok(listener) = TcpListener::bind(("127.0.0.1", port)) {
+            return listener.local_addr().unwrap();
+        }
+    }
+    panic!("no free port between {FIRST} and {}", FIRST + SPAN);
 }
 
 #[derive(Debug, Clone)]
