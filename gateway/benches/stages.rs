@@ -43,6 +43,7 @@ fn cedar_decision(c: &mut Criterion) {
             require_mfa: false,
         },
         role: Some(Role::Developer),
+        member_role: None,
     };
     let Match::Found(route, params) = routes.find(
         &http::Method::PUT,

@@ -47,6 +47,71 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// The security team's tools: validate, test and explain a policy set.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
+}
+
+/// Where the policy commands find the policies and the route table.
+#[derive(Debug, clap::Args)]
+struct PolicyArgs {
+    /// Policy directory (schema.cedarschema, *.cedar, tests/); defaults to the configured one.
+    #[arg(long)]
+    policies: Option<PathBuf>,
+    /// Route table; defaults to the configured one.
+    #[arg(long)]
+    routes: Option<PathBuf>,
+    /// The gateway config that names the defaults.
+    #[arg(long, env = "ZONEGATE_CONFIG", default_value = "config/zonegate.toml")]
+    config: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+enum PolicyCommand {
+    /// Parse and strictly validate the set against the schema and the route table.
+    Validate {
+        #[command(flatten)]
+        args: PolicyArgs,
+    },
+    /// Run the decision tables under <policies>/tests/ (or --tables DIR); exit 1 on a mismatch.
+    Test {
+        #[command(flatten)]
+        args: PolicyArgs,
+        #[arg(long)]
+        tables: Option<PathBuf>,
+    },
+    /// Show the decision for one request, the policies that determined it, and why.
+    ///
+    /// Example: zonegate policy explain --principal '{ user = "alice", role = "viewer" }'
+    ///          --request 'DELETE /v1/orgs/acme/zones/z1'
+    Explain {
+        #[command(flatten)]
+        args: PolicyArgs,
+        /// Who asks, as in a decision table: '{ user = "u", role = "viewer", mfa = true }',
+        /// '{ api_key = "k", org = "acme", scopes = ["zones:read"] }' or '{ anonymous = true }'.
+        #[arg(long)]
+        principal: String,
+        /// A request line, 'METHOD /path': the route table gives the action and resource.
+        #[arg(long, conflicts_with_all = ["action", "resource"])]
+        request: Option<String>,
+        /// The action, e.g. zones:read (with --resource, instead of --request).
+        #[arg(long, requires = "resource")]
+        action: Option<String>,
+        /// The resource, as in a decision table: '{ zone = "z1", org = "acme" }'.
+        #[arg(long, requires = "action")]
+        resource: Option<String>,
+        /// With --request: the org is suspended.
+        #[arg(long)]
+        suspended: bool,
+        /// With --request: the org requires MFA.
+        #[arg(long)]
+        require_mfa: bool,
+        /// Request context as a TOML inline table.
+        #[arg(long)]
+        context: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -71,6 +136,7 @@ pub fn main() -> ExitCode {
         Command::CheckConfig { config } => check_config(&config),
         Command::Dev { config } => crate::dev::run(&config),
         Command::Keys { command } => keys(command),
+        Command::Policy { command } => policy(command),
     }
 }
 
@@ -105,6 +171,40 @@ fn check_config(path: &std::path::Path) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => fail(2, &e),
+    }
+}
+
+fn policy(command: PolicyCommand) -> ExitCode {
+    use crate::policy_cli::{self as pc, Sources};
+    let sources = |a: PolicyArgs| Sources {
+        policies: a.policies,
+        routes: a.routes,
+        config: a.config,
+    };
+    match command {
+        PolicyCommand::Validate { args } => pc::validate(&sources(args)),
+        PolicyCommand::Test { args, tables } => pc::test(&sources(args), tables.as_deref()),
+        PolicyCommand::Explain {
+            args,
+            principal,
+            request,
+            action,
+            resource,
+            suspended,
+            require_mfa,
+            context,
+        } => pc::explain(
+            &sources(args),
+            &pc::ExplainArgs {
+                principal,
+                request,
+                action,
+                resource,
+                suspended,
+                require_mfa,
+                context,
+            },
+        ),
     }
 }
 

@@ -200,6 +200,9 @@ struct RawPaths {
     key_dir: PathBuf,
     policies: PathBuf,
     routes: PathBuf,
+    /// A second policy directory evaluated beside the enforced one; differences are logged.
+    #[serde(default)]
+    shadow_policies: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -263,6 +266,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub key_dir: PathBuf,
     pub policies_dir: PathBuf,
+    /// Shadow mode: decided beside the enforced set, never enforced.
+    pub shadow_policies_dir: Option<PathBuf>,
     pub routes_file: PathBuf,
     /// Peers whose X-Forwarded-For is believed.
     pub trusted_proxies: Vec<IpNet>,
@@ -533,6 +538,7 @@ impl Config {
             data_dir: raw.paths.data_dir.clone(),
             key_dir: raw.paths.key_dir,
             policies_dir: raw.paths.policies,
+            shadow_policies_dir: raw.paths.shadow_policies,
             routes_file: raw.paths.routes,
             trusted_proxies,
             identity: Identity {

@@ -25,6 +25,7 @@ pub mod mail;
 pub mod orgs;
 pub mod orgs_api;
 pub mod policy;
+pub mod policy_cli;
 pub mod principal;
 pub mod proxy;
 pub mod redirect;

@@ -7,6 +7,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
+
 use axum::{Extension, Json, Router};
 use serde::Deserialize;
 use serde_json::json;
@@ -21,7 +22,7 @@ type Shared = State<Arc<Orgs>>;
 pub fn router(orgs: Arc<Orgs>) -> Router {
     Router::new()
         .route("/v1/orgs", get(list_mine).post(create))
-        .route("/v1/orgs/{org}", get(show))
+        .route("/v1/orgs/{org}", get(show).patch(update))
         .route("/v1/orgs/{org}/members", get(members))
         .route(
             "/v1/orgs/{org}/members/{user}",
@@ -72,6 +73,30 @@ async fn show(
         crate::principal::Principal::Anonymous | crate::principal::Principal::ApiKey(_) => None,
     };
     Ok(Json(orgs.get(&org, viewer).await?).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Settings {
+    require_mfa: bool,
+}
+
+/// Owners change the org's settings. Requiring MFA needs a session that used it: otherwise the
+/// owner would lock themselves out with the very request that turns it on.
+async fn update(
+    State(orgs): Shared,
+    Extension(caller): Extension<Caller>,
+    Path(org): Path<String>,
+    JsonBody(body): JsonBody<Settings>,
+) -> Result<Response, Rejection> {
+    let me = user(&caller)?;
+    if body.require_mfa && !me.factors.iter().any(|f| f == "otp") {
+        return Err(Rejection::Conflict(
+            "Sign in with a second factor before requiring one of every member.",
+        ));
+    }
+    orgs.set_require_mfa(&org, body.require_mfa).await?;
+    Ok(Json(orgs.get(&org, Some(&me.user_id)).await?).into_response())
 }
 
 async fn members(State(orgs): Shared, Path(org): Path<String>) -> Result<Response, Rejection> {

@@ -186,12 +186,39 @@ impl GatewayProxy {
         // 7. Authorise: the one call, for every route. Membership and org facts come from
         //    caches, so a cached principal costs no database round trip.
         let org = match route.org_id(&params) {
-            Some(org_id) => Some(self.org_context(org_id, &principal).await?),
+            Some(org_id) => {
+                let mut org = self.org_context(org_id, &principal).await?;
+                if crate::policy::is_member(&route.resource_type) {
+                    let member = params.resolve(&route.resource_id);
+                    org.member_role = state
+                        .orgs
+                        .role_of(member, org_id)
+                        .await
+                        .map_err(Rejection::from)?;
+                }
+                Some(org)
+            }
             None => None,
         };
         let decision = state
             .policy
             .authorize(&principal, route, &params, org.as_ref());
+        if let Some(shadow) = &decision.shadow {
+            tracing::warn!(
+                target: "zonegate::security",
+                event = "policy_shadow_mismatch",
+                request_id = %ctx.id,
+                route = %route.name,
+                principal_kind = principal.kind(),
+                principal_id = principal.id(),
+                enforced = decision.label(),
+                enforced_policies = %decision.policies.join(","),
+                shadow = crate::policy::Decision::label_of(shadow.allowed),
+                shadow_policies = %shadow.policies.join(","),
+                shadow_errors = %shadow.errors.join("; "),
+                "the shadow policy set decides this request differently"
+            );
+        }
         let allowed = decision.allowed;
         ctx.decision = Some(decision);
         ctx.principal = Some(principal);
@@ -237,6 +264,7 @@ impl GatewayProxy {
                 require_mfa: false,
             }),
             role,
+            member_role: None,
         })
     }
 

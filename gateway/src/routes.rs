@@ -193,6 +193,25 @@ impl RouteTable {
         RouteTable::parse(&text, path, upstreams)
     }
 
+    /// The upstream names a route file refers to, for checking a route file without a config
+    /// (`zonegate policy validate --policies DIR --routes FILE`).
+    pub fn upstream_names(path: &Path) -> Result<BTreeSet<String>, RouteError> {
+        let text = std::fs::read_to_string(path).map_err(|source| RouteError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let raw: RawFile = toml::from_str(&text).map_err(|e| RouteError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        Ok(raw
+            .routes
+            .into_iter()
+            .map(|r| r.upstream)
+            .filter(|u| u != "gateway")
+            .collect())
+    }
+
     pub fn parse(
         text: &str,
         path: &Path,

@@ -19,7 +19,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::identity::Signer;
 use crate::keyring::{KeyRing, KeyRingError};
-use crate::policy::{PolicyEngine, PolicyError, PolicyStore};
+use crate::policy::{PolicyEngine, PolicyError};
 use crate::proxy::{GatewayProxy, GatewayState, RequestIds};
 use crate::redirect::RedirectToHttps;
 use crate::respond::SecurityHeaders;
@@ -59,8 +59,11 @@ pub fn prepare(config: Config, clock: Arc<dyn Clock>) -> Result<Prepared, StartE
     let certs = Arc::new(CertResolver::load(&config.tls.cert, &config.tls.key)?);
     let upstream_names: BTreeSet<String> = config.upstreams.keys().cloned().collect();
     let routes = RouteTable::load(&config.routes_file, &upstream_names)?;
-    let store = PolicyStore::load(&config.policies_dir)?;
-    store.check_routes(&routes)?;
+    let store = crate::policy::load_checked(&config.policies_dir, &routes)?;
+    let shadow = match &config.shadow_policies_dir {
+        Some(dir) => Some(crate::policy::load_checked(dir, &routes)?),
+        None => None,
+    };
     let signer = Signer::new(&ring, &config.identity.audience, config.identity.ttl)
         .ok_or_else(|| StartError::Other("the key ring has no identity key".into()))?;
     let upstreams = config
@@ -107,7 +110,7 @@ pub fn prepare(config: Config, clock: Arc<dyn Clock>) -> Result<Prepared, StartE
     );
     let state = GatewayState {
         routes,
-        policy: PolicyEngine::new(store),
+        policy: PolicyEngine::with_shadow(store, shadow),
         accounts: accounts.clone(),
         orgs: orgs.clone(),
         keys: keys.clone(),
@@ -178,6 +181,12 @@ pub fn run(prepared: Prepared) -> Result<(), StartError> {
         server.add_service(redirect);
     }
 
+    server.add_service(pingora::services::background::background_service(
+        "policy reload on SIGHUP",
+        crate::admin::ReloadOnHangup {
+            state: state.clone(),
+        },
+    ));
     let mut admin = Service::new("zonegate admin".into(), AdminApp { state });
     admin.add_tcp(&config.listen.admin.to_string());
     server.add_service(admin);
@@ -189,7 +198,24 @@ pub fn run(prepared: Prepared) -> Result<(), StartError> {
         admin = %config.listen.admin,
         "zonegate serving"
     );
+    ignore_hangup_until_served();
     server.run(RunArgs::default());
     tracing::info!(event = "gateway_stopped");
     Ok(())
+}
+
+/// SIGHUP's default action ends the process. The reload service installs its handler only once
+/// its runtime starts, after the listeners may already answer; registering (and dropping) a
+/// tokio listener here replaces the default action for good, so an early SIGHUP is ignored
+/// rather than fatal.
+fn ignore_hangup_until_served() {
+    let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+    else {
+        return;
+    };
+    rt.block_on(async {
+        let _ = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
+    });
 }

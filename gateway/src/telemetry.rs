@@ -57,6 +57,10 @@ pub struct AccessEvent<'a> {
 impl AccessEvent<'_> {
     pub fn emit(&self) {
         let policies = self.decision.map(|d| d.policies.join(","));
+        let errors = self
+            .decision
+            .filter(|d| !d.errors.is_empty())
+            .map(|d| d.errors.join("; "));
         tracing::info!(
             target: "zonegate::access",
             event = "http_request",
@@ -71,7 +75,7 @@ impl AccessEvent<'_> {
             principal_id = self.principal_id,
             decision = self.decision.map(Decision::label),
             policies = policies.as_deref(),
-            policy_errors = self.decision.map(|d| d.errors),
+            policy_errors = errors.as_deref(),
             rejection = self.rejection,
         );
     }

@@ -69,6 +69,8 @@ pub struct OrgView {
     pub name: String,
     pub created_at: i64,
     pub role: Option<Role>,
+    /// Whether every member's session must have used a second factor.
+    pub require_mfa: bool,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -228,6 +230,23 @@ impl Orgs {
         Ok(facts)
     }
 
+    /// Require (or stop requiring) a second factor of every member's session. Takes effect on
+    /// the next request: the cached facts are dropped here.
+    pub async fn set_require_mfa(&self, org_id: &str, require: bool) -> Result<(), OrgError> {
+        let done = sqlx::query("UPDATE orgs SET require_mfa = $1 WHERE id = $2")
+            .bind(i64::from(require))
+            .bind(org_id)
+            .execute(&self.pool)
+            .await?;
+        if let Ok(mut map) = self.facts.write() {
+            map.remove(org_id);
+        }
+        if done.rows_affected() == 0 {
+            return Err(OrgError::NotFound);
+        }
+        Ok(())
+    }
+
     fn forget_role(&self, user_id: &str, org_id: &str) {
         if let Ok(mut map) = self.roles.write() {
             map.remove(&(user_id.to_owned(), org_id.to_owned()));
@@ -267,13 +286,14 @@ impl Orgs {
             name: name.to_owned(),
             created_at: now,
             role: Some(Role::Owner),
+            require_mfa: false,
         })
     }
 
     /// The orgs a user belongs to, with their role in each.
     pub async fn mine(&self, user_id: &str) -> Result<Vec<OrgView>, OrgError> {
         let rows = sqlx::query(
-            "SELECT o.id, o.name, o.created_at, m.role FROM orgs o
+            "SELECT o.id, o.name, o.created_at, o.require_mfa, m.role FROM orgs o
              JOIN memberships m ON m.org_id = o.id WHERE m.user_id = $1 ORDER BY o.created_at, o.id",
         )
         .bind(user_id)
@@ -286,13 +306,14 @@ impl Orgs {
                     name: r.try_get("name")?,
                     created_at: r.try_get("created_at")?,
                     role: r.try_get::<String, _>("role")?.parse().ok(),
+                    require_mfa: r.try_get::<i64, _>("require_mfa")? != 0,
                 })
             })
             .collect()
     }
 
     pub async fn get(&self, org_id: &str, viewer: Option<&str>) -> Result<OrgView, OrgError> {
-        let row = sqlx::query("SELECT id, name, created_at FROM orgs WHERE id = $1")
+        let row = sqlx::query("SELECT id, name, created_at, require_mfa FROM orgs WHERE id = $1")
             .bind(org_id)
             .fetch_optional(&self.pool)
             .await?
@@ -306,6 +327,7 @@ impl Orgs {
             name: row.try_get("name")?,
             created_at: row.try_get("created_at")?,
             role,
+            require_mfa: row.try_get::<i64, _>("require_mfa")? != 0,
         })
     }
 

@@ -1,0 +1,614 @@
+//! Cedar: the active policy set, the optional shadow set, and the one authorise call every
+//! request passes through.
+//!
+//! A policy directory holds `schema.cedarschema` and `*.cedar` files (rules in [`store`]).
+//! Decisions deny by default: no permit, a forbid, or any evaluation error is a deny.
+//!
+//! The gateway, the decision tables ([`tables`]) and `policy explain` ([`explain`]) all ask
+//! through [`PolicyEngine::decide`] with a [`Query`], so the security team's tests exercise the
+//! very code that enforces.
+
+mod entities;
+pub mod explain;
+mod store;
+pub mod tables;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use arc_swap::{ArcSwap, ArcSwapOption};
+use cedar_policy::{Authorizer, Context, Decision as CedarDecision, EntityUid, Request};
+
+pub use entities::{group_uid, is_member};
+pub use store::{PolicySource, PolicyStore, SCHEMA_FILE};
+
+use crate::orgs::{OrgFacts, Role};
+use crate::principal::Principal;
+use crate::routes::{Params, Route, RouteTable};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+    #[error("policy set in {dir} fails validation against the schema:\n{message}")]
+    Validation { dir: PathBuf, message: String },
+    #[error("route `{route}`: {reason}")]
+    Route { route: String, reason: String },
+}
+
+/// The outcome of one authorise call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    pub allowed: bool,
+    /// Ids of the policies that determined the decision.
+    pub policies: Vec<String>,
+    /// Evaluation errors, as Cedar reports them (policy id and message; entity ids at most,
+    /// never credentials). Any error denies.
+    pub errors: Vec<String>,
+    /// What the shadow set decided, present only when it differs from this decision.
+    pub shadow: Option<ShadowDecision>,
+}
+
+/// The shadow set's differing answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShadowDecision {
+    pub allowed: bool,
+    pub policies: Vec<String>,
+    pub errors: Vec<String>,
+}
+
+impl Decision {
+    fn deny_on_error(why: &str) -> Decision {
+        Decision {
+            allowed: false,
+            policies: Vec::new(),
+            errors: vec![why.to_owned()],
+            shadow: None,
+        }
+    }
+
+    /// `allow` or `deny`, for logs.
+    pub fn label(&self) -> &'static str {
+        label(self.allowed)
+    }
+
+    pub fn label_of(allowed: bool) -> &'static str {
+        label(allowed)
+    }
+}
+
+fn label(allowed: bool) -> &'static str {
+    if allowed {
+        "allow"
+    } else {
+        "deny"
+    }
+}
+
+/// The org a request concerns, as the authorise call needs it.
+#[derive(Debug, Clone)]
+pub struct OrgContext {
+    pub facts: OrgFacts,
+    /// The principal's role in the org (users); API keys act through their own org.
+    pub role: Option<Role>,
+    /// For a `Member` resource: the role that member holds now (`None`: not a member).
+    pub member_role: Option<Role>,
+}
+
+/// One question for Cedar, independent of HTTP.
+#[derive(Debug)]
+pub struct Query<'a> {
+    pub principal: &'a Principal,
+    pub action: &'a EntityUid,
+    pub resource: EntityUid,
+    /// The org the resource lies in, with the principal's role there.
+    pub org: Option<&'a OrgContext>,
+    /// Request context; the gateway's routes pass none today.
+    pub context: Option<Context>,
+}
+
+/// What a reload did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reloaded {
+    pub hash: String,
+    pub previous_hash: String,
+    /// The shadow set's hash after the reload, when one is configured.
+    pub shadow_hash: Option<String>,
+}
+
+/// Holds the enforced policy set (and an optional shadow set) and answers authorisation
+/// questions. Cheap to share; reloads swap whole sets atomically, so a request decides on one
+/// set from start to end.
+#[derive(Debug)]
+pub struct PolicyEngine {
+    active: ArcSwap<PolicyStore>,
+    shadow: ArcSwapOption<PolicyStore>,
+    shadow_dir: Option<PathBuf>,
+    authorizer: Authorizer,
+    shadow_mismatches: AtomicU64,
+    /// One reload at a time: two racing reloads could otherwise swap in the older read last.
+    reloading: Mutex<()>,
+}
+
+impl PolicyEngine {
+    pub fn new(store: PolicyStore) -> PolicyEngine {
+        PolicyEngine::with_shadow(store, None)
+    }
+
+    /// An engine that also evaluates `shadow` (loaded from its directory) on every request.
+    pub fn with_shadow(store: PolicyStore, shadow: Option<PolicyStore>) -> PolicyEngine {
+        PolicyEngine {
+            shadow_dir: shadow.as_ref().map(|s| s.dir().to_owned()),
+            active: ArcSwap::from_pointee(store),
+            shadow: ArcSwapOption::from(shadow.map(Arc::new)),
+            authorizer: Authorizer::new(),
+            shadow_mismatches: AtomicU64::new(0),
+            reloading: Mutex::new(()),
+        }
+    }
+
+    pub fn active_hash(&self) -> String {
+        self.active.load().hash().to_owned()
+    }
+
+    pub fn shadow_hash(&self) -> Option<String> {
+        self.shadow.load().as_ref().map(|s| s.hash().to_owned())
+    }
+
+    /// The enforced set, for `explain` and the admin listener.
+    pub fn active(&self) -> Arc<PolicyStore> {
+        self.active.load_full()
+    }
+
+    /// How many decisions the shadow set would have made differently since start.
+    pub fn shadow_mismatches(&self) -> u64 {
+        self.shadow_mismatches.load(Ordering::Relaxed)
+    }
+
+    /// The one authorise call for a request: may `principal` perform the route's action on its
+    /// resource?
+    ///
+    /// `org` describes the org the route concerns (if it names one) and the principal's role
+    /// in it; membership reaches Cedar as groups: `User in Group::"<org>/<role>"` for its role
+    /// and every weaker one, and the org's `viewers`..`owners` attributes name those groups.
+    pub fn authorize(
+        &self,
+        principal: &Principal,
+        route: &Route,
+        params: &Params,
+        org: Option<&OrgContext>,
+    ) -> Decision {
+        // A route about an org always places its resource in that org, even for a caller that
+        // passed no context: then nobody is a member and no flag is set.
+        let unknown;
+        let org = match (org, route.org_id(params)) {
+            (Some(org), _) => Some(org),
+            (None, Some(id)) => {
+                unknown = OrgContext {
+                    facts: OrgFacts {
+                        id: id.to_owned(),
+                        suspended: false,
+                        require_mfa: false,
+                    },
+                    role: None,
+                    member_role: None,
+                };
+                Some(&unknown)
+            }
+            (None, None) => None,
+        };
+        self.decide(&Query {
+            principal,
+            action: &route.action,
+            resource: route.resource_uid(params),
+            org,
+            context: None,
+        })
+    }
+
+    /// Decide a query on the enforced set, and on the shadow set when one is configured.
+    pub fn decide(&self, query: &Query<'_>) -> Decision {
+        let Ok(entities) = entities::build(query.principal, &query.resource, query.org) else {
+            return Decision::deny_on_error("the entities for this request could not be built");
+        };
+        let Ok(request) = Request::new(
+            query.principal.entity().uid(),
+            query.action.clone(),
+            query.resource.clone(),
+            query.context.clone().unwrap_or_else(Context::empty),
+            None,
+        ) else {
+            return Decision::deny_on_error("the request could not be built");
+        };
+        let mut decision = self.evaluate(&self.active.load(), &request, &entities, query.action);
+        if let Some(shadow) = &*self.shadow.load() {
+            let other = self.evaluate(shadow, &request, &entities, query.action);
+            if other.allowed != decision.allowed {
+                self.shadow_mismatches.fetch_add(1, Ordering::Relaxed);
+                decision.shadow = Some(ShadowDecision {
+                    allowed: other.allowed,
+                    policies: other.policies,
+                    errors: other.errors,
+                });
+            }
+        }
+        decision
+    }
+
+    fn evaluate(
+        &self,
+        store: &PolicyStore,
+        request: &Request,
+        entities: &cedar_policy::Entities,
+        action: &EntityUid,
+    ) -> Decision {
+        // An action the schema does not declare has no slice: nothing permits it.
+        let Some(policies) = store.by_action.get(action) else {
+            return Decision::deny_on_error("the action is not declared in the schema");
+        };
+        let response = self.authorizer.is_authorized(request, policies, entities);
+        let diagnostics = response.diagnostics();
+        let errors: Vec<String> = diagnostics.errors().map(ToString::to_string).collect();
+        Decision {
+            allowed: response.decision() == CedarDecision::Allow && errors.is_empty(),
+            policies: diagnostics.reason().map(ToString::to_string).collect(),
+            errors,
+            shadow: None,
+        }
+    }
+
+    /// Re-read the enforced (and shadow) directories: validate, check every route's action is
+    /// still declared, then swap. On any error nothing changes and the old sets stay in force.
+    pub fn reload(&self, routes: &RouteTable) -> Result<Reloaded, PolicyError> {
+        let _one_at_a_time = self.reloading.lock().unwrap_or_else(|p| p.into_inner());
+        let dir = self.active.load().dir().to_owned();
+        let store = load_checked(&dir, routes)?;
+        let shadow = match &self.shadow_dir {
+            Some(dir) => Some(load_checked(dir, routes)?),
+            None => None,
+        };
+        let reloaded = Reloaded {
+            hash: store.hash().to_owned(),
+            previous_hash: self.active_hash(),
+            shadow_hash: shadow.as_ref().map(|s| s.hash().to_owned()),
+        };
+        self.active.store(Arc::new(store));
+        if shadow.is_some() {
+            self.shadow.store(shadow.map(Arc::new));
+        }
+        Ok(reloaded)
+    }
+}
+
+/// Reload on behalf of an operator (`trigger`: "sighup" or "admin") and record the outcome as
+/// a security event: the new and previous hashes, or the validation errors of a refused set.
+pub fn reload_and_log(
+    engine: &PolicyEngine,
+    routes: &RouteTable,
+    trigger: &str,
+) -> Result<Reloaded, PolicyError> {
+    let outcome = engine.reload(routes);
+    match &outcome {
+        Ok(r) => tracing::info!(
+            target: "zonegate::security",
+            event = "sys_policy_reloaded",
+            trigger,
+            policy_hash = %r.hash,
+            previous_hash = %r.previous_hash,
+            shadow_hash = r.shadow_hash.as_deref(),
+            "policy set reloaded"
+        ),
+        Err(e) => tracing::warn!(
+            target: "zonegate::security",
+            event = "sys_policy_reload_refused",
+            trigger,
+            policy_hash = %engine.active_hash(),
+            error = %e,
+            "policy reload refused; the previous set stays in force"
+        ),
+    }
+    outcome
+}
+
+/// Load a policy directory and check it against the route table: what start, reload and
+/// `policy validate` all do.
+pub fn load_checked(dir: &Path, routes: &RouteTable) -> Result<PolicyStore, PolicyError> {
+    let store = PolicyStore::load(dir)?;
+    store.check_routes(routes)?;
+    Ok(store)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+    use crate::routes::Match;
+    use std::collections::BTreeSet;
+
+    fn shipped() -> (PolicyEngine, RouteTable) {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies");
+        let store = PolicyStore::load(&root).unwrap();
+        let routes = RouteTable::load(
+            &root.join("routes.toml"),
+            &BTreeSet::from(["zones".to_owned()]),
+        )
+        .unwrap();
+        store.check_routes(&routes).unwrap();
+        (PolicyEngine::new(store), routes)
+    }
+
+    fn decide(
+        engine: &PolicyEngine,
+        routes: &RouteTable,
+        method: http::Method,
+        path: &str,
+    ) -> Decision {
+        let Match::Found(route, params) = routes.find(&method, path) else {
+            panic!("no route for {path}")
+        };
+        engine.authorize(&Principal::Anonymous, route, &params, None)
+    }
+
+    #[test]
+    fn shipped_policies_let_anonymous_reach_only_health() {
+        let (engine, routes) = shipped();
+        let health = decide(&engine, &routes, http::Method::GET, "/healthz");
+        assert!(health.allowed);
+        assert_eq!(health.policies, ["public-health"]);
+        for (method, path) in [
+            (http::Method::GET, "/v1/orgs/acme/zones"),
+            (http::Method::POST, "/v1/orgs/acme/zones"),
+            (http::Method::GET, "/v1/orgs/acme/zones/z1"),
+            (http::Method::DELETE, "/v1/orgs/acme/zones/z1"),
+            (http::Method::GET, "/v1/orgs/acme/coverage"),
+        ] {
+            let d = decide(&engine, &routes, method.clone(), path);
+            assert!(!d.allowed, "{method} {path} allowed");
+            assert!(d.policies.is_empty(), "denied by default, not by a rule");
+        }
+    }
+
+    fn routes() -> RouteTable {
+        shipped().1
+    }
+
+    fn policy_dir(policy: &str) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies");
+        std::fs::copy(root.join(SCHEMA_FILE), dir.path().join(SCHEMA_FILE)).unwrap();
+        std::fs::write(dir.path().join("p.cedar"), policy).unwrap();
+        dir
+    }
+
+    #[test]
+    fn a_policy_without_an_id_or_failing_validation_is_refused_by_name() {
+        let no_comment = policy_dir("@id(\"x\")\npermit (principal, action, resource);");
+        let e = PolicyStore::load(no_comment.path())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`x` needs a `//` comment"), "{e}");
+
+        let no_id = policy_dir("// all\npermit (principal, action, resource);");
+        let e = PolicyStore::load(no_id.path()).unwrap_err().to_string();
+        assert!(e.contains("@id"), "{e}");
+
+        let bad = policy_dir(
+            "// typo\n@id(\"typo\")\npermit (principal, action == Zonegate::Action::\"zones:lisst\", resource);",
+        );
+        let e = PolicyStore::load(bad.path()).unwrap_err().to_string();
+        assert!(e.contains("typo"), "{e}");
+
+        let dup = policy_dir(
+            "// a\n@id(\"a\")\npermit (principal, action, resource);\n// a again\n@id(\"a\")\nforbid (principal, action, resource);",
+        );
+        let e = PolicyStore::load(dup.path()).unwrap_err().to_string();
+        assert!(e.contains("more than once"), "{e}");
+    }
+
+    #[test]
+    fn forbid_overrides_permit_and_the_determining_policy_is_reported() {
+        let dir = policy_dir(
+            "// all\n@id(\"all\")\npermit (principal, action, resource);\n\
+             // not locked\n@id(\"no-locked\")\nforbid (principal, action, resource in Zonegate::Org::\"locked\");",
+        );
+        let engine = PolicyEngine::new(PolicyStore::load(dir.path()).unwrap());
+        let (_, routes) = shipped();
+        let open = decide(
+            &engine,
+            &routes,
+            http::Method::GET,
+            "/v1/orgs/acme/zones/z1",
+        );
+        assert!(open.allowed);
+        assert_eq!(open.policies, ["all"]);
+        let locked = decide(
+            &engine,
+            &routes,
+            http::Method::GET,
+            "/v1/orgs/locked/zones/z1",
+        );
+        assert!(!locked.allowed);
+        assert_eq!(locked.policies, ["no-locked"]);
+    }
+
+    #[test]
+    fn the_shipped_decision_tables_pass() {
+        let (engine, _) = shipped();
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies/tests");
+        let report = tables::run(&engine, &root).unwrap();
+        assert!(report.passed(), "{}", report.render());
+        assert!(report.cases > 100, "{}", report.cases);
+    }
+
+    #[test]
+    fn a_table_mismatch_fails_with_a_readable_diff() {
+        let (engine, _) = shipped();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("t.toml"),
+            r#"
+[[case]]
+name = "viewers delete zones (wrong on purpose)"
+principal = { user = "u", role = "viewer" }
+action = "zones:delete"
+resource = { zone = "z", org = "acme" }
+expect = "allow"
+
+[[case]]
+name = "developers delete zones"
+principal = { user = "u", role = "developer" }
+action = "zones:delete"
+resource = { zone = "z", org = "acme" }
+expect = "allow"
+policies = ["zones-write-zone"]
+"#,
+        )
+        .unwrap();
+        let report = tables::run(&engine, dir.path()).unwrap();
+        assert!(!report.passed());
+        let text = report.render();
+        assert!(
+            text.contains("FAIL") && text.contains("viewers delete zones (wrong on purpose)"),
+            "{text}"
+        );
+        assert!(text.contains("- expected: allow"), "{text}");
+        assert!(
+            text.contains("+ got:      deny by no policy (denied by default)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("2 cases in 1 files: 1 passed, 1 failed"),
+            "{text}"
+        );
+
+        std::fs::write(dir.path().join("t.toml"), "[[case]]\nname = \"x\"\n").unwrap();
+        let e = tables::run(&engine, dir.path()).unwrap_err().to_string();
+        assert!(e.contains("t.toml"), "{e}");
+    }
+
+    fn copy_shipped(to: &Path) {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies");
+        for entry in std::fs::read_dir(&root).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_file() {
+                std::fs::copy(&path, to.join(path.file_name().unwrap())).unwrap();
+            }
+        }
+    }
+
+    fn viewer_deletes(engine: &PolicyEngine) -> Decision {
+        let user = Principal::User(std::sync::Arc::new(crate::principal::UserPrincipal {
+            user_id: "u".into(),
+            email: String::new(),
+            email_verified: true,
+            factors: vec!["pwd".into()],
+            session_id: String::new(),
+            family_id: String::new(),
+        }));
+        let org = OrgContext {
+            facts: OrgFacts {
+                id: "acme".into(),
+                suspended: false,
+                require_mfa: false,
+            },
+            role: Some(Role::Viewer),
+            member_role: None,
+        };
+        let routes = routes();
+        let Match::Found(route, params) =
+            routes.find(&http::Method::DELETE, "/v1/orgs/acme/zones/z1")
+        else {
+            panic!("route")
+        };
+        engine.authorize(&user, route, &params, Some(&org))
+    }
+
+    const VIEWERS_DELETE: &str = "\n// Viewers may delete zones too.\n@id(\"viewers-delete\")\npermit (principal is Zonegate::User, action == Zonegate::Action::\"zones:delete\", resource is Zonegate::Zone) when { principal in resource.org.viewers };\n";
+
+    #[test]
+    fn reload_swaps_a_valid_set_and_keeps_the_old_one_when_invalid() {
+        let dir = tempfile::tempdir().unwrap();
+        copy_shipped(dir.path());
+        let engine = PolicyEngine::new(PolicyStore::load(dir.path()).unwrap());
+        let routes = routes();
+        let first = engine.active_hash();
+        assert!(!viewer_deletes(&engine).allowed);
+
+        std::fs::write(dir.path().join("extra.cedar"), VIEWERS_DELETE).unwrap();
+        let r = engine.reload(&routes).unwrap();
+        assert_eq!(r.previous_hash, first);
+        assert_ne!(r.hash, first);
+        assert!(
+            viewer_deletes(&engine).allowed,
+            "the new rule applies after reload"
+        );
+
+        let good = engine.active_hash();
+        std::fs::write(dir.path().join("broken.cedar"), "// broken\n@id(\"broken\")\npermit (principal, action == Zonegate::Action::\"zones:nope\", resource);").unwrap();
+        let e = engine.reload(&routes).unwrap_err().to_string();
+        assert!(e.contains("broken"), "{e}");
+        assert_eq!(engine.active_hash(), good, "the old set stays in force");
+        assert!(viewer_deletes(&engine).allowed);
+    }
+
+    #[test]
+    fn shadow_differences_are_reported_and_counted_but_never_enforced() {
+        let enforced = tempfile::tempdir().unwrap();
+        copy_shipped(enforced.path());
+        let shadow = tempfile::tempdir().unwrap();
+        copy_shipped(shadow.path());
+        std::fs::write(shadow.path().join("extra.cedar"), VIEWERS_DELETE).unwrap();
+        let engine = PolicyEngine::with_shadow(
+            PolicyStore::load(enforced.path()).unwrap(),
+            Some(PolicyStore::load(shadow.path()).unwrap()),
+        );
+        let d = viewer_deletes(&engine);
+        assert!(!d.allowed, "only the enforced set decides");
+        let s = d.shadow.expect("the shadow set differs");
+        assert!(s.allowed);
+        assert_eq!(s.policies, ["viewers-delete"]);
+        assert_eq!(engine.shadow_mismatches(), 1);
+
+        // Where both agree, nothing is reported.
+        let (_, routes) = shipped();
+        let d = decide(&engine, &routes, http::Method::GET, "/healthz");
+        assert!(d.allowed && d.shadow.is_none());
+        assert_eq!(engine.shadow_mismatches(), 1);
+    }
+
+    #[test]
+    fn explain_names_the_matching_policies_and_their_comments() {
+        let (engine, _) = shipped();
+        let subject = tables::subject(
+            &tables::PrincipalSpec {
+                user: Some("u".into()),
+                role: Some("developer".into()),
+                verified: Some(false),
+                ..Default::default()
+            },
+            "zones:update",
+            &tables::ResourceSpec {
+                zone: Some("z".into()),
+                org: Some("acme".into()),
+                ..Default::default()
+            },
+            None,
+            &engine,
+        )
+        .unwrap();
+        let e = explain::explain(&engine, &subject);
+        assert!(!e.decision.allowed);
+        let text = e.render(&subject);
+        assert!(
+            text.contains("why: forbidden by users-must-be-verified"),
+            "{text}"
+        );
+        assert!(text.contains("matched  permit zones-write-zone (orgs.cedar): Developers and above change and delete zones."), "{text}");
+    }
+}
