@@ -22,6 +22,7 @@ pub mod error;
 pub mod identity;
 pub mod keyring;
 pub mod mail;
+pub mod mfa;
 pub mod orgs;
 pub mod orgs_api;
 pub mod policy;
