@@ -14,6 +14,7 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::accounts::second_factor::LoginOutcome;
 use crate::accounts::tokens::Token;
 use crate::accounts::{Accounts, Issued};
 use crate::api::Caller;
@@ -38,6 +39,7 @@ pub fn router(accounts: Arc<Accounts>) -> Router {
         .route("/auth/password", post(change_password))
         .route("/auth/password-reset", post(request_reset))
         .route("/auth/password-reset/confirm", post(confirm_reset))
+        .merge(crate::mfa_api::routes())
         .with_state(accounts)
 }
 
@@ -110,13 +112,13 @@ pub(crate) fn user(caller: &Caller) -> Result<&Arc<UserPrincipal>, Rejection> {
     }
 }
 
-fn user_agent(headers: &HeaderMap) -> Option<&str> {
+pub(crate) fn user_agent(headers: &HeaderMap) -> Option<&str> {
     headers
         .get(http::header::USER_AGENT)
         .and_then(|v| v.to_str().ok())
 }
 
-fn session_cookie(headers: &HeaderMap) -> Option<Token> {
+pub(crate) fn session_cookie(headers: &HeaderMap) -> Option<Token> {
     cookies::read(headers, cookies::SESSION).and_then(Token::from_presented)
 }
 
@@ -155,7 +157,7 @@ async fn resend_verification(
 }
 
 /// The answer to a login or refresh: the three cookies and who is logged in.
-fn issued_response(issued: &Issued, now: i64) -> Response {
+pub(crate) fn issued_response(issued: &Issued, now: i64) -> Response {
     let cookies = [
         (
             http::header::SET_COOKIE,
@@ -184,7 +186,7 @@ async fn login(
     JsonBody(body): JsonBody<EmailPassword>,
 ) -> Result<Response, Rejection> {
     let previous = session_cookie(&headers);
-    let issued = accounts
+    let outcome = accounts
         .login(
             &body.email,
             &body.password,
@@ -192,7 +194,25 @@ async fn login(
             user_agent(&headers),
         )
         .await?;
-    Ok(issued_response(&issued, accounts.now()))
+    Ok(match outcome {
+        LoginOutcome::Complete(issued) => issued_response(&issued, accounts.now()),
+        // The password was right and a second factor is due: no session yet, only the
+        // pending-login cookie that POST /auth/login/totp accepts.
+        LoginOutcome::SecondFactor { token, expires_at } => (
+            StatusCode::ACCEPTED,
+            [(
+                http::header::SET_COOKIE,
+                cookies::pending_mfa(token.expose(), expires_at - accounts.now()),
+            )],
+            Json(json!({
+                "status": "second_factor_required",
+                "methods": ["totp", "recovery_code"],
+                "complete_at": "/auth/login/totp",
+                "expires_at": expires_at,
+            })),
+        )
+            .into_response(),
+    })
 }
 
 async fn refresh(State(accounts): Shared, headers: HeaderMap) -> Result<Response, Rejection> {

@@ -128,6 +128,8 @@ struct RawAccounts {
     reset_ttl_seconds: i64,
     resend_interval_seconds: i64,
     cache_revalidate_seconds: i64,
+    /// Shown in authenticator apps beside the account's email.
+    mfa_issuer: String,
 }
 
 impl Default for RawAccounts {
@@ -144,6 +146,7 @@ impl Default for RawAccounts {
             reset_ttl_seconds: d.reset_ttl,
             resend_interval_seconds: d.resend_interval,
             cache_revalidate_seconds: d.cache_revalidate,
+            mfa_issuer: d.mfa_issuer,
         }
     }
 }
@@ -421,6 +424,17 @@ impl Config {
                 "must be between 4 and 31 (12 for production)",
             ));
         }
+        let issuer = a.mfa_issuer.trim();
+        if issuer.is_empty()
+            || issuer.len() > 64
+            || issuer.contains(':')
+            || issuer.chars().any(char::is_control)
+        {
+            return Err(invalid(
+                "accounts.mfa_issuer",
+                "must be 1 to 64 characters without ':' or control characters",
+            ));
+        }
         if !(8..=64).contains(&a.min_password_chars) {
             return Err(invalid(
                 "accounts.min_password_chars",
@@ -505,6 +519,7 @@ impl Config {
             reset_ttl: a.reset_ttl_seconds,
             resend_interval: a.resend_interval_seconds,
             cache_revalidate: a.cache_revalidate_seconds,
+            mfa_issuer: a.mfa_issuer.clone(),
         };
         let json = match raw.log.format.as_str() {
             "json" => true,

@@ -6,6 +6,9 @@
 //! - csrf: `__Host-zonegate-csrf`, Secure, SameSite=Strict, Path=/, readable by the page, which
 //!   echoes it in `X-CSRF-Token` (double submit; the value is a MAC of the login, see accounts).
 //!
+//! - pending MFA: `__Host-zonegate-mfa`, Secure, HttpOnly, SameSite=Strict, Path=/, five minutes:
+//!   the password step passed and the second factor is due; it is not a session.
+//!
 //! Values are set only through Set-Cookie, never in a body or URL.
 
 use cookie::{Cookie, SameSite};
@@ -16,6 +19,9 @@ pub const REFRESH: &str = "__Secure-zonegate-refresh";
 pub const CSRF: &str = "__Host-zonegate-csrf";
 pub const REFRESH_PATH: &str = "/auth/refresh";
 pub const CSRF_HEADER: &str = "x-csrf-token";
+/// The pending-login cookie between the password and the second factor. Not a session: only
+/// `POST /auth/login/totp` reads it.
+pub const PENDING_MFA: &str = "__Host-zonegate-mfa";
 
 /// The value of the named cookie, if the request carries exactly one.
 pub fn read<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
@@ -48,6 +54,10 @@ fn build(
         .max_age(cookie::time::Duration::seconds(max_age.max(0)))
         .build()
         .to_string()
+}
+
+pub fn pending_mfa(value: &str, max_age: i64) -> String {
+    build(PENDING_MFA, value, "/", true, SameSite::Strict, max_age)
 }
 
 pub fn session(value: &str, max_age: i64) -> String {

@@ -41,6 +41,8 @@ pub enum Rejection {
     WrongPassword,
     /// A verification or reset token that is unknown, spent or expired.
     InvalidToken,
+    /// A second-factor code that is wrong, replayed, malformed or over its attempts.
+    InvalidCode,
     /// A cookie-authenticated unsafe request without a matching CSRF token and Origin.
     CsrfRejected,
     /// The change would break an invariant (an org must keep an owner).
@@ -71,7 +73,7 @@ impl Rejection {
             | Rejection::AmbiguousPath
             | Rejection::BadRequest(_)
             | Rejection::InvalidToken => 400,
-            Rejection::Unauthenticated => 401,
+            Rejection::Unauthenticated | Rejection::InvalidCode => 401,
             Rejection::Forbidden
             | Rejection::EmailNotVerified
             | Rejection::WrongPassword
@@ -110,6 +112,7 @@ impl Rejection {
             Rejection::EmailNotVerified => "email_not_verified",
             Rejection::WrongPassword => "wrong_password",
             Rejection::InvalidToken => "invalid_token",
+            Rejection::InvalidCode => "invalid_code",
             Rejection::CsrfRejected => "csrf_rejected",
             Rejection::Conflict(_) => "conflict",
             Rejection::BadGateway => "bad_gateway",
@@ -184,6 +187,11 @@ impl Rejection {
                 "Invalid or expired link",
                 "The link is invalid, already used or expired. Ask for a new one.",
             ),
+            Rejection::InvalidCode => (
+                "urn:zonegate:problem:invalid-code",
+                "Invalid code",
+                "The code is wrong, already used or expired. Codes are six digits from your authenticator app, or a recovery code.",
+            ),
             Rejection::CsrfRejected => (
                 "urn:zonegate:problem:csrf",
                 "Cross-site request refused",
@@ -247,6 +255,7 @@ mod tests {
             Rejection::EmailNotVerified,
             Rejection::WrongPassword,
             Rejection::InvalidToken,
+            Rejection::InvalidCode,
             Rejection::CsrfRejected,
             Rejection::Conflict("x"),
             Rejection::BadGateway,

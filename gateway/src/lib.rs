@@ -24,6 +24,7 @@ pub mod identity;
 pub mod keyring;
 pub mod mail;
 pub mod mfa;
+pub mod mfa_api;
 pub mod orgs;
 pub mod orgs_api;
 pub mod policy;

@@ -13,6 +13,8 @@ pub struct Browser {
     session: Option<String>,
     refresh: Option<String>,
     csrf: Option<String>,
+    /// The pending-login cookie between the password and the second factor.
+    pub pending: Option<String>,
 }
 
 fn cookie_value(resp: &Response, name: &str) -> Option<String> {
@@ -41,6 +43,7 @@ impl Browser {
             session: None,
             refresh: None,
             csrf: None,
+            pending: None,
         }
     }
 
@@ -49,6 +52,9 @@ impl Browser {
         let mut cookies = Vec::new();
         if let Some(s) = &self.session {
             cookies.push(format!("__Host-zonegate-session={s}"));
+        }
+        if let Some(p) = &self.pending {
+            cookies.push(format!("__Host-zonegate-mfa={p}"));
         }
         if path == "/auth/refresh" {
             if let Some(r) = &self.refresh {
@@ -78,6 +84,7 @@ impl Browser {
             (&mut self.session, "__Host-zonegate-session"),
             (&mut self.refresh, "__Secure-zonegate-refresh"),
             (&mut self.csrf, "__Host-zonegate-csrf"),
+            (&mut self.pending, "__Host-zonegate-mfa"),
         ] {
             if let Some(v) = cookie_value(resp, name) {
                 *slot = (!v.is_empty()).then_some(v);

@@ -8,5 +8,6 @@ mod assertions;
 mod hygiene;
 mod lifecycle;
 mod listeners;
+mod mfa;
 mod orgs;
 mod zones;

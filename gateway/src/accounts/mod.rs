@@ -13,6 +13,7 @@
 //! sliding) and after `refresh_idle` seconds without a refresh.
 
 pub mod password;
+pub mod second_factor;
 pub mod sessions;
 pub mod store;
 pub mod tokens;
@@ -52,6 +53,8 @@ pub struct AccountsConfig {
     pub reset_ttl: i64,
     pub resend_interval: i64,
     pub cache_revalidate: i64,
+    /// The issuer authenticator apps show beside the account's email.
+    pub mfa_issuer: String,
 }
 
 impl Default for AccountsConfig {
@@ -67,6 +70,7 @@ impl Default for AccountsConfig {
             reset_ttl: 10 * 60,
             resend_interval: 60,
             cache_revalidate: 30,
+            mfa_issuer: "Delivery Zone".into(),
         }
     }
 }
@@ -90,6 +94,12 @@ pub enum AccountError {
     NotFound,
     #[error("csrf token missing or wrong")]
     Csrf,
+    #[error("invalid second-factor code")]
+    InvalidCode,
+    #[error("TOTP is not enabled")]
+    MfaNotEnabled,
+    #[error("no TOTP enrolment to confirm")]
+    NoPendingEnrolment,
     #[error("storage: {0}")]
     Storage(#[from] sqlx::Error),
     #[error("internal: {0}")]
@@ -109,6 +119,13 @@ impl From<AccountError> for Rejection {
             AccountError::InvalidToken => Rejection::InvalidToken,
             AccountError::NotFound => Rejection::NotFound,
             AccountError::Csrf => Rejection::CsrfRejected,
+            AccountError::InvalidCode => Rejection::InvalidCode,
+            AccountError::MfaNotEnabled => {
+                Rejection::Conflict("Two-factor authentication is not enabled on this account.")
+            }
+            AccountError::NoPendingEnrolment => {
+                Rejection::Conflict("Start an enrolment before confirming it.")
+            }
             AccountError::Storage(err) => {
                 tracing::error!(event = "storage_error", error = %err);
                 Rejection::Internal
@@ -151,6 +168,7 @@ pub struct Accounts {
     mailer: Arc<Mailer>,
     clock: Arc<dyn Clock>,
     cfg: AccountsConfig,
+    mfa: crate::mfa::Mfa,
     cache: SessionCache,
     /// Keys for CSRF tokens, derived from every pepper (newest first) so rotation does not
     /// break existing logins.
@@ -208,7 +226,14 @@ impl Accounts {
                 Ok(mac.finalize().into_bytes().into())
             })
             .collect::<Result<Vec<[u8; 32]>, AccountError>>()?;
+        let mfa = crate::mfa::Mfa::new(
+            pool.clone(),
+            Arc::new(ring.clone()),
+            clock.clone(),
+            cfg.mfa_issuer.clone(),
+        );
         Ok(Accounts {
+            mfa,
             cache: SessionCache::new(cfg.cache_revalidate, 100_000),
             pool,
             hasher,
@@ -398,7 +423,7 @@ impl Accounts {
         password: &str,
         previous_session: Option<&Token>,
         user_agent: Option<&str>,
-    ) -> Result<Issued, AccountError> {
+    ) -> Result<second_factor::LoginOutcome, AccountError> {
         let user = match normalise_email(email) {
             Ok(email) => store::user_by_email(&mut *self.conn().await?, &email).await?,
             Err(_) => None,
@@ -415,14 +440,8 @@ impl Accounts {
         if user.email_verified_at.is_none() {
             return Err(AccountError::EmailNotVerified);
         }
-        if let Some(previous) = previous_session {
-            self.revoke_session_token(previous).await?;
-        }
-        let issued = self
-            .start_family(&user.id, &user.email, "pwd", user_agent)
-            .await?;
-        tracing::info!(target: "zonegate::security", event = "authn_login_success", factor = "password", user_id = %user.id);
-        Ok(issued)
+        self.after_password(&user.id, &user.email, previous_session, user_agent)
+            .await
     }
 
     async fn start_family(

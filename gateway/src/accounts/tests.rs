@@ -181,6 +181,8 @@ async fn signup_verify_login_session_logout() {
             .accounts
             .login("ada@example.com", PASSWORD, None, Some("test"))
             .await
+            .unwrap()
+            .issued()
             .unwrap();
         let printed = format!("{issued:?}");
         for secret in [
@@ -278,11 +280,15 @@ async fn login_revokes_the_session_the_client_already_had() {
             .accounts
             .login("ada@example.com", PASSWORD, None, None)
             .await
+            .unwrap()
+            .issued()
             .unwrap();
         let second = f
             .accounts
             .login("ada@example.com", PASSWORD, Some(&first.session), None)
             .await
+            .unwrap()
+            .issued()
             .unwrap();
         assert!(f
             .accounts
@@ -306,6 +312,8 @@ async fn refresh_rotates_and_reuse_revokes_the_family() {
             .accounts
             .login("ada@example.com", PASSWORD, None, None)
             .await
+            .unwrap()
+            .issued()
             .unwrap();
         f.clock.advance(60);
         let b = f
@@ -350,6 +358,8 @@ async fn concurrent_refresh_gets_one_sibling_within_the_grace_window() {
             .accounts
             .login("ada@example.com", PASSWORD, None, None)
             .await
+            .unwrap()
+            .issued()
             .unwrap();
         let (x, y) = tokio::join!(
             f.accounts.refresh(a.refresh.expose(), &a.csrf, None, None),
@@ -381,11 +391,15 @@ async fn refresh_needs_the_csrf_token_of_its_login() {
         .accounts
         .login("ada@example.com", PASSWORD, None, None)
         .await
+        .unwrap()
+        .issued()
         .unwrap();
     let other = f
         .accounts
         .login("ada@example.com", PASSWORD, None, None)
         .await
+        .unwrap()
+        .issued()
         .unwrap();
     assert!(matches!(
         f.accounts.refresh(a.refresh.expose(), "", None, None).await,
@@ -415,6 +429,8 @@ async fn sessions_and_families_expire_by_the_clock() {
             .accounts
             .login("ada@example.com", PASSWORD, None, None)
             .await
+            .unwrap()
+            .issued()
             .unwrap();
         f.clock.advance(u64::try_from(cfg.session_ttl).unwrap() - 1);
         assert!(f
@@ -436,6 +452,8 @@ async fn sessions_and_families_expire_by_the_clock() {
             .accounts
             .login("ada@example.com", PASSWORD, None, None)
             .await
+            .unwrap()
+            .issued()
             .unwrap();
         f.clock
             .advance(u64::try_from(cfg.refresh_idle).unwrap() + 1);
@@ -452,6 +470,8 @@ async fn sessions_and_families_expire_by_the_clock() {
             .accounts
             .login("ada@example.com", PASSWORD, None, None)
             .await
+            .unwrap()
+            .issued()
             .unwrap();
         let steps = cfg.refresh_absolute / (cfg.refresh_idle / 2);
         for _ in 0..steps - 1 {
@@ -518,6 +538,8 @@ async fn password_reset_is_single_use_and_ends_every_session() {
             .accounts
             .login("ada@example.com", PASSWORD, None, None)
             .await
+            .unwrap()
+            .issued()
             .unwrap();
         f.accounts
             .request_password_reset("ada@example.com")
@@ -573,11 +595,15 @@ async fn changing_the_password_needs_the_current_one_and_ends_other_logins() {
             .accounts
             .login("ada@example.com", PASSWORD, None, None)
             .await
+            .unwrap()
+            .issued()
             .unwrap();
         let elsewhere = f
             .accounts
             .login("ada@example.com", PASSWORD, None, None)
             .await
+            .unwrap()
+            .issued()
             .unwrap();
         let me = f
             .accounts
@@ -691,7 +717,7 @@ proptest! {
             let f = fixture(Backend::Sqlite).await;
             let cfg = AccountsConfig::default();
             f.verified_user("ada@example.com").await;
-            let first = f.accounts.login("ada@example.com", PASSWORD, None, None).await.unwrap();
+            let first = f.accounts.login("ada@example.com", PASSWORD, None, None).await.unwrap().issued().unwrap();
             let csrf = first.csrf.clone();
             let user = f.accounts.authenticate_session(first.session.expose()).await.unwrap();
             let now = || i64::try_from(f.clock.unix_seconds()).unwrap();
