@@ -35,6 +35,7 @@ fn cedar_decision(c: &mut Criterion) {
         factors: vec!["pwd".into()],
         session_id: "s".into(),
         family_id: "f".into(),
+        platform_admin: false,
     }));
     let org = OrgContext {
         facts: OrgFacts {

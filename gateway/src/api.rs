@@ -39,7 +39,8 @@ pub fn router(
     Router::new()
         .route("/healthz", get(health))
         .merge(crate::auth_api::router(accounts))
-        .merge(crate::orgs_api::router(orgs))
+        .merge(crate::orgs_api::router(orgs.clone()))
+        .merge(crate::platform_api::router(orgs))
         .merge(crate::apikeys_api::router(keys))
         .fallback(|| async { Rejection::NotFound })
 }

@@ -61,6 +61,16 @@ struct RawConfig {
     accounts: RawAccounts,
     #[serde(default)]
     api_keys: RawApiKeys,
+    #[serde(default)]
+    platform: RawPlatform,
+}
+
+/// Platform administration: who may use the `/platform/` surface (with MFA, by policy).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPlatform {
+    #[serde(default)]
+    admins: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -424,6 +434,12 @@ impl Config {
                 "must be between 4 and 31 (12 for production)",
             ));
         }
+        let mut platform_admins = std::collections::BTreeSet::new();
+        for email in &raw.platform.admins {
+            let normalised = crate::accounts::normalise_email(email)
+                .map_err(|_| invalid("platform.admins", "must be email addresses"))?;
+            platform_admins.insert(normalised);
+        }
         let issuer = a.mfa_issuer.trim();
         if issuer.is_empty()
             || issuer.len() > 64
@@ -520,6 +536,7 @@ impl Config {
             resend_interval: a.resend_interval_seconds,
             cache_revalidate: a.cache_revalidate_seconds,
             mfa_issuer: a.mfa_issuer.clone(),
+            platform_admins,
         };
         let json = match raw.log.format.as_str() {
             "json" => true,

@@ -27,6 +27,7 @@ pub mod mfa;
 pub mod mfa_api;
 pub mod orgs;
 pub mod orgs_api;
+pub mod platform_api;
 pub mod policy;
 pub mod policy_cli;
 pub mod principal;

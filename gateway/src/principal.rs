@@ -21,6 +21,12 @@ static API_KEY_TYPE: LazyLock<EntityTypeName> = LazyLock::new(|| {
 });
 
 #[allow(clippy::expect_used)]
+static PLATFORM_ADMIN: LazyLock<EntityUid> = LazyLock::new(|| {
+    // Invariant: a constant, syntactically valid Cedar entity uid (covered by a unit test).
+    EntityUid::from_str(r#"Zonegate::PlatformRole::"admin""#).expect("valid Cedar uid literal")
+});
+
+#[allow(clippy::expect_used)]
 static USER_TYPE: LazyLock<EntityTypeName> = LazyLock::new(|| {
     // Invariant: a constant, syntactically valid Cedar type name (covered by a unit test).
     EntityTypeName::from_str("Zonegate::User").expect("valid Cedar type literal")
@@ -38,6 +44,9 @@ pub struct UserPrincipal {
     pub session_id: String,
     /// The refresh family (one per login) the session belongs to.
     pub family_id: String,
+    /// Listed in `[platform] admins`: a member of `PlatformRole::"admin"` in Cedar, which only
+    /// the platform surface's policies consult.
+    pub platform_admin: bool,
 }
 
 /// An authenticated (or deliberately anonymous) caller.
@@ -81,6 +90,10 @@ impl Principal {
         match self {
             Principal::Anonymous => Entity::new_no_attrs(ANONYMOUS.clone(), parents),
             Principal::User(u) => {
+                let mut parents = parents;
+                if u.platform_admin {
+                    parents.insert(PLATFORM_ADMIN.clone());
+                }
                 let uid =
                     EntityUid::from_type_name_and_id(USER_TYPE.clone(), EntityId::new(&u.user_id));
                 let attrs = HashMap::from([
@@ -143,8 +156,14 @@ mod tests {
             factors: vec!["pwd".into()],
             session_id: "s".into(),
             family_id: "f".into(),
+            platform_admin: true,
         }));
         assert_eq!(user.entity().uid().to_string(), r#"Zonegate::User::"u1""#);
         assert_eq!(user.kind(), "user");
+        assert!(user
+            .entity()
+            .into_inner()
+            .2
+            .contains(&PLATFORM_ADMIN.clone()));
     }
 }

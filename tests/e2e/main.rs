@@ -10,4 +10,5 @@ mod lifecycle;
 mod listeners;
 mod mfa;
 mod orgs;
+mod platform;
 mod zones;

@@ -14,28 +14,28 @@ use zonegate_e2e::Stack;
 
 use crate::accounts::{logged_in, Browser, PASSWORD};
 
-fn now() -> u64 {
+pub fn now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_secs()
 }
 
-fn code_at(secret: &str, t: u64) -> String {
+pub fn code_at(secret: &str, t: u64) -> String {
     let bytes = Secret::Encoded(secret.to_owned()).to_bytes().unwrap();
     TOTP::new_unchecked(Algorithm::SHA1, 6, 1, 30, bytes, None, String::new()).generate(t)
 }
 
 /// Keep clear of a step boundary, so "this step" and "the previous step" stay what they were
 /// when the codes were computed.
-fn away_from_step_edge() {
+pub fn away_from_step_edge() {
     let into = now() % 30;
     if into > 22 {
         std::thread::sleep(std::time::Duration::from_secs(31 - into));
     }
 }
 
-fn password_step(stack: &Stack, email: &str) -> Browser {
+pub fn password_step(stack: &Stack, email: &str) -> Browser {
     let mut b = Browser::new(stack);
     let resp = b.send(
         "POST",
@@ -64,6 +64,34 @@ fn password_step(stack: &Stack, email: &str) -> Browser {
         "the password step alone must not give a session"
     );
     b
+}
+
+/// Turn TOTP on for a logged-in user (confirming with the previous step's code) and return
+/// the secret and a fresh session that used it.
+pub fn with_totp(stack: &Stack, email: &str, me: &mut Browser) -> (String, Browser) {
+    let enrolled = me.send(
+        "POST",
+        "/auth/mfa/totp/enroll",
+        Some(json!({"password": PASSWORD})),
+    );
+    assert_eq!(enrolled.status, 201);
+    let secret = enrolled.json()["secret"].as_str().unwrap().to_owned();
+    away_from_step_edge();
+    let t = now();
+    let confirmed = me.send(
+        "POST",
+        "/auth/mfa/totp/confirm",
+        Some(json!({"code": code_at(&secret, t - 30)})),
+    );
+    assert_eq!(confirmed.status, 200);
+    let mut b = password_step(stack, email);
+    let ok = b.send(
+        "POST",
+        "/auth/login/totp",
+        Some(json!({"code": code_at(&secret, t)})),
+    );
+    assert_eq!(ok.status, 200, "{}", String::from_utf8_lossy(&ok.body));
+    (secret, b)
 }
 
 #[test]

@@ -78,6 +78,8 @@ fn free_port() -> SocketAddr {
 pub struct StackOptions {
     pub shutdown_grace_seconds: u64,
     pub trusted_proxies: Vec<String>,
+    /// TOML appended to the generated config: whole sections (e.g. `[platform]`).
+    pub extra_config: String,
 }
 
 impl Default for StackOptions {
@@ -85,6 +87,7 @@ impl Default for StackOptions {
         StackOptions {
             shutdown_grace_seconds: 1,
             trusted_proxies: Vec::new(),
+            extra_config: String::new(),
         }
     }
 }
@@ -187,7 +190,9 @@ outbox_dir = "{outbox}"
 [accounts]
 # The minimum cost keeps the suite fast; production uses 12.
 bcrypt_cost = 4
+{extra}
 "#,
+                extra = options.extra_config,
                 outbox = root.join("outbox").display(),
                 https_port = https.port(),
                 grace = options.shutdown_grace_seconds,

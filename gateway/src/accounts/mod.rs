@@ -55,6 +55,8 @@ pub struct AccountsConfig {
     pub cache_revalidate: i64,
     /// The issuer authenticator apps show beside the account's email.
     pub mfa_issuer: String,
+    /// Normalised emails of the platform administrators (`[platform] admins`).
+    pub platform_admins: std::collections::BTreeSet<String>,
 }
 
 impl Default for AccountsConfig {
@@ -71,6 +73,7 @@ impl Default for AccountsConfig {
             resend_interval: 60,
             cache_revalidate: 30,
             mfa_issuer: "Delivery Zone".into(),
+            platform_admins: std::collections::BTreeSet::new(),
         }
     }
 }
@@ -610,6 +613,7 @@ impl Accounts {
         let row = store::live_session(&mut *self.conn().await?, &hash, now)
             .await?
             .ok_or(AccountError::InvalidCredentials)?;
+        let platform_admin = self.cfg.platform_admins.contains(&row.email);
         let user = Arc::new(UserPrincipal {
             user_id: row.user_id,
             email: row.email,
@@ -617,6 +621,7 @@ impl Accounts {
             factors: row.factors.split(',').map(str::to_owned).collect(),
             session_id: row.public_id,
             family_id: row.family_id,
+            platform_admin,
         });
         self.cache.put(hash, user.clone(), row.expires_at, now);
         Ok(user)

@@ -247,6 +247,48 @@ impl Orgs {
         Ok(())
     }
 
+    /// Suspend or reinstate an org (platform administration). Takes effect on the next
+    /// request: the cached facts are dropped here.
+    pub async fn set_suspended(&self, org_id: &str, suspended: bool) -> Result<(), OrgError> {
+        let now = self.now();
+        let done = sqlx::query(
+            "UPDATE orgs SET suspended_at = CASE WHEN $1 = 1 THEN COALESCE(suspended_at, $2) ELSE NULL END WHERE id = $3",
+        )
+        .bind(i64::from(suspended))
+        .bind(now)
+        .bind(org_id)
+        .execute(&self.pool)
+        .await?;
+        if let Ok(mut map) = self.facts.write() {
+            map.remove(org_id);
+        }
+        if done.rows_affected() == 0 {
+            return Err(OrgError::NotFound);
+        }
+        Ok(())
+    }
+
+    /// What a platform admin sees of an org: its settings, suspension and size.
+    pub async fn platform_view(&self, org_id: &str) -> Result<serde_json::Value, OrgError> {
+        let row = sqlx::query(
+            "SELECT o.id, o.name, o.created_at, o.suspended_at, o.require_mfa,
+                    (SELECT COUNT(*) FROM memberships m WHERE m.org_id = o.id) AS members
+             FROM orgs o WHERE o.id = $1",
+        )
+        .bind(org_id)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or(OrgError::NotFound)?;
+        Ok(serde_json::json!({
+            "id": row.try_get::<String, _>("id")?,
+            "name": row.try_get::<String, _>("name")?,
+            "created_at": row.try_get::<i64, _>("created_at")?,
+            "suspended_at": row.try_get::<Option<i64>, _>("suspended_at")?,
+            "require_mfa": row.try_get::<i64, _>("require_mfa")? != 0,
+            "members": row.try_get::<i64, _>("members")?,
+        }))
+    }
+
     fn forget_role(&self, user_id: &str, org_id: &str) {
         if let Ok(mut map) = self.roles.write() {
             map.remove(&(user_id.to_owned(), org_id.to_owned()));

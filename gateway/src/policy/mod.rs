@@ -510,6 +510,7 @@ policies = ["zones-write-zone"]
             factors: vec!["pwd".into()],
             session_id: String::new(),
             family_id: String::new(),
+            platform_admin: false,
         }));
         let org = OrgContext {
             facts: OrgFacts {

@@ -11,7 +11,7 @@
 //! ```
 //!
 //! Principals: `{ anonymous = true }`; `{ user = "id", role = "viewer"|"developer"|"admin"|
-//! "owner", verified = true, mfa = false }`; `{ api_key = "id", org = "acme", scopes = [...] }`.
+//! "owner", verified = true, mfa = false, platform_admin = false }`; `{ api_key = "id", org = "acme", scopes = [...] }`.
 //! Resources: `{ gateway = "auth" }`; `{ org = "acme", suspended = false, require_mfa = false }`;
 //! `{ zone = "z1", org = "acme" }`; `{ type = "Member", id = "u2", org = "acme", member_role =
 //! "owner" }`; or any type: `{ type = "ApiKey", id = "k1", org = "acme" }`.
@@ -98,6 +98,8 @@ pub struct PrincipalSpec {
     pub verified: Option<bool>,
     #[serde(default)]
     pub mfa: bool,
+    #[serde(default)]
+    pub platform_admin: bool,
     pub api_key: Option<String>,
     pub org: Option<String>,
     #[serde(default)]
@@ -187,11 +189,15 @@ impl PrincipalSpec {
                 factors,
                 session_id: String::new(),
                 family_id: String::new(),
+                platform_admin: self.platform_admin,
             }));
             return Ok((principal, role));
         }
-        if self.role.is_some() || self.verified.is_some() || self.mfa {
-            return Err("principal: role, verified and mfa belong to user principals".into());
+        if self.role.is_some() || self.verified.is_some() || self.mfa || self.platform_admin {
+            return Err(
+                "principal: role, verified, mfa and platform_admin belong to user principals"
+                    .into(),
+            );
         }
         if let Some(key) = &self.api_key {
             let org = self
