@@ -117,7 +117,7 @@ impl Accounts {
             .await?;
         let user_id: String = row.try_get("user_id")?;
         let recent: i64 = sqlx::query(
-            "SELECT COALESCE(SUM(attempts), 0) AS n FROM pending_logins WHERE user_id = $1 AND created_at > $2",
+            "SELECT CAST(COALESCE(SUM(attempts), 0) AS BIGINT) AS n FROM pending_logins WHERE user_id = $1 AND created_at > $2",
         )
         .bind(&user_id)
         .bind(now - ACCOUNT_WINDOW)

@@ -753,3 +753,140 @@ proptest! {
         })?;
     }
 }
+
+/// A password login that must stop at the second factor: its pending token.
+async fn pending(accounts: &Accounts) -> Token {
+    match accounts
+        .login("ada@example.com", PASSWORD, None, None)
+        .await
+        .unwrap()
+    {
+        second_factor::LoginOutcome::SecondFactor { token, .. } => token,
+        second_factor::LoginOutcome::Complete(_) => panic!("a session without TOTP"),
+    }
+}
+
+/// The code an authenticator app shows for `manual_key` at `t`.
+fn code_at(manual_key: &str, t: u64) -> String {
+    let bytes = totp_rs::Secret::Encoded(manual_key.replace(' ', ""))
+        .to_bytes()
+        .unwrap();
+    totp_rs::TOTP::new_unchecked(
+        totp_rs::Algorithm::SHA1,
+        6,
+        1,
+        30,
+        bytes,
+        None,
+        String::new(),
+    )
+    .generate(t)
+}
+
+#[tokio::test]
+async fn pending_logins_limit_attempts_expire_and_never_act_as_sessions() {
+    for backend in backends() {
+        let f = fixture(backend).await;
+        f.verified_user("ada@example.com").await;
+        let issued = f
+            .accounts
+            .login("ada@example.com", PASSWORD, None, None)
+            .await
+            .unwrap()
+            .issued()
+            .unwrap();
+        let me = f
+            .accounts
+            .authenticate_session(issued.session.expose())
+            .await
+            .unwrap();
+        let enrolment = f.accounts.mfa_enrol(&me, PASSWORD, None).await.unwrap();
+        let key = enrolment.manual_key();
+        f.accounts
+            .mfa_confirm(&me, &code_at(&key, T0))
+            .await
+            .unwrap();
+
+        // The pending token is not a session.
+        let p = pending(&f.accounts).await;
+        assert!(f.accounts.authenticate_session(p.expose()).await.is_err());
+
+        // Five wrong codes spend the pending login: the right code no longer helps.
+        f.clock.advance(30);
+        for _ in 0..second_factor::PENDING_ATTEMPTS {
+            let got = f
+                .accounts
+                .login_second_factor(p.expose(), "000000", None, None)
+                .await;
+            assert!(matches!(got, Err(AccountError::InvalidCode)), "{got:?}");
+        }
+        let right = code_at(&key, T0 + 30);
+        assert!(f
+            .accounts
+            .login_second_factor(p.expose(), &right, None, None)
+            .await
+            .is_err());
+
+        // A fresh pending login expires by the clock.
+        let p = pending(&f.accounts).await;
+        f.clock.advance(second_factor::PENDING_TTL as u64 + 1);
+        let right = code_at(&key, T0 + 30 + second_factor::PENDING_TTL as u64 + 1);
+        assert!(f
+            .accounts
+            .login_second_factor(p.expose(), &right, None, None)
+            .await
+            .is_err());
+
+        // Within its lifetime the right code completes it, once, with both factors.
+        let p = pending(&f.accounts).await;
+        let done = f
+            .accounts
+            .login_second_factor(p.expose(), &right, None, None)
+            .await
+            .unwrap();
+        let user = f
+            .accounts
+            .authenticate_session(done.session.expose())
+            .await
+            .unwrap();
+        assert_eq!(user.factors, ["pwd", "otp"]);
+        assert!(f
+            .accounts
+            .login_second_factor(p.expose(), &right, None, None)
+            .await
+            .is_err());
+
+        // Across pending logins the account allows ACCOUNT_ATTEMPTS wrong codes per window.
+        let mut wrong = 0;
+        while wrong < second_factor::ACCOUNT_ATTEMPTS + 5 {
+            let p = pending(&f.accounts).await;
+            for _ in 0..second_factor::PENDING_ATTEMPTS {
+                let _ = f
+                    .accounts
+                    .login_second_factor(p.expose(), "000000", None, None)
+                    .await;
+                wrong += 1;
+            }
+        }
+        f.clock.advance(30);
+        let p = pending(&f.accounts).await;
+        let right = code_at(&key, f.clock.unix_seconds());
+        assert!(
+            matches!(
+                f.accounts
+                    .login_second_factor(p.expose(), &right, None, None)
+                    .await,
+                Err(AccountError::InvalidCode)
+            ),
+            "over the account's limit even the right code is refused"
+        );
+        f.clock.advance(second_factor::ACCOUNT_WINDOW as u64 + 1);
+        let p = pending(&f.accounts).await;
+        let right = code_at(&key, f.clock.unix_seconds());
+        assert!(f
+            .accounts
+            .login_second_factor(p.expose(), &right, None, None)
+            .await
+            .is_ok());
+    }
+}
