@@ -9,4 +9,5 @@ mod hygiene;
 mod lifecycle;
 mod listeners;
 mod orgs;
+mod policy;
 mod zones;
