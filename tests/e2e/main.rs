@@ -11,4 +11,5 @@ mod listeners;
 mod mfa;
 mod orgs;
 mod platform;
+mod policy;
 mod zones;

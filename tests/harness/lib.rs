@@ -16,4 +16,4 @@ pub mod stack;
 
 pub use client::{Client, Response};
 pub use echo::EchoUpstream;
-pub use stack::{Stack, StackOptions};
+pub use stack::{copy_policies, Stack, StackOptions};

@@ -80,6 +80,13 @@ pub struct StackOptions {
     pub trusted_proxies: Vec<String>,
     /// TOML appended to the generated config: whole sections (e.g. `[platform]`).
     pub extra_config: String,
+    /// The policy directory to enforce, used as is. Default: a copy of the shipped policies
+    /// plus the fixture policies in the stack's temporary directory.
+    pub policies: Option<PathBuf>,
+    /// The route table. Default: `tests/fixtures/routes.toml`.
+    pub routes: Option<PathBuf>,
+    /// `[paths] shadow_policies`, when given.
+    pub shadow_policies: Option<PathBuf>,
 }
 
 impl Default for StackOptions {
@@ -88,6 +95,25 @@ impl Default for StackOptions {
             shutdown_grace_seconds: 1,
             trusted_proxies: Vec::new(),
             extra_config: String::new(),
+            policies: None,
+            routes: None,
+            shadow_policies: None,
+        }
+    }
+}
+
+/// Copy the schema and `*.cedar` files of each source directory into `dest` (created).
+pub fn copy_policies(sources: &[PathBuf], dest: &Path) {
+    std::fs::create_dir_all(dest).unwrap();
+    for src in sources {
+        for entry in std::fs::read_dir(src).unwrap() {
+            let path = entry.unwrap().path();
+            if path
+                .extension()
+                .is_some_and(|e| e == "cedar" || e == "cedarschema")
+            {
+                std::fs::copy(&path, dest.join(path.file_name().unwrap())).unwrap();
+            }
         }
     }
 }
@@ -102,6 +128,8 @@ pub struct Stack {
     pub key_dir: PathBuf,
     pub cert: PathBuf,
     pub config: PathBuf,
+    /// The enforced policy directory named in the config.
+    pub policies: PathBuf,
     gateway: Option<Child>,
     backend_proc: Option<Child>,
 }
@@ -129,20 +157,27 @@ impl Stack {
         let key = root.join("tls/key.pem");
         zonegate::tls::ensure_dev_certificate(&cert, &key).unwrap();
 
-        let policies = root.join("policies");
-        std::fs::create_dir_all(&policies).unwrap();
         let ws = workspace_root();
-        for src in [ws.join("policies"), ws.join("tests/fixtures/policies")] {
-            for entry in std::fs::read_dir(src).unwrap() {
-                let path = entry.unwrap().path();
-                if path
-                    .extension()
-                    .is_some_and(|e| e == "cedar" || e == "cedarschema")
-                {
-                    std::fs::copy(&path, policies.join(path.file_name().unwrap())).unwrap();
-                }
+        let policies = match &options.policies {
+            Some(dir) => dir.clone(),
+            None => {
+                let policies = root.join("policies");
+                copy_policies(
+                    &[ws.join("policies"), ws.join("tests/fixtures/policies")],
+                    &policies,
+                );
+                policies
             }
-        }
+        };
+        let routes = options
+            .routes
+            .clone()
+            .unwrap_or_else(|| ws.join("tests/fixtures/routes.toml"));
+        let shadow = options
+            .shadow_policies
+            .as_ref()
+            .map(|d| format!("shadow_policies = \"{}\"\n", d.display()))
+            .unwrap_or_default();
 
         let echo = EchoUpstream::start();
         let (https, http, admin, backend) = (free_port(), free_port(), free_port(), free_port());
@@ -173,7 +208,7 @@ data_dir = "{data}"
 key_dir = "{keys}"
 policies = "{policies}"
 routes = "{routes}"
-[proxy]
+{shadow}[proxy]
 trusted_proxies = [{trusted}]
 [identity]
 audience = "zone-backend"
@@ -201,7 +236,7 @@ bcrypt_cost = 4
                 data = root.display(),
                 keys = key_dir.display(),
                 policies = policies.display(),
-                routes = ws.join("tests/fixtures/routes.toml").display(),
+                routes = routes.display(),
                 echo = echo.addr,
             ),
         )
@@ -216,6 +251,7 @@ bcrypt_cost = 4
             key_dir,
             cert,
             config,
+            policies,
             gateway: None,
             backend_proc: None,
             dir,
@@ -277,6 +313,11 @@ bcrypt_cost = 4
             "gateway",
             self.dir.path().join("gateway.log"),
         );
+    }
+
+    /// The gateway's process id, while it runs (for signals).
+    pub fn gateway_pid(&self) -> Option<u32> {
+        self.gateway.as_ref().map(Child::id)
     }
 
     pub fn stop_gateway(&mut self) {
