@@ -12,6 +12,7 @@
 //! third presentation, or one after the window, is reuse. Families expire absolutely (never
 //! sliding) and after `refresh_idle` seconds without a refresh.
 
+pub mod lockout;
 pub mod password;
 pub mod sessions;
 pub mod store;
@@ -29,6 +30,7 @@ use sha2::Sha256;
 use sqlx::AnyPool;
 use subtle::ConstantTimeEq;
 
+use crate::audit::{AuditEvent, SecurityEvent};
 use crate::clock::Clock;
 use crate::error::Rejection;
 use crate::keyring::{KeyRing, Purpose};
@@ -90,6 +92,10 @@ pub enum AccountError {
     NotFound,
     #[error("csrf token missing or wrong")]
     Csrf,
+    #[error("too many failed logins: retry after {0}s")]
+    LoginDelayed(u64),
+    #[error("password login blocked until a password reset")]
+    LoginBlocked,
     #[error("storage: {0}")]
     Storage(#[from] sqlx::Error),
     #[error("internal: {0}")]
@@ -109,6 +115,10 @@ impl From<AccountError> for Rejection {
             AccountError::InvalidToken => Rejection::InvalidToken,
             AccountError::NotFound => Rejection::NotFound,
             AccountError::Csrf => Rejection::CsrfRejected,
+            AccountError::LoginDelayed(secs) => Rejection::LoginDelayed {
+                retry_after_secs: secs,
+            },
+            AccountError::LoginBlocked => Rejection::AccountLocked,
             AccountError::Storage(err) => {
                 tracing::error!(event = "storage_error", error = %err);
                 Rejection::Internal
@@ -155,6 +165,9 @@ pub struct Accounts {
     /// Keys for CSRF tokens, derived from every pepper (newest first) so rotation does not
     /// break existing logins.
     csrf_keys: Vec<[u8; 32]>,
+    /// Where security events go; set once at start ([`Accounts::set_audit`]). Unset (tests,
+    /// `check-config`), events are only logged by their tracing lines.
+    audit: std::sync::OnceLock<crate::audit::AuditLog>,
 }
 
 /// Normalise and check an email address: trimmed, lower-cased, one `@`, a dotted domain, no
@@ -178,6 +191,27 @@ pub fn normalise_email(raw: &str) -> Result<String, AccountError> {
         Ok(email)
     } else {
         Err(AccountError::InvalidEmail)
+    }
+}
+
+/// A password-login event; request context (client, request id, user agent) is filled in by
+/// [`crate::audit::AuditLog::record`].
+fn login_event(event: SecurityEvent, user_id: Option<&str>) -> AuditEvent {
+    let e = AuditEvent::new(event).detail("factor", "password");
+    match user_id {
+        Some(id) => e.principal(id),
+        None => e,
+    }
+}
+
+impl AccountError {
+    /// A short, non-secret reason for audit details.
+    fn reason(&self) -> &'static str {
+        match self {
+            AccountError::LoginDelayed(_) => "delayed",
+            AccountError::LoginBlocked => "blocked",
+            _ => "other",
+        }
     }
 }
 
@@ -216,7 +250,19 @@ impl Accounts {
             clock,
             cfg,
             csrf_keys,
+            audit: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Send security events to the audit trail from now on. Only the first call counts.
+    pub fn set_audit(&self, audit: crate::audit::AuditLog) {
+        let _ = self.audit.set(audit);
+    }
+
+    fn audit(&self, event: crate::audit::AuditEvent) {
+        if let Some(audit) = self.audit.get() {
+            audit.record(event);
+        }
     }
 
     /// The injected clock, in Unix seconds.
@@ -404,14 +450,32 @@ impl Accounts {
             Err(_) => None,
         };
         let Some(user) = user else {
+            // The same lockout reads and write as a wrong password (on an id no row has), so
+            // the unknown-email path costs the same round trips as well as the same bcrypt work.
+            let _ = self.check_lockout("").await;
             self.hasher.verify_dummy(password).await;
+            let _ = self.count_failure("").await;
             tracing::info!(target: "zonegate::security", event = "authn_login_fail", factor = "password");
+            self.audit(login_event(SecurityEvent::LoginFail, None).detail("reason", "credentials"));
             return Err(AccountError::InvalidCredentials);
         };
+        // Lockout (lockout.rs): refused before the password is checked, and not counted.
+        if let Err(e) = self.check_lockout(&user.id).await {
+            self.audit(
+                login_event(SecurityEvent::LoginFail, Some(&user.id)).detail("reason", e.reason()),
+            );
+            return Err(e);
+        }
         if !self.hasher.verify(password, &user.password_hash).await {
             tracing::info!(target: "zonegate::security", event = "authn_login_fail", factor = "password", user_id = %user.id);
+            self.audit(
+                login_event(SecurityEvent::LoginFail, Some(&user.id))
+                    .detail("reason", "credentials"),
+            );
+            self.count_failure(&user.id).await?;
             return Err(AccountError::InvalidCredentials);
         }
+        lockout::clear(&mut *self.conn().await?, &user.id).await?;
         if user.email_verified_at.is_none() {
             return Err(AccountError::EmailNotVerified);
         }
@@ -422,6 +486,7 @@ impl Accounts {
             .start_family(&user.id, &user.email, "pwd", user_agent)
             .await?;
         tracing::info!(target: "zonegate::security", event = "authn_login_success", factor = "password", user_id = %user.id);
+        self.audit(login_event(SecurityEvent::LoginSuccess, Some(&user.id)));
         Ok(issued)
     }
 
@@ -738,6 +803,8 @@ impl Accounts {
         store::mark_verified(&mut tx, &user.id, now).await?;
         store::void_email_tokens(&mut tx, &user.id, "reset", now).await?;
         store::revoke_user_families(&mut tx, &user.id, None, "password_reset", now).await?;
+        // The owner proved control of the mailbox: lift any failed-login delay or block.
+        lockout::clear(&mut tx, &user.id).await?;
         tx.commit().await?;
         self.cache.remove_user(&user.id, None);
         tracing::info!(target: "zonegate::security", event = "authn_password_reset", user_id = %user.id);
