@@ -78,13 +78,24 @@ fn free_port() -> SocketAddr {
 pub struct StackOptions {
     pub shutdown_grace_seconds: u64,
     pub trusted_proxies: Vec<String>,
+    /// The body of the config's `[rate_limits]` section. Every test talks from 127.0.0.1, so
+    /// the default is generous enough that only tests about limits ever meet one.
+    pub rate_limits: String,
 }
+
+/// Generous limits: every bucket far above what any test sends.
+pub const GENEROUS_RATE_LIMITS: &str = "auth_strict = { requests = 100000, window_seconds = 60 }
+auth = { requests = 100000, window_seconds = 60 }
+api_key = { requests = 100000, window_seconds = 60 }
+org = { requests = 100000, window_seconds = 60 }
+";
 
 impl Default for StackOptions {
     fn default() -> Self {
         StackOptions {
             shutdown_grace_seconds: 1,
             trusted_proxies: Vec::new(),
+            rate_limits: GENEROUS_RATE_LIMITS.to_owned(),
         }
     }
 }
@@ -187,7 +198,10 @@ outbox_dir = "{outbox}"
 [accounts]
 # The minimum cost keeps the suite fast; production uses 12.
 bcrypt_cost = 4
+[rate_limits]
+{rate_limits}
 "#,
+                rate_limits = options.rate_limits,
                 outbox = root.join("outbox").display(),
                 https_port = https.port(),
                 grace = options.shutdown_grace_seconds,
