@@ -856,6 +856,25 @@ address = "127.0.0.1:8081"
     }
 
     #[test]
+    fn shipped_configs_parse_with_their_rate_limits_and_retention() {
+        for (name, text) in [
+            ("zonegate.toml", include_str!("../../config/zonegate.toml")),
+            (
+                "production.example.toml",
+                include_str!("../../config/production.example.toml"),
+            ),
+        ] {
+            let c = Config::parse(text, Path::new(name)).unwrap();
+            assert_eq!(
+                c.rate_limits.auth_strict.header_value(),
+                "10;w=60",
+                "{name}"
+            );
+            assert_eq!(c.audit.retention_days, 365, "{name}");
+        }
+    }
+
+    #[test]
     fn origin_with_a_path_is_refused() {
         assert!(
             err(&MINIMAL.replace("https://localhost:8443", "https://a/b"))

@@ -115,6 +115,7 @@ pub fn prepare(config: Config, clock: Arc<dyn Clock>) -> Result<Prepared, StartE
         .map_err(|e| StartError::Other(format!("accounts: {e}")))?,
     );
     accounts.set_audit(audit.clone());
+    keys.set_audit(audit.clone());
     let state = GatewayState {
         routes,
         policy: PolicyEngine::with_shadow(store, shadow),

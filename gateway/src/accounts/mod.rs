@@ -588,6 +588,11 @@ impl Accounts {
                     family_id = %row.family_id,
                     "a rotated refresh token was presented again; its family is revoked"
                 );
+                self.audit(
+                    AuditEvent::new(SecurityEvent::RefreshReuse)
+                        .principal(&row.user_id)
+                        .detail("family_id", row.family_id.as_str()),
+                );
                 return Err(AccountError::InvalidCredentials);
             }
         }
@@ -614,6 +619,11 @@ impl Accounts {
             .await?;
         tx.commit().await?;
         tracing::info!(target: "zonegate::security", event = "authn_token_rotated", user_id = %row.user_id, family_id = %row.family_id);
+        self.audit(
+            AuditEvent::new(SecurityEvent::RefreshRotated)
+                .principal(&row.user_id)
+                .detail("family_id", row.family_id.as_str()),
+        );
         Ok(Issued {
             user_id: user.id,
             email: user.email,
@@ -631,6 +641,12 @@ impl Accounts {
         store::revoke_family(&mut conn, &user.family_id, "logout", self.now()).await?;
         self.cache.remove_family(&user.family_id);
         tracing::info!(target: "zonegate::security", event = "authn_token_revoked", reason = "logout", user_id = %user.user_id);
+        self.audit(
+            AuditEvent::new(SecurityEvent::RefreshRevoked)
+                .principal(&user.user_id)
+                .detail("reason", "logout")
+                .detail("family_id", user.family_id.as_str()),
+        );
         Ok(())
     }
 
@@ -688,6 +704,11 @@ impl Accounts {
             .ok_or(AccountError::NotFound)?;
         self.cache.remove_public_id(public_id);
         tracing::info!(target: "zonegate::security", event = "session_ended", user_id = %user.user_id);
+        self.audit(
+            AuditEvent::new(SecurityEvent::SessionRevoked)
+                .principal(&user.user_id)
+                .detail("reason", "ended_by_user"),
+        );
         Ok(())
     }
 
