@@ -35,6 +35,7 @@ pub fn router(
     accounts: std::sync::Arc<crate::accounts::Accounts>,
     orgs: std::sync::Arc<crate::orgs::Orgs>,
     keys: std::sync::Arc<crate::apikeys::ApiKeys>,
+    pool: sqlx::AnyPool,
 ) -> Router {
     Router::new()
         .route("/healthz", get(health))
@@ -42,6 +43,7 @@ pub fn router(
         .merge(crate::orgs_api::router(orgs.clone()))
         .merge(crate::platform_api::router(orgs))
         .merge(crate::apikeys_api::router(keys))
+        .merge(crate::audit_api::router(pool))
         .fallback(|| async { Rejection::NotFound })
 }
 

@@ -52,6 +52,40 @@ enum Command {
         #[command(subcommand)]
         command: PolicyCommand,
     },
+    /// The audit trail: purge old events, export events for incident response.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Delete events older than [audit] retention_days now; prints how many.
+    Purge {
+        #[arg(long, env = "ZONEGATE_CONFIG", default_value = "config/zonegate.toml")]
+        config: PathBuf,
+    },
+    /// Write events in a time range as JSON lines, oldest first.
+    Export {
+        /// Start, inclusive, RFC 3339 (e.g. 2027-01-15T00:00:00Z).
+        #[arg(long)]
+        from: String,
+        /// End, inclusive, RFC 3339.
+        #[arg(long)]
+        to: String,
+        /// Only this org's events.
+        #[arg(long)]
+        org: Option<String>,
+        /// Only events whose principal is this user (or API key) id.
+        #[arg(long)]
+        user: Option<String>,
+        /// Output file (created, or truncated); standard output when absent.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[arg(long, env = "ZONEGATE_CONFIG", default_value = "config/zonegate.toml")]
+        config: PathBuf,
+    },
 }
 
 /// Where the policy commands find the policies and the route table.
@@ -137,7 +171,114 @@ pub fn main() -> ExitCode {
         Command::Dev { config } => crate::dev::run(&config),
         Command::Keys { command } => keys(command),
         Command::Policy { command } => policy(command),
+        Command::Audit { command } => audit(command),
     }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum AuditCliError {
+    #[error("--{0} must be an RFC 3339 time, like 2027-01-15T00:00:00Z")]
+    Time(&'static str),
+    #[error("--from must not be after --to")]
+    Range,
+    #[error("cannot create {path}: {source}")]
+    Create {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot start a runtime: {0}")]
+    Runtime(std::io::Error),
+}
+
+fn audit(command: AuditCommand) -> ExitCode {
+    let config_path = match &command {
+        AuditCommand::Purge { config } | AuditCommand::Export { config, .. } => config.clone(),
+    };
+    let config = match Config::load(&config_path) {
+        Ok(c) => c,
+        Err(e) => return fail(2, &e),
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return fail(1, &AuditCliError::Runtime(e)),
+    };
+    runtime.block_on(async {
+        // connect() also brings the schema up to date, so a purge or export never meets an
+        // older table layout.
+        let pool = match crate::db::connect(&config.database_url, 2).await {
+            Ok(p) => p,
+            Err(e) => return fail(1, &e),
+        };
+        match command {
+            AuditCommand::Purge { .. } => {
+                use crate::clock::Clock;
+                let now = i64::try_from(SystemClock.unix_seconds()).unwrap_or(i64::MAX);
+                match crate::audit::purge(&pool, now, config.audit.retention_days).await {
+                    Ok(n) => {
+                        println!(
+                            "purged {n} audit events older than {} days",
+                            config.audit.retention_days
+                        );
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => fail(1, &e),
+                }
+            }
+            AuditCommand::Export {
+                from,
+                to,
+                org,
+                user,
+                out,
+                ..
+            } => {
+                let Some(from) = crate::audit::parse_rfc3339(&from) else {
+                    return fail(2, &AuditCliError::Time("from"));
+                };
+                let Some(to) = crate::audit::parse_rfc3339(&to) else {
+                    return fail(2, &AuditCliError::Time("to"));
+                };
+                if from > to {
+                    return fail(2, &AuditCliError::Range);
+                }
+                let mut sink: Box<dyn std::io::Write> = match &out {
+                    Some(path) => match std::fs::File::create(path) {
+                        Ok(f) => Box::new(std::io::BufWriter::new(f)),
+                        Err(source) => {
+                            return fail(
+                                1,
+                                &AuditCliError::Create {
+                                    path: path.clone(),
+                                    source,
+                                },
+                            )
+                        }
+                    },
+                    None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+                };
+                match crate::audit::export(
+                    &pool,
+                    from,
+                    to,
+                    org.as_deref(),
+                    user.as_deref(),
+                    &mut sink,
+                )
+                .await
+                {
+                    Ok(n) => {
+                        // The count goes to stderr so stdout stays pure JSON lines.
+                        eprintln!("exported {n} audit events");
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => fail(1, &e),
+                }
+            }
+        }
+    })
 }
 
 fn serve(path: &std::path::Path) -> ExitCode {

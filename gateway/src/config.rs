@@ -63,6 +63,79 @@ struct RawConfig {
     api_keys: RawApiKeys,
     #[serde(default)]
     platform: RawPlatform,
+    #[serde(default)]
+    rate_limits: RawRateLimits,
+    #[serde(default)]
+    audit: RawAudit,
+}
+
+/// One bucket as written: `{ requests = 10, window_seconds = 60 }`.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRate {
+    requests: u32,
+    window_seconds: u64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawRateLimits {
+    /// Per client address on credential-guessing routes (login, signup, password reset,
+    /// verification resend, TOTP/MFA): the routes an attacker hammers.
+    auth_strict: RawRate,
+    /// Per client address on every other `/auth/*` route.
+    auth: RawRate,
+    /// Per API key.
+    api_key: RawRate,
+    /// Per org, over all of its API keys together.
+    org: RawRate,
+    /// Most keys (addresses, key ids, org ids) each limiter tracks; see ratelimit.rs.
+    max_tracked_keys: usize,
+}
+
+impl Default for RawRateLimits {
+    fn default() -> Self {
+        RawRateLimits {
+            auth_strict: RawRate {
+                requests: 10,
+                window_seconds: 60,
+            },
+            auth: RawRate {
+                requests: 60,
+                window_seconds: 60,
+            },
+            api_key: RawRate {
+                requests: 600,
+                window_seconds: 60,
+            },
+            org: RawRate {
+                requests: 3000,
+                window_seconds: 60,
+            },
+            max_tracked_keys: 100_000,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawAudit {
+    /// Days an audit event is kept before the purge job deletes it.
+    retention_days: u32,
+    /// How often the purge job runs.
+    purge_interval_seconds: u64,
+    /// Events waiting to be written; past it they are logged but not stored.
+    queue: usize,
+}
+
+impl Default for RawAudit {
+    fn default() -> Self {
+        RawAudit {
+            retention_days: 365,
+            purge_interval_seconds: 6 * 60 * 60,
+            queue: 10_000,
+        }
+    }
 }
 
 /// Platform administration: who may use the `/platform/` surface (with MFA, by policy).
@@ -296,6 +369,26 @@ pub struct Config {
     pub accounts: crate::accounts::AccountsConfig,
     /// Seconds an API key's previous secret keeps working after a roll.
     pub api_key_roll_grace: i64,
+    pub rate_limits: RateLimits,
+    pub audit: Audit,
+}
+
+/// The `[rate_limits]` section, validated.
+#[derive(Debug, Clone)]
+pub struct RateLimits {
+    pub auth_strict: crate::ratelimit::RatePolicy,
+    pub auth: crate::ratelimit::RatePolicy,
+    pub api_key: crate::ratelimit::RatePolicy,
+    pub org: crate::ratelimit::RatePolicy,
+    pub max_tracked_keys: usize,
+}
+
+/// The `[audit]` section, validated.
+#[derive(Debug, Clone)]
+pub struct Audit {
+    pub retention_days: u32,
+    pub purge_interval: Duration,
+    pub queue: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -538,6 +631,8 @@ impl Config {
             mfa_issuer: a.mfa_issuer.clone(),
             platform_admins,
         };
+        let rate_limits = validate_rate_limits(&raw.rate_limits)?;
+        let audit = validate_audit(&raw.audit)?;
         let json = match raw.log.format.as_str() {
             "json" => true,
             "text" => false,
@@ -598,8 +693,62 @@ impl Config {
             bcrypt_cost: raw.accounts.bcrypt_cost,
             accounts,
             api_key_roll_grace: raw.api_keys.roll_grace_seconds,
+            rate_limits,
+            audit,
         })
     }
+}
+
+fn rate(key: &'static str, r: RawRate) -> Result<crate::ratelimit::RatePolicy, ConfigError> {
+    use crate::ratelimit::{PolicyError, RatePolicy};
+    RatePolicy::new(r.requests, r.window_seconds).map_err(|e| match e {
+        PolicyError::ZeroLimit => invalid(
+            key,
+            "`requests` must be at least 1 (a zero limit refuses everything)",
+        ),
+        PolicyError::ZeroWindow => invalid(key, "`window_seconds` must be at least 1"),
+        PolicyError::TooFine { .. } => invalid(key, e.to_string()),
+    })
+}
+
+fn validate_rate_limits(r: &RawRateLimits) -> Result<RateLimits, ConfigError> {
+    if r.max_tracked_keys == 0 {
+        return Err(invalid(
+            "rate_limits.max_tracked_keys",
+            "must be at least 1",
+        ));
+    }
+    Ok(RateLimits {
+        auth_strict: rate("rate_limits.auth_strict", r.auth_strict)?,
+        auth: rate("rate_limits.auth", r.auth)?,
+        api_key: rate("rate_limits.api_key", r.api_key)?,
+        org: rate("rate_limits.org", r.org)?,
+        max_tracked_keys: r.max_tracked_keys,
+    })
+}
+
+fn validate_audit(a: &RawAudit) -> Result<Audit, ConfigError> {
+    // Under 30 days an incident is often found after its trail is gone.
+    if !(30..=3650).contains(&a.retention_days) {
+        return Err(invalid(
+            "audit.retention_days",
+            "must be between 30 and 3650 (365 is 12 months)",
+        ));
+    }
+    if !(60..=7 * 24 * 60 * 60).contains(&a.purge_interval_seconds) {
+        return Err(invalid(
+            "audit.purge_interval_seconds",
+            "must be between 60 and 604800 (a week)",
+        ));
+    }
+    if a.queue == 0 {
+        return Err(invalid("audit.queue", "must be at least 1"));
+    }
+    Ok(Audit {
+        retention_days: a.retention_days,
+        purge_interval: Duration::from_secs(a.purge_interval_seconds),
+        queue: a.queue,
+    })
 }
 
 /// The host part of `host[:port]` (IPv6 literals keep their brackets).
@@ -695,6 +844,66 @@ address = "127.0.0.1:8081"
     fn unknown_keys_are_refused_with_their_name() {
         let e = err(&MINIMAL.replace("[tls]", "[tls]\ncertt = \"x\""));
         assert!(e.contains("certt"), "{e}");
+    }
+
+    #[test]
+    fn rate_limits_and_audit_default_when_absent() {
+        let c = Config::parse(MINIMAL, Path::new("t.toml")).unwrap();
+        assert_eq!(c.rate_limits.auth_strict.header_value(), "10;w=60");
+        assert_eq!(c.rate_limits.auth.header_value(), "60;w=60");
+        assert_eq!(c.rate_limits.api_key.header_value(), "600;w=60");
+        assert_eq!(c.rate_limits.org.header_value(), "3000;w=60");
+        assert_eq!(c.audit.retention_days, 365);
+        assert_eq!(c.audit.purge_interval, Duration::from_secs(6 * 3600));
+    }
+
+    #[test]
+    fn rate_limits_and_audit_are_read_and_checked() {
+        let c = Config::parse(
+            &format!(
+                "{MINIMAL}\n[rate_limits]\nauth_strict = {{ requests = 3, window_seconds = 5 }}\n\
+                 [audit]\nretention_days = 400\npurge_interval_seconds = 120\n"
+            ),
+            Path::new("t.toml"),
+        )
+        .unwrap();
+        assert_eq!(c.rate_limits.auth_strict.header_value(), "3;w=5");
+        // Keys not written keep their defaults.
+        assert_eq!(c.rate_limits.api_key.header_value(), "600;w=60");
+        assert_eq!(c.audit.retention_days, 400);
+        let e = err(&format!(
+            "{MINIMAL}\n[rate_limits]\napi_key = {{ requests = 0, window_seconds = 60 }}\n"
+        ));
+        assert!(
+            e.contains("rate_limits.api_key") && e.contains("at least 1"),
+            "{e}"
+        );
+        let e = err(&format!(
+            "{MINIMAL}\n[rate_limits]\norg = {{ requests = 5, window_seconds = 0 }}\n"
+        ));
+        assert!(e.contains("rate_limits.org"), "{e}");
+        assert!(err(&format!("{MINIMAL}\n[audit]\nretention_days = 0\n"))
+            .contains("audit.retention_days"));
+        assert!(err(&format!("{MINIMAL}\n[rate_limits]\nlogin = 1\n")).contains("login"));
+    }
+
+    #[test]
+    fn shipped_configs_parse_with_their_rate_limits_and_retention() {
+        for (name, text) in [
+            ("zonegate.toml", include_str!("../../config/zonegate.toml")),
+            (
+                "production.example.toml",
+                include_str!("../../config/production.example.toml"),
+            ),
+        ] {
+            let c = Config::parse(text, Path::new(name)).unwrap();
+            assert_eq!(
+                c.rate_limits.auth_strict.header_value(),
+                "10;w=60",
+                "{name}"
+            );
+            assert_eq!(c.audit.retention_days, 365, "{name}");
+        }
     }
 
     #[test]

@@ -47,6 +47,15 @@ pub enum Rejection {
     CsrfRejected,
     /// The change would break an invariant (an org must keep an owner).
     Conflict(&'static str),
+    /// A rate limit refused the request; carries the policy and the wait for the
+    /// `Retry-After`, `RateLimit-Policy` and `RateLimit` headers.
+    TooManyRequests(crate::ratelimit::Limited),
+    /// Too many consecutive failed logins for this account: the next attempt must wait.
+    /// Answered before the password is checked, so waiting cannot be skipped by guessing.
+    LoginDelayed { retry_after_secs: u64 },
+    /// Password login is blocked after too many consecutive failures until the owner resets
+    /// the password through the emailed link.
+    AccountLocked,
     /// The upstream could not be reached or broke the exchange.
     BadGateway,
     /// The upstream did not answer in time.
@@ -74,7 +83,9 @@ impl Rejection {
             | Rejection::BadRequest(_)
             | Rejection::InvalidToken => 400,
             Rejection::Unauthenticated | Rejection::InvalidCode => 401,
+            Rejection::TooManyRequests(_) | Rejection::LoginDelayed { .. } => 429,
             Rejection::Forbidden
+            | Rejection::AccountLocked
             | Rejection::EmailNotVerified
             | Rejection::WrongPassword
             | Rejection::CsrfRejected => 403,
@@ -115,6 +126,9 @@ impl Rejection {
             Rejection::InvalidCode => "invalid_code",
             Rejection::CsrfRejected => "csrf_rejected",
             Rejection::Conflict(_) => "conflict",
+            Rejection::TooManyRequests(_) => "rate_limited",
+            Rejection::LoginDelayed { .. } => "login_delayed",
+            Rejection::AccountLocked => "account_locked",
             Rejection::BadGateway => "bad_gateway",
             Rejection::GatewayTimeout => "gateway_timeout",
             Rejection::Internal => "internal",
@@ -198,6 +212,21 @@ impl Rejection {
                 "Send the X-CSRF-Token header from the csrf cookie, from the configured origin.",
             ),
             Rejection::Conflict(detail) => ("urn:zonegate:problem:conflict", "Conflict", *detail),
+            Rejection::TooManyRequests(_) => (
+                "urn:zonegate:problem:rate-limited",
+                "Too many requests",
+                "Slow down: retry after the number of seconds in the Retry-After header.",
+            ),
+            Rejection::LoginDelayed { .. } => (
+                "urn:zonegate:problem:login-delayed",
+                "Too many failed logins",
+                "Too many failed logins for this account: retry after the number of seconds in the Retry-After header.",
+            ),
+            Rejection::AccountLocked => (
+                "urn:zonegate:problem:account-locked",
+                "Password login blocked",
+                "Password login is blocked after too many failed attempts. Reset the password with the emailed link to unblock it.",
+            ),
             Rejection::BadGateway => (
                 "urn:zonegate:problem:bad-gateway",
                 "Bad gateway",
@@ -222,6 +251,18 @@ impl Rejection {
         }
     }
 
+    /// Extra response headers this refusal carries (429s say when to come back).
+    pub fn headers(&self) -> Vec<(&'static str, String)> {
+        match self {
+            Rejection::MethodNotAllowed { allow } => vec![("allow", allow.clone())],
+            Rejection::TooManyRequests(limited) => limited.headers().to_vec(),
+            Rejection::LoginDelayed { retry_after_secs } => {
+                vec![("retry-after", (*retry_after_secs).max(1).to_string())]
+            }
+            _ => Vec::new(),
+        }
+    }
+
     /// The serialised problem body.
     pub fn body(&self) -> Vec<u8> {
         // Serialising a struct of constant strings cannot fail; fall back to a fixed body anyway
@@ -235,6 +276,7 @@ impl Rejection {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     #[test]
@@ -258,6 +300,15 @@ mod tests {
             Rejection::InvalidCode,
             Rejection::CsrfRejected,
             Rejection::Conflict("x"),
+            Rejection::TooManyRequests(crate::ratelimit::Limited {
+                retry_after: std::time::Duration::from_secs(3),
+                policy: crate::ratelimit::RatePolicy::new(5, 60).unwrap(),
+                overflow: false,
+            }),
+            Rejection::LoginDelayed {
+                retry_after_secs: 4,
+            },
+            Rejection::AccountLocked,
             Rejection::BadGateway,
             Rejection::GatewayTimeout,
             Rejection::Internal,
@@ -270,6 +321,26 @@ mod tests {
                 .is_some_and(|t| t.starts_with("urn:zonegate:problem:")));
             assert!((400..600).contains(&r.status()));
         }
+    }
+
+    #[test]
+    fn too_many_requests_carries_the_rate_limit_headers() {
+        let policy = crate::ratelimit::RatePolicy::new(5, 60).unwrap();
+        let r = Rejection::TooManyRequests(crate::ratelimit::Limited {
+            retry_after: std::time::Duration::from_millis(11_500),
+            policy,
+            overflow: false,
+        });
+        assert_eq!(r.status(), 429);
+        let h = r.headers();
+        assert!(h.contains(&("retry-after", "12".to_owned())));
+        assert!(h.contains(&("ratelimit-policy", "5;w=60".to_owned())));
+        assert!(h.contains(&("ratelimit", "limit=5, remaining=0, reset=12".to_owned())));
+        let d = Rejection::LoginDelayed {
+            retry_after_secs: 0,
+        };
+        assert_eq!(d.status(), 429);
+        assert_eq!(d.headers(), vec![("retry-after", "1".to_owned())]);
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod api;
 pub mod apikeys;
 pub mod apikeys_api;
 pub mod audit;
+pub mod audit_api;
 pub mod auth_api;
 pub mod authn;
 pub mod cli;

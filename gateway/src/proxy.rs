@@ -14,8 +14,8 @@
 //! ```
 //!
 //! Each stage returns `Result<_, Rejection>`; [`crate::respond::reject`] is the one place a
-//! rejection becomes a response. Throttling arrives with the rate-limit work; its stages are
-//! marked where they slot in.
+//! rejection becomes a response. Throttling (stages 4 and 6) uses the bounded keyed limiters
+//! of [`crate::ratelimit`], configured in `[rate_limits]`.
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -31,14 +31,16 @@ use pingora::{Error, ErrorSource, ErrorType};
 use rand::RngCore;
 
 use crate::api::{self, Caller};
+use crate::audit::{AuditEvent, AuditLog, RequestContext, SecurityEvent};
 use crate::authn;
 use crate::clock::Clock;
 use crate::error::Rejection;
 use crate::identity::{self, Signer, Subject};
 use crate::policy::{Decision, PolicyEngine};
 use crate::principal::Principal;
+use crate::ratelimit::{KeyedLimiter, Limited, RatePolicy};
 use crate::respond::{self, SecurityHeaders};
-use crate::routes::{Match, Params, RouteTable, Target};
+use crate::routes::{AddressLimit, Match, Params, Route, RouteTable, Target};
 use crate::sanitize;
 use crate::telemetry::AccessEvent;
 
@@ -59,6 +61,56 @@ pub struct GatewayState {
     pub clock: Arc<dyn Clock>,
     pub max_gateway_body_bytes: usize,
     pub request_ids: RequestIds,
+    pub limits: Limits,
+    pub audit: AuditLog,
+}
+
+/// The rate limiters of stages 4 and 6, from `[rate_limits]`.
+#[derive(Debug)]
+pub struct Limits {
+    /// Per client address, on credential-guessing routes.
+    pub auth_strict: KeyedLimiter<IpAddr>,
+    /// Per client address, on other account routes.
+    pub auth: KeyedLimiter<IpAddr>,
+    /// Per API key id.
+    pub api_key: KeyedLimiter<String>,
+    /// Per org, over all its keys.
+    pub org: KeyedLimiter<String>,
+    /// One `excess_rate_limit_exceeded` audit event per limited key per minute: a client
+    /// hammering past its limit must not turn into one audit row per refused request.
+    events: KeyedLimiter<String>,
+}
+
+impl Limits {
+    pub fn new(cfg: &crate::config::RateLimits) -> Limits {
+        let cap = cfg.max_tracked_keys;
+        let once_a_minute = RatePolicy::per_minute(std::num::NonZeroU32::MIN);
+        Limits {
+            auth_strict: KeyedLimiter::new(cfg.auth_strict, cap),
+            auth: KeyedLimiter::new(cfg.auth, cap),
+            api_key: KeyedLimiter::new(cfg.api_key, cap),
+            org: KeyedLimiter::new(cfg.org, cap),
+            events: KeyedLimiter::new(once_a_minute, cap),
+        }
+    }
+
+    /// Stage 4: count a request from `client` on a route of class `class`.
+    pub fn by_address(&self, class: AddressLimit, client: IpAddr) -> Result<(), Limited> {
+        match class {
+            AddressLimit::AuthStrict => self.auth_strict.check(&client),
+            AddressLimit::Auth => self.auth.check(&client),
+            AddressLimit::None => Ok(()),
+        }
+    }
+
+    /// Drop idle keys and give memory back; run periodically.
+    pub fn maintain(&self) {
+        self.auth_strict.maintain();
+        self.auth.maintain();
+        self.api_key.maintain();
+        self.org.maintain();
+        self.events.maintain();
+    }
 }
 
 /// Request ids: a random per-process prefix and a counter. Unique, unguessable across restarts
@@ -91,6 +143,7 @@ pub struct RequestCtx {
     pub id: String,
     started: Instant,
     client: Option<IpAddr>,
+    user_agent: Option<String>,
     route: Option<String>,
     principal: Option<Principal>,
     decision: Option<Decision>,
@@ -129,6 +182,12 @@ impl GatewayProxy {
         ctx.client = peer.map(|p| {
             sanitize::client_address(p, &session.req_header().headers, &state.trusted_proxies)
         });
+        ctx.user_agent = session
+            .req_header()
+            .headers
+            .get(http::header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
 
         // 2. Sanitise: framing, then the path, then identity headers.
         let req = session.req_header();
@@ -162,7 +221,14 @@ impl GatewayProxy {
         };
         ctx.route = Some(route.name.clone());
 
-        // 4. Throttle by client address: arrives with the rate-limit work.
+        // 4. Throttle by client address, before any credential is looked at, so guessing
+        //    passwords, codes or reset links from one address is slow whatever the account.
+        if let Some(client) = ctx.client {
+            if let Err(limited) = state.limits.by_address(route.address_limit, client) {
+                self.rate_limited(ctx, route, "address", &client.to_string(), &limited, None);
+                return Err(Rejection::TooManyRequests(limited));
+            }
+        }
 
         // 5. Authenticate. Keys are never accepted in a URL: such a request is refused.
         if target_query(req.raw_path()).is_some_and(authn::query_has_api_key) {
@@ -172,16 +238,45 @@ impl GatewayProxy {
                 "API keys are never accepted in a URL. Send it as Authorization: Bearer, and revoke this one: it has leaked.",
             ));
         }
-        let principal = authn::authenticate(
+        let principal = match authn::authenticate(
             &state.accounts,
             &state.keys,
             &req.method,
             &req.headers,
             route,
         )
-        .await?;
+        .await
+        {
+            Ok(principal) => principal,
+            Err(rejection) => {
+                let bearer = req.headers.contains_key(http::header::AUTHORIZATION);
+                if rejection == Rejection::Unauthenticated
+                    && bearer
+                    && route.accepts(crate::routes::CredentialKind::ApiKey)
+                {
+                    state.audit.record(
+                        self.event(ctx, SecurityEvent::ApiKeyRejected)
+                            .detail("route", route.name.as_str()),
+                    );
+                }
+                return Err(rejection);
+            }
+        };
 
-        // 6. Throttle by principal: arrives with the rate-limit work.
+        // 6. Throttle by principal: an API key against its own bucket, then its org's, so one
+        //    busy integration cannot starve the org's others beyond the org's allowance.
+        if let Principal::ApiKey(key) = &principal {
+            let checks = [
+                ("api_key", &state.limits.api_key, &key.key_id),
+                ("org", &state.limits.org, &key.org_id),
+            ];
+            for (scope, limiter, id) in checks {
+                if let Err(limited) = limiter.check(id) {
+                    self.rate_limited(ctx, route, scope, id, &limited, Some(&principal));
+                    return Err(Rejection::TooManyRequests(limited));
+                }
+            }
+        }
 
         // 7. Authorise: the one call, for every route. Membership and org facts come from
         //    caches, so a cached principal costs no database round trip.
@@ -220,6 +315,18 @@ impl GatewayProxy {
             );
         }
         let allowed = decision.allowed;
+        if !allowed {
+            let mut event = self
+                .event(ctx, SecurityEvent::AuthzFail)
+                .principal(principal.id())
+                .detail("principal_kind", principal.kind())
+                .detail("route", route.name.as_str())
+                .detail("policies", decision.policies.join(","));
+            if let Some(org) = route.org_id(&params) {
+                event = event.org(org);
+            }
+            state.audit.record(event);
+        }
         ctx.decision = Some(decision);
         ctx.principal = Some(principal);
         if !allowed {
@@ -239,6 +346,49 @@ impl GatewayProxy {
                 Ok(Next::Answered)
             }
         }
+    }
+
+    /// An audit event with this request's client, id and user agent.
+    fn event(&self, ctx: &RequestCtx, event: SecurityEvent) -> AuditEvent {
+        let mut e = AuditEvent::new(event).request_id(&ctx.id);
+        if let Some(client) = ctx.client {
+            e = e.client(client);
+        }
+        if let Some(ua) = &ctx.user_agent {
+            e = e.user_agent(ua);
+        }
+        e
+    }
+
+    /// Record a refusal by a rate limiter (at most once a minute per limited key).
+    fn rate_limited(
+        &self,
+        ctx: &RequestCtx,
+        route: &Route,
+        scope: &'static str,
+        key: &str,
+        limited: &Limited,
+        principal: Option<&Principal>,
+    ) {
+        if self
+            .state
+            .limits
+            .events
+            .check(&format!("{scope}:{key}"))
+            .is_err()
+        {
+            return;
+        }
+        let mut event = self
+            .event(ctx, SecurityEvent::RateLimitExceeded)
+            .detail("scope", scope)
+            .detail("route", route.name.as_str())
+            .detail("policy", limited.policy.header_value())
+            .detail("overflow", limited.overflow);
+        if let Some(Principal::ApiKey(k)) = principal {
+            event = event.principal(&k.key_id).org(&k.org_id);
+        }
+        self.state.audit.record(event);
     }
 
     async fn org_context(
@@ -289,7 +439,15 @@ impl GatewayProxy {
             request_id: ctx.id.clone(),
             client: ctx.client,
         };
-        let response = api::dispatch(&state.api, request, caller, 1 << 20).await?;
+        // Events recorded inside the services (logins, keys) get this request's context.
+        let context = RequestContext {
+            client: ctx.client,
+            request_id: Some(ctx.id.clone()),
+            user_agent: ctx.user_agent.clone(),
+        };
+        let response = context
+            .scope(api::dispatch(&state.api, request, caller, 1 << 20))
+            .await?;
         respond::write(session, &state.security, &ctx.id, response)
             .await
             .map_err(|_| Rejection::Internal)
@@ -329,6 +487,7 @@ impl ProxyHttp for GatewayProxy {
             id: self.state.request_ids.next(),
             started: Instant::now(),
             client: None,
+            user_agent: None,
             route: None,
             principal: None,
             decision: None,

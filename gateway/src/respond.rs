@@ -68,13 +68,14 @@ pub async fn write(
     Ok(())
 }
 
-/// The response for a rejection: problem+json, plus Allow for 405.
+/// The response for a rejection: problem+json, plus Allow for 405 and the rate-limit headers
+/// for 429.
 pub fn rejection_response(rejection: &Rejection) -> http::Response<Bytes> {
     let mut builder = http::Response::builder()
         .status(rejection.status())
         .header(http::header::CONTENT_TYPE, PROBLEM_JSON);
-    if let Rejection::MethodNotAllowed { allow } = rejection {
-        builder = builder.header(http::header::ALLOW, allow.as_str());
+    for (name, value) in rejection.headers() {
+        builder = builder.header(name, value);
     }
     if rejection.closes_connection() {
         builder = builder.header(http::header::CONNECTION, "close");

@@ -65,6 +65,9 @@ struct RawRoute {
     #[serde(default)]
     org: Option<String>,
     credentials: Vec<String>,
+    /// Which per-address bucket throttles the route: `auth-strict`, `auth` or `none`.
+    #[serde(default)]
+    rate_limit: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -82,6 +85,54 @@ pub enum Target {
     Gateway,
     /// Forwarded to the named upstream from the config.
     Upstream(String),
+}
+
+/// Which per-client-address rate limit a route is under (stage 4 of the pipeline).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AddressLimit {
+    /// Credential-guessing targets: login, signup, password reset, verification resend, TOTP.
+    AuthStrict,
+    /// Other account endpoints.
+    Auth,
+    /// Not throttled by address (API traffic is throttled per key and per org instead).
+    None,
+}
+
+impl AddressLimit {
+    /// The class a route gets when its entry has no `rate_limit` key, from its action: every
+    /// `auth:` action is throttled, and the ones that check a password, a code or send mail
+    /// strictly. Declaring the key is clearer; this default keeps a new `auth:` route from
+    /// going unthrottled because someone forgot it.
+    pub fn default_for(action: &str) -> AddressLimit {
+        const STRICT: [&str; 5] = [
+            "auth:login",
+            "auth:signup",
+            "auth:password-reset",
+            "auth:resend-verification",
+            "auth:mfa",
+        ];
+        let Some(rest) = action.strip_prefix("auth:") else {
+            return AddressLimit::None;
+        };
+        let strict = STRICT.iter().any(|s| action.starts_with(s)) || rest.contains("totp");
+        if strict {
+            AddressLimit::AuthStrict
+        } else {
+            AddressLimit::Auth
+        }
+    }
+}
+
+impl FromStr for AddressLimit {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        match s {
+            "auth-strict" => Ok(AddressLimit::AuthStrict),
+            "auth" => Ok(AddressLimit::Auth),
+            "none" => Ok(AddressLimit::None),
+            _ => Err(()),
+        }
+    }
 }
 
 /// The kinds of credential a route can accept.
@@ -133,6 +184,8 @@ pub struct Route {
     /// The org the request is about, when the path names one.
     pub org: Option<Template>,
     pub credentials: Vec<CredentialKind>,
+    /// The per-client-address bucket (`rate_limit` in the file, or from the action).
+    pub address_limit: AddressLimit,
 }
 
 impl Route {
@@ -380,7 +433,14 @@ fn compile(r: &RawRoute, upstreams: &BTreeSet<String>) -> Result<Route, String> 
     if credentials.is_empty() {
         return Err("`credentials` must name at least one kind".into());
     }
+    let address_limit = match r.rate_limit.as_deref() {
+        Some(v) => v
+            .parse()
+            .map_err(|()| format!("unknown rate_limit `{v}` (auth-strict, auth, none)"))?,
+        None => AddressLimit::default_for(&r.action),
+    };
     Ok(Route {
+        address_limit,
         name: r.name.clone(),
         methods,
         pattern: r.path.clone(),
@@ -447,6 +507,40 @@ credentials = ["anonymous"]
             Path::new("routes.toml"),
             &BTreeSet::from(["zones".to_owned()]),
         )
+    }
+
+    #[test]
+    fn address_limit_is_declared_or_derived_from_the_action() {
+        use AddressLimit as A;
+        assert_eq!(A::default_for("auth:login"), A::AuthStrict);
+        assert_eq!(A::default_for("auth:login-totp"), A::AuthStrict);
+        assert_eq!(A::default_for("auth:mfa-enrol"), A::AuthStrict);
+        assert_eq!(A::default_for("auth:password-reset"), A::AuthStrict);
+        assert_eq!(A::default_for("auth:resend-verification"), A::AuthStrict);
+        assert_eq!(A::default_for("auth:signup"), A::AuthStrict);
+        assert_eq!(A::default_for("auth:refresh"), A::Auth);
+        assert_eq!(A::default_for("zones:list"), A::None);
+        let ups: BTreeSet<String> = ["zones".to_owned()].into();
+        let one = |extra: &str| {
+            format!(
+                "[[route]]\nname = \"r\"\nmethods = [\"POST\"]\npath = \"/auth/x\"\nupstream = \"gateway\"\n\
+                 action = \"auth:x\"\nresource = {{ type = \"Gateway\", id = \"auth\" }}\n\
+                 credentials = [\"anonymous\"]\n{extra}"
+            )
+        };
+        let t = RouteTable::parse(&one(""), Path::new("r.toml"), &ups).unwrap();
+        assert_eq!(t.routes()[0].address_limit, A::Auth);
+        let t = RouteTable::parse(
+            &one("rate_limit = \"auth-strict\""),
+            Path::new("r.toml"),
+            &ups,
+        )
+        .unwrap();
+        assert_eq!(t.routes()[0].address_limit, A::AuthStrict);
+        let e = RouteTable::parse(&one("rate_limit = \"loose\""), Path::new("r.toml"), &ups)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("rate_limit"), "{e}");
     }
 
     #[test]

@@ -51,6 +51,10 @@ pub struct Prepared {
     pub config: Config,
     pub state: Arc<GatewayState>,
     pub certs: Arc<CertResolver>,
+    /// The audit writer, started by [`run`] on the maintenance service's runtime (there is no
+    /// runtime yet when the gateway is prepared; events recorded before it runs wait queued).
+    pub audit_writer: crate::audit::AuditWriter,
+    pub pool: sqlx::AnyPool,
 }
 
 /// Load and check everything the config points at.
@@ -97,9 +101,11 @@ pub fn prepare(config: Config, clock: Arc<dyn Clock>) -> Result<Prepared, StartE
         )
         .ok_or_else(|| StartError::Other("the key ring has no pepper key".into()))?,
     );
+    let (audit, audit_writer) =
+        crate::audit::AuditLog::detached(pool.clone(), clock.clone(), config.audit.queue);
     let accounts = Arc::new(
         crate::accounts::Accounts::new(
-            pool,
+            pool.clone(),
             &ring,
             config.bcrypt_cost,
             mailer,
@@ -108,6 +114,8 @@ pub fn prepare(config: Config, clock: Arc<dyn Clock>) -> Result<Prepared, StartE
         )
         .map_err(|e| StartError::Other(format!("accounts: {e}")))?,
     );
+    accounts.set_audit(audit.clone());
+    keys.set_audit(audit.clone());
     let state = GatewayState {
         routes,
         policy: PolicyEngine::with_shadow(store, shadow),
@@ -119,15 +127,19 @@ pub fn prepare(config: Config, clock: Arc<dyn Clock>) -> Result<Prepared, StartE
         trusted_proxies: config.trusted_proxies.clone(),
         public_authority: config.public_authority.clone(),
         security: SecurityHeaders::new(config.tls.hsts_max_age_seconds),
-        api: crate::api::router(accounts, orgs, keys),
+        api: crate::api::router(accounts, orgs, keys, pool.clone()),
         clock,
         max_gateway_body_bytes: config.server.max_gateway_body_bytes,
         request_ids: RequestIds::default(),
+        limits: crate::proxy::Limits::new(&config.rate_limits),
+        audit,
     };
     Ok(Prepared {
         config,
         state: Arc::new(state),
         certs,
+        audit_writer,
+        pool,
     })
 }
 
@@ -143,6 +155,8 @@ pub fn run(prepared: Prepared) -> Result<(), StartError> {
         config,
         state,
         certs,
+        audit_writer,
+        pool,
     } = prepared;
     let mut conf = ServerConf {
         threads: config.server.threads,
@@ -186,6 +200,16 @@ pub fn run(prepared: Prepared) -> Result<(), StartError> {
         crate::admin::ReloadOnHangup {
             state: state.clone(),
         },
+    ));
+    server.add_service(pingora::services::background::background_service(
+        "audit writer, retention and rate-limit maintenance",
+        crate::admin::Maintenance::new(
+            state.clone(),
+            audit_writer,
+            pool,
+            config.audit.retention_days,
+            config.audit.purge_interval,
+        ),
     ));
     let mut admin = Service::new("zonegate admin".into(), AdminApp { state });
     admin.add_tcp(&config.listen.admin.to_string());

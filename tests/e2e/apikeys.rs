@@ -11,7 +11,7 @@ use zonegate_e2e::{Client, Response, Stack};
 
 use crate::accounts::{logged_in, Browser};
 
-fn owner_with_org(stack: &Stack) -> (Browser, String) {
+pub(crate) fn owner_with_org(stack: &Stack) -> (Browser, String) {
     let mut ada = logged_in(stack, "ada@example.com");
     let org = ada
         .send("POST", "/v1/orgs", Some(json!({"name": "Acme"})))
@@ -22,7 +22,7 @@ fn owner_with_org(stack: &Stack) -> (Browser, String) {
     (ada, org)
 }
 
-fn create_key(owner: &mut Browser, org: &str, scopes: &[&str]) -> (String, String) {
+pub(crate) fn create_key(owner: &mut Browser, org: &str, scopes: &[&str]) -> (String, String) {
     let resp = owner.send(
         "POST",
         &format!("/v1/orgs/{org}/api-keys"),
@@ -36,7 +36,7 @@ fn create_key(owner: &mut Browser, org: &str, scopes: &[&str]) -> (String, Strin
     )
 }
 
-fn with_key(
+pub(crate) fn with_key(
     c: &Client,
     method: &str,
     path: &str,

@@ -7,6 +7,7 @@ mod apikeys;
 mod assertions;
 mod hygiene;
 mod lifecycle;
+mod limits;
 mod listeners;
 mod mfa;
 mod orgs;

@@ -87,7 +87,17 @@ pub struct StackOptions {
     pub routes: Option<PathBuf>,
     /// `[paths] shadow_policies`, when given.
     pub shadow_policies: Option<PathBuf>,
+    /// The body of the config's `[rate_limits]` section. Every test talks from 127.0.0.1, so
+    /// the default is generous enough that only tests about limits ever meet one.
+    pub rate_limits: String,
 }
+
+/// Generous limits: every bucket far above what any test sends.
+pub const GENEROUS_RATE_LIMITS: &str = "auth_strict = { requests = 100000, window_seconds = 60 }
+auth = { requests = 100000, window_seconds = 60 }
+api_key = { requests = 100000, window_seconds = 60 }
+org = { requests = 100000, window_seconds = 60 }
+";
 
 impl Default for StackOptions {
     fn default() -> Self {
@@ -95,6 +105,7 @@ impl Default for StackOptions {
             shutdown_grace_seconds: 1,
             trusted_proxies: Vec::new(),
             extra_config: String::new(),
+            rate_limits: GENEROUS_RATE_LIMITS.to_owned(),
             policies: None,
             routes: None,
             shadow_policies: None,
@@ -225,8 +236,11 @@ outbox_dir = "{outbox}"
 [accounts]
 # The minimum cost keeps the suite fast; production uses 12.
 bcrypt_cost = 4
+[rate_limits]
+{rate_limits}
 {extra}
 "#,
+                rate_limits = options.rate_limits,
                 extra = options.extra_config,
                 outbox = root.join("outbox").display(),
                 https_port = https.port(),

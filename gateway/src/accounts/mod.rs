@@ -12,6 +12,7 @@
 //! third presentation, or one after the window, is reuse. Families expire absolutely (never
 //! sliding) and after `refresh_idle` seconds without a refresh.
 
+pub mod lockout;
 pub mod password;
 pub mod second_factor;
 pub mod sessions;
@@ -30,6 +31,7 @@ use sha2::Sha256;
 use sqlx::AnyPool;
 use subtle::ConstantTimeEq;
 
+use crate::audit::{AuditEvent, SecurityEvent};
 use crate::clock::Clock;
 use crate::error::Rejection;
 use crate::keyring::{KeyRing, Purpose};
@@ -103,6 +105,10 @@ pub enum AccountError {
     MfaNotEnabled,
     #[error("no TOTP enrolment to confirm")]
     NoPendingEnrolment,
+    #[error("too many failed logins: retry after {0}s")]
+    LoginDelayed(u64),
+    #[error("password login blocked until a password reset")]
+    LoginBlocked,
     #[error("storage: {0}")]
     Storage(#[from] sqlx::Error),
     #[error("internal: {0}")]
@@ -129,6 +135,10 @@ impl From<AccountError> for Rejection {
             AccountError::NoPendingEnrolment => {
                 Rejection::Conflict("Start an enrolment before confirming it.")
             }
+            AccountError::LoginDelayed(secs) => Rejection::LoginDelayed {
+                retry_after_secs: secs,
+            },
+            AccountError::LoginBlocked => Rejection::AccountLocked,
             AccountError::Storage(err) => {
                 tracing::error!(event = "storage_error", error = %err);
                 Rejection::Internal
@@ -176,6 +186,9 @@ pub struct Accounts {
     /// Keys for CSRF tokens, derived from every pepper (newest first) so rotation does not
     /// break existing logins.
     csrf_keys: Vec<[u8; 32]>,
+    /// Where security events go; set once at start ([`Accounts::set_audit`]). Unset (tests,
+    /// `check-config`), events are only logged by their tracing lines.
+    audit: std::sync::OnceLock<crate::audit::AuditLog>,
 }
 
 /// Normalise and check an email address: trimmed, lower-cased, one `@`, a dotted domain, no
@@ -199,6 +212,27 @@ pub fn normalise_email(raw: &str) -> Result<String, AccountError> {
         Ok(email)
     } else {
         Err(AccountError::InvalidEmail)
+    }
+}
+
+/// A password-login event; request context (client, request id, user agent) is filled in by
+/// [`crate::audit::AuditLog::record`].
+fn login_event(event: SecurityEvent, user_id: Option<&str>) -> AuditEvent {
+    let e = AuditEvent::new(event).detail("factor", "password");
+    match user_id {
+        Some(id) => e.principal(id),
+        None => e,
+    }
+}
+
+impl AccountError {
+    /// A short, non-secret reason for audit details.
+    fn reason(&self) -> &'static str {
+        match self {
+            AccountError::LoginDelayed(_) => "delayed",
+            AccountError::LoginBlocked => "blocked",
+            _ => "other",
+        }
     }
 }
 
@@ -244,7 +278,19 @@ impl Accounts {
             clock,
             cfg,
             csrf_keys,
+            audit: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Send security events to the audit trail from now on. Only the first call counts.
+    pub fn set_audit(&self, audit: crate::audit::AuditLog) {
+        let _ = self.audit.set(audit);
+    }
+
+    fn audit(&self, event: crate::audit::AuditEvent) {
+        if let Some(audit) = self.audit.get() {
+            audit.record(event);
+        }
     }
 
     /// The injected clock, in Unix seconds.
@@ -432,14 +478,32 @@ impl Accounts {
             Err(_) => None,
         };
         let Some(user) = user else {
+            // The same lockout reads and write as a wrong password (on an id no row has), so
+            // the unknown-email path costs the same round trips as well as the same bcrypt work.
+            let _ = self.check_lockout("").await;
             self.hasher.verify_dummy(password).await;
+            let _ = self.count_failure("").await;
             tracing::info!(target: "zonegate::security", event = "authn_login_fail", factor = "password");
+            self.audit(login_event(SecurityEvent::LoginFail, None).detail("reason", "credentials"));
             return Err(AccountError::InvalidCredentials);
         };
+        // Lockout (lockout.rs): refused before the password is checked, and not counted.
+        if let Err(e) = self.check_lockout(&user.id).await {
+            self.audit(
+                login_event(SecurityEvent::LoginFail, Some(&user.id)).detail("reason", e.reason()),
+            );
+            return Err(e);
+        }
         if !self.hasher.verify(password, &user.password_hash).await {
             tracing::info!(target: "zonegate::security", event = "authn_login_fail", factor = "password", user_id = %user.id);
+            self.audit(
+                login_event(SecurityEvent::LoginFail, Some(&user.id))
+                    .detail("reason", "credentials"),
+            );
+            self.count_failure(&user.id).await?;
             return Err(AccountError::InvalidCredentials);
         }
+        lockout::clear(&mut *self.conn().await?, &user.id).await?;
         if user.email_verified_at.is_none() {
             return Err(AccountError::EmailNotVerified);
         }
@@ -545,6 +609,11 @@ impl Accounts {
                     family_id = %row.family_id,
                     "a rotated refresh token was presented again; its family is revoked"
                 );
+                self.audit(
+                    AuditEvent::new(SecurityEvent::RefreshReuse)
+                        .principal(&row.user_id)
+                        .detail("family_id", row.family_id.as_str()),
+                );
                 return Err(AccountError::InvalidCredentials);
             }
         }
@@ -571,6 +640,11 @@ impl Accounts {
             .await?;
         tx.commit().await?;
         tracing::info!(target: "zonegate::security", event = "authn_token_rotated", user_id = %row.user_id, family_id = %row.family_id);
+        self.audit(
+            AuditEvent::new(SecurityEvent::RefreshRotated)
+                .principal(&row.user_id)
+                .detail("family_id", row.family_id.as_str()),
+        );
         Ok(Issued {
             user_id: user.id,
             email: user.email,
@@ -588,6 +662,12 @@ impl Accounts {
         store::revoke_family(&mut conn, &user.family_id, "logout", self.now()).await?;
         self.cache.remove_family(&user.family_id);
         tracing::info!(target: "zonegate::security", event = "authn_token_revoked", reason = "logout", user_id = %user.user_id);
+        self.audit(
+            AuditEvent::new(SecurityEvent::RefreshRevoked)
+                .principal(&user.user_id)
+                .detail("reason", "logout")
+                .detail("family_id", user.family_id.as_str()),
+        );
         Ok(())
     }
 
@@ -647,6 +727,11 @@ impl Accounts {
             .ok_or(AccountError::NotFound)?;
         self.cache.remove_public_id(public_id);
         tracing::info!(target: "zonegate::security", event = "session_ended", user_id = %user.user_id);
+        self.audit(
+            AuditEvent::new(SecurityEvent::SessionRevoked)
+                .principal(&user.user_id)
+                .detail("reason", "ended_by_user"),
+        );
         Ok(())
     }
 
@@ -762,6 +847,8 @@ impl Accounts {
         store::mark_verified(&mut tx, &user.id, now).await?;
         store::void_email_tokens(&mut tx, &user.id, "reset", now).await?;
         store::revoke_user_families(&mut tx, &user.id, None, "password_reset", now).await?;
+        // The owner proved control of the mailbox: lift any failed-login delay or block.
+        lockout::clear(&mut tx, &user.id).await?;
         tx.commit().await?;
         self.cache.remove_user(&user.id, None);
         tracing::info!(target: "zonegate::security", event = "authn_password_reset", user_id = %user.id);

@@ -10,6 +10,7 @@
 use sqlx::Row;
 
 use super::{store, AccountError, Accounts, Issued, Token};
+use crate::audit::{AuditEvent, SecurityEvent};
 use crate::mfa::{Enrolment, Factor, MfaError, RecoveryCodes};
 use crate::principal::UserPrincipal;
 
@@ -83,6 +84,11 @@ impl Accounts {
         }
         let issued = self.start_family(user_id, email, "pwd", user_agent).await?;
         tracing::info!(target: "zonegate::security", event = "authn_login_success", factor = "password", user_id = %user_id);
+        self.audit(
+            AuditEvent::new(SecurityEvent::LoginSuccess)
+                .principal(user_id)
+                .detail("factor", "password"),
+        );
         Ok(LoginOutcome::Complete(issued))
     }
 
@@ -126,6 +132,7 @@ impl Accounts {
         .try_get("n")?;
         if recent > ACCOUNT_ATTEMPTS {
             tracing::warn!(target: "zonegate::security", event = "authn_mfa_fail", reason = "account_attempts", user_id = %user_id);
+            self.audit(AuditEvent::new(SecurityEvent::MfaFail).principal(&user_id));
             return Err(AccountError::InvalidCode);
         }
         let factor = match self.mfa.verify(&user_id, code).await {
@@ -133,6 +140,7 @@ impl Accounts {
             // A secret removed since the password step fails like a wrong code.
             Err(MfaError::InvalidCode | MfaError::NotEnrolled) => {
                 tracing::info!(target: "zonegate::security", event = "authn_mfa_fail", user_id = %user_id);
+                self.audit(AuditEvent::new(SecurityEvent::MfaFail).principal(&user_id));
                 return Err(AccountError::InvalidCode);
             }
             Err(e) => return Err(e.into()),
@@ -152,6 +160,7 @@ impl Accounts {
         }
         if factor == Factor::RecoveryCode {
             tracing::warn!(target: "zonegate::security", event = "authn_mfa_recovery_used", user_id = %user_id);
+            self.audit(AuditEvent::new(SecurityEvent::MfaRecoveryCodeUsed).principal(&user_id));
         }
         let user = store::user_by_id(&mut *self.conn().await?, &user_id)
             .await?
@@ -163,6 +172,11 @@ impl Accounts {
             .start_family(&user.id, &user.email, "pwd,otp", user_agent)
             .await?;
         tracing::info!(target: "zonegate::security", event = "authn_login_success", factor = "password+totp", user_id = %user.id);
+        self.audit(
+            AuditEvent::new(SecurityEvent::LoginSuccess)
+                .principal(&user.id)
+                .detail("factor", "password+totp"),
+        );
         Ok(issued)
     }
 
@@ -179,6 +193,7 @@ impl Accounts {
             .ok_or(AccountError::InvalidCredentials)?;
         if !self.hasher.verify(password, &row.password_hash).await {
             tracing::info!(target: "zonegate::security", event = "authn_mfa_fail", reason = "password", user_id = %user.user_id);
+            self.audit(AuditEvent::new(SecurityEvent::MfaFail).principal(&user.user_id));
             return Err(AccountError::WrongPassword);
         }
         let enabled = self.mfa.enabled(&user.user_id).await?;
@@ -186,6 +201,7 @@ impl Accounts {
             let code = code.ok_or(AccountError::InvalidCode)?;
             if let Err(e) = self.mfa.verify(&user.user_id, code).await {
                 tracing::info!(target: "zonegate::security", event = "authn_mfa_fail", reason = "reauthentication", user_id = %user.user_id);
+                self.audit(AuditEvent::new(SecurityEvent::MfaFail).principal(&user.user_id));
                 return Err(e.into());
             }
         }
@@ -203,6 +219,7 @@ impl Accounts {
         self.reauthenticate(user, password, code).await?;
         let enrolment = self.mfa.enrol(&user.user_id, &user.email).await?;
         tracing::info!(target: "zonegate::security", event = "authn_mfa_enrolled", user_id = %user.user_id);
+        self.audit(AuditEvent::new(SecurityEvent::MfaEnrolled).principal(&user.user_id));
         Ok(enrolment)
     }
 
@@ -218,11 +235,13 @@ impl Accounts {
             Ok(codes) => codes,
             Err(e) => {
                 tracing::info!(target: "zonegate::security", event = "authn_mfa_fail", reason = "confirm", user_id = %user.user_id);
+                self.audit(AuditEvent::new(SecurityEvent::MfaFail).principal(&user.user_id));
                 return Err(e.into());
             }
         };
         self.end_other_logins(user, "mfa_change").await?;
         tracing::info!(target: "zonegate::security", event = "authn_mfa_confirmed", user_id = %user.user_id);
+        self.audit(AuditEvent::new(SecurityEvent::MfaConfirmed).principal(&user.user_id));
         Ok(codes)
     }
 
@@ -239,6 +258,7 @@ impl Accounts {
         self.mfa.disable(&user.user_id).await?;
         self.end_other_logins(user, "mfa_change").await?;
         tracing::info!(target: "zonegate::security", event = "authn_mfa_disabled", user_id = %user.user_id);
+        self.audit(AuditEvent::new(SecurityEvent::MfaDisabled).principal(&user.user_id));
         Ok(())
     }
 

@@ -586,6 +586,87 @@ async fn password_reset_is_single_use_and_ends_every_session() {
     }
 }
 
+/// Lockout against real storage and the injected clock: failures space attempts out, a
+/// success clears them, 100 consecutive failures block even the right password, and the
+/// owner's emailed reset lifts the block. Nothing sleeps: the clock is advanced.
+#[tokio::test]
+async fn consecutive_failures_delay_then_block_until_a_reset() {
+    use lockout::{delay_secs, BLOCK_AT, DELAY_AFTER};
+    for backend in backends() {
+        let f = fixture(backend).await;
+        f.verified_user("ada@example.com").await;
+        let login = |pw: &'static str| f.accounts.login("ada@example.com", pw, None, None);
+        let wrong = "not the password at all";
+        for _ in 0..DELAY_AFTER {
+            assert!(matches!(
+                login(wrong).await,
+                Err(AccountError::InvalidCredentials)
+            ));
+        }
+        // Delayed now: even the right password is refused early, with the wait, uncounted.
+        match login(PASSWORD).await {
+            Err(AccountError::LoginDelayed(secs)) => assert_eq!(secs, delay_secs(DELAY_AFTER)),
+            other => panic!("expected a delay, got {:?}", other.map(|_| ())),
+        }
+        f.clock.advance(delay_secs(DELAY_AFTER));
+        // A success clears the counter: the next failures start from zero again.
+        login(PASSWORD).await.unwrap();
+        assert!(matches!(
+            login(wrong).await,
+            Err(AccountError::InvalidCredentials)
+        ));
+        assert!(matches!(
+            login(wrong).await,
+            Err(AccountError::InvalidCredentials)
+        ));
+
+        // Unknown emails are never delayed or blocked (and answer exactly like a wrong
+        // password).
+        for _ in 0..(DELAY_AFTER + 2) {
+            assert!(matches!(
+                f.accounts
+                    .login("nobody@example.com", wrong, None, None)
+                    .await,
+                Err(AccountError::InvalidCredentials)
+            ));
+        }
+
+        // Drive to the block, waiting out each delay as a patient attacker would.
+        let mut failures = 2;
+        while failures < BLOCK_AT {
+            f.clock.advance(delay_secs(failures));
+            assert!(matches!(
+                login(wrong).await,
+                Err(AccountError::InvalidCredentials)
+            ));
+            failures += 1;
+        }
+        f.clock.advance(86_400);
+        assert!(matches!(
+            login(PASSWORD).await,
+            Err(AccountError::LoginBlocked)
+        ));
+        assert!(matches!(
+            login(wrong).await,
+            Err(AccountError::LoginBlocked)
+        ));
+
+        // The owner recovers through the emailed link; the block is gone.
+        f.accounts
+            .request_password_reset("ada@example.com")
+            .await
+            .unwrap();
+        f.accounts
+            .confirm_password_reset(&f.last_token(), "a brand new passphrase")
+            .await
+            .unwrap();
+        f.accounts
+            .login("ada@example.com", "a brand new passphrase", None, None)
+            .await
+            .unwrap();
+    }
+}
+
 #[tokio::test]
 async fn changing_the_password_needs_the_current_one_and_ends_other_logins() {
     for backend in backends() {

@@ -111,6 +111,8 @@ pub struct ApiKeys {
     /// request read just before the revoke cannot be re-cached into acceptance.
     revoked: RwLock<std::collections::HashSet<String>>,
     last_used: Mutex<(HashMap<String, i64>, i64)>,
+    /// Where key lifecycle events go; set once at start.
+    audit: std::sync::OnceLock<crate::audit::AuditLog>,
 }
 
 const LAST_USED_FLUSH_SECONDS: i64 = 30;
@@ -137,7 +139,25 @@ impl ApiKeys {
             cache: RwLock::new(HashMap::new()),
             revoked: RwLock::new(std::collections::HashSet::new()),
             last_used: Mutex::new((HashMap::new(), 0)),
+            audit: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Send key lifecycle events to the audit trail from now on. Only the first call counts.
+    pub fn set_audit(&self, audit: crate::audit::AuditLog) {
+        let _ = self.audit.set(audit);
+    }
+
+    /// Record a key lifecycle event: who acted, on which key, in which org. Never the secret.
+    fn audit(&self, event: crate::audit::SecurityEvent, key_id: &str, org_id: &str, actor: &str) {
+        if let Some(audit) = self.audit.get() {
+            audit.record(
+                crate::audit::AuditEvent::new(event)
+                    .principal(actor)
+                    .org(org_id)
+                    .detail("key_id", key_id),
+            );
+        }
     }
 
     fn now(&self) -> i64 {
@@ -206,6 +226,12 @@ impl ApiKeys {
         .execute(&self.pool)
         .await?;
         tracing::info!(target: "zonegate::security", event = "apikey_created", key_id = %id, org_id = %org_id, user_id = %creator);
+        self.audit(
+            crate::audit::SecurityEvent::ApiKeyCreated,
+            &id,
+            org_id,
+            creator,
+        );
         Ok(IssuedKey {
             view: KeyView {
                 id,
@@ -271,6 +297,12 @@ impl ApiKeys {
             cache.remove(key_id);
         }
         tracing::info!(target: "zonegate::security", event = "apikey_revoked", key_id = %key_id, org_id = %org_id, user_id = %actor);
+        self.audit(
+            crate::audit::SecurityEvent::ApiKeyRevoked,
+            key_id,
+            org_id,
+            actor,
+        );
         Ok(())
     }
 
@@ -317,6 +349,12 @@ impl ApiKeys {
             cache.remove(key_id);
         }
         tracing::info!(target: "zonegate::security", event = "apikey_rolled", key_id = %key_id, org_id = %org_id, user_id = %actor);
+        self.audit(
+            crate::audit::SecurityEvent::ApiKeyRolled,
+            key_id,
+            org_id,
+            actor,
+        );
         let view = self
             .list(org_id)
             .await?

@@ -323,6 +323,125 @@ pub fn rfc3339(unix: i64) -> String {
     )
 }
 
+/// Parse an RFC 3339 timestamp (`2027-01-15T08:00:00Z`, optional fraction, `Z` or `±hh:mm`)
+/// into unix seconds (the fraction is dropped). `None` for anything else: callers answer 400.
+pub fn parse_rfc3339(s: &str) -> Option<i64> {
+    let b = s.as_bytes();
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't') {
+        return None;
+    }
+    if b[13] != b':' || b[16] != b':' {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| -> Option<i64> {
+        let part = s.get(r)?;
+        if part.bytes().all(|c| c.is_ascii_digit()) {
+            part.parse().ok()
+        } else {
+            None
+        }
+    };
+    let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (hour, minute, second) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    let mut rest = s.get(19..)?;
+    if let Some(frac) = rest.strip_prefix('.') {
+        let digits = frac.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 {
+            return None;
+        }
+        rest = frac.get(digits..)?;
+    }
+    let offset = match rest {
+        "Z" | "z" => 0,
+        _ => {
+            let rb = rest.as_bytes();
+            if rb.len() != 6 || rb[3] != b':' {
+                return None;
+            }
+            let sign = match rb[0] {
+                b'+' => 1,
+                b'-' => -1,
+                _ => return None,
+            };
+            let h = num_of(rest.get(1..3)?)?;
+            let m = num_of(rest.get(4..6)?)?;
+            if h > 23 || m > 59 {
+                return None;
+            }
+            sign * (h * 3600 + m * 60)
+        }
+    };
+    let leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+    let days_in_month = match month {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        2 if leap => 29,
+        2 => 28,
+        _ => return None,
+    };
+    if day < 1 || day > days_in_month || hour > 23 || minute > 59 || second > 60 {
+        return None;
+    }
+    // days_from_civil (Howard Hinnant), the inverse of `rfc3339`.
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(days * 86_400 + hour * 3600 + minute * 60 + second - offset)
+}
+
+fn num_of(s: &str) -> Option<i64> {
+    if s.bytes().all(|c| c.is_ascii_digit()) {
+        s.parse().ok()
+    } else {
+        None
+    }
+}
+
+/// What the pipeline knows about the request being served, for events recorded deep inside a
+/// service (accounts, keys) that never sees the request itself. The proxy runs the gateway's
+/// own endpoints inside [`RequestContext::scope`]; [`AuditLog::record`] fills the fields an
+/// event left empty from it.
+#[derive(Debug, Clone, Default)]
+pub struct RequestContext {
+    pub client: Option<IpAddr>,
+    pub request_id: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+tokio::task_local! {
+    static REQUEST: RequestContext;
+}
+
+impl RequestContext {
+    /// Run `f` with this context visible to [`AuditLog::record`].
+    pub async fn scope<F: std::future::Future>(self, f: F) -> F::Output {
+        REQUEST.scope(self, f).await
+    }
+
+    fn fill(event: &mut AuditEvent) {
+        let _ = REQUEST.try_with(|ctx| {
+            if event.client.is_none() {
+                event.client = ctx.client;
+            }
+            if event.request_id.is_none() {
+                if let Some(id) = &ctx.request_id {
+                    event.request_id = Some(escape_controls(id));
+                }
+            }
+            if event.user_agent.is_none() {
+                if let Some(ua) = &ctx.user_agent {
+                    let cut: String = ua.chars().take(USER_AGENT_MAX_CHARS).collect();
+                    event.user_agent = Some(escape_controls(&cut));
+                }
+            }
+        });
+    }
+}
+
 enum Msg {
     Event(Box<AuditEvent>),
     /// Answered once everything queued before it has been written (or given up on).
@@ -359,6 +478,13 @@ impl AuditLog {
         (AuditLog::with_sender(tx, clock), handle)
     }
 
+    /// Like [`AuditLog::spawn`], but without a runtime: the handle works at once (events queue)
+    /// and the returned [`AuditWriter`] is run later on whichever runtime owns background work.
+    pub fn detached(pool: AnyPool, clock: Arc<dyn Clock>, queue: usize) -> (AuditLog, AuditWriter) {
+        let (tx, rx) = mpsc::channel(queue.max(1));
+        (AuditLog::with_sender(tx, clock), AuditWriter { pool, rx })
+    }
+
     fn with_sender(tx: mpsc::Sender<Msg>, clock: Arc<dyn Clock>) -> AuditLog {
         AuditLog {
             inner: Arc::new(Inner {
@@ -372,6 +498,7 @@ impl AuditLog {
     /// Log the event and queue it for the table. Never blocks, never fails.
     pub fn record(&self, mut event: AuditEvent) {
         event.at = i64::try_from(self.inner.clock.unix_seconds()).unwrap_or(i64::MAX);
+        RequestContext::fill(&mut event);
         emit(&event);
         if self.inner.tx.try_send(Msg::Event(Box::new(event))).is_err() {
             let dropped = self.inner.dropped.fetch_add(1, Ordering::Relaxed) + 1;
@@ -404,6 +531,25 @@ impl AuditLog {
             .await
             .map_err(|_| AuditError::Closed)?;
         wait.await.map_err(|_| AuditError::Closed)
+    }
+}
+
+/// The writer half of [`AuditLog::detached`].
+pub struct AuditWriter {
+    pool: AnyPool,
+    rx: mpsc::Receiver<Msg>,
+}
+
+impl fmt::Debug for AuditWriter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuditWriter").finish_non_exhaustive()
+    }
+}
+
+impl AuditWriter {
+    /// Write queued events until every `AuditLog` clone is gone.
+    pub async fn run(self) {
+        writer(self.pool, self.rx).await;
     }
 }
 

@@ -141,6 +141,33 @@ fn event_names_are_stable_unique_and_round_trip() {
 }
 
 #[test]
+fn rfc3339_parses_what_it_formats_and_refuses_the_rest() {
+    for t in [0, -1, 951_782_400, T0, T0 + 12_345, 4_102_444_800] {
+        assert_eq!(parse_rfc3339(&rfc3339(t)), Some(t), "{t}");
+    }
+    assert_eq!(
+        parse_rfc3339("2027-01-15T08:00:00.123Z"),
+        parse_rfc3339("2027-01-15T08:00:00Z")
+    );
+    assert_eq!(
+        parse_rfc3339("2027-01-15T09:30:00+01:30"),
+        parse_rfc3339("2027-01-15T08:00:00Z")
+    );
+    for bad in [
+        "",
+        "2027-01-15",
+        "2027-02-29T00:00:00Z",
+        "2027-13-01T00:00:00Z",
+        "2027-01-15 08:00:00Z",
+        "2027-01-15T08:00:00",
+        "+027-01-15T08:00:00Z",
+        "2027-01-15T08:00:00+0100",
+    ] {
+        assert_eq!(parse_rfc3339(bad), None, "{bad}");
+    }
+}
+
+#[test]
 fn rfc3339_formats_utc() {
     assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
     assert_eq!(rfc3339(-1), "1969-12-31T23:59:59Z");
