@@ -58,6 +58,7 @@ const EXPECTED: &[(&str, Role, Option<&str>)] = &[
     ("apikeys:create", Role::Admin, None),
     ("apikeys:revoke", Role::Admin, None),
     ("apikeys:roll", Role::Admin, None),
+    ("audit:read", Role::Admin, None),
 ];
 
 const SCOPES: [&str; 3] = ["zones:read", "zones:write", "coverage:read"];
