@@ -57,6 +57,34 @@ fn cedar_decision(c: &mut Criterion) {
         "cedar decision (shipped policies, developer updates a zone)",
         |b| b.iter(|| engine.authorize(&user, route, &params, Some(&org))),
     );
+
+    // The decision's parts, to see where the time goes.
+    let resource = route.resource_uid(&params);
+    c.bench_function("cedar part: build the entities", |b| {
+        b.iter(|| zonegate::policy::entities::build(&user, &resource, Some(&org)).unwrap())
+    });
+    let entities = zonegate::policy::entities::build(&user, &resource, Some(&org)).unwrap();
+    let request = cedar_policy::Request::new(
+        user.uid(),
+        route.action.clone(),
+        resource.clone(),
+        cedar_policy::Context::empty(),
+        None,
+    )
+    .unwrap();
+    let store = engine.active();
+    let slice = store
+        .slice(&route.action, user.type_name(), resource.type_name())
+        .unwrap()
+        .clone();
+    let authorizer = cedar_policy::Authorizer::new();
+    c.bench_function(
+        &format!(
+            "cedar part: evaluate the {} policies of the slice",
+            slice.policies().count()
+        ),
+        |b| b.iter(|| authorizer.is_authorized(&request, &slice, &entities)),
+    );
 }
 
 fn route_and_sanitise(c: &mut Criterion) {

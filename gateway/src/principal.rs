@@ -15,6 +15,12 @@ static ANONYMOUS: LazyLock<EntityUid> = LazyLock::new(|| {
 });
 
 #[allow(clippy::expect_used)]
+static ANONYMOUS_TYPE: LazyLock<EntityTypeName> = LazyLock::new(|| {
+    // Invariant: a constant, syntactically valid Cedar type name (covered by a unit test).
+    EntityTypeName::from_str("Zonegate::Anonymous").expect("valid Cedar type literal")
+});
+
+#[allow(clippy::expect_used)]
 static API_KEY_TYPE: LazyLock<EntityTypeName> = LazyLock::new(|| {
     // Invariant: a constant, syntactically valid Cedar type name (covered by a unit test).
     EntityTypeName::from_str("Zonegate::ApiKey").expect("valid Cedar type literal")
@@ -77,6 +83,28 @@ impl Principal {
             Principal::Anonymous => "anonymous",
             Principal::User(u) => &u.user_id,
             Principal::ApiKey(k) => &k.key_id,
+        }
+    }
+
+    /// The principal's Cedar entity type.
+    pub fn type_name(&self) -> &'static EntityTypeName {
+        match self {
+            Principal::Anonymous => &ANONYMOUS_TYPE,
+            Principal::User(_) => &USER_TYPE,
+            Principal::ApiKey(_) => &API_KEY_TYPE,
+        }
+    }
+
+    /// The principal's Cedar uid, without building the entity.
+    pub fn uid(&self) -> EntityUid {
+        match self {
+            Principal::Anonymous => ANONYMOUS.clone(),
+            Principal::User(u) => {
+                EntityUid::from_type_name_and_id(USER_TYPE.clone(), EntityId::new(&u.user_id))
+            }
+            Principal::ApiKey(k) => {
+                EntityUid::from_type_name_and_id(API_KEY_TYPE.clone(), EntityId::new(&k.key_id))
+            }
         }
     }
 
@@ -160,6 +188,11 @@ mod tests {
         }));
         assert_eq!(user.entity().uid().to_string(), r#"Zonegate::User::"u1""#);
         assert_eq!(user.kind(), "user");
+        assert_eq!(user.type_name(), user.uid().type_name());
+        assert_eq!(
+            Principal::Anonymous.type_name(),
+            Principal::Anonymous.uid().type_name()
+        );
         assert!(user
             .entity()
             .into_inner()

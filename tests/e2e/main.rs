@@ -5,6 +5,7 @@
 mod accounts;
 mod apikeys;
 mod assertions;
+mod canary;
 mod hygiene;
 mod lifecycle;
 mod limits;

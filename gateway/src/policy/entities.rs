@@ -9,7 +9,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
-use std::sync::LazyLock;
+use std::sync::{LazyLock, RwLock};
 
 use cedar_policy::{Entities, Entity, EntityId, EntityTypeName, EntityUid, RestrictedExpression};
 
@@ -60,12 +60,65 @@ fn org_entity(org: &OrgContext) -> Result<Entity, ()> {
     Entity::new(crate::routes::org_uid(id), attrs, HashSet::new()).map_err(|_| ())
 }
 
+/// Org entities already built, by org id and flags: building one evaluates its six
+/// attributes, which was most of a decision's cost. The flags are part of the key, so an entry
+/// can never be stale; the map is cleared when full, which bounds it.
+#[derive(Debug, Default)]
+pub struct OrgEntityCache(RwLock<HashMap<(String, bool, bool), Entity>>);
+
+const ORG_CACHE_CAPACITY: usize = 10_000;
+
+impl OrgEntityCache {
+    fn get_or_build(&self, org: &OrgContext) -> Result<Entity, ()> {
+        let f = &org.facts;
+        if let Ok(map) = self.0.read() {
+            // Borrowed lookup would need the key's parts together; a short String is cheaper
+            // than the attribute evaluation it saves.
+            if let Some(e) = map.get(&(f.id.clone(), f.suspended, f.require_mfa)) {
+                return Ok(e.clone());
+            }
+        }
+        let entity = org_entity(org)?;
+        if let Ok(mut map) = self.0.write() {
+            if map.len() >= ORG_CACHE_CAPACITY {
+                map.clear();
+            }
+            map.insert((f.id.clone(), f.suspended, f.require_mfa), entity.clone());
+        }
+        Ok(entity)
+    }
+}
+
+/// The entities could not be built (a Cedar construction error); the decision denies.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("the entities for this decision could not be built")]
+pub struct EntityError;
+
 /// All entities for deciding whether `principal` may act on `resource` (which lies in `org`,
 /// when given). An error here denies.
 pub fn build(
     principal: &Principal,
     resource: &EntityUid,
     org: Option<&OrgContext>,
+) -> Result<Entities, EntityError> {
+    build_with(principal, resource, org, None)
+}
+
+/// [`build`], reusing org entities from `cache`.
+pub fn build_with(
+    principal: &Principal,
+    resource: &EntityUid,
+    org: Option<&OrgContext>,
+    cache: Option<&OrgEntityCache>,
+) -> Result<Entities, EntityError> {
+    build_inner(principal, resource, org, cache).map_err(|()| EntityError)
+}
+
+fn build_inner(
+    principal: &Principal,
+    resource: &EntityUid,
+    org: Option<&OrgContext>,
+    cache: Option<&OrgEntityCache>,
 ) -> Result<Entities, ()> {
     let mut entities = Vec::with_capacity(3);
     let mut principal_parents = HashSet::new();
@@ -99,7 +152,10 @@ pub fn build(
                         .map_err(|_| ())?,
                 );
             }
-            entities.push(org_entity(org)?);
+            entities.push(match cache {
+                Some(cache) => cache.get_or_build(org)?,
+                None => org_entity(org)?,
+            });
         }
         None => entities.push(Entity::new_no_attrs(resource.clone(), HashSet::new())),
     }

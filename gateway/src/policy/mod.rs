@@ -8,7 +8,7 @@
 //! through [`PolicyEngine::decide`] with a [`Query`], so the security team's tests exercise the
 //! very code that enforces.
 
-mod entities;
+pub mod entities;
 pub mod explain;
 mod store;
 pub mod tables;
@@ -134,6 +134,7 @@ pub struct PolicyEngine {
     shadow_mismatches: AtomicU64,
     /// One reload at a time: two racing reloads could otherwise swap in the older read last.
     reloading: Mutex<()>,
+    org_entities: entities::OrgEntityCache,
 }
 
 impl PolicyEngine {
@@ -150,6 +151,7 @@ impl PolicyEngine {
             authorizer: Authorizer::new(),
             shadow_mismatches: AtomicU64::new(0),
             reloading: Mutex::new(()),
+            org_entities: entities::OrgEntityCache::default(),
         }
     }
 
@@ -214,11 +216,16 @@ impl PolicyEngine {
 
     /// Decide a query on the enforced set, and on the shadow set when one is configured.
     pub fn decide(&self, query: &Query<'_>) -> Decision {
-        let Ok(entities) = entities::build(query.principal, &query.resource, query.org) else {
+        let Ok(entities) = entities::build_with(
+            query.principal,
+            &query.resource,
+            query.org,
+            Some(&self.org_entities),
+        ) else {
             return Decision::deny_on_error("the entities for this request could not be built");
         };
         let Ok(request) = Request::new(
-            query.principal.entity().uid(),
+            query.principal.uid(),
             query.action.clone(),
             query.resource.clone(),
             query.context.clone().unwrap_or_else(Context::empty),
@@ -226,9 +233,14 @@ impl PolicyEngine {
         ) else {
             return Decision::deny_on_error("the request could not be built");
         };
-        let mut decision = self.evaluate(&self.active.load(), &request, &entities, query.action);
+        let key = (
+            query.action.clone(),
+            query.principal.type_name().clone(),
+            query.resource.type_name().clone(),
+        );
+        let mut decision = self.evaluate(&self.active.load(), &request, &entities, &key);
         if let Some(shadow) = &*self.shadow.load() {
-            let other = self.evaluate(shadow, &request, &entities, query.action);
+            let other = self.evaluate(shadow, &request, &entities, &key);
             if other.allowed != decision.allowed {
                 self.shadow_mismatches.fetch_add(1, Ordering::Relaxed);
                 decision.shadow = Some(ShadowDecision {
@@ -246,11 +258,14 @@ impl PolicyEngine {
         store: &PolicyStore,
         request: &Request,
         entities: &cedar_policy::Entities,
-        action: &EntityUid,
+        key: &store::SliceKey,
     ) -> Decision {
-        // An action the schema does not declare has no slice: nothing permits it.
-        let Some(policies) = store.by_action.get(action) else {
-            return Decision::deny_on_error("the action is not declared in the schema");
+        // An action the schema does not declare, or one that does not apply to this principal
+        // or resource type, has no slice: nothing permits it.
+        let Some(policies) = store.slices.get(key) else {
+            return Decision::deny_on_error(
+                "the schema does not declare this action for this principal and resource",
+            );
         };
         let response = self.authorizer.is_authorized(request, policies, entities);
         let diagnostics = response.diagnostics();

@@ -15,7 +15,8 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use cedar_policy::{
-    ActionConstraint, EntityUid, Policy, PolicyId, PolicySet, Schema, ValidationMode, Validator,
+    ActionConstraint, EntityTypeName, EntityUid, Policy, PolicyId, PolicySet, PrincipalConstraint,
+    ResourceConstraint, Schema, ValidationMode, Validator,
 };
 use sha2::{Digest, Sha256};
 
@@ -32,6 +33,9 @@ pub struct PolicySource {
     pub comment: String,
 }
 
+/// (action, principal type, resource type).
+pub(super) type SliceKey = (EntityUid, EntityTypeName, EntityTypeName);
+
 /// A validated schema and policy set, immutable once built.
 pub struct PolicyStore {
     pub(super) schema: Schema,
@@ -40,6 +44,10 @@ pub struct PolicyStore {
     /// is given, so deciding on this slice instead of the whole set gives the same answer
     /// (the others cannot match the action) for a fraction of the work.
     pub(super) by_action: HashMap<EntityUid, PolicySet>,
+    /// The same, narrowed by principal and resource type: a policy scoped to `resource is
+    /// Zonegate::Org` cannot match a zone, so it is not evaluated for one. This is what the
+    /// hot path decides on; the answer is the same as on the whole set.
+    pub(super) slices: HashMap<SliceKey, PolicySet>,
     pub(super) sources: HashMap<String, PolicySource>,
     hash: String,
     dir: PathBuf,
@@ -136,10 +144,15 @@ impl PolicyStore {
             path: dir.to_owned(),
             message: e,
         })?;
+        let slices = slice_by_scope(&schema, &by_action).map_err(|e| PolicyError::Invalid {
+            path: dir.to_owned(),
+            message: e,
+        })?;
         Ok(PolicyStore {
             schema,
             policies,
             by_action,
+            slices,
             sources,
             hash: hex::encode(hasher.finalize()),
             dir: dir.to_owned(),
@@ -183,6 +196,17 @@ impl PolicyStore {
             .unwrap_or_default();
         list.sort_by_key(|p| p.id().to_string());
         list
+    }
+
+    /// The policies the hot path evaluates for this action, principal type and resource type.
+    pub fn slice(
+        &self,
+        action: &EntityUid,
+        principal: &EntityTypeName,
+        resource: &EntityTypeName,
+    ) -> Option<&PolicySet> {
+        self.slices
+            .get(&(action.clone(), principal.clone(), resource.clone()))
     }
 
     /// Whether the schema declares this action.
@@ -272,4 +296,58 @@ fn slice_by_action(
         slices.insert(action.clone(), slice);
     }
     Ok(slices)
+}
+
+/// Split each action's slice further by the principal and resource types the schema lets the
+/// action apply to, keeping a policy only where its scope can match that pair.
+fn slice_by_scope(
+    schema: &Schema,
+    by_action: &HashMap<EntityUid, PolicySet>,
+) -> Result<HashMap<SliceKey, PolicySet>, String> {
+    let mut slices = HashMap::new();
+    for (action, policies) in by_action {
+        let principals: Vec<&EntityTypeName> = schema
+            .principals_for_action(action)
+            .map(Iterator::collect)
+            .unwrap_or_default();
+        let resources: Vec<&EntityTypeName> = schema
+            .resources_for_action(action)
+            .map(Iterator::collect)
+            .unwrap_or_default();
+        for principal in &principals {
+            for resource in &resources {
+                let mut slice = PolicySet::new();
+                for policy in policies.policies() {
+                    if principal_may_match(&policy.principal_constraint(), principal)
+                        && resource_may_match(&policy.resource_constraint(), resource)
+                    {
+                        slice.add(policy.clone()).map_err(|e| e.to_string())?;
+                    }
+                }
+                slices.insert(
+                    (action.clone(), (*principal).clone(), (*resource).clone()),
+                    slice,
+                );
+            }
+        }
+    }
+    Ok(slices)
+}
+
+/// Whether an entity of type `t` can satisfy the scope constraint. `in` an entity is kept
+/// whatever the types, since membership is data.
+fn principal_may_match(c: &PrincipalConstraint, t: &EntityTypeName) -> bool {
+    match c {
+        PrincipalConstraint::Any | PrincipalConstraint::In(_) => true,
+        PrincipalConstraint::Eq(uid) => uid.type_name() == t,
+        PrincipalConstraint::Is(is) | PrincipalConstraint::IsIn(is, _) => is == t,
+    }
+}
+
+fn resource_may_match(c: &ResourceConstraint, t: &EntityTypeName) -> bool {
+    match c {
+        ResourceConstraint::Any | ResourceConstraint::In(_) => true,
+        ResourceConstraint::Eq(uid) => uid.type_name() == t,
+        ResourceConstraint::Is(is) | ResourceConstraint::IsIn(is, _) => is == t,
+    }
 }
