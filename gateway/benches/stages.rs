@@ -63,6 +63,16 @@ fn cedar_decision(c: &mut Criterion) {
     c.bench_function("cedar part: build the entities", |b| {
         b.iter(|| zonegate::policy::entities::build(&user, &resource, Some(&org)).unwrap())
     });
+    let cache = zonegate::policy::entities::EntityCache::default();
+    c.bench_function(
+        "cedar part: build the entities, caller's base cached",
+        |b| {
+            b.iter(|| {
+                zonegate::policy::entities::build_with(&user, &resource, Some(&org), Some(&cache))
+                    .unwrap()
+            })
+        },
+    );
     let entities = zonegate::policy::entities::build(&user, &resource, Some(&org)).unwrap();
     let request = cedar_policy::Request::new(
         user.uid(),

@@ -60,33 +60,97 @@ fn org_entity(org: &OrgContext) -> Result<Entity, ()> {
     Entity::new(crate::routes::org_uid(id), attrs, HashSet::new()).map_err(|_| ())
 }
 
-/// Org entities already built, by org id and flags: building one evaluates its six
-/// attributes, which was most of a decision's cost. The flags are part of the key, so an entry
-/// can never be stale; the map is cleared when full, which bounds it.
+/// Everything that goes into the principal's and the org's entities.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct BaseKey {
+    org: String,
+    suspended: bool,
+    require_mfa: bool,
+    role: Option<Role>,
+    principal: PrincipalKey,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum PrincipalKey {
+    Anonymous,
+    User {
+        id: String,
+        verified: bool,
+        mfa: bool,
+        platform_admin: bool,
+    },
+    ApiKey {
+        id: String,
+        org: String,
+        scopes: Vec<String>,
+    },
+}
+
+impl BaseKey {
+    fn of(principal: &Principal, org: &OrgContext) -> BaseKey {
+        BaseKey {
+            org: org.facts.id.clone(),
+            suspended: org.facts.suspended,
+            require_mfa: org.facts.require_mfa,
+            role: org.role,
+            principal: match principal {
+                Principal::Anonymous => PrincipalKey::Anonymous,
+                Principal::User(u) => PrincipalKey::User {
+                    id: u.user_id.clone(),
+                    verified: u.email_verified,
+                    mfa: u.factors.iter().any(|f| f == "otp"),
+                    platform_admin: u.platform_admin,
+                },
+                Principal::ApiKey(k) => PrincipalKey::ApiKey {
+                    id: k.key_id.clone(),
+                    org: k.org_id.clone(),
+                    scopes: k.scopes.clone(),
+                },
+            },
+        }
+    }
+}
+
+/// The principal and org entities of recent decisions, closed and ready: building them (their
+/// attributes are evaluated, the hierarchy closed) was most of a decision's cost, and they are
+/// the same for every request a caller makes in one org. The key holds everything they are
+/// built from, so an entry can never be stale; the map is cleared when full, which bounds it.
 #[derive(Debug, Default)]
-pub struct OrgEntityCache(RwLock<HashMap<(String, bool, bool), Entity>>);
+pub struct EntityCache(RwLock<HashMap<BaseKey, Entities>>);
 
-const ORG_CACHE_CAPACITY: usize = 10_000;
+const CACHE_CAPACITY: usize = 10_000;
 
-impl OrgEntityCache {
-    fn get_or_build(&self, org: &OrgContext) -> Result<Entity, ()> {
-        let f = &org.facts;
+impl EntityCache {
+    fn get_or_build(&self, principal: &Principal, org: &OrgContext) -> Result<Entities, ()> {
+        let key = BaseKey::of(principal, org);
         if let Ok(map) = self.0.read() {
-            // Borrowed lookup would need the key's parts together; a short String is cheaper
-            // than the attribute evaluation it saves.
-            if let Some(e) = map.get(&(f.id.clone(), f.suspended, f.require_mfa)) {
+            if let Some(e) = map.get(&key) {
                 return Ok(e.clone());
             }
         }
-        let entity = org_entity(org)?;
+        let base = base_entities(principal, org)?;
         if let Ok(mut map) = self.0.write() {
-            if map.len() >= ORG_CACHE_CAPACITY {
+            if map.len() >= CACHE_CAPACITY {
                 map.clear();
             }
-            map.insert((f.id.clone(), f.suspended, f.require_mfa), entity.clone());
+            map.insert(key, base.clone());
         }
-        Ok(entity)
+        Ok(base)
     }
+}
+
+/// The principal (in its role groups) and the org.
+fn base_entities(principal: &Principal, org: &OrgContext) -> Result<Entities, ()> {
+    let mut parents = HashSet::new();
+    if let (Principal::User(_), Some(role)) = (principal, org.role) {
+        parents.extend(
+            Role::ALL
+                .into_iter()
+                .filter(|r| *r <= role)
+                .map(|r| group_uid(&org.facts.id, r)),
+        );
+    }
+    Entities::from_entities([org_entity(org)?, principal.entity_in(parents)], None).map_err(|_| ())
 }
 
 /// The entities could not be built (a Cedar construction error); the decision denies.
@@ -104,12 +168,12 @@ pub fn build(
     build_with(principal, resource, org, None)
 }
 
-/// [`build`], reusing org entities from `cache`.
+/// [`build`], reusing the principal's and org's entities from `cache`.
 pub fn build_with(
     principal: &Principal,
     resource: &EntityUid,
     org: Option<&OrgContext>,
-    cache: Option<&OrgEntityCache>,
+    cache: Option<&EntityCache>,
 ) -> Result<Entities, EntityError> {
     build_inner(principal, resource, org, cache).map_err(|()| EntityError)
 }
@@ -118,50 +182,42 @@ fn build_inner(
     principal: &Principal,
     resource: &EntityUid,
     org: Option<&OrgContext>,
-    cache: Option<&OrgEntityCache>,
+    cache: Option<&EntityCache>,
 ) -> Result<Entities, ()> {
-    let mut entities = Vec::with_capacity(3);
-    let mut principal_parents = HashSet::new();
-    match org {
-        Some(org) => {
-            let org_uid = crate::routes::org_uid(&org.facts.id);
-            if let (Principal::User(_), Some(role)) = (principal, org.role) {
-                principal_parents.extend(
-                    Role::ALL
-                        .into_iter()
-                        .filter(|r| *r <= role)
-                        .map(|r| group_uid(&org.facts.id, r)),
-                );
-            }
-            if resource != &org_uid {
-                // Every resource below an org is `in` it and names it as `org`; a member also
-                // carries the role it holds now.
-                let mut attrs = HashMap::from([(
-                    "org".to_owned(),
-                    RestrictedExpression::new_entity_uid(org_uid.clone()),
-                )]);
-                if resource.type_name() == &*MEMBER_TYPE {
-                    let role = org.member_role.map_or("none", Role::as_str);
-                    attrs.insert(
-                        "role".to_owned(),
-                        RestrictedExpression::new_string(role.to_owned()),
-                    );
-                }
-                entities.push(
-                    Entity::new(resource.clone(), attrs, HashSet::from([org_uid]))
-                        .map_err(|_| ())?,
-                );
-            }
-            entities.push(match cache {
-                Some(cache) => cache.get_or_build(org)?,
-                None => org_entity(org)?,
-            });
-        }
-        None => entities.push(Entity::new_no_attrs(resource.clone(), HashSet::new())),
+    // No schema anywhere here: the policies were validated strictly against it at load and
+    // these entities come from typed code, so per-request validation would only re-check our
+    // own construction (and cost several times the decision itself).
+    let Some(org) = org else {
+        return Entities::from_entities(
+            [
+                Entity::new_no_attrs(resource.clone(), HashSet::new()),
+                principal.entity(),
+            ],
+            None,
+        )
+        .map_err(|_| ());
+    };
+    let base = match cache {
+        Some(cache) => cache.get_or_build(principal, org)?,
+        None => base_entities(principal, org)?,
+    };
+    let org_uid = crate::routes::org_uid(&org.facts.id);
+    if resource == &org_uid {
+        return Ok(base);
     }
-    entities.push(principal.entity_in(principal_parents));
-    // No schema here: the policies were validated strictly against it at load and these
-    // entities come from typed code, so per-request validation would only re-check our own
-    // construction (and cost several times the decision itself).
-    Entities::from_entities(entities, None).map_err(|_| ())
+    // Every resource below an org is `in` it and names it as `org`; a member also carries the
+    // role it holds now.
+    let mut attrs = HashMap::from([(
+        "org".to_owned(),
+        RestrictedExpression::new_entity_uid(org_uid.clone()),
+    )]);
+    if resource.type_name() == &*MEMBER_TYPE {
+        let role = org.member_role.map_or("none", Role::as_str);
+        attrs.insert(
+            "role".to_owned(),
+            RestrictedExpression::new_string(role.to_owned()),
+        );
+    }
+    let entity = Entity::new(resource.clone(), attrs, HashSet::from([org_uid])).map_err(|_| ())?;
+    base.add_entities([entity], None).map_err(|_| ())
 }

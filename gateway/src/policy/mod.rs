@@ -134,7 +134,7 @@ pub struct PolicyEngine {
     shadow_mismatches: AtomicU64,
     /// One reload at a time: two racing reloads could otherwise swap in the older read last.
     reloading: Mutex<()>,
-    org_entities: entities::OrgEntityCache,
+    entities: entities::EntityCache,
 }
 
 impl PolicyEngine {
@@ -151,7 +151,7 @@ impl PolicyEngine {
             authorizer: Authorizer::new(),
             shadow_mismatches: AtomicU64::new(0),
             reloading: Mutex::new(()),
-            org_entities: entities::OrgEntityCache::default(),
+            entities: entities::EntityCache::default(),
         }
     }
 
@@ -220,7 +220,7 @@ impl PolicyEngine {
             query.principal,
             &query.resource,
             query.org,
-            Some(&self.org_entities),
+            Some(&self.entities),
         ) else {
             return Decision::deny_on_error("the entities for this request could not be built");
         };
@@ -270,9 +270,12 @@ impl PolicyEngine {
         let response = self.authorizer.is_authorized(request, policies, entities);
         let diagnostics = response.diagnostics();
         let errors: Vec<String> = diagnostics.errors().map(ToString::to_string).collect();
+        // Sorted: Cedar reports them from a set, and logs should not reorder from run to run.
+        let mut policies: Vec<String> = diagnostics.reason().map(ToString::to_string).collect();
+        policies.sort_unstable();
         Decision {
             allowed: response.decision() == CedarDecision::Allow && errors.is_empty(),
-            policies: diagnostics.reason().map(ToString::to_string).collect(),
+            policies,
             errors,
             shadow: None,
         }
@@ -626,5 +629,64 @@ policies = ["zones-write-zone"]
             "{text}"
         );
         assert!(text.contains("matched  permit zones-write-zone (orgs.cedar): Developers and above change and delete zones."), "{text}");
+    }
+
+    fn shared_engine() -> &'static PolicyEngine {
+        static ENGINE: std::sync::OnceLock<PolicyEngine> = std::sync::OnceLock::new();
+        ENGINE.get_or_init(|| shipped().0)
+    }
+
+    proptest::proptest! {
+        // Each case loads a fresh policy set to compare with; 64 cases keep it quick.
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+        /// The entity cache and the (action, principal, resource) slices never change an
+        /// answer: a long-lived engine (warm cache, entries for other callers and flags)
+        /// decides every question like a fresh one.
+        #[test]
+        fn cached_and_sliced_decisions_match_fresh_ones(
+            role in 0usize..5,
+            user in 0usize..3,
+            verified: bool,
+            mfa: bool,
+            suspended: bool,
+            require_mfa: bool,
+            resource in 0usize..3,
+            action in 0usize..6,
+        ) {
+            let principal = Principal::User(std::sync::Arc::new(crate::principal::UserPrincipal {
+                user_id: format!("u{user}"),
+                email: String::new(),
+                email_verified: verified,
+                factors: if mfa { vec!["pwd".into(), "otp".into()] } else { vec!["pwd".into()] },
+                session_id: String::new(),
+                family_id: String::new(),
+                platform_admin: false,
+            }));
+            let org = OrgContext {
+                facts: OrgFacts { id: "acme".into(), suspended, require_mfa },
+                role: Role::ALL.get(role).copied(),
+                member_role: Some(Role::Viewer),
+            };
+            let actions = ["zones:list", "zones:update", "members:update", "apikeys:revoke", "orgs:update", "coverage:read"];
+            let resource = match resource {
+                0 => crate::routes::org_uid("acme"),
+                1 => r#"Zonegate::Zone::"z1""#.parse::<cedar_policy::EntityUid>().unwrap(),
+                _ => r#"Zonegate::Member::"u9""#.parse::<cedar_policy::EntityUid>().unwrap(),
+            };
+            let action = tables::action_uid(actions[action]).unwrap();
+            let query = || Query {
+                principal: &principal,
+                action: &action,
+                resource: resource.clone(),
+                org: Some(&org),
+                context: None,
+            };
+            let warm = shared_engine().decide(&query());
+            let again = shared_engine().decide(&query());
+            let fresh = shipped().0.decide(&query());
+            proptest::prop_assert_eq!(&warm, &fresh);
+            proptest::prop_assert_eq!(&again, &fresh);
+        }
     }
 }
