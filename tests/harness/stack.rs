@@ -327,6 +327,19 @@ bcrypt_cost = 4
             "gateway",
             self.dir.path().join("gateway.log"),
         );
+        // pingora starts each listener's service on its own thread: the admin listener can
+        // answer before the public ones are bound, so wait until they accept too.
+        for addr in [self.https, self.http] {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while std::net::TcpStream::connect(addr).is_err() {
+                assert!(
+                    Instant::now() < deadline,
+                    "gateway listener {addr} never accepted; log:\n{}",
+                    self.gateway_log()
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
     }
 
     /// The gateway's process id, while it runs (for signals).

@@ -768,6 +768,7 @@ impl Accounts {
             now,
         )
         .await?;
+        store::void_pending_logins(&mut tx, &user.user_id, now).await?;
         tx.commit().await?;
         self.cache.remove_user(&user.user_id, Some(&user.family_id));
         tracing::info!(target: "zonegate::security", event = "authn_password_changed", user_id = %user.user_id);
@@ -847,6 +848,7 @@ impl Accounts {
         store::mark_verified(&mut tx, &user.id, now).await?;
         store::void_email_tokens(&mut tx, &user.id, "reset", now).await?;
         store::revoke_user_families(&mut tx, &user.id, None, "password_reset", now).await?;
+        store::void_pending_logins(&mut tx, &user.id, now).await?;
         // The owner proved control of the mailbox: lift any failed-login delay or block.
         lockout::clear(&mut tx, &user.id).await?;
         tx.commit().await?;

@@ -282,6 +282,7 @@ impl Accounts {
         let mut c = self.conn().await?;
         store::revoke_user_families(&mut c, &user.user_id, Some(&user.family_id), reason, now)
             .await?;
+        store::void_pending_logins(&mut c, &user.user_id, now).await?;
         self.cache.remove_user(&user.user_id, Some(&user.family_id));
         Ok(())
     }

@@ -479,3 +479,16 @@ pub async fn revoke_session_by_hash(c: &mut Conn, hash: &str, now: i64) -> Resul
         .await?;
     Ok(())
 }
+
+/// End every pending second-factor login of a user: after a password change or reset, or a
+/// change of the second factor, a password step taken before it must not complete.
+pub async fn void_pending_logins(c: &mut Conn, user_id: &str, now: i64) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE pending_logins SET completed_at = $1 WHERE user_id = $2 AND completed_at IS NULL",
+    )
+    .bind(now)
+    .bind(user_id)
+    .execute(c)
+    .await?;
+    Ok(())
+}

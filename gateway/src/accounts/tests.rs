@@ -969,5 +969,21 @@ async fn pending_logins_limit_attempts_expire_and_never_act_as_sessions() {
             .login_second_factor(p.expose(), &right, None, None)
             .await
             .is_ok());
+
+        // A password change ends the pending logins started before it.
+        let p = pending(&f.accounts).await;
+        f.accounts
+            .change_password(&me, PASSWORD, "a completely new passphrase")
+            .await
+            .unwrap();
+        f.clock.advance(30);
+        let right = code_at(&key, f.clock.unix_seconds());
+        assert!(
+            f.accounts
+                .login_second_factor(p.expose(), &right, None, None)
+                .await
+                .is_err(),
+            "a password step from before the change must not complete"
+        );
     }
 }

@@ -61,6 +61,9 @@ pub enum Factor {
     RecoveryCode,
 }
 
+/// Seconds within which a started enrolment must be confirmed.
+pub const ENROLMENT_TTL: i64 = 15 * 60;
+
 /// The MFA service: a pool, the key ring (for sealing seeds), a clock, and the issuer name shown
 /// in authenticator apps.
 #[derive(Debug, Clone)]
@@ -106,9 +109,13 @@ impl Mfa {
     pub async fn confirm(&self, user_id: &str, code: &str) -> Result<RecoveryCodes, MfaError> {
         let (now, now_i64) = self.now();
         let mut c = self.pool.acquire().await?;
-        let (sealed, _created_at) = store::pending(&mut c, user_id)
+        let (sealed, created_at) = store::pending(&mut c, user_id)
             .await?
             .ok_or(MfaError::NoPendingEnrolment)?;
+        // An enrolment abandoned long ago must not become the active secret later.
+        if now_i64 - created_at > ENROLMENT_TTL {
+            return Err(MfaError::NoPendingEnrolment);
+        }
         let code = totp::parse_code(code).ok_or(MfaError::InvalidCode)?;
         let secret = seal::open(&self.keys, user_id, &sealed)?;
         let step = totp::matching_step(&secret, &code, now).ok_or(MfaError::InvalidCode)?;

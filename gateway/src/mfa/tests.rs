@@ -479,7 +479,7 @@ async fn a_sealed_seed_moved_to_another_user_does_not_work() {
         let e = f.mfa.enrol("u1", "ada@example.com").await.unwrap();
         let mut c = f.pool.acquire().await.unwrap();
         let (sealed, _) = store::pending(&mut c, "u1").await.unwrap().unwrap();
-        store::begin_enrolment(&mut c, "u2", &sealed, 0)
+        store::begin_enrolment(&mut c, "u2", &sealed, i64::try_from(T0).unwrap())
             .await
             .unwrap();
         drop(c);
@@ -529,5 +529,23 @@ async fn errors_and_debug_output_carry_no_secrets() {
     assert!(!printed.contains(&code));
     for c in codes.codes() {
         assert!(!printed.contains(c.as_str()));
+    }
+}
+
+#[tokio::test]
+async fn an_enrolment_left_unconfirmed_expires() {
+    for backend in backends() {
+        let f = fixture(backend).await;
+        let e = f.mfa.enrol("u1", "ada@example.com").await.unwrap();
+        f.clock
+            .advance(u64::try_from(super::ENROLMENT_TTL).unwrap() + 1);
+        assert!(matches!(
+            f.mfa.confirm("u1", &f.code(e.secret())).await,
+            Err(MfaError::NoPendingEnrolment)
+        ));
+        assert!(!f.mfa.enabled("u1").await.unwrap());
+        // A fresh enrolment confirms as usual.
+        let e = f.mfa.enrol("u1", "ada@example.com").await.unwrap();
+        assert!(f.mfa.confirm("u1", &f.code(e.secret())).await.is_ok());
     }
 }
