@@ -394,10 +394,14 @@ bcrypt_cost = 4
             .iter()
             .filter(|p| p.extension().is_some_and(|e| e == "eml"))
             .map(|p| {
-                std::fs::read_to_string(p)
-                    .unwrap()
-                    .replace("=\r\n", "")
-                    .replace("=3D", "=")
+                let mail = std::fs::read_to_string(p).unwrap();
+                // Undo quoted-printable only where the mail uses it: our links go out as
+                // 7-bit text, and "#token=3D..." (a token starting "3D") must stay as it is.
+                if mail.contains("Content-Transfer-Encoding: quoted-printable") {
+                    mail.replace("=\r\n", "").replace("=3D", "=")
+                } else {
+                    mail
+                }
             })
             .collect()
     }
