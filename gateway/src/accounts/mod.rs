@@ -529,6 +529,17 @@ impl Accounts {
             .insert_session(&mut tx, user_id, &family, absolute, user_agent)
             .await?;
         tx.commit().await?;
+        // A new login: its refresh family (first refresh token) and its first session.
+        self.audit(
+            AuditEvent::new(SecurityEvent::RefreshIssued)
+                .principal(user_id)
+                .detail("factors", factors),
+        );
+        self.audit(
+            AuditEvent::new(SecurityEvent::SessionCreated)
+                .principal(user_id)
+                .detail("factors", factors),
+        );
         Ok(Issued {
             user_id: user_id.to_owned(),
             email: email.to_owned(),
