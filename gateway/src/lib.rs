@@ -40,4 +40,6 @@ pub mod routes;
 pub mod sanitize;
 pub mod server;
 pub mod telemetry;
+#[cfg(test)]
+mod testdb;
 pub mod tls;

@@ -8,6 +8,7 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::clock::ManualClock;
+use crate::testdb::{backends, database, Backend, PgDatabase};
 
 const T0: u64 = 1_800_000_000;
 const PASSWORD: &str = "correct horse battery staple";
@@ -20,79 +21,12 @@ struct Fixture {
     _db: Option<PgDatabase>,
 }
 
-/// A throwaway PostgreSQL database, dropped when the fixture is.
-struct PgDatabase {
-    admin_url: String,
-    name: String,
-}
-
-impl Drop for PgDatabase {
-    fn drop(&mut self) {
-        let (admin_url, name) = (self.admin_url.clone(), self.name.clone());
-        // Best effort: a leftover database only costs disk on a test server.
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .ok()?;
-            rt.block_on(async {
-                sqlx::any::install_default_drivers();
-                let pool = sqlx::AnyPool::connect(&admin_url).await.ok()?;
-                sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                    .execute(&pool)
-                    .await
-                    .ok()
-            })
-        })
-        .join();
-    }
-}
-
-#[derive(Debug, Clone, Copy)]
-enum Backend {
-    Sqlite,
-    Postgres,
-}
-
-fn backends() -> Vec<Backend> {
-    if std::env::var("ZONEGATE_TEST_POSTGRES_URL").is_ok() {
-        vec![Backend::Sqlite, Backend::Postgres]
-    } else {
-        eprintln!("ZONEGATE_TEST_POSTGRES_URL is not set: skipping the PostgreSQL half of the storage tests");
-        vec![Backend::Sqlite]
-    }
-}
-
 async fn fixture(backend: Backend) -> Fixture {
     let tmp = tempfile::tempdir().unwrap();
     let keys = tmp.path().join("keys");
     KeyRing::init(&keys).unwrap();
     let ring = KeyRing::load(&keys).unwrap();
-    let (url, db) = match backend {
-        Backend::Sqlite => (
-            format!("sqlite://{}", tmp.path().join("t.db").display()),
-            None,
-        ),
-        Backend::Postgres => {
-            let admin_url = std::env::var("ZONEGATE_TEST_POSTGRES_URL").unwrap();
-            let name = format!("zg_test_{}", uuid::Uuid::new_v4().simple());
-            sqlx::any::install_default_drivers();
-            let admin = sqlx::AnyPool::connect(&admin_url).await.unwrap();
-            sqlx::query(&format!("CREATE DATABASE {name}"))
-                .execute(&admin)
-                .await
-                .unwrap();
-            admin.close().await;
-            let base = admin_url
-                .rsplit_once('/')
-                .map_or(admin_url.as_str(), |(b, _)| b);
-            (
-                format!("{base}/{name}"),
-                Some(PgDatabase { admin_url, name }),
-            )
-        }
-    };
-    let pool = crate::db::connect(&url, 4).await.unwrap();
+    let (pool, db) = database(backend, tmp.path(), 4).await;
     let outbox = tmp.path().join("outbox");
     let mailer = Mailer::outbox("Delivery Zone <no-reply@localhost>", outbox.clone()).unwrap();
     let clock = Arc::new(ManualClock::at(T0));
