@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::{AppendHeaders, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use serde::Deserialize;
@@ -126,9 +126,5 @@ async fn disable(
     accounts
         .mfa_disable(user(&caller)?, &body.password, &body.code)
         .await?;
-    Ok((
-        StatusCode::NO_CONTENT,
-        AppendHeaders(std::iter::empty::<(http::HeaderName, String)>()),
-    )
-        .into_response())
+    Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -238,9 +238,7 @@ impl Orgs {
             .bind(org_id)
             .execute(&self.pool)
             .await?;
-        if let Ok(mut map) = self.facts.write() {
-            map.remove(org_id);
-        }
+        self.forget_facts(org_id);
         if done.rows_affected() == 0 {
             return Err(OrgError::NotFound);
         }
@@ -259,9 +257,7 @@ impl Orgs {
         .bind(org_id)
         .execute(&self.pool)
         .await?;
-        if let Ok(mut map) = self.facts.write() {
-            map.remove(org_id);
-        }
+        self.forget_facts(org_id);
         if done.rows_affected() == 0 {
             return Err(OrgError::NotFound);
         }
@@ -287,6 +283,12 @@ impl Orgs {
             "require_mfa": row.try_get::<i64, _>("require_mfa")? != 0,
             "members": row.try_get::<i64, _>("members")?,
         }))
+    }
+
+    fn forget_facts(&self, org_id: &str) {
+        if let Ok(mut map) = self.facts.write() {
+            map.remove(org_id);
+        }
     }
 
     fn forget_role(&self, user_id: &str, org_id: &str) {

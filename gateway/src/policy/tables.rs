@@ -327,7 +327,7 @@ impl Report {
             let _ = writeln!(
                 out,
                 "  - expected: {}{}",
-                label(f.expected.allowed()),
+                super::label(f.expected.allowed()),
                 f.expected_policies
                     .as_ref()
                     .map(|p| format!(" by [{}]", p.join(", ")))
@@ -348,10 +348,6 @@ impl Report {
         );
         out
     }
-}
-
-fn label(allowed: bool) -> &'static str {
-    super::label(allowed)
 }
 
 /// Run every `*.toml` table in `dir` against the engine's enforced set.
