@@ -7,13 +7,16 @@ use std::path::Path;
 use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use zonegate::apikeys::ApiKeys;
 use zonegate::clock::SystemClock;
-use zonegate::keyring::KeyRing;
-use zonegate::orgs::{OrgFacts, Role};
-use zonegate::policy::{OrgContext, PolicyEngine, PolicyStore};
-use zonegate::principal::{Principal, UserPrincipal};
-use zonegate::routes::{Match, RouteTable};
+use zonegate::domain::apikeys::ApiKeys;
+use zonegate::domain::audit::AuditLog;
+use zonegate::domain::keyring::KeyRing;
+use zonegate::domain::orgs::{OrgFacts, Role};
+use zonegate::domain::policy::{CedarPrincipal, OrgContext, PolicyEngine, PolicyStore};
+use zonegate::domain::principal::{Principal, UserPrincipal};
+use zonegate::domain::storage::Db;
+use zonegate::pipeline::authorise::decide;
+use zonegate::pipeline::route::{Match, RouteTable};
 
 fn policies() -> (PolicyEngine, RouteTable) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies");
@@ -32,7 +35,7 @@ fn cedar_decision(c: &mut Criterion) {
         user_id: "7f1c2a9e-0000-4000-8000-000000000001".into(),
         email: "ada@example.com".into(),
         email_verified: true,
-        factors: vec!["pwd".into()],
+        mfa: false,
         session_id: "s".into(),
         family_id: "f".into(),
         platform_admin: false,
@@ -52,28 +55,33 @@ fn cedar_decision(c: &mut Criterion) {
     ) else {
         panic!("route")
     };
-    assert!(engine.authorize(&user, route, &params, Some(&org)).allowed);
+    assert!(decide(&engine, &user, route, &params, Some(&org)).allowed);
     c.bench_function(
         "cedar decision (shipped policies, developer updates a zone)",
-        |b| b.iter(|| engine.authorize(&user, route, &params, Some(&org))),
+        |b| b.iter(|| decide(&engine, &user, route, &params, Some(&org))),
     );
 
     // The decision's parts, to see where the time goes.
     let resource = route.resource_uid(&params);
     c.bench_function("cedar part: build the entities", |b| {
-        b.iter(|| zonegate::policy::entities::build(&user, &resource, Some(&org)).unwrap())
+        b.iter(|| zonegate::domain::policy::entities::build(&user, &resource, Some(&org)).unwrap())
     });
-    let cache = zonegate::policy::entities::EntityCache::default();
+    let cache = zonegate::domain::policy::entities::EntityCache::default();
     c.bench_function(
         "cedar part: build the entities, caller's base cached",
         |b| {
             b.iter(|| {
-                zonegate::policy::entities::build_with(&user, &resource, Some(&org), Some(&cache))
-                    .unwrap()
+                zonegate::domain::policy::entities::build_with(
+                    &user,
+                    &resource,
+                    Some(&org),
+                    Some(&cache),
+                )
+                .unwrap()
             })
         },
     );
-    let entities = zonegate::policy::entities::build(&user, &resource, Some(&org)).unwrap();
+    let entities = zonegate::domain::policy::entities::build(&user, &resource, Some(&org)).unwrap();
     let request = cedar_policy::Request::new(
         user.uid(),
         route.action.clone(),
@@ -103,7 +111,7 @@ fn route_and_sanitise(c: &mut Criterion) {
         "/v1/orgs/0123456789abcdef0123456789abcdef/zones/3f0c9a2e-1d4b-4c5e-9f60-7a8b9c0d1e2f";
     c.bench_function("canonical path check + route match", |b| {
         b.iter(|| {
-            zonegate::sanitize::canonical_path(path).unwrap();
+            zonegate::pipeline::sanitise::canonical_path(path).unwrap();
             matches!(routes.find(&http::Method::GET, path), Match::Found(..))
         })
     });
@@ -119,17 +127,18 @@ fn api_key_verification(c: &mut Criterion) {
     KeyRing::init(&keys_dir).unwrap();
     let ring = KeyRing::load(&keys_dir).unwrap();
     let (keys, key) = rt.block_on(async {
-        let pool = zonegate::db::connect(&format!("sqlite://{}", tmp.path().join("b.db").display()), 2).await.unwrap();
+        let db = Db::connect(&format!("sqlite://{}", tmp.path().join("b.db").display()), 2).await.unwrap();
         sqlx::query("INSERT INTO users (id, email, password_hash, created_at, password_changed_at) VALUES ('u', 'u@x.example', 'x', 0, 0)")
-            .execute(&pool)
+            .execute(db.pool())
             .await
             .unwrap();
         sqlx::query("INSERT INTO orgs (id, name, created_by, created_at) VALUES ('o', 'O', 'u', 0)")
-            .execute(&pool)
+            .execute(db.pool())
             .await
             .unwrap();
+        let (audit, _writer) = AuditLog::detached(db.clone(), Arc::new(SystemClock), 16);
         // A long revalidation interval: this measures the cache hit, not the database.
-        let keys = ApiKeys::new(pool, &ring, Arc::new(SystemClock), 3600, 3600).unwrap();
+        let keys = ApiKeys::new(db, &ring, Arc::new(SystemClock), audit, 3600, 3600).unwrap();
         let issued = keys.create("o", "u", "bench", &["zones:read".to_owned()], None).await.unwrap();
         assert!(keys.verify(&issued.key).await.is_some());
         (keys, issued.key)

@@ -1,45 +1,31 @@
 //! zonegate: the front door of the Delivery Zone platform.
 //!
 //! A pingora reverse proxy that terminates TLS, authenticates callers, asks Cedar whether each
-//! request may pass, and forwards it with a signed identity to the service behind it. One module
-//! per stage of the request pipeline (see [`proxy`] for the phase chart) and one per kind of
-//! state. Everything a test needs is reachable from here.
+//! request may pass, and forwards it with a signed identity to the service behind it.
+//!
+//! The layers are folders, each importing only the ones below it:
+//!
+//! ```text
+//! cli/       the command line: parses arguments, calls config and server
+//! server/    assembly: builds everything from a validated config, listeners, admin, jobs, TLS
+//! config/    the config file as written, and its validated form
+//! pipeline/  the request pipeline, one file per stage (DESIGN.md), on pingora
+//! api/       the gateway's own endpoints, an axum application behind the pipeline
+//! web/       what both HTTP layers share: the one rejection type and its rendering,
+//!            security headers, cookies, CSRF rules
+//! domain/    accounts, orgs, API keys, MFA, audit, policy, and what they stand on (storage,
+//!            keys, mail, rate limits); knows nothing of HTTP, axum or pingora
+//! ```
+//!
+//! Everything a test needs is reachable from here.
 
-pub mod accounts;
-pub mod admin;
 pub mod api;
-pub mod apikeys;
-pub mod apikeys_api;
-pub mod audit;
-pub mod audit_api;
-pub mod auth_api;
-pub mod authn;
 pub mod cli;
-pub mod clock;
 pub mod config;
-pub mod cookies;
-pub mod db;
-pub mod dev;
-pub mod error;
-pub mod identity;
-pub mod keyring;
-pub mod mail;
-pub mod mfa;
-pub mod mfa_api;
-pub mod orgs;
-pub mod orgs_api;
-pub mod platform_api;
-pub mod policy;
-pub mod policy_cli;
-pub mod principal;
-pub mod proxy;
-pub mod ratelimit;
-pub mod redirect;
-pub mod respond;
-pub mod routes;
-pub mod sanitize;
+pub mod domain;
+pub mod pipeline;
 pub mod server;
-pub mod telemetry;
-#[cfg(test)]
-mod testdb;
-pub mod tls;
+pub mod web;
+
+/// The clock shared with the zone backend.
+pub use zonegate_common::clock;

@@ -145,7 +145,7 @@ fn keys_work_within_their_org_and_scopes_and_are_shown_once() {
     .assert_problem(401);
     // In a query string: refused, and flagged as leaked.
     c.get(&format!("{zones}?api_key={key}")).assert_problem(400);
-    assert!(stack.gateway_logged("apikey_in_url"));
+    assert!(stack.gateway_logged("authn_apikey_in_url"));
 
     // Canary: no key ever reaches a log.
     for log in [

@@ -166,7 +166,7 @@ impl Stack {
         );
         let cert = root.join("tls/cert.pem");
         let key = root.join("tls/key.pem");
-        zonegate::tls::ensure_dev_certificate(&cert, &key).unwrap();
+        zonegate::server::tls::ensure_dev_certificate(&cert, &key).unwrap();
 
         let ws = workspace_root();
         let policies = match &options.policies {

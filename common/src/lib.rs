@@ -1,0 +1,14 @@
+//! What the gateway (`zonegate`) and the zone backend share, so the two cannot drift apart:
+//!
+//! - [`clock`]: the one time source both take by injection, so tests control time;
+//! - [`time`]: RFC 3339 formatting and parsing (on the `time` crate, never by hand);
+//! - [`problem`]: the RFC 9457 problem details object both render every error as.
+//!
+//! Nothing here knows HTTP servers, databases or the proxy.
+
+pub mod clock;
+pub mod problem;
+pub mod time;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use problem::{Problem, PROBLEM_JSON};

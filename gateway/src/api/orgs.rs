@@ -1,0 +1,242 @@
+//! HTTP endpoints for organisations (`/v1/orgs...` answered by the gateway). Access is decided
+//! by the pipeline's authorise call before a handler runs; where the body carries what a rule
+//! needs (the role granted, the settings changed), the handler asks Cedar again with it in the
+//! context. Handlers themselves only read and write.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use cedar_policy::{Context, EntityUid, RestrictedExpression};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{Authorizer, Caller, CurrentUser, Handlers, JsonBody};
+use crate::domain::orgs::{Orgs, Role};
+use crate::domain::policy::{member_uid, org_uid};
+use crate::domain::principal::Principal;
+use crate::web::Rejection;
+
+#[derive(Debug, Clone)]
+struct OrgsApi {
+    orgs: Arc<Orgs>,
+    authorizer: Authorizer,
+}
+
+type Shared = State<OrgsApi>;
+
+pub fn handlers(orgs: Arc<Orgs>, authorizer: Authorizer) -> Handlers {
+    Handlers::new()
+        .get("/v1/orgs", list_mine)
+        .post("/v1/orgs", create)
+        .get("/v1/orgs/{org}", show)
+        .patch("/v1/orgs/{org}", update)
+        .get("/v1/orgs/{org}/members", members)
+        .put("/v1/orgs/{org}/members/{user}", change_role)
+        .delete("/v1/orgs/{org}/members/{user}", remove)
+        .post("/v1/orgs/{org}/invitations", invite)
+        .post("/v1/orgs/{org}/leave", leave)
+        .post("/v1/invitations/accept", accept)
+        .with_state(OrgsApi { orgs, authorizer })
+}
+
+/// A Cedar context of one attribute.
+fn context(name: &str, value: RestrictedExpression) -> Result<Context, Rejection> {
+    Context::from_pairs([(name.to_owned(), value)]).map_err(|_| Rejection::Internal)
+}
+
+/// Ask Cedar about the part of a request only its body tells.
+async fn require(
+    api: &OrgsApi,
+    principal: &Principal,
+    action: &str,
+    resource: EntityUid,
+    org: &str,
+    context: Context,
+) -> Result<(), Rejection> {
+    api.authorizer
+        .require(principal, action, resource, org, context)
+        .await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewOrg {
+    name: String,
+}
+
+async fn create(
+    State(api): Shared,
+    CurrentUser(me): CurrentUser,
+    JsonBody(body): JsonBody<NewOrg>,
+) -> Result<Response, Rejection> {
+    let org = api.orgs.create(&me.user_id, &body.name).await?;
+    let location = format!("/v1/orgs/{}", org.id);
+    Ok((
+        StatusCode::CREATED,
+        [(http::header::LOCATION, location)],
+        Json(org),
+    )
+        .into_response())
+}
+
+async fn list_mine(
+    State(api): Shared,
+    CurrentUser(me): CurrentUser,
+) -> Result<Response, Rejection> {
+    let mine = api.orgs.mine(&me.user_id).await?;
+    Ok(Json(json!({ "orgs": mine })).into_response())
+}
+
+async fn show(
+    State(api): Shared,
+    caller: Caller,
+    Path(org): Path<String>,
+) -> Result<Response, Rejection> {
+    let viewer = match &caller.principal {
+        Principal::User(u) => Some(u.user_id.as_str()),
+        Principal::Anonymous | Principal::ApiKey(_) => None,
+    };
+    Ok(Json(api.orgs.get(&org, viewer).await?).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Settings {
+    require_mfa: bool,
+}
+
+/// Owners change the org's settings; the policy decides with the new settings in the context
+/// (requiring MFA needs a session that used it).
+async fn update(
+    State(api): Shared,
+    caller: Caller,
+    Path(org): Path<String>,
+    JsonBody(body): JsonBody<Settings>,
+) -> Result<Response, Rejection> {
+    let ctx = context(
+        "require_mfa",
+        RestrictedExpression::new_bool(body.require_mfa),
+    )?;
+    require(
+        &api,
+        &caller.principal,
+        "orgs:update",
+        org_uid(&org),
+        &org,
+        ctx,
+    )
+    .await?;
+    api.orgs
+        .set_require_mfa(&org, caller.principal.id(), body.require_mfa)
+        .await?;
+    Ok(Json(api.orgs.get(&org, Some(caller.principal.id())).await?).into_response())
+}
+
+async fn members(State(api): Shared, Path(org): Path<String>) -> Result<Response, Rejection> {
+    Ok(Json(json!({ "members": api.orgs.members(&org).await? })).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Invite {
+    email: String,
+    role: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RoleChange {
+    role: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Accept {
+    token: String,
+}
+
+fn parse_role(role: &str) -> Result<Role, Rejection> {
+    role.parse().map_err(|_| {
+        Rejection::Unprocessable("The role must be one of owner, admin, developer, viewer.")
+    })
+}
+
+fn role_context(role: Role) -> Result<Context, Rejection> {
+    context(
+        "role",
+        RestrictedExpression::new_string(role.as_str().to_owned()),
+    )
+}
+
+async fn invite(
+    State(api): Shared,
+    caller: Caller,
+    Path(org): Path<String>,
+    JsonBody(body): JsonBody<Invite>,
+) -> Result<Response, Rejection> {
+    let role = parse_role(&body.role)?;
+    require(
+        &api,
+        &caller.principal,
+        "members:invite",
+        org_uid(&org),
+        &org,
+        role_context(role)?,
+    )
+    .await?;
+    api.orgs
+        .invite(&org, caller.principal.id(), &body.email, role)
+        .await?;
+    Ok((StatusCode::ACCEPTED, Json(json!({ "status": "invited" }))).into_response())
+}
+
+async fn accept(
+    State(api): Shared,
+    CurrentUser(me): CurrentUser,
+    JsonBody(body): JsonBody<Accept>,
+) -> Result<Response, Rejection> {
+    Ok(Json(api.orgs.accept(&me.user_id, &me.email, &body.token).await?).into_response())
+}
+
+async fn change_role(
+    State(api): Shared,
+    caller: Caller,
+    Path((org, member)): Path<(String, String)>,
+    JsonBody(body): JsonBody<RoleChange>,
+) -> Result<Response, Rejection> {
+    let role = parse_role(&body.role)?;
+    require(
+        &api,
+        &caller.principal,
+        "members:update",
+        member_uid(&member),
+        &org,
+        role_context(role)?,
+    )
+    .await?;
+    api.orgs
+        .change_role(&org, caller.principal.id(), &member, role)
+        .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn remove(
+    State(api): Shared,
+    CurrentUser(me): CurrentUser,
+    Path((org, member)): Path<(String, String)>,
+) -> Result<Response, Rejection> {
+    api.orgs.remove(&org, &me.user_id, &member).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn leave(
+    State(api): Shared,
+    CurrentUser(me): CurrentUser,
+    Path(org): Path<String>,
+) -> Result<Response, Rejection> {
+    api.orgs.remove(&org, &me.user_id, &me.user_id).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}

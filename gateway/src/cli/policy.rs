@@ -1,0 +1,216 @@
+//! `zonegate policy validate | test | explain`: the security team's workflow. The commands load
+//! the set exactly as the gateway does (the policy directory, held against the route table)
+//! and decide through the same engine, so what passes here is what the gateway enforces.
+//!
+//! Exit codes: 0 success, 1 a decision table mismatch, 2 invalid input (config, policies,
+//! tables, arguments).
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use super::fail;
+use crate::config::Config;
+use crate::domain::policy::{self, tables, PolicyEngine};
+use crate::pipeline::route::{Match, RouteTable};
+
+/// Where the policies and routes come from: explicit paths, else the config's.
+#[derive(Debug)]
+pub struct Sources {
+    pub policies: Option<PathBuf>,
+    pub routes: Option<PathBuf>,
+    pub config: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum CliError {
+    #[error("{0}")]
+    Config(#[from] crate::config::ConfigError),
+    #[error("{0}")]
+    Routes(#[from] crate::pipeline::route::RouteError),
+    #[error("{0}")]
+    Policy(#[from] policy::PolicyError),
+    #[error("{0}")]
+    Tables(#[from] tables::TableError),
+    #[error("{0}")]
+    Usage(String),
+}
+
+struct Loaded {
+    engine: PolicyEngine,
+    routes: RouteTable,
+    dir: PathBuf,
+}
+
+impl Sources {
+    fn load(&self) -> Result<Loaded, CliError> {
+        // The config is read only for the paths and upstream names it names; with both paths
+        // given explicitly, a missing config is fine.
+        let config = match (&self.policies, &self.routes) {
+            (Some(_), Some(_)) if !self.config.exists() => None,
+            _ => Some(Config::load(&self.config)?),
+        };
+        let dir = self
+            .policies
+            .clone()
+            .or_else(|| config.as_ref().map(|c| c.policies_dir.clone()))
+            .ok_or_else(|| CliError::Usage("no policy directory".into()))?;
+        let routes_file = self
+            .routes
+            .clone()
+            .or_else(|| config.as_ref().map(|c| c.routes_file.clone()))
+            .ok_or_else(|| CliError::Usage("no route table".into()))?;
+        let upstreams: BTreeSet<String> = match &config {
+            Some(c) => c.upstreams.keys().cloned().collect(),
+            None => RouteTable::upstream_names(&routes_file)?,
+        };
+        let routes = RouteTable::load(&routes_file, &upstreams)?;
+        let store = policy::PolicyStore::load(&dir)?;
+        routes.check(&store)?;
+        Ok(Loaded {
+            engine: PolicyEngine::new(store),
+            routes,
+            dir,
+        })
+    }
+}
+
+pub fn validate(sources: &Sources) -> ExitCode {
+    match sources.load() {
+        Ok(l) => {
+            let store = l.engine.active();
+            println!(
+                "policy set OK: {} policies in {}, {} routes, sha256 {}",
+                store.len(),
+                l.dir.display(),
+                l.routes.routes().len(),
+                store.hash()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(2, &e),
+    }
+}
+
+pub fn test(sources: &Sources, tables_dir: Option<&Path>) -> ExitCode {
+    let loaded = match sources.load() {
+        Ok(l) => l,
+        Err(e) => return fail(2, &e),
+    };
+    let dir = tables_dir.map_or_else(|| loaded.dir.join("tests"), Path::to_owned);
+    match tables::run(&loaded.engine, &dir) {
+        Ok(report) => {
+            print!("{}", report.render());
+            if report.passed() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Err(e) => fail(2, &CliError::from(e)),
+    }
+}
+
+/// What `policy explain` was asked.
+#[derive(Debug)]
+pub struct ExplainArgs {
+    pub principal: String,
+    pub request: Option<String>,
+    pub action: Option<String>,
+    pub resource: Option<String>,
+    pub suspended: bool,
+    pub require_mfa: bool,
+    pub context: Option<String>,
+}
+
+pub fn explain(sources: &Sources, args: &ExplainArgs) -> ExitCode {
+    let result = sources.load().and_then(|loaded| {
+        let subject = explain_subject(&loaded, args)?;
+        let explanation = policy::explain::explain(&loaded.engine, &subject);
+        Ok(explanation.render(&subject))
+    });
+    match result {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(2, &e),
+    }
+}
+
+/// Parse a TOML inline table given on the command line.
+fn inline<T: serde::de::DeserializeOwned>(what: &str, text: &str) -> Result<T, CliError> {
+    toml::from_str::<toml::Table>(&format!("v = {text}"))
+        .map_err(|e| e.to_string())
+        .and_then(|mut t| t.remove("v").ok_or_else(|| "empty".to_owned()))
+        .and_then(|v| v.try_into().map_err(|e: toml::de::Error| e.to_string()))
+        .map_err(|e| CliError::Usage(format!("--{what}: {e}")))
+}
+
+fn explain_subject(loaded: &Loaded, args: &ExplainArgs) -> Result<tables::Subject, CliError> {
+    let principal: tables::PrincipalSpec = inline("principal", &args.principal)?;
+    let context: Option<toml::Table> = args
+        .context
+        .as_deref()
+        .map(|c| inline("context", c))
+        .transpose()?;
+    let (action, resource) = match (&args.request, &args.action, &args.resource) {
+        (Some(line), None, None) => resolve_request(loaded, line, args)?,
+        (None, Some(action), Some(resource)) => (
+            action.clone(),
+            inline::<tables::ResourceSpec>("resource", resource)?,
+        ),
+        _ => {
+            return Err(CliError::Usage(
+                "give --request 'METHOD /path', or --action with --resource".into(),
+            ))
+        }
+    };
+    tables::subject(
+        &principal,
+        &action,
+        &resource,
+        context.as_ref(),
+        &loaded.engine,
+    )
+    .map_err(CliError::Usage)
+}
+
+/// Turn 'METHOD /path' into the route's action and resource, as the gateway would.
+fn resolve_request(
+    loaded: &Loaded,
+    line: &str,
+    args: &ExplainArgs,
+) -> Result<(String, tables::ResourceSpec), CliError> {
+    let usage = || CliError::Usage(format!("--request `{line}`: expected 'METHOD /path'"));
+    let (method, path) = line.trim().split_once(' ').ok_or_else(usage)?;
+    let method = http::Method::from_bytes(method.as_bytes()).map_err(|_| usage())?;
+    let path = path.trim();
+    let (route, params) = match loaded.routes.find(&method, path) {
+        Match::Found(route, params) => (route, params),
+        Match::MethodNotAllowed(allow) => {
+            return Err(CliError::Usage(format!(
+                "--request: {path} does not take {method} (it allows {allow})"
+            )))
+        }
+        Match::NotFound => {
+            return Err(CliError::Usage(format!(
+                "--request: no route matches {path}"
+            )))
+        }
+    };
+    let resource_uid = route.resource_uid(&params);
+    let org = route.org_id(&params).map(str::to_owned);
+    let kind = resource_uid.type_name().basename().to_owned();
+    let id = resource_uid.id().unescaped().to_owned();
+    let resource = tables::ResourceSpec {
+        kind: Some(kind),
+        id: Some(id),
+        org,
+        suspended: args.suspended,
+        require_mfa: args.require_mfa,
+        ..tables::ResourceSpec::default()
+    };
+    let action = route.action.id().unescaped().to_owned();
+    Ok((action, resource))
+}

@@ -1,0 +1,307 @@
+//! The config file as written: serde structs that mirror the TOML, with its defaults. Nothing
+//! here is trusted yet; [`super::Config::parse`] checks it and builds the validated form.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawConfig {
+    pub(super) public_origin: String,
+    pub(super) listen: RawListen,
+    #[serde(default)]
+    pub(super) server: RawServer,
+    pub(super) tls: RawTls,
+    pub(super) paths: RawPaths,
+    #[serde(default)]
+    pub(super) proxy: RawProxy,
+    #[serde(default)]
+    pub(super) identity: RawIdentity,
+    #[serde(default)]
+    pub(super) upstreams: BTreeMap<String, RawUpstream>,
+    #[serde(default)]
+    pub(super) log: RawLog,
+    #[serde(default)]
+    pub(super) database: RawDatabase,
+    #[serde(default)]
+    pub(super) mail: RawMail,
+    #[serde(default)]
+    pub(super) accounts: RawAccounts,
+    #[serde(default)]
+    pub(super) api_keys: RawApiKeys,
+    #[serde(default)]
+    pub(super) platform: RawPlatform,
+    #[serde(default)]
+    pub(super) rate_limits: RawRateLimits,
+    #[serde(default)]
+    pub(super) audit: RawAudit,
+}
+
+/// One bucket as written: `{ requests = 10, window_seconds = 60 }`.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRate {
+    pub(super) requests: u32,
+    pub(super) window_seconds: u64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawRateLimits {
+    /// Per client address on credential-guessing routes (login, signup, password reset,
+    /// verification resend, TOTP/MFA): the routes an attacker hammers.
+    pub(super) auth_strict: RawRate,
+    /// Per client address on every other `/auth/*` route.
+    pub(super) auth: RawRate,
+    /// Per API key.
+    pub(super) api_key: RawRate,
+    /// Per org, over all of its API keys together.
+    pub(super) org: RawRate,
+    /// Most keys (addresses, key ids, org ids) each limiter tracks; see ratelimit.rs.
+    pub(super) max_tracked_keys: usize,
+}
+
+impl Default for RawRateLimits {
+    fn default() -> Self {
+        RawRateLimits {
+            auth_strict: RawRate {
+                requests: 10,
+                window_seconds: 60,
+            },
+            auth: RawRate {
+                requests: 60,
+                window_seconds: 60,
+            },
+            api_key: RawRate {
+                requests: 600,
+                window_seconds: 60,
+            },
+            org: RawRate {
+                requests: 3000,
+                window_seconds: 60,
+            },
+            max_tracked_keys: 100_000,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawAudit {
+    /// Days an audit event is kept before the purge job deletes it.
+    pub(super) retention_days: u32,
+    /// How often the purge job runs.
+    pub(super) purge_interval_seconds: u64,
+    /// Events waiting to be written; past it they are logged but not stored.
+    pub(super) queue: usize,
+}
+
+impl Default for RawAudit {
+    fn default() -> Self {
+        RawAudit {
+            retention_days: 365,
+            purge_interval_seconds: 6 * 60 * 60,
+            queue: 10_000,
+        }
+    }
+}
+
+/// Platform administration: who may use the `/platform/` surface (with MFA, by policy).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawPlatform {
+    #[serde(default)]
+    pub(super) admins: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawApiKeys {
+    /// How long the old secret keeps working after a roll.
+    pub(super) roll_grace_seconds: i64,
+}
+
+impl Default for RawApiKeys {
+    fn default() -> Self {
+        RawApiKeys {
+            roll_grace_seconds: 24 * 60 * 60,
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDatabase {
+    /// Defaults to a SQLite file in the data directory.
+    pub(super) url: Option<String>,
+    #[serde(default = "default_max_connections")]
+    pub(super) max_connections: u32,
+}
+
+fn default_max_connections() -> u32 {
+    8
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawMail {
+    pub(super) from: Option<String>,
+    /// Defaults to `outbox` in the data directory; used when no SMTP relay is configured.
+    pub(super) outbox_dir: Option<PathBuf>,
+    pub(super) smtp: Option<RawSmtp>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSmtp {
+    pub(super) host: String,
+    #[serde(default = "default_smtp_port")]
+    pub(super) port: u16,
+    pub(super) username: Option<String>,
+    /// Name of the environment variable holding the SMTP password.
+    pub(super) password_env: Option<String>,
+}
+
+fn default_smtp_port() -> u16 {
+    587
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawAccounts {
+    pub(super) bcrypt_cost: u32,
+    pub(super) min_password_chars: usize,
+    pub(super) session_ttl_seconds: i64,
+    pub(super) refresh_idle_seconds: i64,
+    pub(super) refresh_absolute_seconds: i64,
+    pub(super) refresh_grace_seconds: i64,
+    pub(super) verify_ttl_seconds: i64,
+    pub(super) reset_ttl_seconds: i64,
+    pub(super) resend_interval_seconds: i64,
+    pub(super) cache_revalidate_seconds: i64,
+    /// Shown in authenticator apps beside the account's email.
+    pub(super) mfa_issuer: String,
+}
+
+impl Default for RawAccounts {
+    fn default() -> Self {
+        let d = crate::domain::accounts::AccountsConfig::default();
+        RawAccounts {
+            bcrypt_cost: 12,
+            min_password_chars: d.min_password_chars,
+            session_ttl_seconds: d.session_ttl,
+            refresh_idle_seconds: d.refresh_idle,
+            refresh_absolute_seconds: d.refresh_absolute,
+            refresh_grace_seconds: d.refresh_grace,
+            verify_ttl_seconds: d.verify_ttl,
+            reset_ttl_seconds: d.reset_ttl,
+            resend_interval_seconds: d.resend_interval,
+            cache_revalidate_seconds: d.cache_revalidate,
+            mfa_issuer: d.mfa_issuer,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawListen {
+    pub(super) https: String,
+    pub(super) http: Option<String>,
+    pub(super) admin: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawServer {
+    pub(super) threads: usize,
+    pub(super) shutdown_grace_seconds: u64,
+    pub(super) upstream_keepalive_pool: usize,
+    pub(super) upstream_connect_timeout_ms: u64,
+    pub(super) upstream_read_timeout_ms: u64,
+    pub(super) max_gateway_body_bytes: usize,
+}
+
+impl Default for RawServer {
+    fn default() -> Self {
+        Self {
+            threads: 2,
+            shutdown_grace_seconds: 10,
+            upstream_keepalive_pool: 1024,
+            upstream_connect_timeout_ms: 2_000,
+            upstream_read_timeout_ms: 30_000,
+            max_gateway_body_bytes: 64 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTls {
+    pub(super) cert: PathBuf,
+    pub(super) key: PathBuf,
+    #[serde(default = "default_hsts")]
+    pub(super) hsts_max_age_seconds: u64,
+}
+
+fn default_hsts() -> u64 {
+    63_072_000
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawPaths {
+    pub(super) data_dir: PathBuf,
+    pub(super) key_dir: PathBuf,
+    pub(super) policies: PathBuf,
+    pub(super) routes: PathBuf,
+    /// A second policy directory evaluated beside the enforced one; differences are logged.
+    #[serde(default)]
+    pub(super) shadow_policies: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawProxy {
+    #[serde(default)]
+    pub(super) trusted_proxies: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawIdentity {
+    pub(super) audience: String,
+    pub(super) ttl_seconds: u64,
+}
+
+impl Default for RawIdentity {
+    fn default() -> Self {
+        Self {
+            audience: "zone-backend".into(),
+            ttl_seconds: 30,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawUpstream {
+    pub(super) address: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawLog {
+    pub(super) level: String,
+    pub(super) format: String,
+}
+
+impl Default for RawLog {
+    fn default() -> Self {
+        Self {
+            level: "info".into(),
+            format: "json".into(),
+        }
+    }
+}

@@ -1,0 +1,595 @@
+//! Configuration: a TOML file read into serde structs that mirror the file, then checked and
+//! turned into [`Config`], the validated form the rest of the gateway uses.
+//!
+//! Every error names the key (or file) that is wrong, so an operator can fix it without reading
+//! code. Secrets never live here: keys come from the key directory ([`crate::domain::keyring`]).
+//! Relative paths are taken relative to the working directory the gateway is started in.
+
+mod error;
+mod file;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+use crate::domain::storage::Dialect;
+use crate::pipeline::throttle::LimitsConfig;
+use error::invalid;
+pub use error::ConfigError;
+use file::{RawAudit, RawConfig, RawRate, RawRateLimits};
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The HTTPS origin clients use, e.g. `https://zones.example.com`; redirects and links are
+    /// built from it, never from a request's Host header.
+    pub public_origin: String,
+    /// `host[:port]` of the public origin, sent upstream as Host.
+    pub public_authority: String,
+    pub listen: Listen,
+    pub server: Server,
+    pub tls: Tls,
+    pub data_dir: PathBuf,
+    pub key_dir: PathBuf,
+    pub policies_dir: PathBuf,
+    /// Shadow mode: decided beside the enforced set, never enforced.
+    pub shadow_policies_dir: Option<PathBuf>,
+    pub routes_file: PathBuf,
+    /// Peers whose X-Forwarded-For is believed.
+    pub trusted_proxies: Vec<IpNet>,
+    pub identity: Identity,
+    pub upstreams: BTreeMap<String, Upstream>,
+    pub log: Log,
+    pub database_url: String,
+    pub database_max_connections: u32,
+    pub mail_from: String,
+    pub outbox_dir: PathBuf,
+    pub smtp: Option<crate::domain::mail::SmtpSettings>,
+    pub bcrypt_cost: u32,
+    pub accounts: crate::domain::accounts::AccountsConfig,
+    /// Seconds an API key's previous secret keeps working after a roll.
+    pub api_key_roll_grace: i64,
+    pub rate_limits: LimitsConfig,
+    pub audit: Audit,
+}
+
+/// The `[audit]` section, validated.
+#[derive(Debug, Clone)]
+pub struct Audit {
+    pub retention_days: u32,
+    pub purge_interval: Duration,
+    pub queue: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct Listen {
+    pub https: SocketAddr,
+    pub http: Option<SocketAddr>,
+    pub admin: SocketAddr,
+}
+
+#[derive(Debug, Clone)]
+pub struct Server {
+    pub threads: usize,
+    pub shutdown_grace: Duration,
+    pub upstream_keepalive_pool: usize,
+    pub upstream_connect_timeout: Duration,
+    pub upstream_read_timeout: Duration,
+    /// Largest request body the gateway reads for the endpoints it answers itself.
+    pub max_gateway_body_bytes: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct Tls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub hsts_max_age_seconds: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub audience: String,
+    pub ttl: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    pub address: SocketAddr,
+}
+
+#[derive(Debug, Clone)]
+pub struct Log {
+    pub level: String,
+    pub json: bool,
+}
+
+impl Config {
+    /// Read and validate a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::parse(&text, path)
+    }
+
+    /// Validate config text; `origin` names the file in errors.
+    pub fn parse(text: &str, origin: &Path) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: origin.to_owned(),
+            message: e.to_string(),
+        })?;
+        Config::validate(raw)
+    }
+
+    fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
+        let public_authority = parse_https_origin(&raw.public_origin)?;
+        let addr = |key: &'static str, v: &str| -> Result<SocketAddr, ConfigError> {
+            v.parse()
+                .map_err(|_| invalid(key, format!("`{v}` is not an ip:port socket address")))
+        };
+        let listen = Listen {
+            https: addr("listen.https", &raw.listen.https)?,
+            http: raw
+                .listen
+                .http
+                .as_deref()
+                .map(|v| addr("listen.http", v))
+                .transpose()?,
+            admin: addr("listen.admin", &raw.listen.admin)?,
+        };
+        if raw.server.threads == 0 {
+            return Err(invalid("server.threads", "must be at least 1"));
+        }
+        if raw.server.shutdown_grace_seconds > 3600 {
+            return Err(invalid(
+                "server.shutdown_grace_seconds",
+                "must be at most 3600",
+            ));
+        }
+        if raw.identity.ttl_seconds == 0 || raw.identity.ttl_seconds > 300 {
+            return Err(invalid(
+                "identity.ttl_seconds",
+                "must be between 1 and 300: assertions are meant to be short-lived",
+            ));
+        }
+        if raw.identity.audience.trim().is_empty() {
+            return Err(invalid("identity.audience", "must not be empty"));
+        }
+        let trusted_proxies = raw
+            .proxy
+            .trusted_proxies
+            .iter()
+            .map(|v| {
+                v.parse::<IpNet>()
+                    .or_else(|_| v.parse::<std::net::IpAddr>().map(IpNet::from))
+                    .map_err(|_| {
+                        invalid(
+                            "proxy.trusted_proxies",
+                            format!("`{v}` is not an IP or CIDR"),
+                        )
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut upstreams = BTreeMap::new();
+        for (name, up) in raw.upstreams {
+            if name == "gateway" {
+                return Err(invalid(
+                    "upstreams",
+                    "`gateway` is reserved for endpoints the gateway answers itself",
+                ));
+            }
+            let address = up.address.parse().map_err(|_| {
+                invalid(
+                    "upstreams.*.address",
+                    format!(
+                        "upstream `{name}`: `{}` is not an ip:port address",
+                        up.address
+                    ),
+                )
+            })?;
+            upstreams.insert(name, Upstream { address });
+        }
+        let a = &raw.accounts;
+        if !(4..=31).contains(&a.bcrypt_cost) {
+            return Err(invalid(
+                "accounts.bcrypt_cost",
+                "must be between 4 and 31 (12 for production)",
+            ));
+        }
+        let mut platform_admins = std::collections::BTreeSet::new();
+        for email in &raw.platform.admins {
+            let normalised = crate::domain::accounts::normalise_email(email)
+                .map_err(|_| invalid("platform.admins", "must be email addresses"))?;
+            platform_admins.insert(normalised);
+        }
+        let issuer = a.mfa_issuer.trim();
+        if issuer.is_empty()
+            || issuer.len() > 64
+            || issuer.contains(':')
+            || issuer.chars().any(char::is_control)
+        {
+            return Err(invalid(
+                "accounts.mfa_issuer",
+                "must be 1 to 64 characters without ':' or control characters",
+            ));
+        }
+        if !(8..=64).contains(&a.min_password_chars) {
+            return Err(invalid(
+                "accounts.min_password_chars",
+                "must be between 8 and 64",
+            ));
+        }
+        let positive: [(&'static str, i64); 8] = [
+            ("accounts.session_ttl_seconds", a.session_ttl_seconds),
+            ("accounts.refresh_idle_seconds", a.refresh_idle_seconds),
+            (
+                "accounts.refresh_absolute_seconds",
+                a.refresh_absolute_seconds,
+            ),
+            ("accounts.verify_ttl_seconds", a.verify_ttl_seconds),
+            ("accounts.reset_ttl_seconds", a.reset_ttl_seconds),
+            (
+                "accounts.resend_interval_seconds",
+                a.resend_interval_seconds,
+            ),
+            (
+                "accounts.cache_revalidate_seconds",
+                a.cache_revalidate_seconds,
+            ),
+            (
+                "accounts.refresh_grace_seconds",
+                a.refresh_grace_seconds + 1,
+            ),
+        ];
+        if let Some((key, _)) = positive.iter().find(|(_, v)| *v <= 0) {
+            return Err(invalid(key, "must be positive"));
+        }
+        if a.refresh_grace_seconds > 60 {
+            return Err(invalid(
+                "accounts.refresh_grace_seconds",
+                "must be at most 60: the window exists only for concurrent tabs",
+            ));
+        }
+        if a.session_ttl_seconds > a.refresh_absolute_seconds {
+            return Err(invalid(
+                "accounts.session_ttl_seconds",
+                "must not exceed accounts.refresh_absolute_seconds",
+            ));
+        }
+        if a.reset_ttl_seconds > 3600 {
+            return Err(invalid(
+                "accounts.reset_ttl_seconds",
+                "must be at most 3600",
+            ));
+        }
+        if !(0..=30 * 24 * 60 * 60).contains(&raw.api_keys.roll_grace_seconds) {
+            return Err(invalid(
+                "api_keys.roll_grace_seconds",
+                "must be between 0 and 2592000 (30 days)",
+            ));
+        }
+        let database_url = raw.database.url.clone().unwrap_or_else(|| {
+            format!(
+                "sqlite://{}",
+                raw.paths.data_dir.join("zonegate.db").display()
+            )
+        });
+        Dialect::of_url(&database_url)
+            .map_err(|_| invalid("database.url", "must start with sqlite:// or postgres://"))?;
+        let mail_from =
+            raw.mail.from.clone().unwrap_or_else(|| {
+                format!("Delivery Zone <no-reply@{}>", host_of(&public_authority))
+            });
+        if mail_from.parse::<lettre::message::Mailbox>().is_err() {
+            return Err(invalid(
+                "mail.from",
+                format!("`{mail_from}` is not a mail address"),
+            ));
+        }
+        let accounts = crate::domain::accounts::AccountsConfig {
+            public_origin: raw.public_origin.trim_end_matches('/').to_owned(),
+            min_password_chars: a.min_password_chars,
+            session_ttl: a.session_ttl_seconds,
+            refresh_idle: a.refresh_idle_seconds,
+            refresh_absolute: a.refresh_absolute_seconds,
+            refresh_grace: a.refresh_grace_seconds,
+            verify_ttl: a.verify_ttl_seconds,
+            reset_ttl: a.reset_ttl_seconds,
+            resend_interval: a.resend_interval_seconds,
+            cache_revalidate: a.cache_revalidate_seconds,
+            mfa_issuer: a.mfa_issuer.clone(),
+            platform_admins,
+        };
+        let rate_limits = validate_rate_limits(&raw.rate_limits)?;
+        let audit = validate_audit(&raw.audit)?;
+        let json = match raw.log.format.as_str() {
+            "json" => true,
+            "text" => false,
+            other => {
+                return Err(invalid(
+                    "log.format",
+                    format!("`{other}`: use json or text"),
+                ))
+            }
+        };
+        Ok(Config {
+            public_origin: raw.public_origin.trim_end_matches('/').to_owned(),
+            public_authority,
+            listen,
+            server: Server {
+                threads: raw.server.threads,
+                shutdown_grace: Duration::from_secs(raw.server.shutdown_grace_seconds),
+                upstream_keepalive_pool: raw.server.upstream_keepalive_pool,
+                upstream_connect_timeout: Duration::from_millis(
+                    raw.server.upstream_connect_timeout_ms,
+                ),
+                upstream_read_timeout: Duration::from_millis(raw.server.upstream_read_timeout_ms),
+                max_gateway_body_bytes: raw.server.max_gateway_body_bytes,
+            },
+            tls: Tls {
+                cert: raw.tls.cert,
+                key: raw.tls.key,
+                hsts_max_age_seconds: raw.tls.hsts_max_age_seconds,
+            },
+            data_dir: raw.paths.data_dir.clone(),
+            key_dir: raw.paths.key_dir,
+            policies_dir: raw.paths.policies,
+            shadow_policies_dir: raw.paths.shadow_policies,
+            routes_file: raw.paths.routes,
+            trusted_proxies,
+            identity: Identity {
+                audience: raw.identity.audience,
+                ttl: Duration::from_secs(raw.identity.ttl_seconds),
+            },
+            upstreams,
+            log: Log {
+                level: raw.log.level,
+                json,
+            },
+            database_url,
+            database_max_connections: raw.database.max_connections.max(1),
+            outbox_dir: raw
+                .mail
+                .outbox_dir
+                .unwrap_or_else(|| raw.paths.data_dir.join("outbox")),
+            mail_from,
+            smtp: raw.mail.smtp.map(|s| crate::domain::mail::SmtpSettings {
+                host: s.host,
+                port: s.port,
+                username: s.username,
+                password_env: s.password_env,
+            }),
+            bcrypt_cost: raw.accounts.bcrypt_cost,
+            accounts,
+            api_key_roll_grace: raw.api_keys.roll_grace_seconds,
+            rate_limits,
+            audit,
+        })
+    }
+}
+
+fn rate(
+    key: &'static str,
+    r: RawRate,
+) -> Result<crate::domain::ratelimit::RatePolicy, ConfigError> {
+    use crate::domain::ratelimit::{PolicyError, RatePolicy};
+    RatePolicy::new(r.requests, r.window_seconds).map_err(|e| match e {
+        PolicyError::ZeroLimit => invalid(
+            key,
+            "`requests` must be at least 1 (a zero limit refuses everything)",
+        ),
+        PolicyError::ZeroWindow => invalid(key, "`window_seconds` must be at least 1"),
+        PolicyError::TooFine { .. } => invalid(key, e.to_string()),
+    })
+}
+
+fn validate_rate_limits(r: &RawRateLimits) -> Result<LimitsConfig, ConfigError> {
+    if r.max_tracked_keys == 0 {
+        return Err(invalid(
+            "rate_limits.max_tracked_keys",
+            "must be at least 1",
+        ));
+    }
+    Ok(LimitsConfig {
+        auth_strict: rate("rate_limits.auth_strict", r.auth_strict)?,
+        auth: rate("rate_limits.auth", r.auth)?,
+        api_key: rate("rate_limits.api_key", r.api_key)?,
+        org: rate("rate_limits.org", r.org)?,
+        max_tracked_keys: r.max_tracked_keys,
+    })
+}
+
+fn validate_audit(a: &RawAudit) -> Result<Audit, ConfigError> {
+    // Under 30 days an incident is often found after its trail is gone.
+    if !(30..=3650).contains(&a.retention_days) {
+        return Err(invalid(
+            "audit.retention_days",
+            "must be between 30 and 3650 (365 is 12 months)",
+        ));
+    }
+    if !(60..=7 * 24 * 60 * 60).contains(&a.purge_interval_seconds) {
+        return Err(invalid(
+            "audit.purge_interval_seconds",
+            "must be between 60 and 604800 (a week)",
+        ));
+    }
+    if a.queue == 0 {
+        return Err(invalid("audit.queue", "must be at least 1"));
+    }
+    Ok(Audit {
+        retention_days: a.retention_days,
+        purge_interval: Duration::from_secs(a.purge_interval_seconds),
+        queue: a.queue,
+    })
+}
+
+/// The host part of `host[:port]` (IPv6 literals keep their brackets).
+fn host_of(authority: &str) -> &str {
+    match authority.rsplit_once(':') {
+        Some((host, port))
+            if !host.is_empty()
+                && port.bytes().all(|b| b.is_ascii_digit())
+                && !authority.ends_with(']') =>
+        {
+            host
+        }
+        _ => authority,
+    }
+}
+
+/// Accept only `https://host[:port]` with nothing after it; return `host[:port]`.
+fn parse_https_origin(origin: &str) -> Result<String, ConfigError> {
+    let origin = origin.trim_end_matches('/');
+    let rest = origin.strip_prefix("https://").ok_or_else(|| {
+        invalid(
+            "public_origin",
+            "must start with https:// (the gateway serves HTTPS only)",
+        )
+    })?;
+    let ok = !rest.is_empty()
+        && rest
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'));
+    if !ok {
+        return Err(invalid(
+            "public_origin",
+            "must be scheme and host only, like https://zones.example.com",
+        ));
+    }
+    Ok(rest.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    const MINIMAL: &str = r#"
+public_origin = "https://localhost:8443"
+[listen]
+https = "127.0.0.1:8443"
+admin = "127.0.0.1:9090"
+[tls]
+cert = "c.pem"
+key = "k.pem"
+[paths]
+data_dir = "data"
+key_dir = "data/keys"
+policies = "policies"
+routes = "policies/routes.toml"
+[upstreams.zones]
+address = "127.0.0.1:8081"
+"#;
+
+    fn err(text: &str) -> String {
+        Config::parse(text, Path::new("t.toml"))
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn minimal_config_gets_safe_defaults() {
+        let c = Config::parse(MINIMAL, Path::new("t.toml")).unwrap();
+        assert_eq!(c.public_authority, "localhost:8443");
+        assert_eq!(c.server.shutdown_grace, Duration::from_secs(10));
+        assert_eq!(c.identity.ttl, Duration::from_secs(30));
+        assert!(c.listen.http.is_none());
+        assert!(c.trusted_proxies.is_empty());
+    }
+
+    #[test]
+    fn errors_name_the_bad_key() {
+        assert!(err(&MINIMAL.replace("127.0.0.1:8443\"", "nope\"")).contains("listen.https"));
+        assert!(
+            err(&MINIMAL.replace("https://localhost", "http://localhost"))
+                .contains("public_origin")
+        );
+        assert!(err(&MINIMAL.replace("127.0.0.1:8081", "x")).contains("upstreams"));
+        assert!(
+            err(&format!("{MINIMAL}\n[proxy]\ntrusted_proxies=[\"bad\"]"))
+                .contains("proxy.trusted_proxies")
+        );
+        assert!(err(&format!("{MINIMAL}\n[identity]\nttl_seconds=0")).contains("identity.ttl"));
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_with_their_name() {
+        let e = err(&MINIMAL.replace("[tls]", "[tls]\ncertt = \"x\""));
+        assert!(e.contains("certt"), "{e}");
+    }
+
+    #[test]
+    fn rate_limits_and_audit_default_when_absent() {
+        let c = Config::parse(MINIMAL, Path::new("t.toml")).unwrap();
+        assert_eq!(c.rate_limits.auth_strict.header_value(), "10;w=60");
+        assert_eq!(c.rate_limits.auth.header_value(), "60;w=60");
+        assert_eq!(c.rate_limits.api_key.header_value(), "600;w=60");
+        assert_eq!(c.rate_limits.org.header_value(), "3000;w=60");
+        assert_eq!(c.audit.retention_days, 365);
+        assert_eq!(c.audit.purge_interval, Duration::from_secs(6 * 3600));
+    }
+
+    #[test]
+    fn rate_limits_and_audit_are_read_and_checked() {
+        let c = Config::parse(
+            &format!(
+                "{MINIMAL}\n[rate_limits]\nauth_strict = {{ requests = 3, window_seconds = 5 }}\n\
+                 [audit]\nretention_days = 400\npurge_interval_seconds = 120\n"
+            ),
+            Path::new("t.toml"),
+        )
+        .unwrap();
+        assert_eq!(c.rate_limits.auth_strict.header_value(), "3;w=5");
+        // Keys not written keep their defaults.
+        assert_eq!(c.rate_limits.api_key.header_value(), "600;w=60");
+        assert_eq!(c.audit.retention_days, 400);
+        let e = err(&format!(
+            "{MINIMAL}\n[rate_limits]\napi_key = {{ requests = 0, window_seconds = 60 }}\n"
+        ));
+        assert!(
+            e.contains("rate_limits.api_key") && e.contains("at least 1"),
+            "{e}"
+        );
+        let e = err(&format!(
+            "{MINIMAL}\n[rate_limits]\norg = {{ requests = 5, window_seconds = 0 }}\n"
+        ));
+        assert!(e.contains("rate_limits.org"), "{e}");
+        assert!(err(&format!("{MINIMAL}\n[audit]\nretention_days = 0\n"))
+            .contains("audit.retention_days"));
+        assert!(err(&format!("{MINIMAL}\n[rate_limits]\nlogin = 1\n")).contains("login"));
+    }
+
+    #[test]
+    fn shipped_configs_parse_with_their_rate_limits_and_retention() {
+        for (name, text) in [
+            (
+                "zonegate.toml",
+                include_str!("../../../config/zonegate.toml"),
+            ),
+            (
+                "production.example.toml",
+                include_str!("../../../config/production.example.toml"),
+            ),
+        ] {
+            let c = Config::parse(text, Path::new(name)).unwrap();
+            assert_eq!(
+                c.rate_limits.auth_strict.header_value(),
+                "10;w=60",
+                "{name}"
+            );
+            assert_eq!(c.audit.retention_days, 365, "{name}");
+        }
+    }
+
+    #[test]
+    fn origin_with_a_path_is_refused() {
+        assert!(
+            err(&MINIMAL.replace("https://localhost:8443", "https://a/b"))
+                .contains("public_origin")
+        );
+    }
+}

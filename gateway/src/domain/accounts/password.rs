@@ -1,0 +1,393 @@
+//! Password rules (NIST SP 800-63B) and hashing.
+//!
+//! Rules: at least `min_chars` characters (8 or more; counted as Unicode code points), at most
+//! 256, no composition rules, refused when on the bundled list of common passwords or when it
+//! is built from the service's name or the account's own email.
+//!
+//! Hashing: bcrypt reads only the first 72 bytes, so a long password would be silently
+//! truncated. We pre-hash instead: `bcrypt(base64(HMAC-SHA256(pepper, NFKC(password))))`, a
+//! 44-byte ASCII input with no NUL. The whole password always counts, and the pepper (from the
+//! key ring, stored apart from the database) means a stolen database alone cannot be attacked
+//! offline. Stored as `zg1$<pepper key id>$<bcrypt>` so the pepper can rotate.
+//!
+//! bcrypt runs on tokio's blocking pool behind a semaphore, never on a proxy thread, so a login
+//! storm queues instead of stalling proxying.
+
+use std::collections::HashSet;
+use std::sync::{Arc, LazyLock};
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use tokio::sync::{OnceCell, Semaphore};
+use unicode_normalization::UnicodeNormalization;
+use zeroize::Zeroizing;
+
+use crate::domain::keyring::{KeyRing, Purpose, SecretKey};
+
+const COMMON: &str = include_str!("../../../data/common-passwords.txt");
+static COMMON_SET: LazyLock<HashSet<&'static str>> = LazyLock::new(|| {
+    COMMON
+        .lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect()
+});
+
+/// Longest password accepted, in characters (a denial-of-service bound, far above 64).
+pub const MAX_CHARS: usize = 256;
+/// Words of the service itself that no password may be built on.
+const SERVICE_WORDS: [&str; 4] = ["zonegate", "deliveryzone", "delivery zone", "delivery-zone"];
+
+/// Why a password was refused. Messages are fixed and safe to show.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PasswordProblem {
+    TooShort,
+    TooLong,
+    Common,
+    Contextual,
+}
+
+impl PasswordProblem {
+    pub fn message(self) -> &'static str {
+        match self {
+            PasswordProblem::TooShort => "The password is too short.",
+            PasswordProblem::TooLong => "The password is longer than 256 characters.",
+            PasswordProblem::Common => "The password is on a list of commonly used passwords.",
+            PasswordProblem::Contextual => {
+                "The password must not be built from your email address or the service's name."
+            }
+        }
+    }
+}
+
+/// Check a new password against the rules.
+pub fn check(password: &str, email: &str, min_chars: usize) -> Result<(), PasswordProblem> {
+    let chars = password.chars().count();
+    if chars < min_chars {
+        return Err(PasswordProblem::TooShort);
+    }
+    if chars > MAX_CHARS {
+        return Err(PasswordProblem::TooLong);
+    }
+    let folded: String = password.nfkc().collect::<String>().to_lowercase();
+    if COMMON_SET.contains(folded.as_str()) || repetitive_or_sequential(&folded) {
+        return Err(PasswordProblem::Common);
+    }
+    let (local, domain) = email.split_once('@').unwrap_or((email, ""));
+    let mut context: Vec<&str> = vec![email, local];
+    context.extend(domain.split('.').filter(|w| w.len() >= 4));
+    let built_on_context = context
+        .iter()
+        .filter(|w| w.chars().count() >= 4)
+        .any(|w| folded.contains(&w.to_lowercase()))
+        || SERVICE_WORDS.iter().any(|w| folded.contains(w));
+    if built_on_context {
+        return Err(PasswordProblem::Contextual);
+    }
+    Ok(())
+}
+
+/// NIST SP 800-63B lists repetitive and sequential strings ("aaaaaaaa", "12345678") beside
+/// breached passwords: one character repeated, or a run stepping up or down by one.
+fn repetitive_or_sequential(folded: &str) -> bool {
+    let codes: Vec<u32> = folded.chars().map(u32::from).collect();
+    let steps: Vec<i64> = codes
+        .windows(2)
+        .map(|w| i64::from(w[1]) - i64::from(w[0]))
+        .collect();
+    steps.iter().all(|&d| d == 0) || steps.iter().all(|&d| d == 1) || steps.iter().all(|&d| d == -1)
+}
+
+/// Hashes and verifies passwords on a bounded blocking pool.
+#[derive(Debug)]
+pub struct PasswordHasher {
+    cost: u32,
+    peppers: Vec<(String, SecretKey)>,
+    active: usize,
+    permits: Arc<Semaphore>,
+    dummy: OnceCell<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HashError {
+    #[error("the key ring has no pepper key")]
+    NoPepper,
+    #[error("password hashing failed")]
+    Failed,
+}
+
+impl PasswordHasher {
+    pub fn new(ring: &KeyRing, cost: u32, concurrency: usize) -> Result<PasswordHasher, HashError> {
+        let active_id = ring
+            .active(Purpose::Pepper)
+            .ok_or(HashError::NoPepper)?
+            .id
+            .clone();
+        let peppers: Vec<(String, SecretKey)> = ring
+            .all(Purpose::Pepper)
+            .map(|k| (k.id.clone(), k.secret.clone()))
+            .collect();
+        let active = peppers
+            .iter()
+            .position(|(id, _)| *id == active_id)
+            .ok_or(HashError::NoPepper)?;
+        Ok(PasswordHasher {
+            cost,
+            peppers,
+            active,
+            permits: Arc::new(Semaphore::new(concurrency.max(1))),
+            dummy: OnceCell::new(),
+        })
+    }
+
+    fn prehash(pepper: &SecretKey, password: &str) -> Zeroizing<String> {
+        let normalised = Zeroizing::new(password.nfkc().collect::<String>());
+        // HMAC accepts keys of any length; 32 bytes never fails.
+        let mut mac = match Hmac::<Sha256>::new_from_slice(pepper.expose()) {
+            Ok(m) => m,
+            Err(_) => return Zeroizing::new(String::new()),
+        };
+        mac.update(normalised.as_bytes());
+        Zeroizing::new(STANDARD.encode(mac.finalize().into_bytes()))
+    }
+
+    /// Hash a new password with the active pepper.
+    pub async fn hash(&self, password: &str) -> Result<String, HashError> {
+        let (kid, pepper) = self.peppers.get(self.active).ok_or(HashError::NoPepper)?;
+        let input = Self::prehash(pepper, password);
+        let cost = self.cost;
+        let hashed = self
+            .blocking(move || bcrypt::hash(input.as_str(), cost).map_err(|_| HashError::Failed))
+            .await??;
+        Ok(format!("zg1${kid}${hashed}"))
+    }
+
+    /// Verify a password against a stored hash. Malformed hashes or unknown peppers are a
+    /// mismatch, never an error the caller could tell apart.
+    pub async fn verify(&self, password: &str, stored: &str) -> bool {
+        let Some((kid, hashed)) = stored
+            .strip_prefix("zg1$")
+            .and_then(|rest| rest.split_once('$'))
+        else {
+            return false;
+        };
+        let Some((_, pepper)) = self.peppers.iter().find(|(id, _)| id == kid) else {
+            return false;
+        };
+        let input = Self::prehash(pepper, password);
+        let hashed = hashed.to_owned();
+        self.blocking(move || bcrypt::verify(input.as_str(), &hashed).unwrap_or(false))
+            .await
+            .unwrap_or(false)
+    }
+
+    /// Spend the same bcrypt work as a real verification, for unknown accounts, so response
+    /// time does not tell whether an email is registered.
+    pub async fn verify_dummy(&self, password: &str) {
+        let dummy = self
+            .dummy
+            .get_or_try_init(|| self.hash("zonegate dummy password for timing"))
+            .await;
+        if let Ok(dummy) = dummy {
+            let dummy = dummy.clone();
+            let _ = self.verify(password, &dummy).await;
+        }
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, HashError> {
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| HashError::Failed)?;
+        tokio::task::spawn_blocking(work)
+            .await
+            .map_err(|_| HashError::Failed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    #[test]
+    fn length_is_counted_in_characters_and_64_is_accepted() {
+        assert_eq!(
+            check("short7!", "a@b.example", 8),
+            Err(PasswordProblem::TooShort)
+        );
+        assert_eq!(
+            check("éàèùçôî", "a@b.example", 8),
+            Err(PasswordProblem::TooShort)
+        );
+        assert_eq!(check("éàèùçôîâ", "a@b.example", 8), Ok(()));
+        let sixty_four: String = "correct horse battery staple ".repeat(3)[..64].to_owned();
+        assert_eq!(check(&sixty_four, "a@b.example", 8), Ok(()));
+        assert_eq!(
+            check(&"x".repeat(257), "a@b.example", 8),
+            Err(PasswordProblem::TooLong)
+        );
+    }
+
+    #[test]
+    fn no_composition_rules_only_the_blocklist() {
+        // All lower case letters: fine unless common.
+        assert_eq!(check("mauvecantaloupe", "a@b.example", 8), Ok(()));
+        assert_eq!(
+            check("aaaaaaaaaaaaaaaa", "a@b.example", 8),
+            Err(PasswordProblem::Common)
+        );
+        assert_eq!(
+            check("password123", "a@b.example", 8),
+            Err(PasswordProblem::Common)
+        );
+        assert_eq!(
+            check("PassWord123", "a@b.example", 8),
+            Err(PasswordProblem::Common)
+        );
+        assert_eq!(
+            check("abcdefghij", "a@b.example", 8),
+            Err(PasswordProblem::Common)
+        );
+        assert_eq!(
+            check("9876543210", "a@b.example", 8),
+            Err(PasswordProblem::Common)
+        );
+        assert!(COMMON_SET.len() >= 10_000);
+    }
+
+    #[test]
+    fn email_words_and_service_name_are_refused() {
+        let email = "marguerite@florist.example";
+        assert_eq!(
+            check("marguerite2026", email, 8),
+            Err(PasswordProblem::Contextual)
+        );
+        assert_eq!(
+            check("bestflorist!!", email, 8),
+            Err(PasswordProblem::Contextual)
+        );
+        assert_eq!(
+            check("myZoneGate-pass", email, 8),
+            Err(PasswordProblem::Contextual)
+        );
+    }
+
+    /// Known-answer vectors from Openwall's crypt_blowfish suite (SECURITY-REQUIREMENTS §2.3),
+    /// through the bcrypt crate the product uses.
+    #[test]
+    fn bcrypt_known_answer_vectors() {
+        let ok: [(&[u8], &str); 8] = [
+            (
+                b"U*U",
+                "$2a$05$CCCCCCCCCCCCCCCCCCCCC.E5YPO9kmyuRGyh0XouQYb4YMJKvyOeW",
+            ),
+            (
+                b"U*U",
+                "$2b$05$CCCCCCCCCCCCCCCCCCCCC.E5YPO9kmyuRGyh0XouQYb4YMJKvyOeW",
+            ),
+            (
+                b"U*U",
+                "$2y$05$CCCCCCCCCCCCCCCCCCCCC.E5YPO9kmyuRGyh0XouQYb4YMJKvyOeW",
+            ),
+            (
+                b"U*U*",
+                "$2a$05$CCCCCCCCCCCCCCCCCCCCC.VGOzA784oUp/Z0DY336zx7pLYAy0lwK",
+            ),
+            (
+                b"U*U*U",
+                "$2a$05$XXXXXXXXXXXXXXXXXXXXXOAcXxm9kjPGEMsLznoKqmqw7tc8WCx4a",
+            ),
+            (
+                b"",
+                "$2a$05$CCCCCCCCCCCCCCCCCCCCC.7uG0VCzI2bS7j6ymqJi9CdcdxiRTWNy",
+            ),
+            (
+                b"\xff\xff\xa3",
+                "$2b$05$/OK.fbVrR/bpIqNJ5ianF.CE5elHaaO4EbggVDjb8P19RukzXSM3e",
+            ),
+            (
+                b"\xa3",
+                "$2y$05$/OK.fbVrR/bpIqNJ5ianF.Sa7shbm4.OzKpvFnX1pQLmQW96oUlCq",
+            ),
+        ];
+        for (pw, hash) in ok {
+            assert!(bcrypt::verify(pw, hash).unwrap(), "{hash}");
+        }
+        let long = b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789chars after 72 are ignored";
+        assert!(bcrypt::verify(
+            &long[..],
+            "$2a$05$abcdefghijklmnopqrstuu5s2v8.iXieOjg/.AySBTTZIIVFJeBui"
+        )
+        .unwrap());
+        assert!(!bcrypt::verify(
+            b"U*V",
+            "$2b$05$CCCCCCCCCCCCCCCCCCCCC.E5YPO9kmyuRGyh0XouQYb4YMJKvyOeW"
+        )
+        .unwrap());
+        assert!(!bcrypt::verify(
+            b"\xa3",
+            "$2x$05$/OK.fbVrR/bpIqNJ5ianF.CE5elHaaO4EbggVDjb8P19RukzXSM3e"
+        )
+        .unwrap_or(false));
+        assert!(bcrypt::verify(
+            b"U*U",
+            "$2b$05$CCCCCCCCCCCCCCCCCCCCC.E5YPO9kmyuRGyh0XouQYb4YMJKvyOeX"
+        )
+        .is_err());
+        assert!(bcrypt::verify(
+            b"U*U",
+            "$2b$03$CCCCCCCCCCCCCCCCCCCCC.E5YPO9kmyuRGyh0XouQYb4YMJKvyOeW"
+        )
+        .is_err());
+    }
+
+    fn hasher() -> (tempfile::TempDir, PasswordHasher) {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("keys");
+        KeyRing::init(&dir).unwrap();
+        let ring = KeyRing::load(&dir).unwrap();
+        (tmp, PasswordHasher::new(&ring, 4, 2).unwrap())
+    }
+
+    #[tokio::test]
+    async fn a_long_password_is_never_truncated() {
+        let (_tmp, hasher) = hasher();
+        let p: String =
+            "a long passphrase that goes well past bcrypt's seventy-two byte limit, on purpose"
+                .into();
+        assert!(p.len() > 72);
+        let stored = hasher.hash(&p).await.unwrap();
+        assert!(stored.starts_with("zg1$pepper-1$$2b$04$"), "{stored}");
+        assert!(hasher.verify(&p, &stored).await);
+        let truncated_plus_x = format!("{}X", &p[..72]);
+        assert!(!hasher.verify(&truncated_plus_x, &stored).await);
+        assert!(!hasher.verify(&p[..72], &stored).await);
+        // Multi-byte passwords of 64 characters work too (128 bytes of UTF-8).
+        let e = "é".repeat(64);
+        let stored = hasher.hash(&e).await.unwrap();
+        assert!(hasher.verify(&e, &stored).await);
+        assert!(!hasher.verify(&"é".repeat(63), &stored).await);
+    }
+
+    #[tokio::test]
+    async fn malformed_or_foreign_hashes_never_verify() {
+        let (_tmp, hasher) = hasher();
+        assert!(!hasher.verify("x", "garbage").await);
+        assert!(
+            !hasher
+                .verify(
+                    "U*U",
+                    "$2b$05$CCCCCCCCCCCCCCCCCCCCC.E5YPO9kmyuRGyh0XouQYb4YMJKvyOeW"
+                )
+                .await
+        );
+        assert!(!hasher.verify("x", "zg1$pepper-9$$2b$04$abc").await);
+        hasher.verify_dummy("whatever").await;
+    }
+}

@@ -1,0 +1,116 @@
+//! The session cache: what keeps the hot path free of database round trips.
+//!
+//! A verified session is kept in memory under its token hash until it expires. Revocations made
+//! on this instance (logout, ending a session, a reused refresh token, a password change) remove
+//! entries at once. Revocations made on *another* instance are seen within `revalidate`
+//! seconds, when an entry is next checked against the database: that bound is the price of not
+//! touching the database per request, and is documented for operators.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use crate::domain::principal::UserPrincipal;
+
+#[derive(Debug, Clone)]
+struct Entry {
+    user: Arc<UserPrincipal>,
+    expires_at: i64,
+    checked_at: i64,
+}
+
+#[derive(Debug)]
+pub struct SessionCache {
+    entries: RwLock<HashMap<String, Entry>>,
+    /// Families and session ids revoked on this instance. `put` refuses them, so a session a
+    /// concurrent request read just before the revocation cannot be cached back to life.
+    revoked: RwLock<std::collections::HashSet<String>>,
+    revalidate: i64,
+    capacity: usize,
+}
+
+impl SessionCache {
+    pub fn new(revalidate_seconds: i64, capacity: usize) -> SessionCache {
+        SessionCache {
+            entries: RwLock::new(HashMap::new()),
+            revoked: RwLock::new(std::collections::HashSet::new()),
+            revalidate: revalidate_seconds,
+            capacity,
+        }
+    }
+
+    /// A cached session that is neither expired nor due for revalidation.
+    pub fn get(&self, hash: &str, now: i64) -> Option<Arc<UserPrincipal>> {
+        let entries = self.entries.read().ok()?;
+        let e = entries.get(hash)?;
+        (now < e.expires_at && now - e.checked_at < self.revalidate).then(|| e.user.clone())
+    }
+
+    pub fn put(&self, hash: String, user: Arc<UserPrincipal>, expires_at: i64, now: i64) {
+        let Ok(mut entries) = self.entries.write() else {
+            return;
+        };
+        if entries.len() >= self.capacity {
+            entries.retain(|_, e| now < e.expires_at && now - e.checked_at < self.revalidate);
+            if entries.len() >= self.capacity {
+                // Still full of live entries: drop everything rather than grow without bound;
+                // the next request per session repopulates from the database.
+                entries.clear();
+            }
+        }
+        entries.insert(
+            hash,
+            Entry {
+                user,
+                expires_at,
+                checked_at: now,
+            },
+        );
+    }
+
+    pub fn remove_session(&self, hash: &str) {
+        if let Ok(mut entries) = self.entries.write() {
+            entries.remove(hash);
+        }
+    }
+
+    pub fn remove_family(&self, family_id: &str) {
+        self.tombstone(family_id);
+        if let Ok(mut entries) = self.entries.write() {
+            entries.retain(|_, e| e.user.family_id != family_id);
+        }
+    }
+
+    pub fn remove_public_id(&self, public_id: &str) {
+        self.tombstone(public_id);
+        if let Ok(mut entries) = self.entries.write() {
+            entries.retain(|_, e| e.user.session_id != public_id);
+        }
+    }
+
+    /// Drop every session of a user except those of `keep_family`.
+    pub fn remove_user(&self, user_id: &str, keep_family: Option<&str>) {
+        if let Ok(mut entries) = self.entries.write() {
+            entries.retain(|_, e| {
+                e.user.user_id != user_id || Some(e.user.family_id.as_str()) == keep_family
+            });
+        }
+    }
+
+    fn tombstone(&self, id: &str) {
+        if let Ok(mut revoked) = self.revoked.write() {
+            // Bounded like the cache: past the bound, entries of long-expired logins go.
+            if revoked.len() >= self.capacity {
+                revoked.clear();
+            }
+            revoked.insert(id.to_owned());
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.read().map(|e| e.len()).unwrap_or(0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}

@@ -1,0 +1,496 @@
+//! API keys: issued once, stored as HMAC-SHA256(pepper, secret), scoped to one org, revocable
+//! one by one, rollable with a grace period, verified on the hot path from memory.
+//!
+//! Verification: the format and checksum are checked first (no lookup for garbage); the key
+//! record is found by its public id in a cache (the database on a miss or every
+//! `revalidate` seconds); the MAC of the presented secret is compared in constant time. A
+//! revoke on this instance updates the cache before it returns, so no later request on this
+//! instance is accepted. Last-used times are kept in memory and written in batches.
+
+pub mod format;
+pub mod store;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use subtle::ConstantTimeEq;
+use zeroize::Zeroizing;
+
+use crate::clock::Clock;
+use crate::domain::audit::{AuditEvent, AuditLog, SecurityEvent};
+use crate::domain::keyring::{KeyRing, Purpose, SecretKey};
+use crate::domain::storage::Db;
+
+/// Scopes a key may carry.
+pub const SCOPES: [&str; 3] = ["zones:read", "zones:write", "coverage:read"];
+
+/// An authenticated API key, as the pipeline sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKeyPrincipal {
+    pub key_id: String,
+    pub org_id: String,
+    pub scopes: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+struct Record {
+    org_id: String,
+    scopes: Vec<String>,
+    mac: String,
+    pepper_id: String,
+    expires_at: Option<i64>,
+    revoked: bool,
+    previous: Option<(String, String, i64)>,
+    checked_at: i64,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct KeyView {
+    pub id: String,
+    pub name: String,
+    pub hint: String,
+    pub scopes: Vec<String>,
+    pub created_by: String,
+    pub created_at: i64,
+    pub expires_at: Option<i64>,
+    pub last_used_at: Option<i64>,
+    pub revoked_at: Option<i64>,
+}
+
+/// A newly issued or rolled key: the only time the full key exists outside the client.
+pub struct IssuedKey {
+    pub view: KeyView,
+    pub key: Zeroizing<String>,
+    pub previous_valid_until: Option<i64>,
+}
+
+impl std::fmt::Debug for IssuedKey {
+    // `Zeroizing<String>` would print the key; only the public parts are shown.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IssuedKey")
+            .field("view", &self.view)
+            .field("previous_valid_until", &self.previous_valid_until)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("invalid key request")]
+    Invalid(&'static str),
+    #[error("not found")]
+    NotFound,
+    #[error("storage: {0}")]
+    Storage(#[from] sqlx::Error),
+}
+
+#[derive(Debug)]
+pub struct ApiKeys {
+    db: Db,
+    clock: Arc<dyn Clock>,
+    peppers: Vec<(String, SecretKey)>,
+    active_pepper: String,
+    revalidate: i64,
+    roll_grace: i64,
+    cache: RwLock<HashMap<String, Record>>,
+    /// Keys revoked on this instance. Checked after every lookup, so a record a concurrent
+    /// request read just before the revoke cannot be re-cached into acceptance.
+    revoked: RwLock<std::collections::HashSet<String>>,
+    last_used: Mutex<(HashMap<String, i64>, i64)>,
+    audit: AuditLog,
+}
+
+const LAST_USED_FLUSH_SECONDS: i64 = 30;
+
+impl ApiKeys {
+    pub fn new(
+        db: Db,
+        ring: &KeyRing,
+        clock: Arc<dyn Clock>,
+        audit: AuditLog,
+        revalidate: i64,
+        roll_grace: i64,
+    ) -> Option<ApiKeys> {
+        let active_pepper = ring.active(Purpose::Pepper)?.id.clone();
+        Some(ApiKeys {
+            db,
+            audit,
+            clock,
+            peppers: ring
+                .all(Purpose::Pepper)
+                .map(|k| (k.id.clone(), k.secret.clone()))
+                .collect(),
+            active_pepper,
+            revalidate,
+            roll_grace,
+            cache: RwLock::new(HashMap::new()),
+            revoked: RwLock::new(std::collections::HashSet::new()),
+            last_used: Mutex::new((HashMap::new(), 0)),
+        })
+    }
+
+    /// Record a key lifecycle event: who acted, on which key, in which org. Never the secret.
+    fn audit(&self, event: SecurityEvent, key_id: &str, org_id: &str, actor: &str) {
+        self.audit.record(
+            AuditEvent::new(event)
+                .principal(actor)
+                .org(org_id)
+                .detail("key_id", key_id),
+        );
+    }
+
+    fn now(&self) -> i64 {
+        i64::try_from(self.clock.unix_seconds()).unwrap_or(i64::MAX)
+    }
+
+    fn mac(&self, pepper_id: &str, secret: &str) -> Option<String> {
+        let (_, pepper) = self.peppers.iter().find(|(id, _)| id == pepper_id)?;
+        let mut mac = Hmac::<Sha256>::new_from_slice(pepper.expose()).ok()?;
+        mac.update(secret.as_bytes());
+        Some(hex::encode(mac.finalize().into_bytes()))
+    }
+
+    fn check_scopes(scopes: &[String]) -> Result<Vec<String>, KeyError> {
+        if scopes.is_empty() || scopes.iter().any(|s| !SCOPES.contains(&s.as_str())) {
+            return Err(KeyError::Invalid(
+                "Scopes must be a non-empty list of zones:read, zones:write, coverage:read.",
+            ));
+        }
+        let mut out = scopes.to_vec();
+        out.sort();
+        out.dedup();
+        Ok(out)
+    }
+
+    /// Issue a key for an org. The full key is returned here and never again.
+    pub async fn create(
+        &self,
+        org_id: &str,
+        creator: &str,
+        name: &str,
+        scopes: &[String],
+        expires_at: Option<i64>,
+    ) -> Result<IssuedKey, KeyError> {
+        let name = name.trim();
+        if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
+            return Err(KeyError::Invalid(
+                "The key name must be 1 to 100 characters, without control characters.",
+            ));
+        }
+        let scopes = Self::check_scopes(scopes)?;
+        let now = self.now();
+        if expires_at.is_some_and(|t| t <= now) {
+            return Err(KeyError::Invalid("expires_at must be in the future."));
+        }
+        let (id, key) = format::generate();
+        let parsed = format::parse(&key).ok_or(KeyError::Invalid("internal key format"))?;
+        let mac = self
+            .mac(&self.active_pepper, &parsed.secret)
+            .ok_or(KeyError::Invalid("no pepper"))?;
+        let hint = format::hint(&id, &key);
+        let mut tx = self.db.begin().await?;
+        store::insert(
+            &mut tx,
+            &store::NewKey {
+                id: &id,
+                org_id,
+                name,
+                scopes: &scopes,
+                secret_mac: &mac,
+                pepper_id: &self.active_pepper,
+                hint: &hint,
+                created_by: creator,
+                created_at: now,
+                expires_at,
+            },
+        )
+        .await?;
+        tx.commit().await?;
+        self.audit(SecurityEvent::ApiKeyCreated, &id, org_id, creator);
+        Ok(IssuedKey {
+            view: KeyView {
+                id,
+                name: name.to_owned(),
+                hint,
+                scopes,
+                created_by: creator.to_owned(),
+                created_at: now,
+                expires_at,
+                last_used_at: None,
+                revoked_at: None,
+            },
+            key,
+            previous_valid_until: None,
+        })
+    }
+
+    pub async fn list(&self, org_id: &str) -> Result<Vec<KeyView>, KeyError> {
+        self.flush_last_used().await;
+        Ok(store::list(&mut *self.db.acquire().await?, org_id).await?)
+    }
+
+    /// Revoke one key of an org. Once this returns, this instance refuses the key.
+    pub async fn revoke(&self, org_id: &str, key_id: &str, actor: &str) -> Result<(), KeyError> {
+        let revoked =
+            store::revoke(&mut *self.db.acquire().await?, org_id, key_id, self.now()).await?;
+        if !revoked {
+            return Err(KeyError::NotFound);
+        }
+        if let Ok(mut revoked) = self.revoked.write() {
+            revoked.insert(key_id.to_owned());
+        }
+        if let Ok(mut cache) = self.cache.write() {
+            cache.remove(key_id);
+        }
+        self.audit(SecurityEvent::ApiKeyRevoked, key_id, org_id, actor);
+        Ok(())
+    }
+
+    /// Issue a new secret for a key; the old one keeps working for the roll grace period.
+    pub async fn roll(
+        &self,
+        org_id: &str,
+        key_id: &str,
+        actor: &str,
+    ) -> Result<IssuedKey, KeyError> {
+        let now = self.now();
+        let until = now + self.roll_grace;
+        let key = format::with_new_secret(key_id);
+        let secret = format::parse(&key)
+            .ok_or(KeyError::Invalid("internal key format"))?
+            .secret;
+        let mac = self
+            .mac(&self.active_pepper, &secret)
+            .ok_or(KeyError::Invalid("no pepper"))?;
+        let hint = format::hint(key_id, &key);
+        let rolled = store::roll(
+            &mut *self.db.acquire().await?,
+            org_id,
+            key_id,
+            &mac,
+            &self.active_pepper,
+            &hint,
+            until,
+        )
+        .await?;
+        if !rolled {
+            return Err(KeyError::NotFound);
+        }
+        if let Ok(mut cache) = self.cache.write() {
+            cache.remove(key_id);
+        }
+        self.audit(SecurityEvent::ApiKeyRolled, key_id, org_id, actor);
+        let view = self
+            .list(org_id)
+            .await?
+            .into_iter()
+            .find(|k| k.id == key_id)
+            .ok_or(KeyError::NotFound)?;
+        Ok(IssuedKey {
+            view,
+            key,
+            previous_valid_until: Some(until),
+        })
+    }
+
+    async fn load(&self, key_id: &str) -> Result<Option<Record>, sqlx::Error> {
+        let Some((r, scopes)) = store::record(&mut *self.db.acquire().await?, key_id).await? else {
+            return Ok(None);
+        };
+        let previous = match (r.previous_mac, r.previous_pepper_id, r.previous_valid_until) {
+            (Some(m), Some(p), Some(u)) => Some((m, p, u)),
+            _ => None,
+        };
+        Ok(Some(Record {
+            org_id: r.org_id,
+            scopes,
+            mac: r.secret_mac,
+            pepper_id: r.pepper_id,
+            expires_at: r.expires_at,
+            revoked: r.revoked_at.is_some(),
+            previous,
+            checked_at: self.now(),
+        }))
+    }
+
+    /// The hot path: a presented key to a principal, or `None` (one answer for every failure).
+    pub async fn verify(&self, presented: &str) -> Option<ApiKeyPrincipal> {
+        let parsed = format::parse(presented)?;
+        let now = self.now();
+        let cached = self.cache.read().ok().and_then(|c| {
+            c.get(&parsed.id)
+                .filter(|r| now - r.checked_at < self.revalidate)
+                .cloned()
+        });
+        let record = match cached {
+            Some(r) => r,
+            None => {
+                let r = self.load(&parsed.id).await.ok()??;
+                if let Ok(mut cache) = self.cache.write() {
+                    if cache.len() >= 100_000 {
+                        cache.clear();
+                    }
+                    cache.insert(parsed.id.clone(), r.clone());
+                }
+                r
+            }
+        };
+        let revoked_here = self.revoked.read().map_or(true, |r| r.contains(&parsed.id));
+        if record.revoked || revoked_here || record.expires_at.is_some_and(|t| now >= t) {
+            return None;
+        }
+        let matches = |mac: &str, pepper: &str| {
+            self.mac(pepper, &parsed.secret)
+                .is_some_and(|m| bool::from(m.as_bytes().ct_eq(mac.as_bytes())))
+        };
+        let current = matches(&record.mac, &record.pepper_id);
+        let previous = record
+            .previous
+            .as_ref()
+            .is_some_and(|(mac, pepper, until)| now < *until && matches(mac, pepper));
+        if !(current || previous) {
+            return None;
+        }
+        self.note_use(&parsed.id, now);
+        Some(ApiKeyPrincipal {
+            key_id: parsed.id,
+            org_id: record.org_id,
+            scopes: record.scopes,
+        })
+    }
+
+    /// Remember a use; every LAST_USED_FLUSH_SECONDS one request spawns the batched write,
+    /// so no request waits on it.
+    fn note_use(&self, key_id: &str, now: i64) {
+        let due = match self.last_used.lock() {
+            Ok(mut pending) => {
+                pending.0.insert(key_id.to_owned(), now);
+                if now - pending.1 >= LAST_USED_FLUSH_SECONDS {
+                    pending.1 = now;
+                    Some(std::mem::take(&mut pending.0))
+                } else {
+                    None
+                }
+            }
+            Err(_) => None,
+        };
+        if let Some(batch) = due {
+            let db = self.db.clone();
+            tokio::spawn(async move { write_last_used(&db, batch).await });
+        }
+    }
+
+    async fn flush_last_used(&self) {
+        let batch = match self.last_used.lock() {
+            Ok(mut pending) => std::mem::take(&mut pending.0),
+            Err(_) => return,
+        };
+        write_last_used(&self.db, batch).await;
+    }
+}
+
+async fn write_last_used(db: &Db, batch: HashMap<String, i64>) {
+    let batch: Vec<(String, i64)> = batch.into_iter().collect();
+    if let Err(e) = store::touch(db, &batch).await {
+        tracing::warn!(target: "zonegate::storage", event = "apikey_last_used_write_failed", error = %e);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use crate::clock::ManualClock;
+
+    async fn setup() -> (tempfile::TempDir, ApiKeys, Arc<ManualClock>, String) {
+        let tmp = tempfile::tempdir().unwrap();
+        let keys_dir = tmp.path().join("keys");
+        KeyRing::init(&keys_dir).unwrap();
+        let ring = KeyRing::load(&keys_dir).unwrap();
+        let db = Db::connect(
+            &format!("sqlite://{}", tmp.path().join("t.db").display()),
+            2,
+        )
+        .await
+        .unwrap();
+        let pool = db.pool().clone();
+        sqlx::query("INSERT INTO users (id, email, password_hash, created_at, password_changed_at) VALUES ('u', 'u@x.example', 'x', 0, 0)")
+            .execute(&pool)
+            .await
+            .unwrap();
+        sqlx::query(
+            "INSERT INTO orgs (id, name, created_by, created_at) VALUES ('o', 'O', 'u', 0)",
+        )
+        .execute(&pool)
+        .await
+        .unwrap();
+        let clock = Arc::new(ManualClock::at(1_800_000_000));
+        let (audit, _writer) = AuditLog::detached(db.clone(), clock.clone(), 16);
+        let keys = ApiKeys::new(db, &ring, clock.clone(), audit, 30, 3600).unwrap();
+        (tmp, keys, clock, "o".to_owned())
+    }
+
+    #[tokio::test]
+    async fn roll_keeps_the_old_secret_only_for_the_grace_period() {
+        let (_tmp, keys, clock, org) = setup().await;
+        let scopes = vec!["zones:read".to_owned()];
+        let first = keys.create(&org, "u", "ci", &scopes, None).await.unwrap();
+        assert_eq!(keys.verify(&first.key).await.unwrap().org_id, org);
+        let rolled = keys.roll(&org, &first.view.id, "u").await.unwrap();
+        assert_eq!(rolled.view.id, first.view.id);
+        assert!(
+            keys.verify(&first.key).await.is_some(),
+            "old secret within grace"
+        );
+        assert!(keys.verify(&rolled.key).await.is_some());
+        clock.advance(3600);
+        assert!(
+            keys.verify(&first.key).await.is_none(),
+            "old secret after grace"
+        );
+        assert!(keys.verify(&rolled.key).await.is_some());
+    }
+
+    #[tokio::test]
+    async fn expired_revoked_and_forged_keys_fail_alike() {
+        let (_tmp, keys, clock, org) = setup().await;
+        let scopes = vec!["zones:read".to_owned()];
+        let expiring = keys
+            .create(&org, "u", "short", &scopes, Some(1_800_000_100))
+            .await
+            .unwrap();
+        let other = keys
+            .create(&org, "u", "other", &scopes, None)
+            .await
+            .unwrap();
+        assert!(keys.verify(&expiring.key).await.is_some());
+        clock.advance(100);
+        assert!(keys.verify(&expiring.key).await.is_none(), "expired");
+        // Same id, different secret (valid checksum): the MAC does not match.
+        let forged = format::with_new_secret(&other.view.id);
+        assert!(keys.verify(&forged).await.is_none());
+        keys.revoke(&org, &other.view.id, "u").await.unwrap();
+        assert!(keys.verify(&other.key).await.is_none(), "revoked, at once");
+        assert!(matches!(
+            keys.revoke(&org, &other.view.id, "u").await,
+            Err(KeyError::NotFound)
+        ));
+        // Only the MAC is stored, never the secret.
+        let stored: Vec<(String,)> = sqlx::query_as("SELECT secret_mac FROM api_keys")
+            .fetch_all(keys.db.pool())
+            .await
+            .unwrap();
+        let secret = format::parse(&expiring.key).unwrap().secret;
+        assert!(stored
+            .iter()
+            .all(|(mac,)| !mac.contains(secret.as_str()) && mac.len() == 64));
+        assert!(
+            !format!("{expiring:?}").contains(expiring.key.as_str()),
+            "Debug never shows a key"
+        );
+        let listed = serde_json::to_string(&keys.list(&org).await.unwrap()).unwrap();
+        assert!(!listed.contains(secret.as_str()) && !listed.contains(expiring.key.as_str()));
+    }
+}

@@ -1,0 +1,102 @@
+//! Stage 5, authenticate: turn the credentials on a request into a [`Principal`], and hold
+//! cookie-authenticated writes to the CSRF rules ([`crate::web::csrf`]).
+//!
+//! A route names the credential kinds it accepts, and only those are read: a session cookie on
+//! a route that takes sessions, and so on. A credential that is read and does not verify is
+//! refused with the one fixed 401, never downgraded to anonymous. A request with none is
+//! anonymous, and passes only on routes that accept anonymous callers. API keys are never
+//! accepted in a URL: such a request is refused, and the key must be treated as leaked.
+
+use http::{HeaderMap, Method};
+
+use super::route::{CredentialKind, Route};
+use super::{Pipeline, RequestCtx};
+use crate::domain::audit::SecurityEvent;
+use crate::domain::principal::Principal;
+use crate::web::{cookies, csrf, Rejection};
+
+/// Authenticate a request for a route.
+pub async fn authenticate(
+    p: &Pipeline,
+    ctx: &RequestCtx,
+    method: &Method,
+    headers: &HeaderMap,
+    query: Option<&str>,
+    route: &Route,
+) -> Result<Principal, Rejection> {
+    if query.is_some_and(query_has_api_key) {
+        p.audit.record(
+            ctx.event(SecurityEvent::ApiKeyInUrl)
+                .detail("route", route.name.as_str()),
+        );
+        return Err(Rejection::BadRequest(
+            "API keys are never accepted in a URL. Send it as Authorization: Bearer, and revoke this one: it has leaked.",
+        ));
+    }
+    let result = credentials(p, method, headers, route).await;
+    if result == Err(Rejection::Unauthenticated)
+        && headers.contains_key(http::header::AUTHORIZATION)
+        && route.accepts(CredentialKind::ApiKey)
+    {
+        p.audit.record(
+            ctx.event(SecurityEvent::ApiKeyRejected)
+                .detail("route", route.name.as_str()),
+        );
+    }
+    result
+}
+
+async fn credentials(
+    p: &Pipeline,
+    method: &Method,
+    headers: &HeaderMap,
+    route: &Route,
+) -> Result<Principal, Rejection> {
+    csrf::check_origin(&p.public_origin, method, headers, false)?;
+    if route.accepts(CredentialKind::ApiKey) {
+        if let Some(value) = headers.get(http::header::AUTHORIZATION) {
+            // Only `Bearer <key>`; any other scheme or a bad key is the same fixed 401.
+            let key = value
+                .to_str()
+                .ok()
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .ok_or(Rejection::Unauthenticated)?;
+            return match p.services.keys.verify(key.trim()).await {
+                Some(principal) => Ok(Principal::ApiKey(std::sync::Arc::new(principal))),
+                None => Err(Rejection::Unauthenticated),
+            };
+        }
+    }
+    if route.accepts(CredentialKind::Session) {
+        if let Some(token) = cookies::read(headers, cookies::SESSION) {
+            let user = p
+                .services
+                .accounts
+                .authenticate_session(token)
+                .await
+                .map_err(|_| Rejection::Unauthenticated)?;
+            if !csrf::is_safe(method) {
+                csrf::check_origin(&p.public_origin, method, headers, true)?;
+                if !p
+                    .services
+                    .accounts
+                    .csrf_matches(&user.family_id, csrf::presented(headers))
+                {
+                    return Err(Rejection::CsrfRejected);
+                }
+            }
+            return Ok(Principal::User(user));
+        }
+    }
+    if route.accepts(CredentialKind::Anonymous) {
+        Ok(Principal::Anonymous)
+    } else {
+        Err(Rejection::Unauthenticated)
+    }
+}
+
+/// Whether a query string carries something shaped like an API key. Keys are never accepted
+/// in a URL (URLs end up in logs and Referer headers).
+pub fn query_has_api_key(query: &str) -> bool {
+    query.contains(crate::domain::apikeys::format::PREFIX)
+}

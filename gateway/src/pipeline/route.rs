@@ -1,0 +1,705 @@
+//! Stage 3, route: the declarative route table, which method and path go where, under which
+//! Cedar action, on which resource, with which credentials.
+//!
+//! Routes live in a TOML file beside the policies (the security team reviews both together).
+//! The file is validated as a whole at load: unknown upstreams, parameters a template uses but
+//! the path does not bind, duplicate routes and unsafe methods are refused, naming the route.
+//! Matching runs on the canonical raw path ([`super::sanitise::canonical_path`]) so the path
+//! that matched is byte for byte the path forwarded.
+//!
+//! A file may be an overlay on another: `extends = "path"` (relative to the overlay) loads the
+//! base first; the overlay's `[[route]]`s are added (a name the base has already is refused),
+//! and each `[[override]]` changes named fields of one base route (credentials, upstream,
+//! rate_limit). Tests and deployments that add a route or open one to other credentials say
+//! only that, instead of copying the table.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use cedar_policy::{EntityId, EntityTypeName, EntityUid};
+
+use crate::domain::policy::{PolicyError, PolicyStore};
+use percent_encoding::percent_decode_str;
+use serde::Deserialize;
+
+/// Cedar namespace of every entity type and action the gateway uses.
+pub const NAMESPACE: &str = "Zonegate";
+
+#[derive(Debug, thiserror::Error)]
+pub enum RouteError {
+    #[error("cannot read route file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("route file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("route file {path}, route `{route}`: {reason}")]
+    Invalid {
+        path: PathBuf,
+        route: String,
+        reason: String,
+    },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    /// The route file this one is an overlay on, relative to this file.
+    #[serde(default)]
+    extends: Option<PathBuf>,
+    #[serde(default, rename = "route")]
+    routes: Vec<RawRoute>,
+    #[serde(default, rename = "override")]
+    overrides: Vec<RawOverride>,
+}
+
+/// Fields an overlay may change on a route of the file it extends.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOverride {
+    name: String,
+    #[serde(default)]
+    credentials: Option<Vec<String>>,
+    #[serde(default)]
+    upstream: Option<String>,
+    #[serde(default)]
+    rate_limit: Option<String>,
+}
+
+/// How deep `extends` may chain: a loop or a very long chain is a mistake.
+const MAX_EXTENDS: usize = 4;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRoute {
+    name: String,
+    methods: Vec<String>,
+    path: String,
+    upstream: String,
+    action: String,
+    resource: RawResource,
+    #[serde(default)]
+    org: Option<String>,
+    credentials: Vec<String>,
+    /// Which per-address bucket throttles the route: `auth-strict`, `auth` or `none`.
+    #[serde(default)]
+    rate_limit: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawResource {
+    #[serde(rename = "type")]
+    kind: String,
+    id: String,
+}
+
+/// Where a matched request goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// Answered by the gateway itself, in process.
+    Gateway,
+    /// Forwarded to the named upstream from the config.
+    Upstream(String),
+}
+
+/// Which per-client-address rate limit a route is under (stage 4 of the pipeline).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AddressLimit {
+    /// Credential-guessing targets: login, signup, password reset, verification resend, TOTP.
+    AuthStrict,
+    /// Other account endpoints.
+    Auth,
+    /// Not throttled by address (API traffic is throttled per key and per org instead).
+    None,
+}
+
+impl AddressLimit {
+    /// The class a route gets when its entry has no `rate_limit` key, from its action: every
+    /// `auth:` action is throttled, and the ones that check a password, a code or send mail
+    /// strictly. Declaring the key is clearer; this default keeps a new `auth:` route from
+    /// going unthrottled because someone forgot it.
+    pub fn default_for(action: &str) -> AddressLimit {
+        const STRICT: [&str; 5] = [
+            "auth:login",
+            "auth:signup",
+            "auth:password-reset",
+            "auth:resend-verification",
+            "auth:mfa",
+        ];
+        let Some(rest) = action.strip_prefix("auth:") else {
+            return AddressLimit::None;
+        };
+        let strict = STRICT.iter().any(|s| action.starts_with(s)) || rest.contains("totp");
+        if strict {
+            AddressLimit::AuthStrict
+        } else {
+            AddressLimit::Auth
+        }
+    }
+}
+
+impl FromStr for AddressLimit {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        match s {
+            "auth-strict" => Ok(AddressLimit::AuthStrict),
+            "auth" => Ok(AddressLimit::Auth),
+            "none" => Ok(AddressLimit::None),
+            _ => Err(()),
+        }
+    }
+}
+
+/// The kinds of credential a route can accept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CredentialKind {
+    Anonymous,
+    Session,
+    ApiKey,
+}
+
+impl FromStr for CredentialKind {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        match s {
+            "anonymous" => Ok(CredentialKind::Anonymous),
+            "session" => Ok(CredentialKind::Session),
+            "api_key" => Ok(CredentialKind::ApiKey),
+            _ => Err(()),
+        }
+    }
+}
+
+/// A string that is either fixed or taken from one path parameter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Template {
+    Literal(String),
+    Param(usize),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Segment {
+    Literal(String),
+    Param,
+}
+
+/// One validated route.
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub name: String,
+    pub methods: Vec<http::Method>,
+    pub pattern: String,
+    segments: Vec<Segment>,
+    pub param_names: Vec<String>,
+    pub target: Target,
+    /// The Cedar action, e.g. `Zonegate::Action::"zones:list"`.
+    pub action: EntityUid,
+    pub resource_type: EntityTypeName,
+    pub resource_id: Template,
+    /// The org the request is about, when the path names one.
+    pub org: Option<Template>,
+    pub credentials: Vec<CredentialKind>,
+    /// The per-client-address bucket (`rate_limit` in the file, or from the action).
+    pub address_limit: AddressLimit,
+}
+
+impl Route {
+    pub fn accepts(&self, kind: CredentialKind) -> bool {
+        self.credentials.contains(&kind)
+    }
+
+    /// The resource entity for a request with these parameters.
+    pub fn resource_uid(&self, params: &Params) -> EntityUid {
+        EntityUid::from_type_name_and_id(
+            self.resource_type.clone(),
+            EntityId::new(params.resolve(&self.resource_id)),
+        )
+    }
+
+    pub fn org_id<'a>(&'a self, params: &'a Params) -> Option<&'a str> {
+        self.org.as_ref().map(|t| params.resolve(t))
+    }
+}
+
+/// Decoded path parameter values, in the order of [`Route::param_names`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Params(Vec<String>);
+
+impl Params {
+    pub fn resolve<'a>(&'a self, t: &'a Template) -> &'a str {
+        match t {
+            Template::Literal(s) => s,
+            Template::Param(i) => self.0.get(*i).map_or("", String::as_str),
+        }
+    }
+}
+
+/// The outcome of matching a request.
+#[derive(Debug)]
+pub enum Match<'a> {
+    Found(&'a Route, Params),
+    /// The path exists with other methods; the value is the Allow header.
+    MethodNotAllowed(String),
+    NotFound,
+}
+
+/// The validated route table.
+#[derive(Debug, Clone)]
+pub struct RouteTable {
+    routes: Vec<Route>,
+}
+
+const ALLOWED_METHODS: [&str; 7] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
+
+impl RouteTable {
+    /// Load and validate a route file (and the files it extends). `upstreams` are the names
+    /// the config defines.
+    pub fn load(path: &Path, upstreams: &BTreeSet<String>) -> Result<RouteTable, RouteError> {
+        let raw = read_raw(path, 0)?;
+        RouteTable::compile_all(raw, path, upstreams)
+    }
+
+    /// The upstream names a route file (with what it extends) refers to, for checking a route
+    /// file without a config (`zonegate policy validate --policies DIR --routes FILE`).
+    pub fn upstream_names(path: &Path) -> Result<BTreeSet<String>, RouteError> {
+        Ok(read_raw(path, 0)?
+            .into_iter()
+            .map(|r| r.upstream)
+            .filter(|u| u != "gateway")
+            .collect())
+    }
+
+    /// Parse one self-contained route file's text (`extends` is refused: there is no file to
+    /// resolve it against). `path` names the file in errors.
+    pub fn parse(
+        text: &str,
+        path: &Path,
+        upstreams: &BTreeSet<String>,
+    ) -> Result<RouteTable, RouteError> {
+        let raw = parse_raw(text, path)?;
+        if raw.extends.is_some() {
+            return Err(RouteError::Parse {
+                path: path.to_owned(),
+                message: "`extends` needs a file to resolve it against".into(),
+            });
+        }
+        RouteTable::compile_all(merge(Vec::new(), raw, path)?, path, upstreams)
+    }
+
+    fn compile_all(
+        raw: Vec<RawRoute>,
+        path: &Path,
+        upstreams: &BTreeSet<String>,
+    ) -> Result<RouteTable, RouteError> {
+        let mut routes: Vec<Route> = Vec::with_capacity(raw.len());
+        for r in raw {
+            let fail = |reason: String| RouteError::Invalid {
+                path: path.to_owned(),
+                route: r.name.clone(),
+                reason,
+            };
+            let route = compile(&r, upstreams).map_err(fail)?;
+            if let Some(other) = routes.iter().find(|o| {
+                o.segments == route.segments && o.methods.iter().any(|m| route.methods.contains(m))
+            }) {
+                return Err(fail(format!(
+                    "same method and path as route `{}`",
+                    other.name
+                )));
+            }
+            if routes.iter().any(|o| o.name == route.name) {
+                return Err(fail("the name is used by another route".into()));
+            }
+            routes.push(route);
+        }
+        Ok(RouteTable { routes })
+    }
+
+    /// Every route must name an action the policy set's schema declares, on a resource type
+    /// it knows: checked at start, at reload and by `policy validate`.
+    pub fn check(&self, store: &PolicyStore) -> Result<(), PolicyError> {
+        store.check_uses(
+            self.routes
+                .iter()
+                .map(|r| (r.name.as_str(), &r.action, &r.resource_type)),
+        )
+    }
+
+    pub fn routes(&self) -> &[Route] {
+        &self.routes
+    }
+
+    /// Match a canonical path (no query) and method.
+    pub fn find(&self, method: &http::Method, path: &str) -> Match<'_> {
+        let Some(rest) = path.strip_prefix('/') else {
+            return Match::NotFound;
+        };
+        let count = rest.split('/').count();
+        let mut allow: Vec<&str> = Vec::new();
+        for route in &self.routes {
+            if route.segments.len() != count || !segments_match(&route.segments, rest) {
+                continue;
+            }
+            if route.methods.contains(method) {
+                return match decode_params(&route.segments, rest) {
+                    Some(params) => Match::Found(route, params),
+                    // A parameter that is not valid UTF-8 once decoded names no entity.
+                    None => Match::NotFound,
+                };
+            }
+            allow.extend(route.methods.iter().map(http::Method::as_str));
+        }
+        if allow.is_empty() {
+            Match::NotFound
+        } else {
+            allow.sort_unstable();
+            allow.dedup();
+            Match::MethodNotAllowed(allow.join(", "))
+        }
+    }
+}
+
+fn parse_raw(text: &str, path: &Path) -> Result<RawFile, RouteError> {
+    toml::from_str(text).map_err(|e| RouteError::Parse {
+        path: path.to_owned(),
+        message: e.to_string(),
+    })
+}
+
+/// The raw routes of `path`, with every file it extends merged in.
+fn read_raw(path: &Path, depth: usize) -> Result<Vec<RawRoute>, RouteError> {
+    let text = std::fs::read_to_string(path).map_err(|source| RouteError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let raw = parse_raw(&text, path)?;
+    let base = match &raw.extends {
+        Some(_) if depth >= MAX_EXTENDS => {
+            return Err(RouteError::Parse {
+                path: path.to_owned(),
+                message: format!("`extends` chains more than {MAX_EXTENDS} files deep"),
+            })
+        }
+        Some(base) => {
+            let dir = path.parent().unwrap_or_else(|| Path::new("."));
+            read_raw(&dir.join(base), depth + 1)?
+        }
+        None => Vec::new(),
+    };
+    merge(base, raw, path)
+}
+
+/// Apply a file's routes and overrides on top of `base`.
+fn merge(mut base: Vec<RawRoute>, file: RawFile, path: &Path) -> Result<Vec<RawRoute>, RouteError> {
+    if file.extends.is_none() && !file.overrides.is_empty() {
+        return Err(RouteError::Parse {
+            path: path.to_owned(),
+            message: "`[[override]]` needs `extends`: there is no route to override".into(),
+        });
+    }
+    for o in file.overrides {
+        let invalid = |reason: &str| RouteError::Invalid {
+            path: path.to_owned(),
+            route: o.name.clone(),
+            reason: reason.to_owned(),
+        };
+        let route = base
+            .iter_mut()
+            .find(|r| r.name == o.name)
+            .ok_or_else(|| invalid("`[[override]]` names no route of the extended file"))?;
+        if let Some(credentials) = o.credentials {
+            route.credentials = credentials;
+        }
+        if let Some(upstream) = o.upstream {
+            route.upstream = upstream;
+        }
+        if let Some(rate_limit) = o.rate_limit {
+            route.rate_limit = Some(rate_limit);
+        }
+    }
+    for r in file.routes {
+        if base.iter().any(|b| b.name == r.name) {
+            return Err(RouteError::Invalid {
+                path: path.to_owned(),
+                route: r.name,
+                reason: "the extended file has a route of this name: use `[[override]]`".into(),
+            });
+        }
+        base.push(r);
+    }
+    Ok(base)
+}
+
+fn segments_match(segments: &[Segment], rest: &str) -> bool {
+    segments
+        .iter()
+        .zip(rest.split('/'))
+        .all(|(s, part)| match s {
+            Segment::Literal(l) => l == part,
+            Segment::Param => !part.is_empty(),
+        })
+}
+
+fn decode_params(segments: &[Segment], rest: &str) -> Option<Params> {
+    let mut values = Vec::new();
+    for (s, part) in segments.iter().zip(rest.split('/')) {
+        if *s == Segment::Param {
+            values.push(percent_decode_str(part).decode_utf8().ok()?.into_owned());
+        }
+    }
+    Some(Params(values))
+}
+
+fn compile(r: &RawRoute, upstreams: &BTreeSet<String>) -> Result<Route, String> {
+    if r.methods.is_empty() {
+        return Err("`methods` must name at least one method".into());
+    }
+    let methods = r
+        .methods
+        .iter()
+        .map(|m| {
+            if ALLOWED_METHODS.contains(&m.as_str()) {
+                http::Method::from_str(m).map_err(|_| format!("bad method `{m}`"))
+            } else {
+                Err(format!(
+                    "method `{m}` is not allowed (use one of {ALLOWED_METHODS:?})"
+                ))
+            }
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+
+    let body = r
+        .path
+        .strip_prefix('/')
+        .ok_or_else(|| format!("path `{}` must start with /", r.path))?;
+    let mut segments = Vec::new();
+    let mut param_names: Vec<String> = Vec::new();
+    for part in body.split('/') {
+        if let Some(name) = part.strip_prefix('{').and_then(|p| p.strip_suffix('}')) {
+            if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+                return Err(format!("bad parameter name `{part}` in path"));
+            }
+            if param_names.iter().any(|n| n == name) {
+                return Err(format!("parameter `{name}` appears twice in the path"));
+            }
+            param_names.push(name.to_owned());
+            segments.push(Segment::Param);
+        } else {
+            let canonical = crate::pipeline::sanitise::canonical_path(&format!("/{part}")).is_ok();
+            if part.is_empty() && body != part || !canonical || part.contains(['{', '}']) {
+                return Err(format!("path segment `{part}` is not a canonical literal"));
+            }
+            segments.push(Segment::Literal(part.to_owned()));
+        }
+    }
+
+    let template = |key: &str, v: &str| -> Result<Template, String> {
+        match v.strip_prefix('{').and_then(|p| p.strip_suffix('}')) {
+            Some(name) => param_names
+                .iter()
+                .position(|n| n == name)
+                .map(Template::Param)
+                .ok_or_else(|| format!("`{key}` uses `{{{name}}}`, which the path does not bind")),
+            None if v.is_empty() => Err(format!("`{key}` must not be empty")),
+            None => Ok(Template::Literal(v.to_owned())),
+        }
+    };
+
+    let target = match r.upstream.as_str() {
+        "gateway" => Target::Gateway,
+        name if upstreams.contains(name) => Target::Upstream(name.to_owned()),
+        name => return Err(format!("upstream `{name}` is not defined in the config")),
+    };
+    let action = EntityUid::from_str(&format!(
+        "{NAMESPACE}::Action::{}",
+        serde_json::Value::String(r.action.clone())
+    ))
+    .map_err(|_| format!("`action` `{}` is not a valid Cedar action id", r.action))?;
+    let resource_type = EntityTypeName::from_str(&format!("{NAMESPACE}::{}", r.resource.kind))
+        .map_err(|_| {
+            format!(
+                "resource type `{}` is not a Cedar type name",
+                r.resource.kind
+            )
+        })?;
+    let credentials = r
+        .credentials
+        .iter()
+        .map(|c| {
+            c.parse().map_err(|()| {
+                format!("unknown credential kind `{c}` (anonymous, session, api_key)")
+            })
+        })
+        .collect::<Result<Vec<CredentialKind>, _>>()?;
+    if credentials.is_empty() {
+        return Err("`credentials` must name at least one kind".into());
+    }
+    let address_limit = match r.rate_limit.as_deref() {
+        Some(v) => v
+            .parse()
+            .map_err(|()| format!("unknown rate_limit `{v}` (auth-strict, auth, none)"))?,
+        None => AddressLimit::default_for(&r.action),
+    };
+    Ok(Route {
+        address_limit,
+        name: r.name.clone(),
+        methods,
+        pattern: r.path.clone(),
+        segments,
+        target,
+        action,
+        resource_type,
+        resource_id: template("resource.id", &r.resource.id)?,
+        org: r.org.as_deref().map(|o| template("org", o)).transpose()?,
+        credentials,
+        param_names,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+
+    const TABLE: &str = r#"
+[[route]]
+name = "list-zones"
+methods = ["GET"]
+path = "/v1/orgs/{org}/zones"
+upstream = "zones"
+action = "zones:list"
+resource = { type = "Org", id = "{org}" }
+org = "{org}"
+credentials = ["anonymous"]
+
+[[route]]
+name = "create-zone"
+methods = ["POST"]
+path = "/v1/orgs/{org}/zones"
+upstream = "zones"
+action = "zones:create"
+resource = { type = "Org", id = "{org}" }
+org = "{org}"
+credentials = ["anonymous"]
+
+[[route]]
+name = "get-zone"
+methods = ["GET"]
+path = "/v1/orgs/{org}/zones/{zone}"
+upstream = "zones"
+action = "zones:read"
+resource = { type = "Zone", id = "{zone}" }
+org = "{org}"
+credentials = ["session", "api_key"]
+
+[[route]]
+name = "health"
+methods = ["GET"]
+path = "/healthz"
+upstream = "gateway"
+action = "health"
+resource = { type = "Gateway", id = "public" }
+credentials = ["anonymous"]
+"#;
+
+    fn table(text: &str) -> Result<RouteTable, RouteError> {
+        RouteTable::parse(
+            text,
+            Path::new("routes.toml"),
+            &BTreeSet::from(["zones".to_owned()]),
+        )
+    }
+
+    #[test]
+    fn address_limit_is_declared_or_derived_from_the_action() {
+        use AddressLimit as A;
+        assert_eq!(A::default_for("auth:login"), A::AuthStrict);
+        assert_eq!(A::default_for("auth:login-totp"), A::AuthStrict);
+        assert_eq!(A::default_for("auth:mfa-enrol"), A::AuthStrict);
+        assert_eq!(A::default_for("auth:password-reset"), A::AuthStrict);
+        assert_eq!(A::default_for("auth:resend-verification"), A::AuthStrict);
+        assert_eq!(A::default_for("auth:signup"), A::AuthStrict);
+        assert_eq!(A::default_for("auth:refresh"), A::Auth);
+        assert_eq!(A::default_for("zones:list"), A::None);
+        let ups: BTreeSet<String> = ["zones".to_owned()].into();
+        let one = |extra: &str| {
+            format!(
+                "[[route]]\nname = \"r\"\nmethods = [\"POST\"]\npath = \"/auth/x\"\nupstream = \"gateway\"\n\
+                 action = \"auth:x\"\nresource = {{ type = \"Gateway\", id = \"auth\" }}\n\
+                 credentials = [\"anonymous\"]\n{extra}"
+            )
+        };
+        let t = RouteTable::parse(&one(""), Path::new("r.toml"), &ups).unwrap();
+        assert_eq!(t.routes()[0].address_limit, A::Auth);
+        let t = RouteTable::parse(
+            &one("rate_limit = \"auth-strict\""),
+            Path::new("r.toml"),
+            &ups,
+        )
+        .unwrap();
+        assert_eq!(t.routes()[0].address_limit, A::AuthStrict);
+        let e = RouteTable::parse(&one("rate_limit = \"loose\""), Path::new("r.toml"), &ups)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("rate_limit"), "{e}");
+    }
+
+    #[test]
+    fn matches_method_and_path_and_decodes_parameters() {
+        let t = table(TABLE).unwrap();
+        let Match::Found(r, p) = t.find(&http::Method::GET, "/v1/orgs/acme%20co/zones/z1") else {
+            panic!("no match")
+        };
+        assert_eq!(r.name, "get-zone");
+        assert_eq!(r.org_id(&p), Some("acme co"));
+        assert_eq!(r.resource_uid(&p).to_string(), r#"Zonegate::Zone::"z1""#);
+        assert_eq!(r.action.to_string(), r#"Zonegate::Action::"zones:read""#);
+        assert!(!r.accepts(CredentialKind::Anonymous));
+    }
+
+    #[test]
+    fn unknown_path_is_not_found_and_wrong_method_lists_allowed() {
+        let t = table(TABLE).unwrap();
+        assert!(matches!(
+            t.find(&http::Method::GET, "/v1/orgs/a"),
+            Match::NotFound
+        ));
+        assert!(matches!(
+            t.find(&http::Method::GET, "/v1/orgs//zones"),
+            Match::NotFound
+        ));
+        assert!(matches!(
+            t.find(&http::Method::GET, "/healthz/"),
+            Match::NotFound
+        ));
+        match t.find(&http::Method::DELETE, "/v1/orgs/a/zones") {
+            Match::MethodNotAllowed(allow) => assert_eq!(allow, "GET, POST"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn invalid_tables_name_the_route_and_the_problem() {
+        let cases = [
+            (
+                TABLE.replace("upstream = \"gateway\"", "upstream = \"nope\""),
+                "nope",
+            ),
+            (TABLE.replace("id = \"{zone}\"", "id = \"{zon}\""), "{zon}"),
+            (TABLE.replace("[\"POST\"]", "[\"TRACE\"]"), "TRACE"),
+            (
+                TABLE.replace("[\"POST\"]", "[\"GET\"]"),
+                "same method and path",
+            ),
+            (TABLE.replace("\"anonymous\"]", "\"magic\"]"), "magic"),
+            (TABLE.replace("/healthz", "/a/../healthz"), "canonical"),
+        ];
+        for (text, needle) in cases {
+            let e = table(&text).unwrap_err().to_string();
+            assert!(e.contains(needle) && e.contains("route `"), "{needle}: {e}");
+        }
+    }
+}

@@ -1,0 +1,337 @@
+//! Stage 2, sanitise: request hygiene, run before anything looks at a request's meaning.
+//!
+//! Three jobs, all fail-closed:
+//! - refuse ambiguous framing (RFC 9112 §6.1: Content-Length together with Transfer-Encoding,
+//!   repeated lengths, anything but a single `chunked` coding), which pingora on its own would
+//!   partly forward;
+//! - refuse request paths that could route differently after decoding, instead of normalising
+//!   them (a normalised path is a path the backend might read differently);
+//! - remove every header a client could use to claim an identity or an origin, in every letter
+//!   case and with `_` for `-`, so only the gateway's own values reach the backend.
+
+use http::HeaderMap;
+
+use pingora::http::RequestHeader;
+
+use crate::web::Rejection;
+
+/// A request target that passed: the canonical path routing matches (byte for byte the path
+/// forwarded) and the raw query, if any.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub path: String,
+    pub query: Option<String>,
+}
+
+/// The whole stage: framing (also against the raw header block, when there is one), the path,
+/// then every client-supplied identity header removed from `req`.
+pub fn sanitise(req: &mut RequestHeader, raw_headers: Option<&[u8]>) -> Result<Target, Rejection> {
+    check_framing(&req.headers)?;
+    if req.headers.contains_key(http::header::TRANSFER_ENCODING)
+        && raw_headers.is_some_and(raw_has_content_length)
+    {
+        return Err(Rejection::AmbiguousFraming);
+    }
+    let target = std::str::from_utf8(req.raw_path()).map_err(|_| Rejection::AmbiguousPath)?;
+    let (path, query) = match target.split_once('?') {
+        Some((path, query)) => (path, Some(query.to_owned())),
+        None => (target, None),
+    };
+    let path = canonical_path(path)?.to_owned();
+    for name in identity_headers(&req.headers) {
+        req.remove_header(&name);
+    }
+    Ok(Target { path, query })
+}
+
+/// Check the framing headers of a request.
+pub fn check_framing(headers: &HeaderMap) -> Result<(), Rejection> {
+    let lengths = headers.get_all(http::header::CONTENT_LENGTH).iter().count();
+    let mut codings = headers.get_all(http::header::TRANSFER_ENCODING).iter();
+    let coding = codings.next();
+    if lengths > 1 || codings.next().is_some() || (lengths == 1 && coding.is_some()) {
+        return Err(Rejection::AmbiguousFraming);
+    }
+    if let Some(te) = coding {
+        // Only one plain `chunked` is unambiguous; "chunked, chunked", "gzip, chunked" or odd
+        // spellings are read differently by different servers.
+        if !te.as_bytes().eq_ignore_ascii_case(b"chunked") {
+            return Err(Rejection::AmbiguousFraming);
+        }
+    }
+    if let Some(len) = headers.get(http::header::CONTENT_LENGTH) {
+        let b = len.as_bytes();
+        if b.is_empty() || b.len() > 19 || !b.iter().all(u8::is_ascii_digit) {
+            return Err(Rejection::AmbiguousFraming);
+        }
+    }
+    Ok(())
+}
+
+/// Whether raw request header bytes contain a Content-Length field.
+///
+/// pingora's HTTP/1 parser drops Content-Length when Transfer-Encoding is present (RFC 9112
+/// §6.3) before any filter runs, so the parsed headers cannot show the conflict; the raw header
+/// block still does. Only consulted when Transfer-Encoding is present.
+pub fn raw_has_content_length(raw: &[u8]) -> bool {
+    raw.split(|&b| b == b'\n').skip(1).any(|line| {
+        line.split(|&b| b == b':')
+            .next()
+            .is_some_and(|name| name.trim_ascii().eq_ignore_ascii_case(b"content-length"))
+            && line.contains(&b':')
+    })
+}
+
+/// Accept a request path only if it is already canonical; return it unchanged.
+///
+/// Refused: anything not starting with `/`; empty interior segments (`//`); `.` and `..`
+/// segments; backslashes, `;`, control characters, non-ASCII bytes and characters outside
+/// RFC 3986 `pchar`; percent-escapes that are malformed, that encode an unreserved character
+/// (two spellings of one path), or that encode `/`, `\`, `.`, `%`, `;` or a control character.
+pub fn canonical_path(path: &str) -> Result<&str, Rejection> {
+    let body = path.strip_prefix('/').ok_or(Rejection::AmbiguousPath)?;
+    let bytes = body.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        match b {
+            b'%' => {
+                let hex = bytes.get(i + 1..i + 3).ok_or(Rejection::AmbiguousPath)?;
+                let decoded = std::str::from_utf8(hex)
+                    .ok()
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+                    .ok_or(Rejection::AmbiguousPath)?;
+                let forbidden = is_unreserved(decoded)
+                    || matches!(decoded, b'/' | b'\\' | b'%' | b';')
+                    || decoded < 0x20
+                    || decoded == 0x7f;
+                if forbidden {
+                    return Err(Rejection::AmbiguousPath);
+                }
+                i += 3;
+            }
+            _ if is_unreserved(b)
+                || is_safe_sub_delim(b)
+                || b == b'/'
+                || b == b':'
+                || b == b'@' =>
+            {
+                i += 1;
+            }
+            _ => return Err(Rejection::AmbiguousPath),
+        }
+    }
+    let segments: Vec<&str> = body.split('/').collect();
+    let last = segments.len().saturating_sub(1);
+    for (n, s) in segments.iter().enumerate() {
+        // A trailing slash is a distinct, harmless path (it simply matches no route); an empty
+        // segment anywhere else is `//`, which servers collapse differently.
+        if (s.is_empty() && n != last) || *s == "." || *s == ".." {
+            return Err(Rejection::AmbiguousPath);
+        }
+    }
+    Ok(path)
+}
+
+fn is_unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
+}
+
+/// RFC 3986 sub-delims without `;`, which some servers treat as a path-parameter separator.
+fn is_safe_sub_delim(b: u8) -> bool {
+    matches!(
+        b,
+        b'!' | b'$' | b'&' | b'\'' | b'(' | b')' | b'*' | b'+' | b',' | b'='
+    )
+}
+
+/// Header names (lower case, `-` separated) that carry identity or origin. The client's copies
+/// are removed; the gateway sets its own where it needs them.
+const IDENTITY_HEADERS: &[&str] = &[
+    "authorization-user",
+    "client-ip",
+    "forwarded",
+    "remote-user",
+    "true-client-ip",
+    "x-authenticated-user",
+    "x-client-ip",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-port",
+    "x-forwarded-prefix",
+    "x-forwarded-proto",
+    "x-forwarded-server",
+    "x-forwarded-user",
+    "x-host",
+    "x-original-url",
+    "x-org-id",
+    "x-original-forwarded-for",
+    "x-principal",
+    "x-real-ip",
+    "x-remote-user",
+    "x-request-id",
+    "x-rewrite-url",
+    "x-user",
+    "x-user-email",
+    "x-user-id",
+];
+
+/// Prefixes the gateway owns outright.
+const IDENTITY_PREFIXES: &[&str] = &["zonegate-", "x-zonegate-", "x-auth-"];
+
+/// Whether a header name, read case-insensitively and with `_` as `-`, is an identity header.
+pub fn is_identity_header(name: &str) -> bool {
+    let eq = |a: &str, b: &str| {
+        a.len() == b.len()
+            && a.bytes()
+                .zip(b.bytes())
+                .all(|(x, y)| x.to_ascii_lowercase() == y || (x == b'_' && y == b'-'))
+    };
+    IDENTITY_HEADERS.iter().any(|h| eq(name, h))
+        || IDENTITY_PREFIXES
+            .iter()
+            .any(|p| name.get(..p.len()).is_some_and(|head| eq(head, p)))
+}
+
+/// The names of every identity header in a client's request, for the caller to remove (pingora
+/// keeps its own case map beside the header map, so removal goes through its API).
+pub fn identity_headers(headers: &HeaderMap) -> Vec<http::HeaderName> {
+    headers
+        .keys()
+        .filter(|k| is_identity_header(k.as_str()))
+        .cloned()
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use http::HeaderValue;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn framing_table() {
+        let ok = [
+            vec![],
+            vec![("content-length", "5")],
+            vec![("transfer-encoding", "chunked")],
+        ];
+        for h in ok {
+            assert_eq!(check_framing(&headers(&h)), Ok(()), "{h:?}");
+        }
+        let bad = [
+            vec![("content-length", "5"), ("transfer-encoding", "chunked")],
+            vec![("content-length", "5"), ("content-length", "5")],
+            vec![("content-length", "5"), ("content-length", "6")],
+            vec![("content-length", "5, 6")],
+            vec![("content-length", "+5")],
+            vec![("transfer-encoding", "chunked, chunked")],
+            vec![
+                ("transfer-encoding", "chunked"),
+                ("transfer-encoding", "chunked"),
+            ],
+            vec![("transfer-encoding", "gzip")],
+            vec![("transfer-encoding", " chunked")],
+        ];
+        for h in bad {
+            assert_eq!(
+                check_framing(&headers(&h)),
+                Err(Rejection::AmbiguousFraming),
+                "{h:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn content_length_is_found_in_raw_headers_in_any_case() {
+        let raw = b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nCONTENT-length: 5\r\n\r\n";
+        assert!(raw_has_content_length(raw));
+        let raw =
+            b"POST /content-length: HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n";
+        assert!(!raw_has_content_length(raw));
+        let raw = b"POST / HTTP/1.1\r\nX-Note: content-length: 5\r\n\r\n";
+        assert!(!raw_has_content_length(raw));
+    }
+
+    #[test]
+    fn path_canonicalisation_table() {
+        let ok = [
+            "/",
+            "/v1/orgs/acme/zones",
+            "/v1/orgs/acme/zones/",
+            "/a/b%20c",
+            "/a/%C3%A9t%C3%A9",
+            "/a/b:c@d!$&'()*+,=",
+        ];
+        for p in ok {
+            assert_eq!(canonical_path(p), Ok(p), "{p}");
+        }
+        let bad = [
+            "",
+            "v1",
+            "/a//b",
+            "//a",
+            "/a/./b",
+            "/a/../b",
+            "/..",
+            "/a/.",
+            "/a/%2e%2e/b",
+            "/a/%2E/b",
+            "/a/.%2e/b",
+            "/a%2fb",
+            "/a%2Fb",
+            "/a%5cb",
+            "/a\\b",
+            "/a%00b",
+            "/a%0ab",
+            "/a%252e",
+            "/a%41",
+            "/a%7e",
+            "/a%",
+            "/a%4",
+            "/a%zz",
+            "/a;b",
+            "/a%3bb",
+            "/a b",
+            "/a\u{e9}",
+            "/a\"b",
+            "/a<b",
+            "/a#b",
+        ];
+        for p in bad {
+            assert_eq!(canonical_path(p), Err(Rejection::AmbiguousPath), "{p:?}");
+        }
+    }
+
+    #[test]
+    fn identity_headers_go_in_every_spelling() {
+        let mut h = headers(&[
+            ("X-User-Id", "admin"),
+            ("x_user_id", "admin"),
+            ("X_FORWARDED_FOR", "1.2.3.4"),
+            ("zonegate-identity", "forged"),
+            ("Zonegate_Identity", "forged"),
+            ("x-zonegate-anything", "x"),
+            ("forwarded", "for=1.2.3.4"),
+            ("accept", "application/json"),
+            ("x-userish", "kept"),
+        ]);
+        for name in identity_headers(&h.clone()) {
+            h.remove(name);
+        }
+        let mut left: Vec<_> = h.keys().map(|k| k.as_str().to_owned()).collect();
+        left.sort();
+        assert_eq!(left, ["accept", "x-userish"]);
+    }
+}

@@ -1,0 +1,131 @@
+//! Stages 4 and 6, throttle: by client address (before any credential is looked at, so
+//! guessing passwords, codes or reset links from one address is slow whatever the account),
+//! then by principal (an API key against its own bucket, then its org's, so one busy
+//! integration cannot starve the org's others beyond the org's allowance).
+//!
+//! The limiters are the bounded keyed GCRA buckets of [`crate::domain::ratelimit`], configured
+//! in `[rate_limits]`. A refusal is a 429 with `Retry-After`, and at most one audit event per
+//! limited key per minute: a client hammering past its limit must not become one audit row per
+//! refused request.
+
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+
+use super::route::{AddressLimit, Route};
+use super::{Pipeline, RequestCtx};
+use crate::domain::audit::SecurityEvent;
+use crate::domain::principal::Principal;
+use crate::domain::ratelimit::{KeyedLimiter, Limited, RatePolicy};
+use crate::web::Rejection;
+
+/// The limits of one rate-limited dimension, from `[rate_limits]`.
+#[derive(Debug, Clone)]
+pub struct LimitsConfig {
+    pub auth_strict: RatePolicy,
+    pub auth: RatePolicy,
+    pub api_key: RatePolicy,
+    pub org: RatePolicy,
+    pub max_tracked_keys: usize,
+}
+
+/// The rate limiters of stages 4 and 6.
+#[derive(Debug)]
+pub struct Limits {
+    /// Per client address, on credential-guessing routes.
+    auth_strict: KeyedLimiter<IpAddr>,
+    /// Per client address, on other account routes.
+    auth: KeyedLimiter<IpAddr>,
+    /// Per API key id.
+    api_key: KeyedLimiter<String>,
+    /// Per org, over all its keys.
+    org: KeyedLimiter<String>,
+    /// One `excess_rate_limit_exceeded` audit event per limited key per minute.
+    events: KeyedLimiter<String>,
+}
+
+impl Limits {
+    pub fn new(cfg: &LimitsConfig) -> Limits {
+        let cap = cfg.max_tracked_keys;
+        Limits {
+            auth_strict: KeyedLimiter::new(cfg.auth_strict, cap),
+            auth: KeyedLimiter::new(cfg.auth, cap),
+            api_key: KeyedLimiter::new(cfg.api_key, cap),
+            org: KeyedLimiter::new(cfg.org, cap),
+            events: KeyedLimiter::new(RatePolicy::per_minute(NonZeroU32::MIN), cap),
+        }
+    }
+
+    /// Count a request from `client` on a route of class `class`.
+    pub fn by_address(&self, class: AddressLimit, client: IpAddr) -> Result<(), Limited> {
+        match class {
+            AddressLimit::AuthStrict => self.auth_strict.check(&client),
+            AddressLimit::Auth => self.auth.check(&client),
+            AddressLimit::None => Ok(()),
+        }
+    }
+
+    /// Drop idle keys and give memory back; run periodically.
+    pub fn maintain(&self) {
+        self.auth_strict.maintain();
+        self.auth.maintain();
+        self.api_key.maintain();
+        self.org.maintain();
+        self.events.maintain();
+    }
+}
+
+/// Stage 4: throttle by client address.
+pub fn by_address(p: &Pipeline, ctx: &RequestCtx, route: &Route) -> Result<(), Rejection> {
+    let Some(client) = ctx.admitted.client else {
+        return Ok(());
+    };
+    p.limits
+        .by_address(route.address_limit, client)
+        .map_err(|limited| refuse(p, ctx, route, "address", &client.to_string(), limited, None))
+}
+
+/// Stage 6: throttle by principal.
+pub fn by_principal(
+    p: &Pipeline,
+    ctx: &RequestCtx,
+    route: &Route,
+    principal: &Principal,
+) -> Result<(), Rejection> {
+    if let Principal::ApiKey(key) = principal {
+        let checks = [
+            ("api_key", &p.limits.api_key, &key.key_id),
+            ("org", &p.limits.org, &key.org_id),
+        ];
+        for (scope, limiter, id) in checks {
+            limiter
+                .check(id)
+                .map_err(|limited| refuse(p, ctx, route, scope, id, limited, Some(principal)))?;
+        }
+    }
+    Ok(())
+}
+
+/// Record a refusal (at most once a minute per limited key) and turn it into the 429.
+fn refuse(
+    p: &Pipeline,
+    ctx: &RequestCtx,
+    route: &Route,
+    scope: &'static str,
+    key: &str,
+    limited: Limited,
+    principal: Option<&Principal>,
+) -> Rejection {
+    if p.limits.events.check(&format!("{scope}:{key}")).is_ok() {
+        let mut event = ctx
+            .event(SecurityEvent::RateLimitExceeded)
+            .detail("scope", scope)
+            .detail("route", route.name.as_str())
+            .detail("policy", limited.policy.header_value())
+            .detail("overflow", limited.overflow);
+        if let Some(Principal::ApiKey(k)) = principal {
+            event = event.principal(&k.key_id).org(&k.org_id);
+        }
+        p.audit.record(event);
+    }
+    Rejection::TooManyRequests(limited)
+}

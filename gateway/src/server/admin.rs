@@ -1,0 +1,95 @@
+//! The admin listener: health and readiness for operators and orchestrators, and the policy
+//! set (`GET /policies`, `POST /policies/reload`). It binds its own address (loopback by
+//! default) and is never reachable through the public listener; whoever can reach it can
+//! reload policies, so keep it on loopback or a management network.
+//!
+//! Errors are the gateway's one [`Rejection`] type, rendered like every other refusal.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use http::{HeaderValue, Response};
+use pingora::apps::http_app::ServeHttp;
+use pingora::protocols::http::ServerSession;
+use serde_json::json;
+
+use super::Gateway;
+use crate::web::security::SecurityHeaders;
+use crate::web::Rejection;
+
+#[derive(Debug, Clone)]
+pub struct AdminApp {
+    pub gateway: Arc<Gateway>,
+    pub security: SecurityHeaders,
+    pub identity_key: Option<String>,
+}
+
+impl AdminApp {
+    fn policies(&self) -> serde_json::Value {
+        let policy = &self.gateway.policy;
+        let active = policy.active();
+        json!({
+            "policy_hash": active.hash(),
+            "policies": active.len(),
+            "dir": active.dir().display().to_string(),
+            "shadow_hash": policy.shadow_hash(),
+            "shadow_mismatches": policy.shadow_mismatches(),
+        })
+    }
+
+    fn answer(&self, method: &str, path: &str) -> Result<serde_json::Value, Rejection> {
+        match (method, path) {
+            ("GET", "/healthz") => Ok(json!({ "status": "ok" })),
+            ("GET", "/policies") => Ok(self.policies()),
+            ("POST", "/policies/reload") => match self.gateway.reload_policies("admin") {
+                Ok(r) => Ok(json!({
+                    "status": "reloaded",
+                    "policy_hash": r.hash,
+                    "previous_hash": r.previous_hash,
+                    "shadow_hash": r.shadow_hash,
+                })),
+                // The reasons are in the gateway's log and the audit trail.
+                Err(_) => Err(Rejection::InvalidPolicySet),
+            },
+            ("GET", "/readyz") => Ok(json!({
+                "status": "ready",
+                "policy_hash": self.gateway.policy.active_hash(),
+                "identity_key": self.identity_key,
+            })),
+            (_, "/healthz" | "/policies" | "/readyz") => Err(Rejection::MethodNotAllowed {
+                allow: "GET".into(),
+            }),
+            (_, "/policies/reload") => Err(Rejection::MethodNotAllowed {
+                allow: "POST".into(),
+            }),
+            _ => Err(Rejection::NotFound),
+        }
+    }
+}
+
+#[async_trait]
+impl ServeHttp for AdminApp {
+    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let req = session.req_header();
+        let answer = self.answer(req.method.as_str(), req.uri.path());
+        let mut response = match answer {
+            Ok(body) => {
+                let mut r =
+                    Response::new(Bytes::from(serde_json::to_vec(&body).unwrap_or_default()));
+                r.headers_mut().insert(
+                    http::header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                );
+                r
+            }
+            Err(rejection) => rejection.response(),
+        };
+        self.security.apply(response.headers_mut(), None);
+        let len = response.body().len();
+        response
+            .headers_mut()
+            .insert(http::header::CONTENT_LENGTH, HeaderValue::from(len));
+        response.map(|b| b.to_vec())
+    }
+}

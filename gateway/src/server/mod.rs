@@ -1,0 +1,333 @@
+//! Assembling the gateway from a validated config, and running it.
+//!
+//! [`prepare`] does every check that can fail (keys, TLS files, routes, policies, handlers)
+//! before a single socket is bound, so a bad deployment fails at start with a message naming
+//! the file or route, never halfway through serving. [`run`] then builds the pingora server
+//! with its listeners and background jobs and blocks until shutdown.
+
+pub mod admin;
+pub mod jobs;
+pub mod redirect;
+pub mod telemetry;
+pub mod tls;
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use pingora::listeners::tls::TlsSettings;
+use pingora::prelude::HttpPeer;
+use pingora::server::configuration::ServerConf;
+use pingora::server::{RunArgs, Server};
+use pingora::services::listening::Service;
+
+use crate::api::{Api, ApiRouteError};
+use crate::clock::{Clock, SystemClock};
+use crate::config::Config;
+use crate::domain::accounts::Accounts;
+use crate::domain::apikeys::ApiKeys;
+use crate::domain::audit::{AuditEvent, AuditLog, AuditTrail, AuditWriter, SecurityEvent};
+use crate::domain::identity::Signer;
+use crate::domain::keyring::{KeyRing, KeyRingError};
+use crate::domain::mail::{MailError, Mailer};
+use crate::domain::orgs::Orgs;
+use crate::domain::policy::{PolicyEngine, PolicyError, PolicyStore};
+use crate::domain::storage::{Db, DbError};
+use crate::domain::Services;
+use crate::pipeline::admit::RequestIds;
+use crate::pipeline::route::{RouteError, RouteTable, Target};
+use crate::pipeline::throttle::Limits;
+use crate::pipeline::{GatewayProxy, Pipeline};
+use crate::web::security::SecurityHeaders;
+use admin::AdminApp;
+use redirect::RedirectToHttps;
+use tls::{CertResolver, TlsError};
+
+/// Why the gateway would not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("key ring: {0}")]
+    KeyRing(#[from] KeyRingError),
+    #[error("routes: {0}")]
+    Routes(#[from] RouteError),
+    #[error("policies: {0}")]
+    Policy(#[from] PolicyError),
+    #[error("routes: {0}")]
+    Handlers(#[from] ApiRouteError),
+    #[error("tls: {0}")]
+    Tls(#[from] TlsError),
+    #[error("{0}")]
+    Db(#[from] DbError),
+    #[error("mail: {0}")]
+    Mail(#[from] MailError),
+    #[error("{0}")]
+    Other(String),
+}
+
+/// The running gateway's shared state: the pipeline and what the admin listener and the
+/// background jobs reach.
+#[derive(Debug)]
+pub struct Gateway {
+    pub pipeline: Arc<Pipeline>,
+    pub routes: Arc<RouteTable>,
+    pub policy: Arc<PolicyEngine>,
+    pub limits: Arc<Limits>,
+    pub audit: AuditLog,
+    pub trail: AuditTrail,
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Gateway {
+    /// Reload the policy set (checked against the route table), recording the outcome as a
+    /// security event; the old set stays in force on refusal.
+    pub fn reload_policies(
+        &self,
+        trigger: &str,
+    ) -> Result<crate::domain::policy::Reloaded, PolicyError> {
+        let routes = self.routes.clone();
+        let outcome = self
+            .policy
+            .reload(&move |store: &PolicyStore| routes.check(store));
+        let event = match &outcome {
+            Ok(r) => AuditEvent::new(SecurityEvent::PolicyReloaded)
+                .detail("policy_hash", r.hash.as_str())
+                .detail("previous_hash", r.previous_hash.as_str()),
+            // The error names files and policy ids, never secrets: what the operator needs
+            // to see in the trail.
+            Err(e) => AuditEvent::new(SecurityEvent::PolicyReloadFail)
+                .detail("policy_hash", self.policy.active_hash())
+                .detail("error", e.to_string()),
+        };
+        self.audit.record(event.detail("trigger", trigger));
+        outcome
+    }
+}
+
+/// Everything validated and loaded, ready to serve.
+#[derive(Debug)]
+pub struct Prepared {
+    pub config: Config,
+    pub gateway: Arc<Gateway>,
+    pub certs: Arc<CertResolver>,
+    /// The audit writer, started by [`run`] on the maintenance service's runtime (there is no
+    /// runtime yet when the gateway is prepared; events recorded before it runs wait queued).
+    pub audit_writer: AuditWriter,
+}
+
+/// Load a policy directory and hold it against the route table.
+fn load_policies(dir: &std::path::Path, routes: &RouteTable) -> Result<PolicyStore, PolicyError> {
+    let store = PolicyStore::load(dir)?;
+    routes.check(&store)?;
+    Ok(store)
+}
+
+/// Load and check everything the config points at.
+pub fn prepare(config: Config, clock: Arc<dyn Clock>) -> Result<Prepared, StartError> {
+    let ring = KeyRing::load(&config.key_dir)?;
+    let certs = Arc::new(CertResolver::load(&config.tls.cert, &config.tls.key)?);
+    let upstream_names: BTreeSet<String> = config.upstreams.keys().cloned().collect();
+    let routes = Arc::new(RouteTable::load(&config.routes_file, &upstream_names)?);
+    let store = load_policies(&config.policies_dir, &routes)?;
+    let shadow = match &config.shadow_policies_dir {
+        Some(dir) => Some(load_policies(dir, &routes)?),
+        None => None,
+    };
+    let policy = Arc::new(PolicyEngine::with_shadow(store, shadow));
+    let signer = Signer::new(&ring, &config.identity.audience, config.identity.ttl)
+        .ok_or_else(|| StartError::Other("the key ring has no identity key".into()))?;
+    let upstreams = config
+        .upstreams
+        .iter()
+        .map(|(name, up)| {
+            let mut peer = HttpPeer::new(up.address, false, String::new());
+            peer.options.connection_timeout = Some(config.server.upstream_connect_timeout);
+            peer.options.read_timeout = Some(config.server.upstream_read_timeout);
+            (name.clone(), peer)
+        })
+        .collect::<HashMap<_, _>>();
+    let db = Db::prepare_blocking(&config.database_url, config.database_max_connections)?;
+    let mailer = Arc::new(match &config.smtp {
+        Some(smtp) => Mailer::smtp(&config.mail_from, smtp)?,
+        None => Mailer::outbox(&config.mail_from, config.outbox_dir.clone())?,
+    });
+    let (audit, audit_writer) = AuditLog::detached(db.clone(), clock.clone(), config.audit.queue);
+    let services = Services {
+        accounts: Arc::new(
+            Accounts::new(
+                db.clone(),
+                &ring,
+                config.bcrypt_cost,
+                mailer.clone(),
+                clock.clone(),
+                audit.clone(),
+                config.accounts.clone(),
+            )
+            .map_err(|e| StartError::Other(format!("accounts: {e}")))?,
+        ),
+        orgs: Arc::new(Orgs::new(
+            db.clone(),
+            clock.clone(),
+            mailer,
+            audit.clone(),
+            config.accounts.clone(),
+        )),
+        keys: Arc::new(
+            ApiKeys::new(
+                db.clone(),
+                &ring,
+                clock.clone(),
+                audit.clone(),
+                config.accounts.cache_revalidate,
+                config.api_key_roll_grace,
+            )
+            .ok_or_else(|| StartError::Other("the key ring has no pepper key".into()))?,
+        ),
+        audit: audit.clone(),
+        trail: AuditTrail::new(db),
+    };
+    let api = Api::new(&services, policy.clone());
+    api.check(routes.routes().iter().flat_map(|r| {
+        let gateway = r.target == Target::Gateway;
+        r.methods
+            .iter()
+            .filter(move |_| gateway)
+            .map(move |m| (r.name.as_str(), m, r.pattern.as_str()))
+    }))?;
+    let limits = Arc::new(Limits::new(&config.rate_limits));
+    let pipeline = Pipeline {
+        routes: routes.clone(),
+        policy: policy.clone(),
+        services: services.clone(),
+        signer,
+        upstreams,
+        trusted_proxies: config.trusted_proxies.clone(),
+        public_origin: config.public_origin.clone(),
+        public_authority: config.public_authority.clone(),
+        security: SecurityHeaders::new(config.tls.hsts_max_age_seconds),
+        api,
+        clock: clock.clone(),
+        max_gateway_body_bytes: config.server.max_gateway_body_bytes,
+        request_ids: RequestIds::default(),
+        limits: limits.clone(),
+        audit: audit.clone(),
+    };
+    let gateway = Gateway {
+        pipeline: Arc::new(pipeline),
+        routes,
+        policy,
+        limits,
+        audit,
+        trail: services.trail.clone(),
+        clock,
+    };
+    Ok(Prepared {
+        config,
+        gateway: Arc::new(gateway),
+        certs,
+        audit_writer,
+    })
+}
+
+/// Check a config without serving: what `zonegate check-config` runs.
+pub fn check(config: Config) -> Result<Prepared, StartError> {
+    prepare(config, Arc::new(SystemClock))
+}
+
+/// Serve until SIGTERM (graceful: stop accepting, let in-flight requests finish within the
+/// grace period) or SIGINT (immediate).
+pub fn run(prepared: Prepared) -> Result<(), StartError> {
+    let Prepared {
+        config,
+        gateway,
+        certs,
+        audit_writer,
+    } = prepared;
+    let mut conf = ServerConf {
+        threads: config.server.threads,
+        grace_period_seconds: Some(config.server.shutdown_grace.as_secs()),
+        // After the grace period, runtimes get one more second to unwind.
+        graceful_shutdown_timeout_seconds: Some(1),
+        upstream_keepalive_pool_size: config.server.upstream_keepalive_pool,
+        ..ServerConf::default()
+    };
+    // No daemonising or upgrade socket: the process manager owns the process.
+    conf.daemon = false;
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+
+    let mut tls = TlsSettings::intermediate("", "")
+        .map_err(|e| StartError::Other(format!("tls settings: {e}")))?;
+    tls.set_cert_resolver(certs);
+    let mut public = pingora::proxy::http_proxy_service_with_name(
+        &server.configuration,
+        GatewayProxy {
+            pipeline: gateway.pipeline.clone(),
+        },
+        "zonegate public https",
+    );
+    public.add_tls_with_settings(&config.listen.https.to_string(), None, tls);
+    server.add_service(public);
+
+    if let Some(http) = config.listen.http {
+        let mut redirect = Service::new(
+            "zonegate http redirect".into(),
+            RedirectToHttps {
+                origin: config.public_origin.clone(),
+            },
+        );
+        redirect.add_tcp(&http.to_string());
+        server.add_service(redirect);
+    }
+
+    server.add_service(pingora::services::background::background_service(
+        "policy reload on SIGHUP",
+        jobs::ReloadOnHangup {
+            gateway: gateway.clone(),
+        },
+    ));
+    server.add_service(pingora::services::background::background_service(
+        "audit writer, retention and rate-limit maintenance",
+        jobs::Maintenance::new(
+            gateway.clone(),
+            audit_writer,
+            config.audit.retention_days,
+            config.audit.purge_interval,
+        ),
+    ));
+    let security = SecurityHeaders::new(config.tls.hsts_max_age_seconds);
+    let mut admin = Service::new(
+        "zonegate admin".into(),
+        AdminApp {
+            gateway: gateway.clone(),
+            security,
+            identity_key: gateway.pipeline.signer.key_id().map(str::to_owned),
+        },
+    );
+    admin.add_tcp(&config.listen.admin.to_string());
+    server.add_service(admin);
+
+    gateway.audit.record(
+        AuditEvent::new(SecurityEvent::Startup)
+            .detail("https", config.listen.https.to_string())
+            .detail("admin", config.listen.admin.to_string())
+            .detail("policy_hash", gateway.policy.active_hash()),
+    );
+    ignore_hangup_until_served();
+    server.run(RunArgs::default());
+    Ok(())
+}
+
+/// SIGHUP's default action ends the process. The reload service installs its handler only once
+/// its runtime starts, after the listeners may already answer; registering (and dropping) a
+/// tokio listener here replaces the default action for good, so an early SIGHUP is ignored
+/// rather than fatal.
+fn ignore_hangup_until_served() {
+    let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+    else {
+        return;
+    };
+    rt.block_on(async {
+        let _ = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
+    });
+}

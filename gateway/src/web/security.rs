@@ -1,0 +1,83 @@
+//! The security headers every response carries, whoever made it (the upstream, the gateway's
+//! API, a rejection, the admin listener), and the internal headers no response may carry.
+
+use http::{HeaderMap, HeaderName, HeaderValue};
+
+/// Response headers removed from every answer: internal plumbing that must not reach clients
+/// (the upstream's server banner, the identity assertion if an upstream echoed it).
+pub const INTERNAL_RESPONSE_HEADERS: &[&str] = &["server", "x-powered-by", "zonegate-identity"];
+
+/// The security headers, built once from config.
+#[derive(Debug, Clone)]
+pub struct SecurityHeaders {
+    headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl SecurityHeaders {
+    pub fn new(hsts_max_age_seconds: u64) -> SecurityHeaders {
+        let hsts = HeaderValue::from_str(&format!(
+            "max-age={hsts_max_age_seconds}; includeSubDomains"
+        ))
+        .unwrap_or_else(|_| HeaderValue::from_static("max-age=63072000; includeSubDomains"));
+        let fixed = |name: &'static str, value: &'static str| {
+            (
+                HeaderName::from_static(name),
+                HeaderValue::from_static(value),
+            )
+        };
+        SecurityHeaders {
+            headers: vec![
+                (http::header::STRICT_TRANSPORT_SECURITY, hsts),
+                fixed("x-content-type-options", "nosniff"),
+                fixed("content-security-policy", "frame-ancestors 'none'"),
+                fixed("referrer-policy", "no-referrer"),
+                // Every answer is an API answer: none may be stored by a cache.
+                fixed("cache-control", "no-store"),
+            ],
+        }
+    }
+
+    /// The headers to set, replacing any value already present.
+    pub fn headers(&self) -> impl Iterator<Item = (&HeaderName, &HeaderValue)> {
+        self.headers.iter().map(|(n, v)| (n, v))
+    }
+
+    /// Apply to a header map: drop internal headers, set the security headers and the request
+    /// id (when there is one).
+    pub fn apply(&self, headers: &mut HeaderMap, request_id: Option<&str>) {
+        for name in INTERNAL_RESPONSE_HEADERS {
+            headers.remove(*name);
+        }
+        for (name, value) in &self.headers {
+            headers.insert(name.clone(), value.clone());
+        }
+        if let Some(id) = request_id.and_then(|id| HeaderValue::from_str(id).ok()) {
+            headers.insert(HeaderName::from_static("x-request-id"), id);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replaces_upstream_values_and_strips_internal_headers() {
+        let mut h = HeaderMap::new();
+        h.insert("server", HeaderValue::from_static("nginx"));
+        h.insert("zonegate-identity", HeaderValue::from_static("leaked"));
+        h.insert(
+            "cache-control",
+            HeaderValue::from_static("public, max-age=60"),
+        );
+        SecurityHeaders::new(100).apply(&mut h, Some("rid"));
+        assert!(h.get("server").is_none() && h.get("zonegate-identity").is_none());
+        assert_eq!(h["cache-control"], "no-store");
+        assert_eq!(
+            h["strict-transport-security"],
+            "max-age=100; includeSubDomains"
+        );
+        assert_eq!(h["x-content-type-options"], "nosniff");
+        assert_eq!(h["x-request-id"], "rid");
+    }
+}
