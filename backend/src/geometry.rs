@@ -83,6 +83,34 @@ pub enum GeometryError {
     OverlappingPolygons,
 }
 
+impl GeometryError {
+    /// The fixed text a client is shown: the same words as `Display`, but a constant (no
+    /// value from the request ever reaches an error body).
+    pub fn detail(&self) -> &'static str {
+        match self {
+            Self::UnsupportedType(_) => "area must be a GeoJSON Polygon or MultiPolygon",
+            Self::ExtraMembers => "area must contain only the members \"type\" and \"coordinates\"",
+            Self::Empty => "area must contain at least one polygon with an exterior ring",
+            Self::TooManyVertices => "area must have at most 10000 positions in total",
+            Self::BadPosition => {
+                "every position must be [longitude, latitude]: exactly two numbers"
+            }
+            Self::OutOfRange => {
+                "coordinates must be finite, longitude within -180..=180 and latitude within -90..=90"
+            }
+            Self::TooFewPositions => "every ring must have at least 4 positions and 3 distinct points",
+            Self::RingNotClosed => {
+                "every ring must be closed: its first and last positions must be equal"
+            }
+            Self::SelfIntersection => "a ring crosses or touches itself",
+            Self::RingsTouch => "two rings cross or touch",
+            Self::HoleOutsideShell => "every hole must lie inside its polygon's exterior ring",
+            Self::NestedHoles => "holes of a polygon must not be nested",
+            Self::OverlappingPolygons => "the polygons of a MultiPolygon must not overlap",
+        }
+    }
+}
+
 /// Axis-aligned bounding box of an area, stored next to it so coverage queries
 /// can pre-filter in SQL before the exact (and more expensive) test.
 #[derive(Debug, Clone, Copy, PartialEq)]

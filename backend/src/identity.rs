@@ -1,4 +1,5 @@
-//! Verification of the gateway's identity assertion, and org authorisation.
+//! Verification of the gateway's identity assertion, and org authorisation. The HTTP side (the
+//! middleware and extractors that apply it to requests) is in [`crate::guard`].
 //!
 //! zonegate authenticates callers and forwards each request with a short-lived
 //! HS256 JWT in the `zonegate-identity` header. The assertion is bound to one
@@ -21,21 +22,14 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use axum::extract::{FromRequestParts, Request, State};
-use axum::http::request::Parts;
 use axum::http::{HeaderMap, Method};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
-use tracing::Instrument as _;
 
-use crate::clock::{unix_seconds, Clock};
-use crate::extract::PathParams;
-use crate::problem::ApiError;
+use crate::clock::Clock;
 
 /// Request header carrying the assertion.
 pub const IDENTITY_HEADER: &str = "zonegate-identity";
@@ -304,7 +298,7 @@ impl IdentityVerifier {
         method: &Method,
         target: &str,
     ) -> Result<(), AssertionError> {
-        let now = unix_seconds(self.clock.now());
+        let now = self.clock.unix_seconds();
         if claims.iss != ISSUER {
             return Err(AssertionError::WrongIssuer);
         }
@@ -345,56 +339,6 @@ fn assertion_header(headers: &HeaderMap) -> Result<&str, AssertionError> {
     Ok(token)
 }
 
-/// Middleware in front of every route except `/healthz`: verifies the
-/// assertion and makes the [`VerifiedIdentity`] available to handlers, or
-/// answers 401 before any routing, parsing or database work happens.
-pub async fn require_identity(
-    State(verifier): State<Arc<IdentityVerifier>>,
-    mut request: Request,
-    next: Next,
-) -> Response {
-    // No nesting or path rewriting happens before this layer, so the URI is
-    // the request target exactly as received.
-    let uri = request.uri();
-    let target = uri
-        .path_and_query()
-        .map_or_else(|| uri.path(), |target| target.as_str());
-    match verifier.verify(request.headers(), request.method(), target) {
-        Ok(identity) => {
-            let span = tracing::info_span!(
-                "request",
-                rid = %identity.request_id,
-                sub = %identity.subject,
-            );
-            request.extensions_mut().insert(identity);
-            next.run(request).instrument(span).await
-        }
-        Err(reason) => {
-            tracing::info!(
-                %reason,
-                method = %request.method(),
-                path = %request.uri().path(),
-                "identity assertion rejected"
-            );
-            ApiError::Unauthenticated.into_response()
-        }
-    }
-}
-
-impl<S: Send + Sync> FromRequestParts<S> for VerifiedIdentity {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
-        // Absent only if a route was mounted outside `require_identity`;
-        // fail closed rather than serve it unauthenticated.
-        parts
-            .extensions
-            .get::<VerifiedIdentity>()
-            .cloned()
-            .ok_or(ApiError::Unauthenticated)
-    }
-}
-
 /// Proof that the caller may act for the org named in the path. Store queries
 /// take this rather than a string, so a query cannot be scoped to an org that
 /// was not checked.
@@ -414,24 +358,15 @@ impl AuthorizedOrg {
     }
 }
 
-impl<S: Send + Sync> FromRequestParts<S> for AuthorizedOrg {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
-        let identity = VerifiedIdentity::from_request_parts(parts, state).await?;
-        let PathParams(params) =
-            PathParams::<Vec<(String, String)>>::from_request_parts(parts, state).await?;
-        let org = params
-            .into_iter()
-            .find_map(|(name, value)| (name == "org").then_some(value))
-            .ok_or_else(|| ApiError::internal("AuthorizedOrg used on a route without {org}"))?;
-        // Exact comparison of the decoded path segment with the claim: the
-        // gateway names the org it authorised, and nothing else is accepted.
-        if identity.org.as_deref() != Some(org.as_str()) {
-            tracing::info!(path_org = %org, "identity not authorised for org");
-            return Err(ApiError::Forbidden);
-        }
-        Ok(Self { org, identity })
+impl AuthorizedOrg {
+    /// The org named in the path, if the verified identity was authorised for exactly it
+    /// (the decoded path segment compared with the claim: the gateway names the org it
+    /// authorised, and nothing else is accepted).
+    pub fn for_path(identity: VerifiedIdentity, path_org: String) -> Option<AuthorizedOrg> {
+        (identity.org.as_deref() == Some(path_org.as_str())).then_some(AuthorizedOrg {
+            org: path_org,
+            identity,
+        })
     }
 }
 

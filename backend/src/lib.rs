@@ -8,12 +8,13 @@
 //! Module map, one responsibility each:
 //! - [`config`]: `BackendConfig` and the command line;
 //! - [`identity`]: verifying the gateway's assertion, org authorisation;
+//! - [`guard`]: the middleware and extractors that apply it to requests;
 //! - [`zones`]: HTTP handlers;
 //! - [`geometry`]: validating areas, point coverage;
 //! - [`store`]: SQLite persistence;
 //! - [`problem`]: the single error type, rendered as RFC 9457 problem+json;
 //! - [`extract`]: extractors that turn axum rejections into that error type;
-//! - [`clock`]: the injectable time source.
+//! - [`clock`]: the injectable time source (shared with the gateway: `zonegate-common`).
 //!
 //! Embedding (tests, the gateway's `dev` command): build an [`AppState`] and
 //! call [`app`], or hand an already-bound listener to [`serve_listener`], or
@@ -31,20 +32,21 @@ use axum::{middleware, Json, Router};
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 
-pub mod clock;
 pub mod config;
 pub mod extract;
 pub mod geometry;
+pub mod guard;
 mod headers;
 pub mod identity;
 pub mod problem;
 pub mod store;
 pub mod zones;
 
-pub use clock::{Clock, SystemClock};
 pub use config::BackendConfig;
 pub use identity::{IdentityKeys, IdentityVerifier, KeyError, VerifiedIdentity};
 pub use store::{Store, StoreError};
+pub use zonegate_common::clock;
+pub use zonegate_common::clock::{Clock, SystemClock};
 
 /// Largest accepted request body. Larger bodies get 413 before being parsed.
 pub const MAX_BODY_BYTES: usize = 256 * 1024;
@@ -108,7 +110,7 @@ pub fn app(state: AppState) -> Router {
         .fallback(problem::not_found)
         .layer(middleware::from_fn_with_state(
             Arc::clone(&state.verifier),
-            identity::require_identity,
+            guard::require_identity,
         ));
 
     Router::new()

@@ -1,36 +1,33 @@
-//! The one error type of the HTTP API and its RFC 9457 `application/problem+json`
-//! rendering.
+//! The one error type of the HTTP API and its RFC 9457 `application/problem+json` rendering
+//! (the [`Problem`] shape shared with the gateway).
 //!
-//! Every failure a client can see goes through [`ApiError`], including axum's
-//! own extractor rejections (converted by the `From` impls below and by the
-//! wrappers in `extract.rs`) and the router's 404/405 fallbacks. That keeps the
-//! error format uniform and ensures no plain-text rejection body escapes.
+//! Every failure a client can see goes through [`ApiError`], including axum's own extractor
+//! rejections (converted by the `From` impls below and by the wrappers in `extract.rs`) and the
+//! router's 404/405 fallbacks. That keeps the error format uniform and ensures no plain-text
+//! rejection body escapes.
+//!
+//! Every problem has a stable `urn:zone-backend:problem:*` type and fixed text: a parser's
+//! message, a value from the request, a database error or why an identity assertion failed
+//! never reaches a body (those go to the log).
 //!
 //! Status code policy:
-//! - 400: the request could not be parsed: malformed JSON, or any problem with
-//!   the query string (missing, non-numeric or out-of-range values).
-//! - 422: a well-formed JSON body that breaks the schema (unknown, missing or
-//!   mistyped fields) or a domain rule (name length, polygon validity).
-//! - 404: unknown routes, and zone ids that do not name a zone of the path's org,
-//!   including ids that are not UUIDs (such an id cannot name any zone).
-//!
-//! This module must never put internal details (database errors, file paths,
-//! why an identity assertion failed) in a response; those go to the log only.
-
-use std::borrow::Cow;
+//! - 400: the request could not be parsed: malformed JSON, or any problem with the query string
+//!   (missing, non-numeric or out-of-range values).
+//! - 422: a well-formed JSON body that breaks the schema (unknown, missing or mistyped fields)
+//!   or a domain rule (name length, polygon validity).
+//! - 404: unknown routes, and zone ids that do not name a zone of the path's org, including
+//!   ids that are not UUIDs (such an id cannot name any zone).
 
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
+use zonegate_common::{Problem, PROBLEM_JSON};
 
 use crate::geometry::GeometryError;
 use crate::store::StoreError;
 
-pub const PROBLEM_JSON: &str = "application/problem+json";
-
-/// Shown for every identity failure. Deliberately says nothing about which
-/// check failed, so the response never helps someone forge an assertion.
+/// Shown for every identity failure. Deliberately says nothing about which check failed, so the
+/// response never helps someone forge an assertion.
 pub const UNAUTHENTICATED_DETAIL: &str = "missing or invalid gateway identity assertion";
 
 #[derive(Debug, thiserror::Error)]
@@ -48,9 +45,9 @@ pub enum ApiError {
     #[error("request body is too large")]
     PayloadTooLarge,
     #[error("{0}")]
-    BadRequest(Cow<'static, str>),
+    BadRequest(&'static str),
     #[error("{0}")]
-    Unprocessable(Cow<'static, str>),
+    Unprocessable(&'static str),
     /// The source is logged, never shown.
     #[error("internal error")]
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
@@ -75,29 +72,74 @@ impl ApiError {
         }
     }
 
-    /// Maps a rejection we have no specific case for: client errors keep a
-    /// generic detail, server errors become an opaque 500.
+    /// The problem body: every string a constant.
+    pub fn problem(&self) -> Problem {
+        let (kind, title, detail) = match self {
+            Self::Unauthenticated => (
+                "urn:zone-backend:problem:unauthenticated",
+                "Unauthorized",
+                UNAUTHENTICATED_DETAIL,
+            ),
+            Self::Forbidden => (
+                "urn:zone-backend:problem:forbidden",
+                "Forbidden",
+                "this identity is not authorised for this organisation",
+            ),
+            Self::NotFound => (
+                "urn:zone-backend:problem:not-found",
+                "Not Found",
+                "no such resource",
+            ),
+            Self::MethodNotAllowed => (
+                "urn:zone-backend:problem:method-not-allowed",
+                "Method Not Allowed",
+                "method not allowed for this resource; see the Allow header",
+            ),
+            Self::UnsupportedMediaType => (
+                "urn:zone-backend:problem:unsupported-media-type",
+                "Unsupported Media Type",
+                "request body must be sent with Content-Type: application/json",
+            ),
+            Self::PayloadTooLarge => (
+                "urn:zone-backend:problem:payload-too-large",
+                "Payload Too Large",
+                "request body is too large",
+            ),
+            Self::BadRequest(detail) => (
+                "urn:zone-backend:problem:bad-request",
+                "Bad Request",
+                *detail,
+            ),
+            Self::Unprocessable(detail) => (
+                "urn:zone-backend:problem:invalid-input",
+                "Unprocessable Entity",
+                *detail,
+            ),
+            Self::Internal(_) => (
+                "urn:zone-backend:problem:internal",
+                "Internal Server Error",
+                "the request could not be completed",
+            ),
+        };
+        Problem {
+            kind,
+            title,
+            status: self.status().as_u16(),
+            detail,
+        }
+    }
+
+    /// Maps a rejection we have no specific case for: client errors keep a generic detail,
+    /// server errors become an opaque 500.
     fn from_status(status: StatusCode, detail: &'static str) -> Self {
         if status.is_server_error() {
             Self::internal(format!("unexpected extractor rejection ({status})"))
         } else if status == StatusCode::UNPROCESSABLE_ENTITY {
-            Self::Unprocessable(detail.into())
+            Self::Unprocessable(detail)
         } else {
-            Self::BadRequest(detail.into())
+            Self::BadRequest(detail)
         }
     }
-}
-
-/// The problem details body. `type` is always `about:blank`: the status code
-/// and `detail` carry the meaning, so `title` is the status's reason phrase as
-/// RFC 9457 §4.2.1 asks.
-#[derive(Debug, Serialize)]
-struct Problem<'a> {
-    #[serde(rename = "type")]
-    kind: &'static str,
-    title: &'static str,
-    status: u16,
-    detail: &'a str,
 }
 
 impl IntoResponse for ApiError {
@@ -106,17 +148,7 @@ impl IntoResponse for ApiError {
             tracing::error!(error = %source, "internal error");
         }
         let status = self.status();
-        let detail = self.to_string();
-        let problem = Problem {
-            kind: "about:blank",
-            title: status.canonical_reason().unwrap_or("Error"),
-            status: status.as_u16(),
-            detail: &detail,
-        };
-        // Serialising four plain fields cannot fail; fall back to an empty
-        // object rather than panic if it somehow does.
-        let body = serde_json::to_vec(&problem).unwrap_or_else(|_| b"{}".to_vec());
-        let mut response = (status, body).into_response();
+        let mut response = (status, self.problem().to_json()).into_response();
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
         if status == StatusCode::UNAUTHORIZED {
@@ -133,12 +165,11 @@ impl IntoResponse for ApiError {
 impl From<JsonRejection> for ApiError {
     fn from(rejection: JsonRejection) -> Self {
         match rejection {
-            // serde's message names the offending field and expected shape;
-            // it describes the client's input, not the server.
-            JsonRejection::JsonDataError(error) => Self::Unprocessable(error.body_text().into()),
-            JsonRejection::JsonSyntaxError(_) => {
-                Self::BadRequest("request body is not valid JSON".into())
+            // serde's message would echo the client's input back: a fixed text instead.
+            JsonRejection::JsonDataError(_) => {
+                Self::Unprocessable("the body does not have the expected fields")
             }
+            JsonRejection::JsonSyntaxError(_) => Self::BadRequest("request body is not valid JSON"),
             JsonRejection::MissingJsonContentType(_) => Self::UnsupportedMediaType,
             other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => Self::PayloadTooLarge,
             other => Self::from_status(other.status(), "could not read request body"),
@@ -149,8 +180,8 @@ impl From<JsonRejection> for ApiError {
 impl From<QueryRejection> for ApiError {
     fn from(rejection: QueryRejection) -> Self {
         match rejection {
-            QueryRejection::FailedToDeserializeQueryString(error) => {
-                Self::BadRequest(error.body_text().into())
+            QueryRejection::FailedToDeserializeQueryString(_) => {
+                Self::BadRequest("the query string does not have the expected parameters")
             }
             other => Self::from_status(other.status(), "invalid query string"),
         }
@@ -159,15 +190,15 @@ impl From<QueryRejection> for ApiError {
 
 impl From<PathRejection> for ApiError {
     fn from(rejection: PathRejection) -> Self {
-        // Only a percent-encoding that is not UTF-8 reaches here in practice;
-        // anything else is a routing bug, which `from_status` reports as 500.
+        // Only a percent-encoding that is not UTF-8 reaches here in practice; anything else is
+        // a routing bug, which `from_status` reports as 500.
         Self::from_status(rejection.status(), "invalid path")
     }
 }
 
 impl From<GeometryError> for ApiError {
     fn from(error: GeometryError) -> Self {
-        Self::Unprocessable(error.to_string().into())
+        Self::Unprocessable(error.detail())
     }
 }
 
@@ -182,8 +213,8 @@ pub async fn not_found() -> ApiError {
     ApiError::NotFound
 }
 
-/// Router fallback for known paths with an unsupported method. axum still adds
-/// the `Allow` header.
+/// Router fallback for known paths with an unsupported method. axum still adds the `Allow`
+/// header.
 pub async fn method_not_allowed() -> ApiError {
     ApiError::MethodNotAllowed
 }

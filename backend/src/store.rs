@@ -16,9 +16,9 @@ use sqlx::migrate::Migrator;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 use uuid::Uuid;
 
-use crate::clock::rfc3339_utc;
 use crate::geometry::Area;
 use crate::identity::AuthorizedOrg;
+use zonegate_common::time::rfc3339_micros;
 
 /// Schema migrations, compiled into the binary and applied at start.
 static MIGRATOR: Migrator = sqlx::migrate!("../migrations/backend");
@@ -139,7 +139,7 @@ impl Store {
         now: SystemTime,
     ) -> Result<Zone, StoreError> {
         let id = Uuid::new_v4();
-        let now = rfc3339_utc(now);
+        let now = rfc3339_micros(now);
         let bounds = area.bounds();
         sqlx::query(
             "INSERT INTO zones (id, org, name, area, min_lon, min_lat, max_lon, max_lat, \
@@ -176,7 +176,7 @@ impl Store {
         area: Area,
         now: SystemTime,
     ) -> Result<Option<Zone>, StoreError> {
-        let now = rfc3339_utc(now);
+        let now = rfc3339_micros(now);
         let bounds = area.bounds();
         let created_at: Option<String> = sqlx::query_scalar(
             "UPDATE zones SET name = ?, area = ?, min_lon = ?, min_lat = ?, max_lon = ?, \

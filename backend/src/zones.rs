@@ -138,7 +138,7 @@ pub async fn coverage(
 ) -> Result<Json<Coverage>, ApiError> {
     if !is_valid_lon_lat(lon, lat) {
         return Err(ApiError::BadRequest(
-            "lat must be within -90..=90 and lon within -180..=180".into(),
+            "lat must be within -90..=90 and lon within -180..=180",
         ));
     }
     // SQL narrows to zones whose bounding box holds the point; the exact test
@@ -167,13 +167,11 @@ async fn validate(body: ZoneBody) -> Result<(String, Area), ApiError> {
     let ZoneBody { name, area } = body;
     let chars = name.chars().count();
     if !(1..=MAX_NAME_CHARS).contains(&chars) {
-        return Err(ApiError::Unprocessable(
-            format!("name must be 1 to {MAX_NAME_CHARS} characters").into(),
-        ));
+        return Err(ApiError::Unprocessable("name must be 1 to 200 characters"));
     }
     if name.chars().any(char::is_control) {
         return Err(ApiError::Unprocessable(
-            "name must not contain control characters".into(),
+            "name must not contain control characters",
         ));
     }
     let area = tokio::task::spawn_blocking(move || Area::parse(area))

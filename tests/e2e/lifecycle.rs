@@ -138,3 +138,58 @@ fn the_shipped_policies_and_routes_validate() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn a_gateway_route_without_a_handler_refuses_to_start_naming_the_route() {
+    let stack = Stack::start();
+    let fixture = workspace_root().join("tests/fixtures/routes.toml");
+    // An overlay on the test routes that adds a route the gateway would have to answer itself,
+    // though no handler does.
+    let overlay = stack.dir.path().join("ghost-routes.toml");
+    std::fs::write(
+        &overlay,
+        format!(
+            "extends = \"{}\"\n\n[[route]]\nname = \"ghost\"\nmethods = [\"GET\"]\npath = \"/v1/ghost\"\n\
+             upstream = \"gateway\"\naction = \"health\"\nresource = {{ type = \"Gateway\", id = \"public\" }}\n\
+             credentials = [\"anonymous\"]\n",
+            fixture.display()
+        ),
+    )
+    .unwrap();
+    let text = std::fs::read_to_string(&stack.config).unwrap().replace(
+        &fixture.display().to_string(),
+        &overlay.display().to_string(),
+    );
+    let path = stack.dir.path().join("ghost.toml");
+    std::fs::write(&path, text).unwrap();
+    let refused = || {
+        let out = Command::new(zonegate_bin())
+            .args(["check-config", "--config"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{out:?}");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let stderr = refused();
+    assert!(
+        stderr.contains("route `ghost`") && stderr.contains("no handler"),
+        "{stderr}"
+    );
+
+    // And the other way: a handler whose route is gone (the overlay points the audit route
+    // at an upstream, so nothing leads to the gateway's handler).
+    std::fs::write(
+        &overlay,
+        format!(
+            "extends = \"{}\"\n\n[[override]]\nname = \"audit-events\"\nupstream = \"echo\"\n",
+            fixture.display()
+        ),
+    )
+    .unwrap();
+    let stderr = refused();
+    assert!(
+        stderr.contains("/v1/orgs/{org}/audit-events") && stderr.contains("no route"),
+        "{stderr}"
+    );
+}

@@ -383,39 +383,22 @@ bcrypt_cost = 4
         }
     }
 
-    /// Every mail the gateway wrote, oldest first, with quoted-printable soft breaks undone.
+    /// The gateway's outbox, read by the gateway's own reader.
+    pub fn outbox(&self) -> zonegate::domain::mail::Outbox {
+        zonegate::domain::mail::Outbox::new(self.dir.path().join("outbox"))
+    }
+
+    /// Every mail the gateway wrote, oldest first, as its decoded body.
     pub fn mails(&self) -> Vec<String> {
-        let dir = self.dir.path().join("outbox");
-        let mut files: Vec<_> = std::fs::read_dir(&dir)
-            .map(|d| d.filter_map(|e| e.ok()).map(|e| e.path()).collect())
-            .unwrap_or_default();
-        files.sort_by_key(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok());
-        files
-            .iter()
-            .filter(|p| p.extension().is_some_and(|e| e == "eml"))
-            .map(|p| {
-                let mail = std::fs::read_to_string(p).unwrap();
-                // Undo quoted-printable only where the mail uses it: our links go out as
-                // 7-bit text, and "#token=3D..." (a token starting "3D") must stay as it is.
-                if mail.contains("Content-Transfer-Encoding: quoted-printable") {
-                    mail.replace("=\r\n", "").replace("=3D", "=")
-                } else {
-                    mail
-                }
-            })
-            .collect()
+        self.outbox().mails().into_iter().map(|m| m.body).collect()
     }
 
     /// The token in the newest mailed link to `to`.
     pub fn mailed_token(&self, to: &str) -> String {
-        let mails = self.mails();
-        let mail = mails
-            .iter()
-            .rev()
-            .find(|m| m.contains(&format!("To: {to}")) && m.contains("#token="))
-            .unwrap_or_else(|| panic!("no mail with a link to {to}"));
-        let start = mail.find("#token=").unwrap() + "#token=".len();
-        mail[start..start + 43].to_owned()
+        self.outbox()
+            .newest_link_to(to)
+            .and_then(|m| m.link_token().map(str::to_owned))
+            .unwrap_or_else(|| panic!("no mail with a link to {to}"))
     }
 
     /// Whether the gateway log contains `needle` within a few seconds. Logs are written by a

@@ -112,14 +112,29 @@ pub fn test(sources: &Sources, tables_dir: Option<&Path>) -> ExitCode {
 }
 
 /// What `policy explain` was asked.
-#[derive(Debug)]
+#[derive(Debug, clap::Args)]
 pub struct ExplainArgs {
+    /// Who asks, as in a decision table: '{ user = "u", role = "viewer", mfa = true }',
+    /// '{ api_key = "k", org = "acme", scopes = ["zones:read"] }' or '{ anonymous = true }'.
+    #[arg(long)]
     pub principal: String,
+    /// A request line, 'METHOD /path': the route table gives the action and resource.
+    #[arg(long, conflicts_with_all = ["action", "resource"])]
     pub request: Option<String>,
+    /// The action, e.g. zones:read (with --resource, instead of --request).
+    #[arg(long, requires = "resource")]
     pub action: Option<String>,
+    /// The resource, as in a decision table: '{ zone = "z1", org = "acme" }'.
+    #[arg(long, requires = "action")]
     pub resource: Option<String>,
+    /// With --request: the org is suspended.
+    #[arg(long)]
     pub suspended: bool,
+    /// With --request: the org requires MFA.
+    #[arg(long)]
     pub require_mfa: bool,
+    /// Request context as a TOML inline table.
+    #[arg(long)]
     pub context: Option<String>,
 }
 

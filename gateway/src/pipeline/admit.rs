@@ -86,16 +86,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
-    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        for (k, v) in pairs {
-            h.append(
-                http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
-                http::HeaderValue::from_str(v).unwrap(),
-            );
-        }
-        h
-    }
+    use crate::pipeline::sanitise::tests::headers;
 
     #[test]
     fn forwarded_for_is_believed_only_from_trusted_proxies() {

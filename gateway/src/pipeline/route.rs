@@ -702,4 +702,67 @@ credentials = ["anonymous"]
             assert!(e.contains(needle) && e.contains("route `"), "{needle}: {e}");
         }
     }
+
+    #[test]
+    fn an_overlay_adds_routes_and_overrides_fields_of_the_base() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("base.toml"), TABLE).unwrap();
+        let overlay = dir.path().join("overlay.toml");
+        let ups = BTreeSet::from(["zones".to_owned(), "echo".to_owned()]);
+        std::fs::write(
+            &overlay,
+            r#"extends = "base.toml"
+
+[[route]]
+name = "echo"
+methods = ["GET"]
+path = "/echo"
+upstream = "echo"
+action = "health"
+resource = { type = "Gateway", id = "public" }
+credentials = ["anonymous"]
+
+[[override]]
+name = "get-zone"
+credentials = ["anonymous"]
+upstream = "echo"
+"#,
+        )
+        .unwrap();
+        let t = RouteTable::load(&overlay, &ups).unwrap();
+        assert_eq!(t.routes().len(), 5);
+        let Match::Found(r, _) = t.find(&http::Method::GET, "/v1/orgs/a/zones/z") else {
+            panic!("no match")
+        };
+        assert!(r.accepts(CredentialKind::Anonymous) && !r.accepts(CredentialKind::Session));
+        assert_eq!(r.target, Target::Upstream("echo".into()));
+        assert!(matches!(
+            t.find(&http::Method::GET, "/echo"),
+            Match::Found(..)
+        ));
+        assert_eq!(
+            RouteTable::upstream_names(&overlay).unwrap(),
+            BTreeSet::from(["echo".to_owned(), "zones".to_owned()])
+        );
+
+        let refused = |text: &str, needle: &str| {
+            std::fs::write(&overlay, text).unwrap();
+            let e = RouteTable::load(&overlay, &ups).unwrap_err().to_string();
+            assert!(e.contains(needle), "{needle}: {e}");
+        };
+        refused(
+            "extends = \"base.toml\"\n[[override]]\nname = \"nope\"\ncredentials = []\n",
+            "route `nope`",
+        );
+        refused(
+            &format!(
+                "extends = \"base.toml\"\n{}",
+                &TABLE[TABLE.find("[[route]]").unwrap()..]
+            ),
+            "use `[[override]]`",
+        );
+        refused("extends = \"overlay.toml\"\n", "deep");
+        refused("extends = \"missing.toml\"\n", "missing.toml");
+        refused("[[override]]\nname = \"get-zone\"\n", "needs `extends`");
+    }
 }

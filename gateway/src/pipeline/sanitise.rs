@@ -204,12 +204,13 @@ pub fn identity_headers(headers: &HeaderMap) -> Vec<http::HeaderName> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
     use http::HeaderValue;
 
-    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+    /// A header map from pairs (also used by the admit stage's tests).
+    pub(in crate::pipeline) fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
         for (k, v) in pairs {
             h.append(

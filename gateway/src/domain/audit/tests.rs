@@ -597,3 +597,54 @@ async fn export_writes_json_lines_oldest_first() {
         assert_eq!(n, 1_103, "{backend:?}");
     }
 }
+
+/// README's table of security events names exactly the events the code records.
+#[test]
+fn readme_lists_every_security_event_and_no_other() {
+    let readme = include_str!("../../../../README.md");
+    let section = readme
+        .split("### Security events")
+        .nth(1)
+        .expect("README has a Security events section");
+    let documented: HashSet<&str> = section
+        .lines()
+        .skip_while(|l| !l.starts_with("| event"))
+        .skip(2)
+        .take_while(|l| l.starts_with('|'))
+        .filter_map(|l| l.split('`').nth(1))
+        .collect();
+    let coded: HashSet<&str> = SecurityEvent::ALL.iter().map(|e| e.as_str()).collect();
+    let missing: Vec<_> = coded.difference(&documented).collect();
+    let stale: Vec<_> = documented.difference(&coded).collect();
+    assert!(
+        missing.is_empty() && stale.is_empty(),
+        "README's event table is out of date: missing {missing:?}, not in the code {stale:?}"
+    );
+}
+
+/// Security events reach the log only through `AuditLog::record` (which also stores them):
+/// no other code logs on the `zonegate::security` target.
+#[test]
+fn only_the_audit_log_writes_security_events() {
+    fn walk(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                walk(&path, out);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                out.push(path);
+            }
+        }
+    }
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    walk(&src, &mut files);
+    let target = ["target: \"zonegate", "::security\""].concat();
+    let offenders: Vec<String> = files
+        .iter()
+        .filter(|f| !f.ends_with("domain/audit/mod.rs"))
+        .filter(|f| std::fs::read_to_string(f).unwrap().contains(&target))
+        .map(|f| f.display().to_string())
+        .collect();
+    assert!(offenders.is_empty(), "{offenders:?}");
+}

@@ -38,11 +38,15 @@ async fn fixture(backend: Backend) -> Fixture {
     ));
     let mut c = pool.acquire().await.unwrap();
     for (id, email) in [("u1", "ada@example.com"), ("u2", "bob@example.com")] {
-        assert!(
-            crate::domain::accounts::store::insert_user(&mut c, id, email, "x", 0)
-                .await
-                .unwrap()
-        );
+        sqlx::query(
+            "INSERT INTO users (id, email, password_hash, created_at, password_changed_at)
+             VALUES ($1, $2, 'x', 0, 0)",
+        )
+        .bind(id)
+        .bind(email)
+        .execute(&mut *c)
+        .await
+        .unwrap();
     }
     drop(c);
     Fixture {
