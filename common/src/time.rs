@@ -94,11 +94,16 @@ mod tests {
             Some(1_709_251_199_007)
         );
         assert_eq!(parse_rfc3339_seconds("1969-12-31T23:59:59Z"), Some(-1));
+        // RFC 3339 §5.6 allows a space for the `T`; the rest is refused.
+        assert_eq!(
+            parse_rfc3339_seconds("2024-02-29 23:59:59Z"),
+            Some(1_709_251_199)
+        );
         for bad in [
             "",
             "2024-02-30T00:00:00Z",
-            "2024-02-29 23:59:59Z",
             "2024-02-29T24:00:00Z",
+            "2024-02-29T23:59:59",
             "yesterday",
         ] {
             assert_eq!(parse_rfc3339_seconds(bad), None, "{bad}");

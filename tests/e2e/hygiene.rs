@@ -172,3 +172,90 @@ fn path_canonicalisation_table_over_the_wire() {
     assert_eq!(client.get(exact).status, 200);
     assert_eq!(stack.echo.seen()[0].target, exact);
 }
+
+#[test]
+fn heads_pingora_cannot_parse_are_refused_as_problem_json_with_the_security_headers() {
+    let stack = Stack::start();
+    let client = stack.client();
+    let cases = [
+        // Two different lengths: refused while parsing, before any stage runs.
+        "POST /v1/orgs/acme/echo HTTP/1.1\r\nhost: localhost\r\ncontent-length: 5\r\ncontent-length: 6\r\n\r\nhello!",
+        // Obsolete line folding (RFC 9112 §5.2).
+        "GET /v1/orgs/acme/echo HTTP/1.1\r\nhost: localhost\r\nx-folded: a\r\n b\r\n\r\n",
+        // A header name with a space before the colon.
+        "GET /v1/orgs/acme/echo HTTP/1.1\r\nhost: localhost\r\nx-bad : 1\r\n\r\n",
+        // Not HTTP at all.
+        "HELLO\r\n\r\n",
+        // Two Host headers: which one names the target is ambiguous.
+        "GET /v1/orgs/acme/echo HTTP/1.1\r\nhost: localhost\r\nhost: evil.example\r\nconnection: close\r\n\r\n",
+        // Absolute form: the gateway routes by path only and refuses to guess.
+        "GET https://localhost/v1/orgs/acme/echo HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n",
+    ];
+    for raw in cases {
+        let answer = client.raw(raw.as_bytes()).unwrap();
+        let resp = parse_response(&answer).unwrap_or_else(|| panic!("no response to {raw:?}"));
+        assert_eq!(resp.status, 400, "{raw:?}");
+        assert_eq!(
+            resp.header("content-type"),
+            Some("application/problem+json"),
+            "{raw:?}"
+        );
+        let problem: serde_json::Value = serde_json::from_slice(&resp.body).unwrap();
+        assert!(
+            problem["type"]
+                .as_str()
+                .is_some_and(|t| t.starts_with("urn:zonegate:problem:")),
+            "{raw:?}: {problem}"
+        );
+        for header in [
+            "strict-transport-security",
+            "x-content-type-options",
+            "content-security-policy",
+            "cache-control",
+        ] {
+            assert!(resp.header(header).is_some(), "{header} missing: {raw:?}");
+        }
+        assert!(
+            resp.header("server").is_none_or(|s| !s.contains("ingora")),
+            "{raw:?}"
+        );
+    }
+    assert!(stack.echo.seen().is_empty(), "{:?}", stack.echo.seen());
+}
+
+#[test]
+fn hop_by_hop_headers_never_cross_and_bodies_are_reframed() {
+    let stack = Stack::start();
+    let resp = stack.client().request(
+        "POST",
+        "/v1/orgs/acme/echo",
+        &[
+            ("Connection", "close, X-Hop-Secret"),
+            ("X-Hop-Secret", "should-not-arrive"),
+            ("Keep-Alive", "timeout=99"),
+            ("TE", "trailers"),
+            ("Upgrade", "websocket"),
+        ],
+        Some(b"hello"),
+    );
+    assert_eq!(resp.status, 200);
+    let seen = stack.echo.seen();
+    let got = &seen.last().unwrap().headers;
+    for hop in [
+        "x-hop-secret",
+        "keep-alive",
+        "te",
+        "upgrade",
+        "transfer-encoding",
+    ] {
+        assert!(
+            !got.iter().any(|(k, _)| k.eq_ignore_ascii_case(hop)),
+            "{hop} reached the upstream: {got:?}"
+        );
+    }
+    assert!(
+        got.iter()
+            .any(|(k, v)| k.eq_ignore_ascii_case("content-length") && v == "5"),
+        "{got:?}"
+    );
+}

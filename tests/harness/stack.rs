@@ -27,14 +27,11 @@ fn bin_dir() -> PathBuf {
             let dir = exe.parent().unwrap().parent().unwrap().to_owned();
             let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
             let mut cmd = Command::new(cargo);
-            cmd.current_dir(workspace_root()).args([
-                "build",
-                "--bins",
-                "-p",
-                "zonegate",
-                "-p",
-                "zone-backend",
-            ]);
+            // The whole workspace with its test targets, like `cargo test --workspace`: features
+            // unify the same way, so the binaries reuse the test build's artefacts instead of
+            // compiling pingora and sqlx a second time with other features.
+            cmd.current_dir(workspace_root())
+                .args(["build", "--workspace", "--bins", "--tests"]);
             if dir.file_name().is_some_and(|n| n == "release") {
                 cmd.arg("--release");
             }

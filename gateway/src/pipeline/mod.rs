@@ -1,21 +1,24 @@
-//! The request pipeline of the public listener, on pingora's `ProxyHttp` phases. This file
-//! only calls the stages, one file each, named as in DESIGN.md:
+//! The request pipeline of the public listener: the gateway's own pingora HTTP application,
+//! which reads each request with pingora's HTTP/1 session and runs the stages, one file each,
+//! named as in DESIGN.md:
 //!
 //! ```text
-//! pingora phase            pipeline stage
-//! ───────────────────────  ─────────────────────────────────────────────────────────────────
-//! request_filter           admit · sanitise · route · throttle (address) · authenticate ·
-//!                          throttle (principal) · authorise · forward: pick the upstream, or
-//!                          answer in process (the gateway's own API, crate::api)
-//! upstream_peer            forward: the authorised upstream (none: fail closed)
-//! upstream_request_filter  forward: forwarding headers and the signed identity
-//! response_filter          respond: strip internal headers, add security headers
-//! fail_to_proxy            respond: upstream and framing failures as problem+json
-//! logging                  record: one access event per request
+//! read the head        a head pingora cannot parse is refused here (problem+json, closed)
+//! 1  admit             request id, client address, user agent
+//! 2  sanitise          framing, canonical path, identity headers stripped
+//! 3  route             method + path to a route, or 404/405
+//! 4  throttle          by client address
+//! 5  authenticate      API key, session cookie, or anonymous
+//! 6  throttle          by principal
+//! 7  authorise         the one Cedar call
+//! 8  forward           to the route's upstream (pooled per thread), or the gateway's own API
+//! 9  respond           security headers on every answer; refusals as problem+json
+//! 10 record            one access event
 //! ```
 //!
 //! Each stage returns `Result<_, Rejection>`; [`crate::web::rejection`] is the one place a
-//! rejection becomes a response, and [`respond`] writes it.
+//! rejection becomes a response, and [`respond`] writes it. There is no task or channel per
+//! request: the request is served on the connection's own task, start to end.
 
 pub mod admit;
 pub mod authenticate;
@@ -26,16 +29,16 @@ pub mod respond;
 pub mod route;
 pub mod sanitise;
 pub mod throttle;
+pub mod upstream;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
 use async_trait::async_trait;
-use pingora::http::{RequestHeader, ResponseHeader};
-use pingora::prelude::HttpPeer;
-use pingora::proxy::{FailToProxy, ProxyHttp, Session};
-use pingora::{Error, ErrorSource, ErrorType};
+use pingora::apps::{HttpPersistentSettings, HttpServerApp, ReusedHttpStream};
+use pingora::protocols::http::ServerSession;
+use pingora::server::ShutdownWatch;
+use pingora::ErrorType;
 
 use crate::api::Api;
 use crate::clock::Clock;
@@ -47,8 +50,10 @@ use crate::domain::Services;
 use crate::web::security::SecurityHeaders;
 use crate::web::Rejection;
 use admit::{Admitted, RequestIds};
+use forward::Forwarded;
 use route::{Match, RouteTable, Target};
 use throttle::Limits;
+use upstream::Upstreams;
 
 /// Everything the pipeline needs, built once at start.
 #[derive(Debug)]
@@ -57,7 +62,7 @@ pub struct Pipeline {
     pub policy: Arc<PolicyEngine>,
     pub services: Services,
     pub signer: Signer,
-    pub upstreams: HashMap<String, HttpPeer>,
+    pub upstreams: Upstreams,
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// `https://host[:port]`: the only Origin a browser's unsafe request may carry.
     pub public_origin: String,
@@ -70,9 +75,11 @@ pub struct Pipeline {
     pub request_ids: RequestIds,
     pub limits: Arc<Limits>,
     pub audit: AuditLog,
+    /// Seconds an idle client connection is kept open for its next request.
+    pub keepalive_idle_seconds: u64,
 }
 
-/// Per-request state carried across pingora phases.
+/// Per-request state carried through the stages.
 #[derive(Debug)]
 pub struct RequestCtx {
     pub id: String,
@@ -83,11 +90,23 @@ pub struct RequestCtx {
     pub decision: Option<Decision>,
     /// The org the request was authorised for, asserted to the upstream.
     pub org: Option<String>,
-    upstream: Option<HttpPeer>,
     rejection: Option<&'static str>,
 }
 
 impl RequestCtx {
+    fn new(id: String) -> RequestCtx {
+        RequestCtx {
+            id,
+            started: Instant::now(),
+            admitted: Admitted::default(),
+            route: None,
+            principal: None,
+            decision: None,
+            org: None,
+            rejection: None,
+        }
+    }
+
     /// An audit event with this request's client, id and user agent.
     pub fn event(&self, event: SecurityEvent) -> AuditEvent {
         let mut e = AuditEvent::new(event).request_id(&self.id);
@@ -101,22 +120,27 @@ impl RequestCtx {
     }
 }
 
-/// The pingora proxy application of the public listener.
+/// The pingora HTTP application of the public listener.
 #[derive(Debug, Clone)]
-pub struct GatewayProxy {
+pub struct GatewayApp {
     pub pipeline: Arc<Pipeline>,
 }
 
-enum Next {
-    /// Forward to the upstream chosen in ctx.
-    Forward,
-    /// The gateway answered the request itself.
-    Answered,
+/// What the stages decided for a request.
+enum Outcome {
+    /// Answered (forwarded or in process); whether the connection may be reused.
+    Answered(Forwarded),
+    /// Refused, with a response still to write.
+    Refused(Rejection),
 }
 
-impl GatewayProxy {
+impl GatewayApp {
     /// Stages 1 to 8, in order, each with its explicit short-circuit.
-    async fn run(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<Next, Rejection> {
+    async fn run(
+        &self,
+        session: &mut ServerSession,
+        ctx: &mut RequestCtx,
+    ) -> Result<Forwarded, Rejection> {
         let p = &*self.pipeline;
         let peer = session
             .client_addr()
@@ -155,130 +179,98 @@ impl GatewayProxy {
 
         match &route.target {
             Target::Upstream(name) => {
-                ctx.upstream = Some(forward::upstream(p, name)?.clone());
-                Ok(Next::Forward)
+                let upstream = p.upstreams.get(name).ok_or(Rejection::Internal)?;
+                forward::forward(p, session, ctx, upstream).await
             }
             Target::Gateway => {
                 forward::answer_in_process(p, session, ctx).await?;
-                Ok(Next::Answered)
+                Ok(Forwarded::Complete)
             }
         }
+    }
+
+    /// A request head that could not be read: refused with problem+json where the client can
+    /// still hear it, the connection closed either way.
+    async fn refuse_head(&self, mut session: ServerSession, error: &pingora::Error) {
+        let rejection = match error.etype() {
+            ErrorType::InvalidHTTPHeader => {
+                Rejection::BadRequest("The request head could not be parsed.")
+            }
+            // The client went away or stalled: nobody to answer.
+            _ => return,
+        };
+        let id = self.pipeline.request_ids.next();
+        session.set_keepalive(None);
+        let _ = respond::reject(
+            &mut session,
+            &self.pipeline.security,
+            &id,
+            &rejection,
+            false,
+        )
+        .await;
+        record::AccessEvent {
+            request_id: &id,
+            method: "",
+            path: "",
+            route: None,
+            status: rejection.status(),
+            duration: std::time::Duration::ZERO,
+            client: session
+                .client_addr()
+                .and_then(|a| a.as_inet())
+                .map(|a| a.ip()),
+            principal_kind: None,
+            principal_id: None,
+            decision: None,
+            rejection: Some(rejection.code()),
+        }
+        .emit();
+        session.shutdown().await;
     }
 }
 
 #[async_trait]
-impl ProxyHttp for GatewayProxy {
-    type CTX = RequestCtx;
-
-    fn new_ctx(&self) -> RequestCtx {
-        RequestCtx {
-            id: self.pipeline.request_ids.next(),
-            started: Instant::now(),
-            admitted: Admitted::default(),
-            route: None,
-            principal: None,
-            decision: None,
-            org: None,
-            upstream: None,
-            rejection: None,
-        }
-    }
-
-    /// Runs the pipeline. `Ok(true)` means the gateway already answered (a rejection or one of
-    /// its own endpoints); `Ok(false)` sends the request on to `upstream_peer`.
-    async fn request_filter(
-        &self,
-        session: &mut Session,
-        ctx: &mut RequestCtx,
-    ) -> pingora::Result<bool> {
-        match self.run(session, ctx).await {
-            Ok(Next::Forward) => Ok(false),
-            Ok(Next::Answered) => Ok(true),
-            Err(rejection) => {
-                ctx.rejection = Some(rejection.code());
-                respond::reject(session, &self.pipeline.security, &ctx.id, &rejection).await?;
-                Ok(true)
+impl HttpServerApp for GatewayApp {
+    async fn process_new_http(
+        self: &Arc<Self>,
+        mut session: ServerSession,
+        shutdown: &ShutdownWatch,
+    ) -> Option<ReusedHttpStream> {
+        match session.read_request().await {
+            Ok(true) => {}
+            // The client closed an idle keep-alive connection: normal.
+            Ok(false) => return None,
+            Err(e) => {
+                self.refuse_head(session, &e).await;
+                return None;
             }
         }
-    }
-
-    async fn upstream_peer(
-        &self,
-        _session: &mut Session,
-        ctx: &mut RequestCtx,
-    ) -> pingora::Result<Box<HttpPeer>> {
-        // Only an authorised request has an upstream; anything else is a bug, and fails closed.
-        ctx.upstream
-            .take()
-            .map(Box::new)
-            .ok_or_else(|| Error::explain(ErrorType::InternalError, "no authorised upstream"))
-    }
-
-    async fn upstream_request_filter(
-        &self,
-        session: &mut Session,
-        upstream: &mut RequestHeader,
-        ctx: &mut RequestCtx,
-    ) -> pingora::Result<()> {
-        let target = std::str::from_utf8(session.req_header().raw_path())
-            .map_err(|_| Error::explain(ErrorType::InternalError, "request target"))?;
-        forward::upstream_request(&self.pipeline, ctx, target, upstream)
-    }
-
-    async fn response_filter(
-        &self,
-        _session: &mut Session,
-        upstream_response: &mut ResponseHeader,
-        ctx: &mut RequestCtx,
-    ) -> pingora::Result<()> {
-        respond::secure(upstream_response, &self.pipeline.security, &ctx.id)
-    }
-
-    /// Upstream failures become problem+json; nothing of the error's text reaches the client.
-    async fn fail_to_proxy(
-        &self,
-        session: &mut Session,
-        e: &Error,
-        ctx: &mut RequestCtx,
-    ) -> FailToProxy {
-        let rejection = match (e.esource(), e.etype()) {
-            (_, ErrorType::HTTPStatus(400)) => {
-                Some(Rejection::BadRequest("The request could not be parsed."))
-            }
-            (ErrorSource::Upstream, ErrorType::ConnectTimedout | ErrorType::ReadTimedout) => {
-                Some(Rejection::GatewayTimeout)
-            }
-            (ErrorSource::Upstream, _) => Some(Rejection::BadGateway),
-            (
-                ErrorSource::Downstream,
-                ErrorType::ReadError | ErrorType::WriteError | ErrorType::ConnectionClosed,
-            ) => None,
-            (ErrorSource::Downstream, _) => {
-                Some(Rejection::BadRequest("The request could not be read."))
-            }
-            _ => Some(Rejection::Internal),
+        let p = &*self.pipeline;
+        if *shutdown.borrow() {
+            // Draining: answer this one, then close.
+            session.set_keepalive(None);
+        } else {
+            session.set_keepalive(Some(p.keepalive_idle_seconds));
+        }
+        let mut ctx = RequestCtx::new(p.request_ids.next());
+        let outcome = match self.run(&mut session, &mut ctx).await {
+            Ok(forwarded) => Outcome::Answered(forwarded),
+            Err(rejection) => Outcome::Refused(rejection),
         };
-        let mut code = 0;
-        if let Some(rejection) = rejection {
-            code = rejection.status();
-            ctx.rejection = Some(rejection.code());
-            if session.response_written().is_none() {
-                session.set_keepalive(None);
-                if respond::reject(session, &self.pipeline.security, &ctx.id, &rejection)
-                    .await
-                    .is_err()
-                {
-                    code = 0;
-                }
+        let reusable = match outcome {
+            Outcome::Answered(forwarded) => forwarded == Forwarded::Complete,
+            Outcome::Refused(rejection) => {
+                ctx.rejection = Some(rejection.code());
+                let head_only = session.req_header().method == http::Method::HEAD;
+                // A refusal after part of a response went out cannot be sent: close instead.
+                session.response_written().is_none()
+                    && respond::reject(&mut session, &p.security, &ctx.id, &rejection, head_only)
+                        .await
+                        .is_ok()
+                    && !rejection.closes_connection()
             }
-        }
-        FailToProxy {
-            error_code: code,
-            can_reuse_downstream: false,
-        }
-    }
-
-    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
+        };
         let req = session.req_header();
         record::AccessEvent {
             request_id: &ctx.id,
@@ -294,5 +286,13 @@ impl ProxyHttp for GatewayProxy {
             rejection: ctx.rejection,
         }
         .emit();
+        if !reusable {
+            session.set_keepalive(None);
+        }
+        let settings = HttpPersistentSettings::for_session(&session);
+        match session.finish().await {
+            Ok(Some(stream)) => Some(ReusedHttpStream::from_reusable_stream(stream, settings)),
+            _ => None,
+        }
     }
 }

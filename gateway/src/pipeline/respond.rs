@@ -3,7 +3,7 @@
 
 use bytes::Bytes;
 use pingora::http::ResponseHeader;
-use pingora::proxy::Session;
+use pingora::protocols::http::ServerSession as Session;
 
 use crate::web::security::{SecurityHeaders, INTERNAL_RESPONSE_HEADERS};
 use crate::web::Rejection;
@@ -25,12 +25,14 @@ pub fn secure(
     Ok(())
 }
 
-/// Write a complete response the gateway produced itself.
+/// Write a complete response the gateway produced itself; `head_only` for an answer to HEAD
+/// (the length is announced, the body not sent).
 pub async fn write(
     session: &mut Session,
     security: &SecurityHeaders,
     request_id: &str,
     response: http::Response<Bytes>,
+    head_only: bool,
 ) -> pingora::Result<()> {
     let (parts, body) = response.into_parts();
     let mut resp = ResponseHeader::build(parts.status, Some(parts.headers.len() + 8))?;
@@ -39,25 +41,29 @@ pub async fn write(
     }
     resp.insert_header(http::header::CONTENT_LENGTH, body.len())?;
     secure(&mut resp, security, request_id)?;
-    let head_only = session.req_header().method == http::Method::HEAD;
-    session
-        .write_response_header(Box::new(resp), head_only || body.is_empty())
-        .await?;
-    if !head_only && !body.is_empty() {
-        session.write_response_body(Some(body), true).await?;
-    }
-    Ok(())
+    session.write_response_header(Box::new(resp)).await?;
+    let body = if head_only { Bytes::new() } else { body };
+    session.write_response_body(body, true).await
 }
 
-/// Answer a rejection, closing the connection when framing can no longer be trusted.
+/// Answer a rejection, closing the connection when framing can no longer be trusted. Usable
+/// before a request head was read (the refusal of an unparseable head: `head_only` false).
 pub async fn reject(
     session: &mut Session,
     security: &SecurityHeaders,
     request_id: &str,
     rejection: &Rejection,
+    head_only: bool,
 ) -> pingora::Result<()> {
     if rejection.closes_connection() {
         session.set_keepalive(None);
     }
-    write(session, security, request_id, rejection.response()).await
+    write(
+        session,
+        security,
+        request_id,
+        rejection.response(),
+        head_only,
+    )
+    .await
 }

@@ -27,6 +27,11 @@ pub struct Target {
 /// then every client-supplied identity header removed from `req`.
 pub fn sanitise(req: &mut RequestHeader, raw_headers: Option<&[u8]>) -> Result<Target, Rejection> {
     check_framing(&req.headers)?;
+    if req.headers.get_all(http::header::HOST).iter().count() > 1 {
+        return Err(Rejection::BadRequest(
+            "The request carries more than one Host header.",
+        ));
+    }
     if req.headers.contains_key(http::header::TRANSFER_ENCODING)
         && raw_headers.is_some_and(raw_has_content_length)
     {

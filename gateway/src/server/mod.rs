@@ -11,11 +11,10 @@ pub mod redirect;
 pub mod telemetry;
 pub mod tls;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use pingora::listeners::tls::TlsSettings;
-use pingora::prelude::HttpPeer;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server};
 use pingora::services::listening::Service;
@@ -36,11 +35,19 @@ use crate::domain::Services;
 use crate::pipeline::admit::RequestIds;
 use crate::pipeline::route::{RouteError, RouteTable, Target};
 use crate::pipeline::throttle::Limits;
-use crate::pipeline::{GatewayProxy, Pipeline};
+use crate::pipeline::upstream::{UpstreamConfig, Upstreams};
+use crate::pipeline::{GatewayApp, Pipeline};
 use crate::web::security::SecurityHeaders;
 use admin::AdminApp;
 use redirect::RedirectToHttps;
 use tls::{CertResolver, TlsError};
+
+/// How long an idle upstream connection is kept for reuse (well under the common 60 s
+/// keep-alive of upstream servers, so the gateway lets go first).
+const UPSTREAM_IDLE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// How long an idle client connection waits for its next request.
+const CLIENT_KEEPALIVE: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Why the gateway would not start.
 #[derive(Debug, thiserror::Error)]
@@ -134,16 +141,24 @@ pub fn prepare(config: Config, clock: Arc<dyn Clock>) -> Result<Prepared, StartE
     let policy = Arc::new(PolicyEngine::with_shadow(store, shadow));
     let signer = Signer::new(&ring, &config.identity.audience, config.identity.ttl)
         .ok_or_else(|| StartError::Other("the key ring has no identity key".into()))?;
-    let upstreams = config
-        .upstreams
-        .iter()
-        .map(|(name, up)| {
-            let mut peer = HttpPeer::new(up.address, false, String::new());
-            peer.options.connection_timeout = Some(config.server.upstream_connect_timeout);
-            peer.options.read_timeout = Some(config.server.upstream_read_timeout);
-            (name.clone(), peer)
-        })
-        .collect::<HashMap<_, _>>();
+    // Each thread keeps its share of the idle connections.
+    let threads = config.server.threads.max(1);
+    let upstreams = Upstreams::new(config.upstreams.iter().map(|(name, up)| {
+        (
+            name,
+            UpstreamConfig {
+                address: up.address,
+                connect_timeout: config.server.upstream_connect_timeout,
+                read_timeout: config.server.upstream_read_timeout,
+                max_idle: config
+                    .server
+                    .upstream_keepalive_pool
+                    .div_ceil(threads)
+                    .max(1),
+                idle_timeout: UPSTREAM_IDLE,
+            },
+        )
+    }));
     let db = Db::prepare_blocking(&config.database_url, config.database_max_connections)?;
     let mailer = Arc::new(match &config.smtp {
         Some(smtp) => Mailer::smtp(&config.mail_from, smtp)?,
@@ -209,6 +224,7 @@ pub fn prepare(config: Config, clock: Arc<dyn Clock>) -> Result<Prepared, StartE
         request_ids: RequestIds::default(),
         limits: limits.clone(),
         audit: audit.clone(),
+        keepalive_idle_seconds: CLIENT_KEEPALIVE.as_secs(),
     };
     let gateway = Gateway {
         pipeline: Arc::new(pipeline),
@@ -257,12 +273,11 @@ pub fn run(prepared: Prepared) -> Result<(), StartError> {
     let mut tls = TlsSettings::intermediate("", "")
         .map_err(|e| StartError::Other(format!("tls settings: {e}")))?;
     tls.set_cert_resolver(certs);
-    let mut public = pingora::proxy::http_proxy_service_with_name(
-        &server.configuration,
-        GatewayProxy {
+    let mut public = Service::new(
+        "zonegate public https".into(),
+        GatewayApp {
             pipeline: gateway.pipeline.clone(),
         },
-        "zonegate public https",
     );
     public.add_tls_with_settings(&config.listen.https.to_string(), None, tls);
     server.add_service(public);
