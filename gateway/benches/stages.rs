@@ -152,10 +152,123 @@ fn api_key_verification(c: &mut Criterion) {
     );
 }
 
+/// The whole in-process pipeline of an API-key request, from the parsed head to the signed
+/// head for the upstream: admit, sanitise, route, both throttles, authenticate (key cache
+/// hit), authorise (org facts cached), and the forwarded head with its identity assertion.
+/// What a request costs the gateway beside TLS and the network, so a regression shows here.
+fn api_key_request_in_process(c: &mut Criterion) {
+    use zonegate::pipeline::{forward, RequestCtx};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    KeyRing::init(&tmp.path().join("keys")).unwrap();
+    zonegate::server::tls::ensure_dev_certificate(
+        &tmp.path().join("cert.pem"),
+        &tmp.path().join("key.pem"),
+    )
+    .unwrap();
+    let config = format!(
+        r#"public_origin = "https://localhost:8443"
+[listen]
+https = "127.0.0.1:1"
+admin = "127.0.0.1:2"
+[tls]
+cert = "{dir}/cert.pem"
+key = "{dir}/key.pem"
+[paths]
+data_dir = "{dir}"
+key_dir = "{dir}/keys"
+policies = "{root}/policies"
+routes = "{root}/policies/routes.toml"
+[upstreams.zones]
+address = "127.0.0.1:3"
+[accounts]
+bcrypt_cost = 4
+[rate_limits]
+api_key = {{ requests = 1000000000, window_seconds = 60 }}
+org = {{ requests = 1000000000, window_seconds = 60 }}
+"#,
+        dir = tmp.path().display(),
+        root = root.display()
+    );
+    let config = zonegate::config::Config::parse(&config, Path::new("bench.toml")).unwrap();
+    let prepared = zonegate::server::prepare(config, Arc::new(SystemClock)).unwrap();
+    let pipeline = prepared.gateway.pipeline.clone();
+    let outbox = zonegate::domain::mail::Outbox::new(tmp.path().join("outbox"));
+    let (org, key) = rt.block_on(async {
+        let s = &pipeline.services;
+        s.accounts
+            .signup("bench@example.com", "correct horse battery staple")
+            .await
+            .unwrap();
+        let token = outbox.newest_link_to("bench@example.com").unwrap();
+        s.accounts
+            .verify_email(token.link_token().unwrap())
+            .await
+            .unwrap();
+        let user = s
+            .accounts
+            .login(
+                "bench@example.com",
+                "correct horse battery staple",
+                None,
+                None,
+            )
+            .await
+            .unwrap()
+            .issued()
+            .unwrap();
+        let org = s.orgs.create(&user.user_id, "Bench").await.unwrap();
+        let key = s
+            .keys
+            .create(
+                &org.id,
+                &user.user_id,
+                "bench",
+                &["zones:read".to_owned()],
+                None,
+            )
+            .await
+            .unwrap();
+        (org.id, key.key.to_string())
+    });
+    let mut head = pingora::http::RequestHeader::build(
+        "GET",
+        format!("/v1/orgs/{org}/zones").as_bytes(),
+        None,
+    )
+    .unwrap();
+    head.insert_header("host", "localhost:8443").unwrap();
+    head.insert_header("authorization", format!("Bearer {key}"))
+        .unwrap();
+    head.insert_header("user-agent", "bench/1").unwrap();
+    head.insert_header("accept", "application/json").unwrap();
+    let peer = Some(std::net::IpAddr::from([127, 0, 0, 1]));
+    let run = || async {
+        let mut req = head.clone();
+        let mut ctx = RequestCtx::new(pipeline.request_ids.next());
+        pipeline
+            .check(&mut ctx, &mut req, None, peer)
+            .await
+            .unwrap();
+        let upstream = pipeline.upstreams.get("zones").unwrap();
+        forward::upstream_request(&pipeline, &ctx, upstream, &req, None, false).unwrap()
+    };
+    rt.block_on(run());
+    c.bench_function(
+        "API-key request in process (admit .. authorise, signed upstream head)",
+        |b| b.to_async(&rt).iter(run),
+    );
+}
+
 criterion_group!(
     benches,
     cedar_decision,
     route_and_sanitise,
-    api_key_verification
+    api_key_verification,
+    api_key_request_in_process
 );
 criterion_main!(benches);

@@ -116,6 +116,52 @@ fn client_identity_headers_are_stripped_in_every_spelling_and_gateway_values_set
 }
 
 #[test]
+fn only_end_to_end_headers_and_those_the_upstream_names_are_forwarded() {
+    let stack = Stack::start();
+    let resp = stack.client().request(
+        "POST",
+        "/v1/orgs/acme/echo",
+        &[
+            // What an adversarial review got through to the backend before the allow-list.
+            ("X-Forwarded-Email", "admin@example.com"),
+            ("X-Remote-Addr", "10.0.0.1"),
+            ("X-Role", "owner"),
+            ("X-Tenant-Id", "globex"),
+            ("X-HTTP-Method-Override", "DELETE"),
+            ("Transfer_Encoding", "chunked"),
+            ("X-Anything-Else", "1"),
+            // Standard end-to-end headers, and one the echo upstream names in its config.
+            ("Content-Type", "application/json"),
+            ("If-Match", "\"v1\""),
+            ("Accept-Language", "en"),
+            ("Idempotency-Key", "k-1"),
+        ],
+        Some(b"{}"),
+    );
+    assert_eq!(resp.status, 200);
+    let seen = stack.echo.seen();
+    let got = &seen[0];
+    for gone in [
+        "x-forwarded-email",
+        "x-remote-addr",
+        "x-role",
+        "x-tenant-id",
+        "x-http-method-override",
+        "transfer_encoding",
+        "x-anything-else",
+    ] {
+        assert!(
+            got.header_values(gone).is_empty(),
+            "{gone} reached the upstream: {got:?}"
+        );
+    }
+    assert_eq!(got.header_values("content-type"), ["application/json"]);
+    assert_eq!(got.header_values("if-match"), ["\"v1\""]);
+    assert_eq!(got.header_values("accept-language"), ["en"]);
+    assert_eq!(got.header_values("idempotency-key"), ["k-1"]);
+}
+
+#[test]
 fn forwarded_for_from_a_trusted_proxy_is_believed_and_overwritten_not_appended() {
     let stack = Stack::start_with(StackOptions {
         trusted_proxies: vec!["127.0.0.1/32".into()],

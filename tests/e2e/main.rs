@@ -14,4 +14,5 @@ mod mfa;
 mod orgs;
 mod platform;
 mod policy;
+mod slow_clients;
 mod zones;

@@ -77,6 +77,8 @@ pub struct StackOptions {
     pub trusted_proxies: Vec<String>,
     /// TOML appended to the generated config: whole sections (e.g. `[platform]`).
     pub extra_config: String,
+    /// Lines added to the config's `[server]` section (timeouts, connection caps).
+    pub server_config: String,
     /// The policy directory to enforce, used as is. Default: a copy of the shipped policies
     /// plus the fixture policies in the stack's temporary directory.
     pub policies: Option<PathBuf>,
@@ -102,6 +104,7 @@ impl Default for StackOptions {
             shutdown_grace_seconds: 1,
             trusted_proxies: Vec::new(),
             extra_config: String::new(),
+            server_config: String::new(),
             rate_limits: GENEROUS_RATE_LIMITS.to_owned(),
             policies: None,
             routes: None,
@@ -208,6 +211,7 @@ admin = "{admin}"
 [server]
 threads = 2
 shutdown_grace_seconds = {grace}
+{server}
 [tls]
 cert = "{cert}"
 key = "{key}"
@@ -225,6 +229,7 @@ ttl_seconds = 30
 address = "{backend}"
 [upstreams.echo]
 address = "{echo}"
+forward_headers = ["idempotency-key"]
 [log]
 level = "info"
 format = "json"
@@ -239,6 +244,7 @@ bcrypt_cost = 4
 "#,
                 rate_limits = options.rate_limits,
                 extra = options.extra_config,
+                server = options.server_config,
                 outbox = root.join("outbox").display(),
                 https_port = https.port(),
                 grace = options.shutdown_grace_seconds,

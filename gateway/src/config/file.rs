@@ -61,6 +61,8 @@ pub(super) struct RawRateLimits {
     pub(super) org: RawRate,
     /// Most keys (addresses, key ids, org ids) each limiter tracks; see ratelimit.rs.
     pub(super) max_tracked_keys: usize,
+    /// IPv6 clients are counted by this prefix: one customer usually holds a whole /64.
+    pub(super) ipv6_prefix: u8,
 }
 
 impl Default for RawRateLimits {
@@ -83,6 +85,7 @@ impl Default for RawRateLimits {
                 window_seconds: 60,
             },
             max_tracked_keys: 100_000,
+            ipv6_prefix: 64,
         }
     }
 }
@@ -221,6 +224,20 @@ pub(super) struct RawServer {
     pub(super) upstream_connect_timeout_ms: u64,
     pub(super) upstream_read_timeout_ms: u64,
     pub(super) max_gateway_body_bytes: usize,
+    /// Time a client has to send a whole request head.
+    pub(super) header_timeout_ms: u64,
+    /// Longest wait for each read of a request body.
+    pub(super) body_read_timeout_ms: u64,
+    /// Time an idle keep-alive client connection waits for its next request.
+    pub(super) keepalive_idle_seconds: u64,
+    /// Largest request head (request line and headers) answered rather than refused with 431.
+    pub(super) max_header_bytes: usize,
+    /// Most header fields in a request head.
+    pub(super) max_headers: usize,
+    /// Client connections open at once, over all addresses.
+    pub(super) max_connections: usize,
+    /// Client connections open at once from one address (an IPv6 client by its prefix).
+    pub(super) max_connections_per_address: usize,
 }
 
 impl Default for RawServer {
@@ -232,6 +249,13 @@ impl Default for RawServer {
             upstream_connect_timeout_ms: 2_000,
             upstream_read_timeout_ms: 30_000,
             max_gateway_body_bytes: 64 * 1024,
+            header_timeout_ms: 10_000,
+            body_read_timeout_ms: 10_000,
+            keepalive_idle_seconds: 60,
+            max_header_bytes: 32 * 1024,
+            max_headers: 100,
+            max_connections: 20_000,
+            max_connections_per_address: 256,
         }
     }
 }
@@ -288,6 +312,9 @@ impl Default for RawIdentity {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawUpstream {
     pub(super) address: String,
+    /// Request headers beyond the standard end-to-end ones that this upstream receives.
+    #[serde(default)]
+    pub(super) forward_headers: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -17,6 +17,7 @@ use ipnet::IpNet;
 
 use crate::domain::storage::Dialect;
 use crate::pipeline::throttle::LimitsConfig;
+use crate::pipeline::ClientLimits;
 use error::invalid;
 pub use error::ConfigError;
 use file::{RawAudit, RawConfig, RawRate, RawRateLimits};
@@ -80,7 +81,9 @@ pub struct Server {
     pub upstream_read_timeout: Duration,
     /// Largest request body the gateway reads for the endpoints it answers itself.
     pub max_gateway_body_bytes: usize,
+    pub client: ClientLimits,
 }
+
 
 #[derive(Debug, Clone)]
 pub struct Tls {
@@ -98,6 +101,8 @@ pub struct Identity {
 #[derive(Debug, Clone)]
 pub struct Upstream {
     pub address: SocketAddr,
+    /// Request headers it receives beyond the standard end-to-end set, lower case.
+    pub forward_headers: Vec<http::HeaderName>,
 }
 
 #[derive(Debug, Clone)]
@@ -191,7 +196,25 @@ impl Config {
                     ),
                 )
             })?;
-            upstreams.insert(name, Upstream { address });
+            let forward_headers = up
+                .forward_headers
+                .iter()
+                .map(|h| {
+                    http::HeaderName::from_bytes(h.to_ascii_lowercase().as_bytes()).map_err(|_| {
+                        invalid(
+                            "upstreams.*.forward_headers",
+                            format!("upstream `{name}`: `{h}` is not a header name"),
+                        )
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            upstreams.insert(
+                name,
+                Upstream {
+                    address,
+                    forward_headers,
+                },
+            );
         }
         let a = &raw.accounts;
         if !(4..=31).contains(&a.bcrypt_cost) {
@@ -329,6 +352,7 @@ impl Config {
                 ),
                 upstream_read_timeout: Duration::from_millis(raw.server.upstream_read_timeout_ms),
                 max_gateway_body_bytes: raw.server.max_gateway_body_bytes,
+                client: validate_client_limits(&raw.server)?,
             },
             tls: Tls {
                 cert: raw.tls.cert,
@@ -387,11 +411,56 @@ fn rate(
     })
 }
 
+fn validate_client_limits(s: &file::RawServer) -> Result<ClientLimits, ConfigError> {
+    let positive = |key: &'static str, v: u64| {
+        if v == 0 {
+            Err(invalid(key, "must be at least 1"))
+        } else {
+            Ok(v)
+        }
+    };
+    positive("server.header_timeout_ms", s.header_timeout_ms)?;
+    positive("server.body_read_timeout_ms", s.body_read_timeout_ms)?;
+    positive("server.keepalive_idle_seconds", s.keepalive_idle_seconds)?;
+    positive("server.max_headers", s.max_headers as u64)?;
+    positive("server.max_connections", s.max_connections as u64)?;
+    positive(
+        "server.max_connections_per_address",
+        s.max_connections_per_address as u64,
+    )?;
+    // pingora refuses a head over 1 MiB or with more than 256 fields on its own.
+    if !(1024..=1024 * 1024).contains(&s.max_header_bytes) {
+        return Err(invalid(
+            "server.max_header_bytes",
+            "must be between 1024 and 1048576 (32768 is common)",
+        ));
+    }
+    if s.max_headers > 256 {
+        return Err(invalid("server.max_headers", "must be at most 256"));
+    }
+    Ok(ClientLimits {
+        header_timeout: Duration::from_millis(s.header_timeout_ms),
+        body_read_timeout: Duration::from_millis(s.body_read_timeout_ms),
+        keepalive_idle: Duration::from_secs(s.keepalive_idle_seconds),
+        max_header_bytes: s.max_header_bytes,
+        max_headers: s.max_headers,
+        max_connections: s.max_connections,
+        max_connections_per_address: s.max_connections_per_address,
+    })
+}
+
 fn validate_rate_limits(r: &RawRateLimits) -> Result<LimitsConfig, ConfigError> {
     if r.max_tracked_keys == 0 {
         return Err(invalid(
             "rate_limits.max_tracked_keys",
             "must be at least 1",
+        ));
+    }
+    // Shorter than a /32 would lump a whole provider's customers into one bucket.
+    if !(32..=128).contains(&r.ipv6_prefix) {
+        return Err(invalid(
+            "rate_limits.ipv6_prefix",
+            "must be between 32 and 128 (64: one site)",
         ));
     }
     Ok(LimitsConfig {
@@ -400,6 +469,7 @@ fn validate_rate_limits(r: &RawRateLimits) -> Result<LimitsConfig, ConfigError> 
         api_key: rate("rate_limits.api_key", r.api_key)?,
         org: rate("rate_limits.org", r.org)?,
         max_tracked_keys: r.max_tracked_keys,
+        ipv6_prefix: r.ipv6_prefix,
     })
 }
 

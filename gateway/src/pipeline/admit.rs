@@ -13,23 +13,34 @@ use rand::RngCore;
 /// and cheap (no syscall per request).
 #[derive(Debug)]
 pub struct RequestIds {
-    prefix: u64,
+    /// 16 hex digits of a random prefix, unique to this process.
+    prefix: String,
     counter: AtomicU64,
 }
 
 impl Default for RequestIds {
     fn default() -> Self {
         RequestIds {
-            prefix: rand::rngs::OsRng.next_u64(),
+            prefix: format!("{:016x}", rand::rngs::OsRng.next_u64()),
             counter: AtomicU64::new(0),
         }
     }
 }
 
 impl RequestIds {
+    /// The prefix and a counter of at least 8 hex digits. Written by hand: `format!` cost
+    /// more than the rest of admission.
     pub fn next(&self) -> String {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        format!("{:016x}{n:08x}", self.prefix)
+        let digits = (16 - n.leading_zeros() as usize / 4).max(8);
+        let mut id = String::with_capacity(self.prefix.len() + digits);
+        id.push_str(&self.prefix);
+        for shift in (0..digits).rev() {
+            let nibble = (n >> (shift * 4)) & 0xf;
+            id.push(char::from(HEX[nibble as usize]));
+        }
+        id
     }
 }
 
@@ -109,5 +120,13 @@ mod tests {
         let (a, b) = (ids.next(), ids.next());
         assert_ne!(a, b);
         assert_eq!(a.len(), 24);
+        assert!(
+            a.ends_with("00000000") && b.ends_with("00000001"),
+            "{a} {b}"
+        );
+        ids.counter.store(0xabc_def01_u64, Ordering::Relaxed);
+        assert!(ids.next().ends_with("abcdef01"));
+        ids.counter.store(0x1_0000_0000, Ordering::Relaxed);
+        assert_eq!(&ids.next()[16..], "100000000");
     }
 }

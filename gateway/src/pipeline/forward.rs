@@ -19,33 +19,18 @@
 //!   request had no body (nothing was consumed that could not be sent again).
 
 use bytes::Bytes;
-use http::header::{self, HeaderName};
+use http::header::{self, HeaderName, HeaderValue};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::protocols::http::v1::client::HttpSession as UpstreamSession;
 use pingora::protocols::http::ServerSession;
 use pingora::ErrorType;
 
 use super::upstream::{ConnectError, Upstream};
-use super::{respond, Pipeline, RequestCtx};
+use super::{respond, sanitise, Pipeline, RequestCtx};
 use crate::api::Caller;
 use crate::domain::audit::RequestContext;
 use crate::domain::identity::{self, Subject};
 use crate::web::Rejection;
-
-/// Request headers that carry the caller's credentials, consumed by the gateway.
-const CREDENTIAL_HEADERS: [&str; 3] = ["authorization", "cookie", "x-csrf-token"];
-
-/// Hop-by-hop headers, which describe one connection and never cross the gateway.
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-];
 
 /// How a forwarded exchange ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,38 +41,141 @@ pub enum Forwarded {
     Broken,
 }
 
-/// The hop-by-hop headers of one message, including those its `Connection` names.
-fn hop_by_hop(headers: &http::HeaderMap) -> Vec<HeaderName> {
-    let mut named: Vec<HeaderName> = headers
+/// Hop-by-hop headers (RFC 9110 §7.6.1), which describe one connection and never cross.
+fn is_hop_by_hop(name: &str) -> bool {
+    matches!(
+        name,
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "proxy-authorization"
+            | "proxy-authenticate"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+    )
+}
+
+/// Request headers that never go upstream as the client sent them, whatever the config says:
+/// hop-by-hop ones, the credentials the gateway consumed, the framing (set again for the body
+/// as sent), the ones the gateway sets itself and every identity header.
+pub fn is_reserved(name: &str) -> bool {
+    is_hop_by_hop(name)
+        || sanitise::is_identity_header(name)
+        || matches!(
+            name,
+            "authorization"
+                | "cookie"
+                | "x-csrf-token"
+                | "content-length"
+                | "host"
+                | "x-request-id"
+                | "x-forwarded-for"
+                | "x-forwarded-proto"
+                | "x-forwarded-host"
+                | "x-real-ip"
+                | identity::HEADER
+        )
+}
+
+/// The client's request headers that reach every upstream: the standard end-to-end ones of
+/// RFC 9110 and a few well-known extensions (content negotiation, conditionals, ranges, body
+/// description and digests, caching, trace context). Anything else (`X-Role`, `X-Tenant-Id`,
+/// `X-HTTP-Method-Override`, `Transfer_Encoding`, ...) is dropped unless the upstream names it
+/// in `forward_headers`: a backend cannot be misled by a header it never sees.
+fn is_standard_end_to_end(name: &str) -> bool {
+    matches!(
+        name,
+        "accept"
+            | "accept-charset"
+            | "accept-encoding"
+            | "accept-language"
+            | "cache-control"
+            | "content-digest"
+            | "content-encoding"
+            | "content-language"
+            | "content-type"
+            | "date"
+            | "if-match"
+            | "if-modified-since"
+            | "if-none-match"
+            | "if-range"
+            | "if-unmodified-since"
+            | "origin"
+            | "pragma"
+            | "range"
+            | "referer"
+            | "repr-digest"
+            | "traceparent"
+            | "tracestate"
+            | "user-agent"
+            | "want-content-digest"
+            | "want-repr-digest"
+    )
+}
+
+/// The names a message's `Connection` header lists: hop-by-hop too. Empty (and no work) for
+/// the usual message without one.
+fn connection_named(headers: &http::HeaderMap) -> Vec<HeaderName> {
+    headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
-    named.extend(HOP_BY_HOP.iter().map(|h| HeaderName::from_static(h)));
-    named.retain(|n| headers.contains_key(n));
-    named
+        .collect()
 }
 
-/// The request head for the upstream: credentials and hop-by-hop headers out, forwarding
-/// headers and the signed identity in, and the body framed as the gateway will send it.
+/// A client address as a header value. IPv4 is written by hand: through `Display` it cost
+/// more than the rest of the forwarding headers together.
+fn address_value(ip: std::net::IpAddr) -> HeaderValue {
+    match ip {
+        std::net::IpAddr::V4(v4) => {
+            let mut buf = [0u8; 15];
+            let mut len = 0;
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    buf[len] = b'.';
+                    len += 1;
+                }
+                let digits = [octet / 100, octet / 10 % 10, octet % 10];
+                let skip = if octet >= 100 {
+                    0
+                } else if octet >= 10 {
+                    1
+                } else {
+                    2
+                };
+                for d in &digits[skip..] {
+                    buf[len] = b'0' + d;
+                    len += 1;
+                }
+            }
+            HeaderValue::from_maybe_shared(Bytes::copy_from_slice(&buf[..len]))
+                .unwrap_or_else(|_| HeaderValue::from_static(""))
+        }
+        std::net::IpAddr::V6(v6) => {
+            HeaderValue::from_str(&v6.to_string()).unwrap_or_else(|_| HeaderValue::from_static(""))
+        }
+    }
+}
+
+fn value(v: &str) -> Result<HeaderValue, Rejection> {
+    HeaderValue::from_str(v).map_err(|_| Rejection::Internal)
+}
+
+/// The request head for the upstream, built in one pass: the client's end-to-end headers,
+/// then the forwarding headers, the signed identity and the body's framing as the gateway
+/// sends it. Header names go lower-case (HTTP/1.1 names are case-insensitive).
 pub fn upstream_request(
     p: &Pipeline,
     ctx: &RequestCtx,
+    upstream: &Upstream,
     downstream: &RequestHeader,
     body_length: Option<usize>,
     chunked: bool,
 ) -> Result<RequestHeader, Rejection> {
-    let mut up = downstream.clone();
-    up.set_version(http::Version::HTTP_11);
-    for name in hop_by_hop(&downstream.headers) {
-        up.remove_header(&name);
-    }
-    for credential in CREDENTIAL_HEADERS {
-        up.remove_header(credential);
-    }
-    up.remove_header(&header::CONTENT_LENGTH);
     let target =
         std::str::from_utf8(downstream.raw_path()).map_err(|_| Rejection::AmbiguousPath)?;
     let principal = ctx.principal.as_ref().ok_or(Rejection::Internal)?;
@@ -104,47 +192,83 @@ pub fn upstream_request(
             p.clock.unix_seconds(),
         )
         .map_err(|_| Rejection::Internal)?;
-    let set = |up: &mut RequestHeader, name: &'static str, value: &str| {
-        up.insert_header(name, value)
-            .map_err(|_| Rejection::Internal)
-    };
-    set(&mut up, identity::HEADER, &assertion)?;
-    set(&mut up, "x-request-id", &ctx.id)?;
-    set(&mut up, "host", &p.public_authority)?;
-    set(&mut up, "x-forwarded-proto", "https")?;
-    set(&mut up, "x-forwarded-host", &p.public_authority)?;
+    // Built as `http` parts and converted once: pingora's own header setters re-parse every
+    // name through its case-preserving map, which cost more than the rest of this function.
+    // The sanitise stage admitted only origin-form targets, which round-trip through the URI.
+    let (mut up, ()) = http::Request::new(()).into_parts();
+    up.method = downstream.method.clone();
+    up.uri = downstream.uri.clone();
+    up.headers.reserve(downstream.headers.len() + 8);
+    let named = connection_named(&downstream.headers);
+    let headers = &mut up.headers;
+    for (name, v) in &downstream.headers {
+        let allowed = is_standard_end_to_end(name.as_str())
+            || upstream.forward_headers.iter().any(|h| h == name);
+        if allowed && !named.contains(name) {
+            headers.append(name.clone(), v.clone());
+        }
+    }
+    headers.insert(
+        HeaderName::from_static(identity::HEADER),
+        value(&assertion)?,
+    );
+    headers.insert(HeaderName::from_static("x-request-id"), value(&ctx.id)?);
+    headers.insert(header::HOST, p.public_authority_value.clone());
+    headers.insert(
+        HeaderName::from_static("x-forwarded-proto"),
+        HeaderValue::from_static("https"),
+    );
+    headers.insert(
+        HeaderName::from_static("x-forwarded-host"),
+        p.public_authority_value.clone(),
+    );
     if let Some(client) = ctx.admitted.client {
-        let client = client.to_string();
-        set(&mut up, "x-forwarded-for", &client)?;
-        set(&mut up, "x-real-ip", &client)?;
+        let client = address_value(client);
+        headers.insert(HeaderName::from_static("x-forwarded-for"), client.clone());
+        headers.insert(HeaderName::from_static("x-real-ip"), client);
     }
     if chunked {
-        set(&mut up, "transfer-encoding", "chunked")?;
+        headers.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
     } else if let Some(length) = body_length {
-        set(&mut up, "content-length", &length.to_string())?;
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
     }
-    Ok(up)
+    Ok(RequestHeader::from(up))
 }
 
-/// The response head for the client: hop-by-hop and internal headers out, security headers
-/// in, the body re-framed (its length when the upstream gave one, else chunked).
+/// The response head for the client, built in one pass: the upstream's end-to-end headers
+/// but the internal ones and those the gateway sets, then the security headers and the body's
+/// framing (its length when the upstream gave one, else chunked).
 fn downstream_response(
     p: &Pipeline,
     ctx: &RequestCtx,
     upstream: &ResponseHeader,
     chunked_body: bool,
-) -> pingora::Result<ResponseHeader> {
-    let mut resp = upstream.clone();
-    resp.set_version(http::Version::HTTP_11);
-    for name in hop_by_hop(&upstream.headers) {
-        resp.remove_header(&name);
+) -> Result<ResponseHeader, Rejection> {
+    let (mut resp, ()) = http::Response::new(()).into_parts();
+    resp.status = upstream.status;
+    resp.headers.reserve(upstream.headers.len() + 8);
+    let named = connection_named(&upstream.headers);
+    let headers = &mut resp.headers;
+    for (name, v) in &upstream.headers {
+        let drop = is_hop_by_hop(name.as_str())
+            || named.contains(name)
+            || p.security.replaces(name)
+            || (chunked_body && name == header::CONTENT_LENGTH);
+        if !drop {
+            headers.append(name.clone(), v.clone());
+        }
     }
+    p.security.add(headers, Some(&ctx.id));
     if chunked_body {
-        resp.remove_header(&header::CONTENT_LENGTH);
-        resp.insert_header(header::TRANSFER_ENCODING, "chunked")?;
+        headers.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
     }
-    respond::secure(&mut resp, &p.security, &ctx.id)?;
-    Ok(resp)
+    Ok(ResponseHeader::from(resp))
 }
 
 /// Forward an authorised request to `upstream` and stream the answer to the client.
@@ -165,37 +289,38 @@ pub async fn forward(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
     let has_body = chunked || length.is_some_and(|l| l > 0);
-    let head = upstream_request(p, ctx, req, length, chunked)?;
+    let head = upstream_request(p, ctx, upstream, req, length, chunked)?;
 
     let (stream, reused) = upstream.connection().await.map_err(connect_failed)?;
-    let mut up = UpstreamSession::new(stream);
-    up.read_timeout = Some(upstream.read_timeout);
-    up.write_timeout = Some(upstream.read_timeout);
-    let mut sent = send_request(&mut up, session, head.clone(), has_body).await;
-    if sent.is_err() && reused && !has_body {
-        // The idle connection was closed under us: once more, on a new one.
+    let mut up = upstream_session(stream, upstream, has_body);
+    if let Err(e) = send_request(&mut up, session, head, has_body).await {
+        if !reused || has_body {
+            return Err(e);
+        }
+        // The idle connection was closed under us, and nothing was consumed that could not be
+        // sent again: once more, on a new connection. Rare, so the head is simply rebuilt
+        // rather than cloned on every request in case.
+        let head = upstream_request(p, ctx, upstream, session.req_header(), length, chunked)?;
         let stream = upstream.connect().await.map_err(connect_failed)?;
-        up = UpstreamSession::new(stream);
-        up.read_timeout = Some(upstream.read_timeout);
-        up.write_timeout = Some(upstream.read_timeout);
-        sent = send_request(&mut up, session, head, has_body).await;
+        up = upstream_session(stream, upstream, has_body);
+        send_request(&mut up, session, head, has_body).await?;
     }
-    sent?;
 
-    // Skip informational answers (100 Continue): the client gets the final one.
-    let response = loop {
+    // Skip informational answers (100 Continue): the client gets the final one. The client's
+    // head is built from the upstream's in place, without copying it.
+    let is_head = session.req_header().method == http::Method::HEAD;
+    let head = loop {
         up.read_response().await.map_err(|e| exchange_failed(&e))?;
-        let head = up.resp_header().ok_or(Rejection::BadGateway)?;
-        if !head.status.is_informational() {
-            break head.clone();
+        let response = up.resp_header().ok_or(Rejection::BadGateway)?;
+        if !response.status.is_informational() {
+            let chunked_body = response.headers.get(header::CONTENT_LENGTH).is_none()
+                && !matches!(response.status.as_u16(), 204 | 304)
+                && !is_head;
+            break downstream_response(p, ctx, response, chunked_body)
+                .map_err(|_| Rejection::BadGateway)?;
         }
     };
     up.respect_keepalive();
-    let chunked_body = response.headers.get(header::CONTENT_LENGTH).is_none()
-        && !matches!(response.status.as_u16(), 204 | 304)
-        && session.req_header().method != http::Method::HEAD;
-    let head =
-        downstream_response(p, ctx, &response, chunked_body).map_err(|_| Rejection::BadGateway)?;
     if session.write_response_header(Box::new(head)).await.is_err() {
         return Ok(Forwarded::Broken);
     }
@@ -224,6 +349,22 @@ pub async fn forward(
         upstream.release(stream);
     }
     Ok(Forwarded::Complete)
+}
+
+/// A client session on an upstream connection, with the upstream's timeouts: reads always
+/// (the upstream may stall), writes only with a body (a head fits in the socket's buffer; a
+/// body may not, if the upstream stops reading), which keeps a timer off the common path.
+fn upstream_session(
+    stream: pingora::protocols::Stream,
+    upstream: &Upstream,
+    has_body: bool,
+) -> UpstreamSession {
+    let mut up = UpstreamSession::new(stream);
+    up.read_timeout = Some(upstream.read_timeout);
+    if has_body {
+        up.write_timeout = Some(upstream.read_timeout);
+    }
+    up
 }
 
 /// Write the request head and stream the client's body after it.
@@ -322,7 +463,6 @@ async fn read_body(session: &mut ServerSession, limit: usize) -> Result<Bytes, R
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
     use super::*;
 
     #[test]
@@ -331,29 +471,75 @@ mod tests {
         for (k, v) in [
             ("connection", "keep-alive, X-Secret-Hop"),
             ("x-secret-hop", "1"),
-            ("keep-alive", "timeout=5"),
-            ("transfer-encoding", "chunked"),
             ("content-type", "application/json"),
         ] {
-            h.append(
-                HeaderName::from_static(k),
-                http::HeaderValue::from_static(v),
-            );
+            h.append(HeaderName::from_static(k), HeaderValue::from_static(v));
         }
-        let mut found: Vec<String> = hop_by_hop(&h)
+        let named: Vec<String> = connection_named(&h)
             .iter()
             .map(|n| n.as_str().to_owned())
             .collect();
-        found.sort();
-        found.dedup();
-        assert_eq!(
-            found,
-            [
-                "connection",
-                "keep-alive",
-                "transfer-encoding",
-                "x-secret-hop"
-            ]
-        );
+        assert_eq!(named, ["keep-alive", "x-secret-hop"]);
+        for hop in [
+            "connection",
+            "keep-alive",
+            "te",
+            "trailer",
+            "transfer-encoding",
+            "upgrade",
+        ] {
+            assert!(is_hop_by_hop(hop), "{hop}");
+            assert!(is_reserved(hop), "{hop}");
+        }
+        for credential in [
+            "authorization",
+            "cookie",
+            "x-csrf-token",
+            "zonegate-identity",
+        ] {
+            assert!(is_reserved(credential), "{credential}");
+            assert!(!is_standard_end_to_end(credential), "{credential}");
+        }
+        assert!(!is_reserved("content-type") && !is_reserved("accept"));
+    }
+
+    #[test]
+    fn only_standard_end_to_end_headers_pass_by_default() {
+        for standard in ["accept", "content-type", "if-match", "range", "traceparent"] {
+            assert!(is_standard_end_to_end(standard), "{standard}");
+            assert!(!is_reserved(standard), "{standard}");
+        }
+        // What the review got through to the backend.
+        for smuggled in [
+            "x-forwarded-email",
+            "x-remote-addr",
+            "x-role",
+            "x-tenant-id",
+            "x-http-method-override",
+            "transfer_encoding",
+            "content_length",
+        ] {
+            assert!(!is_standard_end_to_end(smuggled), "{smuggled}");
+        }
+    }
+
+    #[test]
+    fn client_addresses_are_written_as_display_writes_them() {
+        for ip in [
+            "0.0.0.0",
+            "1.2.3.4",
+            "10.0.99.100",
+            "255.255.255.255",
+            "192.168.1.10",
+            "::1",
+            "2001:db8::7",
+            "::ffff:1.2.3.4",
+        ] {
+            let ip: std::net::IpAddr = ip.parse().unwrap_or_else(|_| unreachable!());
+            assert_eq!(
+                address_value(ip).to_str().ok(),
+                Some(ip.to_string().as_str())
+            );
+        }
     }
 }

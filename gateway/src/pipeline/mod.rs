@@ -31,11 +31,13 @@ pub mod sanitise;
 pub mod throttle;
 pub mod upstream;
 
+use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use pingora::apps::{HttpPersistentSettings, HttpServerApp, ReusedHttpStream};
+use pingora::http::RequestHeader;
 use pingora::protocols::http::ServerSession;
 use pingora::server::ShutdownWatch;
 use pingora::ErrorType;
@@ -68,6 +70,8 @@ pub struct Pipeline {
     pub public_origin: String,
     /// `host[:port]`, sent upstream as Host.
     pub public_authority: String,
+    /// The same, as a header value, built once.
+    pub public_authority_value: http::HeaderValue,
     pub security: SecurityHeaders,
     pub api: Api,
     pub clock: Arc<dyn Clock>,
@@ -75,8 +79,25 @@ pub struct Pipeline {
     pub request_ids: RequestIds,
     pub limits: Arc<Limits>,
     pub audit: AuditLog,
-    /// Seconds an idle client connection is kept open for its next request.
-    pub keepalive_idle_seconds: u64,
+    /// Time, size and connection limits for clients.
+    pub client: ClientLimits,
+}
+
+/// What one client may hold of the gateway: time to send a request, size of its head, and
+/// connections. A slow or idle client is cut off at these, so it cannot hold memory or
+/// connections for long (slowloris).
+#[derive(Debug, Clone)]
+pub struct ClientLimits {
+    /// For the whole request head of a new connection's first request.
+    pub header_timeout: Duration,
+    /// For each read of a request body.
+    pub body_read_timeout: Duration,
+    /// For an idle keep-alive connection's next request to start (and then its head).
+    pub keepalive_idle: Duration,
+    pub max_header_bytes: usize,
+    pub max_headers: usize,
+    pub max_connections: usize,
+    pub max_connections_per_address: usize,
 }
 
 /// Per-request state carried through the stages.
@@ -94,7 +115,7 @@ pub struct RequestCtx {
 }
 
 impl RequestCtx {
-    fn new(id: String) -> RequestCtx {
+    pub fn new(id: String) -> RequestCtx {
         RequestCtx {
             id,
             started: Instant::now(),
@@ -134,8 +155,51 @@ enum Outcome {
     Refused(Rejection),
 }
 
+impl Pipeline {
+    /// Stages 1 to 7 on a request head, in order, each with its explicit short-circuit: who is
+    /// asking, and may they. Returns where the request goes. Needs no connection, so tests and
+    /// benches run it in process.
+    pub async fn check(
+        &self,
+        ctx: &mut RequestCtx,
+        req: &mut RequestHeader,
+        raw_headers: Option<&[u8]>,
+        peer: Option<IpAddr>,
+    ) -> Result<&Target, Rejection> {
+        ctx.admitted = admit::admit(peer, &req.headers, &self.trusted_proxies);
+
+        let target = sanitise::sanitise(req, raw_headers)?;
+
+        let (route, params) = match self.routes.find(&req.method, &target.path) {
+            Match::Found(route, params) => (route, params),
+            Match::MethodNotAllowed(allow) => return Err(Rejection::MethodNotAllowed { allow }),
+            Match::NotFound => return Err(Rejection::NotFound),
+        };
+        ctx.route = Some(route.name.clone());
+
+        throttle::by_address(self, ctx, route)?;
+
+        let principal = authenticate::authenticate(
+            self,
+            ctx,
+            &req.method,
+            &req.headers,
+            target.query.as_deref(),
+            route,
+        )
+        .await?;
+        ctx.principal = Some(principal.clone());
+
+        throttle::by_principal(self, ctx, route, &principal)?;
+
+        authorise::authorise(self, ctx, route, &params, &principal).await?;
+        ctx.org = route.org_id(&params).map(str::to_owned);
+        Ok(&route.target)
+    }
+}
+
 impl GatewayApp {
-    /// Stages 1 to 8, in order, each with its explicit short-circuit.
+    /// The stages, then stage 8: forward, or answer in process.
     async fn run(
         &self,
         session: &mut ServerSession,
@@ -146,38 +210,11 @@ impl GatewayApp {
             .client_addr()
             .and_then(|a| a.as_inet())
             .map(|a| a.ip());
-        ctx.admitted = admit::admit(peer, &session.req_header().headers, &p.trusted_proxies);
-
         let raw_headers = session.as_http1().map(|h1| h1.get_headers_raw_bytes());
-        let target = sanitise::sanitise(session.req_header_mut(), raw_headers.as_deref())?;
-
-        let req = session.req_header();
-        let (route, params) = match p.routes.find(&req.method, &target.path) {
-            Match::Found(route, params) => (route, params),
-            Match::MethodNotAllowed(allow) => return Err(Rejection::MethodNotAllowed { allow }),
-            Match::NotFound => return Err(Rejection::NotFound),
-        };
-        ctx.route = Some(route.name.clone());
-
-        throttle::by_address(p, ctx, route)?;
-
-        let principal = authenticate::authenticate(
-            p,
-            ctx,
-            &req.method,
-            &req.headers,
-            target.query.as_deref(),
-            route,
-        )
-        .await?;
-        ctx.principal = Some(principal.clone());
-
-        throttle::by_principal(p, ctx, route, &principal)?;
-
-        authorise::authorise(p, ctx, route, &params, &principal).await?;
-        ctx.org = route.org_id(&params).map(str::to_owned);
-
-        match &route.target {
+        let target = p
+            .check(ctx, session.req_header_mut(), raw_headers.as_deref(), peer)
+            .await?;
+        match target {
             Target::Upstream(name) => {
                 let upstream = p.upstreams.get(name).ok_or(Rejection::Internal)?;
                 forward::forward(p, session, ctx, upstream).await
@@ -191,7 +228,7 @@ impl GatewayApp {
 
     /// A request head that could not be read: refused with problem+json where the client can
     /// still hear it, the connection closed either way.
-    async fn refuse_head(&self, mut session: ServerSession, error: &pingora::Error) {
+    async fn refuse_head(&self, session: ServerSession, error: &pingora::Error) {
         let rejection = match error.etype() {
             ErrorType::InvalidHTTPHeader => {
                 Rejection::BadRequest("The request head could not be parsed.")
@@ -199,6 +236,11 @@ impl GatewayApp {
             // The client went away or stalled: nobody to answer.
             _ => return,
         };
+        self.refuse_head_with(session, rejection).await;
+    }
+
+    /// Answer `rejection` to a request whose head is not processed, and close.
+    async fn refuse_head_with(&self, mut session: ServerSession, rejection: Rejection) {
         let id = self.pipeline.request_ids.next();
         session.set_keepalive(None);
         let _ = respond::reject(
@@ -230,6 +272,20 @@ impl GatewayApp {
     }
 }
 
+/// A request head over the configured size or field count: 431, before any stage runs.
+/// (pingora itself refuses a head over 1 MiB or with more than 256 fields as unparseable.)
+fn head_too_large(
+    session: &ServerSession,
+    limits: &ClientLimits,
+) -> Option<Rejection> {
+    let bytes = session
+        .as_http1()
+        .map_or(0, |h1| h1.get_headers_raw_bytes().len());
+    let fields = session.req_header().headers.len();
+    (bytes > limits.max_header_bytes || fields > limits.max_headers)
+        .then_some(Rejection::HeaderFieldsTooLarge)
+}
+
 #[async_trait]
 impl HttpServerApp for GatewayApp {
     async fn process_new_http(
@@ -237,21 +293,38 @@ impl HttpServerApp for GatewayApp {
         mut session: ServerSession,
         shutdown: &ShutdownWatch,
     ) -> Option<ReusedHttpStream> {
-        match session.read_request().await {
-            Ok(true) => {}
+        let p = &*self.pipeline;
+        let limits = &p.client;
+        // A new connection has the header timeout for its whole first head; a kept-alive one
+        // waits up to the idle time for its next request to start (pingora's keep-alive read),
+        // then has the header timeout too. A client that trickles bytes is cut off either way.
+        let head_deadline = match session.get_keepalive() {
+            Some(_) => limits.keepalive_idle + limits.header_timeout,
+            None => limits.header_timeout,
+        };
+        // Each read of a request body (and of a new connection's head) waits at most this.
+        session.set_read_timeout(Some(limits.body_read_timeout.min(limits.header_timeout)));
+        match tokio::time::timeout(head_deadline, session.read_request()).await {
+            Ok(Ok(true)) => {}
             // The client closed an idle keep-alive connection: normal.
-            Ok(false) => return None,
-            Err(e) => {
+            Ok(Ok(false)) => return None,
+            Ok(Err(e)) => {
                 self.refuse_head(session, &e).await;
                 return None;
             }
+            // Too slow to send a head: closed without an answer, like an idle connection.
+            Err(_) => return None,
         }
-        let p = &*self.pipeline;
+        session.set_read_timeout(Some(limits.body_read_timeout));
+        if let Some(too_large) = head_too_large(&session, limits) {
+            self.refuse_head_with(session, too_large).await;
+            return None;
+        }
         if *shutdown.borrow() {
             // Draining: answer this one, then close.
             session.set_keepalive(None);
         } else {
-            session.set_keepalive(Some(p.keepalive_idle_seconds));
+            session.set_keepalive(Some(limits.keepalive_idle.as_secs()));
         }
         let mut ctx = RequestCtx::new(p.request_ids.next());
         let outcome = match self.run(&mut session, &mut ctx).await {

@@ -5,25 +5,8 @@ use bytes::Bytes;
 use pingora::http::ResponseHeader;
 use pingora::protocols::http::ServerSession as Session;
 
-use crate::web::security::{SecurityHeaders, INTERNAL_RESPONSE_HEADERS};
+use crate::web::security::SecurityHeaders;
 use crate::web::Rejection;
-
-/// Apply the security headers to a response head pingora is about to send (the upstream's, or
-/// one the gateway built), replacing values an upstream set.
-pub fn secure(
-    resp: &mut ResponseHeader,
-    security: &SecurityHeaders,
-    request_id: &str,
-) -> pingora::Result<()> {
-    for name in INTERNAL_RESPONSE_HEADERS {
-        resp.remove_header(*name);
-    }
-    for (name, value) in security.headers() {
-        resp.insert_header(name.clone(), value.clone())?;
-    }
-    resp.insert_header("x-request-id", request_id)?;
-    Ok(())
-}
 
 /// Write a complete response the gateway produced itself; `head_only` for an answer to HEAD
 /// (the length is announced, the body not sent).
@@ -34,14 +17,16 @@ pub async fn write(
     response: http::Response<Bytes>,
     head_only: bool,
 ) -> pingora::Result<()> {
-    let (parts, body) = response.into_parts();
-    let mut resp = ResponseHeader::build(parts.status, Some(parts.headers.len() + 8))?;
-    for (name, value) in &parts.headers {
-        resp.append_header(name.clone(), value.clone())?;
-    }
-    resp.insert_header(http::header::CONTENT_LENGTH, body.len())?;
-    secure(&mut resp, security, request_id)?;
-    session.write_response_header(Box::new(resp)).await?;
+    let (mut parts, body) = response.into_parts();
+    parts.headers.insert(
+        http::header::CONTENT_LENGTH,
+        http::HeaderValue::from(body.len()),
+    );
+    security.apply(&mut parts.headers, Some(request_id));
+    // Converted whole: pingora's header setters would re-parse every name.
+    session
+        .write_response_header(Box::new(ResponseHeader::from(parts)))
+        .await?;
     let body = if head_only { Bytes::new() } else { body };
     session.write_response_body(body, true).await
 }

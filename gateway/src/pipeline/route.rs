@@ -129,6 +129,10 @@ impl AddressLimit {
             "auth:resend-verification",
             "auth:mfa",
         ];
+        // Signed-in account actions that check the password again are guessing targets too.
+        if action == "account:change-password" || action == "account:mfa" {
+            return AddressLimit::AuthStrict;
+        }
         let Some(rest) = action.strip_prefix("auth:") else {
             return AddressLimit::None;
         };
@@ -250,7 +254,13 @@ pub enum Match<'a> {
 #[derive(Debug, Clone)]
 pub struct RouteTable {
     routes: Vec<Route>,
+    /// Route indexes by segment count, in file order: a path is only compared with routes of
+    /// its own length.
+    by_length: Vec<Vec<usize>>,
 }
+
+/// Paths with more segments than this match no route without being split further.
+const MAX_SEGMENTS: usize = 16;
 
 const ALLOWED_METHODS: [&str; 7] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
 
@@ -315,7 +325,13 @@ impl RouteTable {
             }
             routes.push(route);
         }
-        Ok(RouteTable { routes })
+        let mut by_length = vec![Vec::new(); MAX_SEGMENTS + 1];
+        for (i, route) in routes.iter().enumerate() {
+            if let Some(bucket) = by_length.get_mut(route.segments.len()) {
+                bucket.push(i);
+            }
+        }
+        Ok(RouteTable { routes, by_length })
     }
 
     /// Every route must name an action the policy set's schema declares, on a resource type
@@ -332,19 +348,29 @@ impl RouteTable {
         &self.routes
     }
 
-    /// Match a canonical path (no query) and method.
+    /// Match a canonical path (no query) and method. The path is split once, on the stack.
     pub fn find(&self, method: &http::Method, path: &str) -> Match<'_> {
         let Some(rest) = path.strip_prefix('/') else {
             return Match::NotFound;
         };
-        let count = rest.split('/').count();
+        let mut parts = [""; MAX_SEGMENTS];
+        let mut count = 0;
+        for part in rest.split('/') {
+            match parts.get_mut(count) {
+                Some(slot) => *slot = part,
+                None => return Match::NotFound,
+            }
+            count += 1;
+        }
+        let parts = &parts[..count];
+        let candidates = self.by_length.get(count).map_or(&[][..], Vec::as_slice);
         let mut allow: Vec<&str> = Vec::new();
-        for route in &self.routes {
-            if route.segments.len() != count || !segments_match(&route.segments, rest) {
+        for route in candidates.iter().filter_map(|&i| self.routes.get(i)) {
+            if !segments_match(&route.segments, parts) {
                 continue;
             }
             if route.methods.contains(method) {
-                return match decode_params(&route.segments, rest) {
+                return match decode_params(&route.segments, parts) {
                     Some(params) => Match::Found(route, params),
                     // A parameter that is not valid UTF-8 once decoded names no entity.
                     None => Match::NotFound,
@@ -433,19 +459,17 @@ fn merge(mut base: Vec<RawRoute>, file: RawFile, path: &Path) -> Result<Vec<RawR
     Ok(base)
 }
 
-fn segments_match(segments: &[Segment], rest: &str) -> bool {
-    segments
-        .iter()
-        .zip(rest.split('/'))
-        .all(|(s, part)| match s {
+fn segments_match(segments: &[Segment], parts: &[&str]) -> bool {
+    segments.len() == parts.len()
+        && segments.iter().zip(parts).all(|(s, part)| match s {
             Segment::Literal(l) => l == part,
             Segment::Param => !part.is_empty(),
         })
 }
 
-fn decode_params(segments: &[Segment], rest: &str) -> Option<Params> {
+fn decode_params(segments: &[Segment], parts: &[&str]) -> Option<Params> {
     let mut values = Vec::new();
-    for (s, part) in segments.iter().zip(rest.split('/')) {
+    for (s, part) in segments.iter().zip(parts) {
         if *s == Segment::Param {
             values.push(percent_decode_str(part).decode_utf8().ok()?.into_owned());
         }
@@ -494,6 +518,12 @@ fn compile(r: &RawRoute, upstreams: &BTreeSet<String>) -> Result<Route, String> 
             }
             segments.push(Segment::Literal(part.to_owned()));
         }
+    }
+    if segments.len() > MAX_SEGMENTS {
+        return Err(format!(
+            "the path has {} segments; at most {MAX_SEGMENTS} are supported",
+            segments.len()
+        ));
     }
 
     let template = |key: &str, v: &str| -> Result<Template, String> {
@@ -623,6 +653,8 @@ credentials = ["anonymous"]
         assert_eq!(A::default_for("auth:resend-verification"), A::AuthStrict);
         assert_eq!(A::default_for("auth:signup"), A::AuthStrict);
         assert_eq!(A::default_for("auth:refresh"), A::Auth);
+        assert_eq!(A::default_for("account:change-password"), A::AuthStrict);
+        assert_eq!(A::default_for("account:mfa"), A::AuthStrict);
         assert_eq!(A::default_for("zones:list"), A::None);
         let ups: BTreeSet<String> = ["zones".to_owned()].into();
         let one = |extra: &str| {
@@ -679,6 +711,9 @@ credentials = ["anonymous"]
             Match::MethodNotAllowed(allow) => assert_eq!(allow, "GET, POST"),
             other => panic!("{other:?}"),
         }
+        // Longer than any route can be: refused without being split further.
+        let long = "/x".repeat(MAX_SEGMENTS + 1);
+        assert!(matches!(t.find(&http::Method::GET, &long), Match::NotFound));
     }
 
     #[test]
@@ -696,6 +731,13 @@ credentials = ["anonymous"]
             ),
             (TABLE.replace("\"anonymous\"]", "\"magic\"]"), "magic"),
             (TABLE.replace("/healthz", "/a/../healthz"), "canonical"),
+            (
+                TABLE.replace(
+                    "path = \"/healthz\"",
+                    &format!("path = \"{}\"", "/x".repeat(17)),
+                ),
+                "at most 16",
+            ),
         ];
         for (text, needle) in cases {
             let e = table(&text).unwrap_err().to_string();

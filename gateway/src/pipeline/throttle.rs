@@ -26,6 +26,8 @@ pub struct LimitsConfig {
     pub api_key: RatePolicy,
     pub org: RatePolicy,
     pub max_tracked_keys: usize,
+    /// IPv6 clients are counted by this prefix length.
+    pub ipv6_prefix: u8,
 }
 
 /// The rate limiters of stages 4 and 6.
@@ -41,6 +43,24 @@ pub struct Limits {
     org: KeyedLimiter<String>,
     /// One `excess_rate_limit_exceeded` audit event per limited key per minute.
     events: KeyedLimiter<String>,
+    ipv6_prefix: u8,
+}
+
+/// The address a client is counted as: an IPv4 address as it is (an IPv4-mapped IPv6 one
+/// too), an IPv6 address cut to its first `prefix` bits, since one host can use every address
+/// of its /64 and a per-address limit would otherwise not limit it at all.
+pub fn counted_address(client: IpAddr, prefix: u8) -> IpAddr {
+    match client {
+        IpAddr::V4(_) => client,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let bits = u32::from(prefix.min(128));
+                let mask = u128::MAX.checked_shl(128 - bits).unwrap_or(0);
+                IpAddr::V6((u128::from(v6) & mask).into())
+            }
+        },
+    }
 }
 
 impl Limits {
@@ -52,11 +72,13 @@ impl Limits {
             api_key: KeyedLimiter::new(cfg.api_key, cap),
             org: KeyedLimiter::new(cfg.org, cap),
             events: KeyedLimiter::new(RatePolicy::per_minute(NonZeroU32::MIN), cap),
+            ipv6_prefix: cfg.ipv6_prefix,
         }
     }
 
     /// Count a request from `client` on a route of class `class`.
     pub fn by_address(&self, class: AddressLimit, client: IpAddr) -> Result<(), Limited> {
+        let client = counted_address(client, self.ipv6_prefix);
         match class {
             AddressLimit::AuthStrict => self.auth_strict.check(&client),
             AddressLimit::Auth => self.auth.check(&client),
@@ -81,7 +103,18 @@ pub fn by_address(p: &Pipeline, ctx: &RequestCtx, route: &Route) -> Result<(), R
     };
     p.limits
         .by_address(route.address_limit, client)
-        .map_err(|limited| refuse(p, ctx, route, "address", &client.to_string(), limited, None))
+        .map_err(|limited| {
+            let counted = counted_address(client, p.limits.ipv6_prefix);
+            refuse(
+                p,
+                ctx,
+                route,
+                "address",
+                &counted.to_string(),
+                limited,
+                None,
+            )
+        })
 }
 
 /// Stage 6: throttle by principal.
@@ -128,4 +161,57 @@ fn refuse(
         p.audit.record(event);
     }
     Rejection::TooManyRequests(limited)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::domain::ratelimit::RatePolicy;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn ipv6_clients_are_counted_by_their_prefix() {
+        assert_eq!(
+            counted_address(ip("2001:db8:1:2:aaaa::1"), 64),
+            ip("2001:db8:1:2::")
+        );
+        assert_eq!(
+            counted_address(ip("2001:db8:1:2:ffff:ffff:ffff:ffff"), 64),
+            ip("2001:db8:1:2::")
+        );
+        assert_eq!(
+            counted_address(ip("2001:db8:1:2::1"), 48),
+            ip("2001:db8:1::")
+        );
+        assert_eq!(counted_address(ip("2001:db8::1"), 128), ip("2001:db8::1"));
+        assert_eq!(counted_address(ip("192.0.2.7"), 64), ip("192.0.2.7"));
+        assert_eq!(counted_address(ip("::ffff:192.0.2.7"), 64), ip("192.0.2.7"));
+    }
+
+    #[test]
+    fn rotating_through_a_64_does_not_escape_the_address_limit() {
+        let strict = RatePolicy::new(3, 60).unwrap();
+        let limits = Limits::new(&LimitsConfig {
+            auth_strict: strict,
+            auth: strict,
+            api_key: strict,
+            org: strict,
+            max_tracked_keys: 100,
+            ipv6_prefix: 64,
+        });
+        for i in 1..=3u16 {
+            let client = IpAddr::V6(std::net::Ipv6Addr::new(0x2001, 0xdb8, 0, 7, i, 0, 0, 1));
+            assert!(limits.by_address(AddressLimit::AuthStrict, client).is_ok());
+        }
+        let fourth = ip("2001:db8:0:7:ffff::9");
+        assert!(limits.by_address(AddressLimit::AuthStrict, fourth).is_err());
+        // Another /64 has its own allowance.
+        assert!(limits
+            .by_address(AddressLimit::AuthStrict, ip("2001:db8:0:8::1"))
+            .is_ok());
+    }
 }

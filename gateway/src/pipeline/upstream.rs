@@ -40,6 +40,8 @@ pub struct Upstream {
     max_idle: usize,
     /// How long an idle connection is kept.
     idle_timeout: Duration,
+    /// Request headers it receives beyond the standard end-to-end set.
+    pub forward_headers: Vec<http::HeaderName>,
 }
 
 struct Idle {
@@ -64,6 +66,8 @@ pub struct UpstreamConfig {
     pub read_timeout: Duration,
     pub max_idle: usize,
     pub idle_timeout: Duration,
+    /// Request headers it receives beyond the standard end-to-end set.
+    pub forward_headers: Vec<http::HeaderName>,
 }
 
 impl Upstreams {
@@ -83,6 +87,7 @@ impl Upstreams {
                             read_timeout: c.read_timeout,
                             max_idle: c.max_idle,
                             idle_timeout: c.idle_timeout,
+                            forward_headers: c.forward_headers,
                         },
                     )
                 })
@@ -176,6 +181,7 @@ mod tests {
             read_timeout: Duration::from_secs(1),
             max_idle: 2,
             idle_timeout: Duration::from_secs(60),
+            forward_headers: Vec::new(),
         }
     }
 

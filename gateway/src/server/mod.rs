@@ -6,6 +6,7 @@
 //! with its listeners and background jobs and blocks until shutdown.
 
 pub mod admin;
+pub mod connections;
 pub mod jobs;
 pub mod redirect;
 pub mod telemetry;
@@ -45,9 +46,6 @@ use tls::{CertResolver, TlsError};
 /// How long an idle upstream connection is kept for reuse (well under the common 60 s
 /// keep-alive of upstream servers, so the gateway lets go first).
 const UPSTREAM_IDLE: std::time::Duration = std::time::Duration::from_secs(30);
-
-/// How long an idle client connection waits for its next request.
-const CLIENT_KEEPALIVE: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Why the gateway would not start.
 #[derive(Debug, thiserror::Error)]
@@ -141,6 +139,17 @@ pub fn prepare(config: Config, clock: Arc<dyn Clock>) -> Result<Prepared, StartE
     let policy = Arc::new(PolicyEngine::with_shadow(store, shadow));
     let signer = Signer::new(&ring, &config.identity.audience, config.identity.ttl)
         .ok_or_else(|| StartError::Other("the key ring has no identity key".into()))?;
+    for (name, up) in &config.upstreams {
+        if let Some(h) = up
+            .forward_headers
+            .iter()
+            .find(|h| crate::pipeline::forward::is_reserved(h.as_str()))
+        {
+            return Err(StartError::Other(format!(
+                "upstream `{name}`: `{h}` is hop-by-hop, a credential or set by the gateway itself; it cannot be forwarded from the client"
+            )));
+        }
+    }
     // Each thread keeps its share of the idle connections.
     let threads = config.server.threads.max(1);
     let upstreams = Upstreams::new(config.upstreams.iter().map(|(name, up)| {
@@ -156,6 +165,7 @@ pub fn prepare(config: Config, clock: Arc<dyn Clock>) -> Result<Prepared, StartE
                     .div_ceil(threads)
                     .max(1),
                 idle_timeout: UPSTREAM_IDLE,
+                forward_headers: up.forward_headers.clone(),
             },
         )
     }));
@@ -217,6 +227,8 @@ pub fn prepare(config: Config, clock: Arc<dyn Clock>) -> Result<Prepared, StartE
         trusted_proxies: config.trusted_proxies.clone(),
         public_origin: config.public_origin.clone(),
         public_authority: config.public_authority.clone(),
+        public_authority_value: http::HeaderValue::from_str(&config.public_authority)
+            .map_err(|_| StartError::Other("public_origin is not a header value".into()))?,
         security: SecurityHeaders::new(config.tls.hsts_max_age_seconds),
         api,
         clock: clock.clone(),
@@ -224,7 +236,7 @@ pub fn prepare(config: Config, clock: Arc<dyn Clock>) -> Result<Prepared, StartE
         request_ids: RequestIds::default(),
         limits: limits.clone(),
         audit: audit.clone(),
-        keepalive_idle_seconds: CLIENT_KEEPALIVE.as_secs(),
+        client: config.server.client.clone(),
     };
     let gateway = Gateway {
         pipeline: Arc::new(pipeline),
@@ -267,16 +279,28 @@ pub fn run(prepared: Prepared) -> Result<(), StartError> {
     };
     // No daemonising or upgrade socket: the process manager owns the process.
     conf.daemon = false;
+    // One single-threaded runtime per thread: a connection's requests run start to end on the
+    // thread that accepted it (no cross-thread wake-ups), and the per-thread upstream
+    // connection pools stay local to it.
+    conf.work_stealing = false;
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
 
     let mut tls = TlsSettings::intermediate("", "")
         .map_err(|e| StartError::Other(format!("tls settings: {e}")))?;
     tls.set_cert_resolver(certs);
+    let client = &config.server.client;
     let mut public = Service::new(
         "zonegate public https".into(),
-        GatewayApp {
-            pipeline: gateway.pipeline.clone(),
+        connections::Capped {
+            app: Arc::new(GatewayApp {
+                pipeline: gateway.pipeline.clone(),
+            }),
+            counter: Arc::new(connections::ConnectionCounter::new(connections::Caps {
+                total: client.max_connections,
+                per_address: client.max_connections_per_address,
+                ipv6_prefix: config.rate_limits.ipv6_prefix,
+            })),
         },
     );
     public.add_tls_with_settings(&config.listen.https.to_string(), None, tls);

@@ -43,6 +43,8 @@ pub enum Rejection {
     Forbidden,
     /// The request body is larger than the route accepts.
     PayloadTooLarge,
+    /// The request head is over the size or field-count limit.
+    HeaderFieldsTooLarge,
     /// The body is not `application/json` where JSON is required.
     UnsupportedMediaType,
     /// Well-formed input that breaks a rule; the text is a fixed, safe message.
@@ -71,6 +73,8 @@ pub enum Rejection {
     /// A policy set offered for reload failed validation; the previous set stays in force.
     /// The reasons go to the operator's log, not into the body.
     InvalidPolicySet,
+    /// Too much password work is queued (a login storm): retry shortly.
+    Busy,
     /// The upstream could not be reached or broke the exchange.
     BadGateway,
     /// The upstream did not answer in time.
@@ -100,7 +104,9 @@ impl Rejection {
             Rejection::NotFound => 404,
             Rejection::MethodNotAllowed { .. } => 405,
             Rejection::PayloadTooLarge => 413,
+            Rejection::HeaderFieldsTooLarge => 431,
             Rejection::Internal => 500,
+            Rejection::Busy => 503,
             Rejection::BadGateway => 502,
             Rejection::GatewayTimeout => 504,
         }
@@ -109,7 +115,11 @@ impl Rejection {
     /// Whether the connection must be closed after the answer (request framing can no longer be
     /// trusted, so nothing more may be read from it).
     pub fn closes_connection(&self) -> bool {
-        matches!(self, Rejection::AmbiguousFraming)
+        // A head refused unread leaves its body (if any) on the connection.
+        matches!(
+            self,
+            Rejection::AmbiguousFraming | Rejection::HeaderFieldsTooLarge
+        )
     }
 
     /// A short, stable name for logs and metrics.
@@ -123,6 +133,7 @@ impl Rejection {
             Rejection::Unauthenticated => "unauthenticated",
             Rejection::Forbidden => "forbidden",
             Rejection::PayloadTooLarge => "payload_too_large",
+            Rejection::HeaderFieldsTooLarge => "header_fields_too_large",
             Rejection::UnsupportedMediaType => "unsupported_media_type",
             Rejection::Unprocessable(_) => "unprocessable",
             Rejection::InvalidPolicySet => "invalid_policy_set",
@@ -135,6 +146,7 @@ impl Rejection {
             Rejection::TooManyRequests(_) => "rate_limited",
             Rejection::LoginDelayed { .. } => "login_delayed",
             Rejection::AccountLocked => "account_locked",
+            Rejection::Busy => "busy",
             Rejection::BadGateway => "bad_gateway",
             Rejection::GatewayTimeout => "gateway_timeout",
             Rejection::Internal => "internal",
@@ -176,6 +188,11 @@ impl Rejection {
                 "urn:zonegate:problem:forbidden",
                 "Forbidden",
                 "The access policy does not allow this request.",
+            ),
+            Rejection::HeaderFieldsTooLarge => (
+                "urn:zonegate:problem:header-fields-too-large",
+                "Request header fields too large",
+                "The request head has too many or too large header fields.",
             ),
             Rejection::PayloadTooLarge => (
                 "urn:zonegate:problem:payload-too-large",
@@ -227,6 +244,11 @@ impl Rejection {
                 "urn:zonegate:problem:login-delayed",
                 "Too many failed logins",
                 "Too many failed logins for this account: retry after the number of seconds in the Retry-After header.",
+            ),
+            Rejection::Busy => (
+                "urn:zonegate:problem:busy",
+                "Busy",
+                "Too many password checks are waiting: retry after the number of seconds in the Retry-After header.",
             ),
             Rejection::AccountLocked => (
                 "urn:zonegate:problem:account-locked",
@@ -283,6 +305,7 @@ impl Rejection {
             Rejection::LoginDelayed { retry_after_secs } => {
                 vec![("retry-after", (*retry_after_secs).max(1).to_string())]
             }
+            Rejection::Busy => vec![("retry-after", "2".to_owned())],
             _ => Vec::new(),
         }
     }
@@ -352,6 +375,7 @@ impl From<AccountError> for Rejection {
                 retry_after_secs: secs,
             },
             AccountError::LoginBlocked => Rejection::AccountLocked,
+            AccountError::Busy => Rejection::Busy,
             AccountError::Storage(err) => internal("storage", &err),
             AccountError::Internal(what) => internal(what, &"account service"),
         }
@@ -413,6 +437,7 @@ mod tests {
             Rejection::Unauthenticated,
             Rejection::Forbidden,
             Rejection::PayloadTooLarge,
+            Rejection::HeaderFieldsTooLarge,
             Rejection::UnsupportedMediaType,
             Rejection::Unprocessable("x"),
             Rejection::EmailNotVerified,

@@ -42,12 +42,26 @@ impl SecurityHeaders {
         self.headers.iter().map(|(n, v)| (n, v))
     }
 
+    /// Whether a header from elsewhere (an upstream's answer) is dropped: an internal one, or
+    /// one these headers (or the request id) replace.
+    pub fn replaces(&self, name: &HeaderName) -> bool {
+        INTERNAL_RESPONSE_HEADERS.contains(&name.as_str())
+            || name.as_str() == "x-request-id"
+            || self.headers.iter().any(|(n, _)| n == name)
+    }
+
     /// Apply to a header map: drop internal headers, set the security headers and the request
     /// id (when there is one).
     pub fn apply(&self, headers: &mut HeaderMap, request_id: Option<&str>) {
         for name in INTERNAL_RESPONSE_HEADERS {
             headers.remove(*name);
         }
+        self.add(headers, request_id);
+    }
+
+    /// [`Self::apply`] for a map built without any header [`Self::replaces`] drops (a
+    /// forwarded answer): nothing to remove first.
+    pub fn add(&self, headers: &mut HeaderMap, request_id: Option<&str>) {
         for (name, value) in &self.headers {
             headers.insert(name.clone(), value.clone());
         }

@@ -83,6 +83,25 @@ impl super::Accounts {
         }
     }
 
+    /// Check the password of a signed-in user who re-authenticates (changing the password or
+    /// the second factor). It is a password guess like a login: refused while the account's
+    /// lockout says wait, counted when wrong, so a stolen session is no side door for guessing.
+    /// Returns whether it was right; the caller records its own failure event.
+    pub(super) async fn reauthenticate_password(
+        &self,
+        user_id: &str,
+        password: &str,
+        password_hash: &str,
+    ) -> Result<bool, super::AccountError> {
+        self.check_lockout(user_id).await?;
+        if !self.hasher.verify(password, password_hash).await? {
+            self.count_failure(user_id).await?;
+            return Ok(false);
+        }
+        store::clear_failed_logins(&mut *self.conn().await?, user_id).await?;
+        Ok(true)
+    }
+
     /// Count a wrong password; at exactly [`BLOCK_AT`] the block is announced once.
     pub(super) async fn count_failure(&self, user_id: &str) -> Result<(), super::AccountError> {
         let failures =

@@ -41,6 +41,10 @@ use sessions::SessionCache;
 use store::Conn;
 use tokens::Token;
 
+/// The email-token purpose that marks when an account was last sent a signup notice (the
+/// token itself is never mailed or spent).
+const NOTICE_PURPOSE: &str = "signup-notice";
+
 /// Lifetimes and rules, from the `[accounts]` config section.
 #[derive(Debug, Clone)]
 pub struct AccountsConfig {
@@ -108,10 +112,23 @@ pub enum AccountError {
     LoginDelayed(u64),
     #[error("password login blocked until a password reset")]
     LoginBlocked,
+    #[error("password checks are busy")]
+    Busy,
     #[error("storage: {0}")]
     Storage(#[from] sqlx::Error),
     #[error("internal: {0}")]
     Internal(&'static str),
+}
+
+impl From<password::HashError> for AccountError {
+    fn from(e: password::HashError) -> AccountError {
+        match e {
+            password::HashError::Busy => AccountError::Busy,
+            password::HashError::NoPepper | password::HashError::Failed => {
+                AccountError::Internal("password hashing")
+            }
+        }
+    }
 }
 
 /// Credentials issued by a login or refresh. The values go only into Set-Cookie headers.
@@ -211,7 +228,11 @@ impl Accounts {
         audit: AuditLog,
         cfg: AccountsConfig,
     ) -> Result<Accounts, AccountError> {
-        let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+        // One core fewer than the machine has (at least one): a login storm queues for bcrypt
+        // while the proxy threads keep a core to themselves.
+        let workers = std::thread::available_parallelism()
+            .map_or(1, |n| n.get().saturating_sub(1))
+            .max(1);
         let hasher = PasswordHasher::new(ring, bcrypt_cost, workers)
             .map_err(|_| AccountError::Internal("no pepper key"))?;
         let mut peppers: Vec<_> = ring.all(Purpose::Pepper).collect();
@@ -301,11 +322,7 @@ impl Accounts {
         password::check(password, &email, self.cfg.min_password_chars)
             .map_err(AccountError::WeakPassword)?;
         // Hash before looking the email up, so both outcomes spend the same time.
-        let hash = self
-            .hasher
-            .hash(password)
-            .await
-            .map_err(|_| AccountError::Internal("password hashing"))?;
+        let hash = self.hasher.hash(password).await?;
         let now = self.now();
         let mut conn = self.conn().await?;
         let user_id = new_id();
@@ -324,7 +341,20 @@ impl Accounts {
             self.send_verification(&email, &token).await;
             self.audit(AuditEvent::new(SecurityEvent::UserCreated).principal(&user_id));
         } else {
+            // A notice at most once per resend interval, like a verification resend: signing
+            // up again and again must not turn the gateway into a mail cannon at one address.
+            // The marker is an email token that no link carries and no flow spends.
+            let Some(owner) = store::user_by_email(&mut conn, &email).await? else {
+                return Ok(());
+            };
             drop(conn);
+            if self
+                .issue_email_token(&owner.id, NOTICE_PURPOSE, 0)
+                .await?
+                .is_none()
+            {
+                return Ok(());
+            }
             self.send(
                 &email,
                 "Someone tried to sign up with your email",
@@ -363,7 +393,7 @@ impl Accounts {
         }
     }
 
-    /// A new single-use email token for `purpose`, unless one was issued less than
+    /// A new single-use email token for `purpose` (`verify`, `reset`, or [`NOTICE_PURPOSE`]), unless one was issued less than
     /// `resend_interval` ago (then `None`: a silent throttle, so it reveals nothing).
     async fn issue_email_token(
         &self,
@@ -437,7 +467,7 @@ impl Accounts {
             // The same lockout reads and write as a wrong password (on an id no row has), so
             // the unknown-email path costs the same round trips as well as the same bcrypt work.
             let _ = self.check_lockout("").await;
-            self.hasher.verify_dummy(password).await;
+            self.hasher.verify_dummy(password).await?;
             let _ = self.count_failure("").await;
             self.audit(login_event(SecurityEvent::LoginFail, None).detail("reason", "credentials"));
             return Err(AccountError::InvalidCredentials);
@@ -449,7 +479,7 @@ impl Accounts {
             );
             return Err(e);
         }
-        if !self.hasher.verify(password, &user.password_hash).await {
+        if !self.hasher.verify(password, &user.password_hash).await? {
             self.audit(
                 login_event(SecurityEvent::LoginFail, Some(&user.id))
                     .detail("reason", "credentials"),
@@ -706,7 +736,10 @@ impl Accounts {
         let row = store::user_by_id(&mut *self.conn().await?, &user.user_id)
             .await?
             .ok_or(AccountError::InvalidCredentials)?;
-        if !self.hasher.verify(current, &row.password_hash).await {
+        if !self
+            .reauthenticate_password(&user.user_id, current, &row.password_hash)
+            .await?
+        {
             self.audit(
                 AuditEvent::new(SecurityEvent::PasswordChangeFail)
                     .principal(&user.user_id)
@@ -716,11 +749,7 @@ impl Accounts {
         }
         password::check(new, &row.email, self.cfg.min_password_chars)
             .map_err(AccountError::WeakPassword)?;
-        let hash = self
-            .hasher
-            .hash(new)
-            .await
-            .map_err(|_| AccountError::Internal("password hashing"))?;
+        let hash = self.hasher.hash(new).await?;
         let now = self.now();
         let mut tx = self.db.begin().await?;
         store::set_password(&mut tx, &user.user_id, &hash, now).await?;
@@ -794,11 +823,7 @@ impl Accounts {
         drop(conn);
         password::check(new, &user.email, self.cfg.min_password_chars)
             .map_err(AccountError::WeakPassword)?;
-        let new_hash = self
-            .hasher
-            .hash(new)
-            .await
-            .map_err(|_| AccountError::Internal("password hashing"))?;
+        let new_hash = self.hasher.hash(new).await?;
         let mut tx = self.db.begin().await?;
         store::spend_email_token(&mut tx, &hash, "reset", now)
             .await?

@@ -10,17 +10,19 @@
 //! key ring, stored apart from the database) means a stolen database alone cannot be attacked
 //! offline. Stored as `zg1$<pepper key id>$<bcrypt>` so the pepper can rotate.
 //!
-//! bcrypt runs on tokio's blocking pool behind a semaphore, never on a proxy thread, so a login
-//! storm queues instead of stalling proxying.
+//! bcrypt runs on a pool of its own ([`HashPool`]): one thread fewer than the machine has
+//! cores, each at the lowest CPU priority, fed by a bounded queue. A login storm therefore
+//! gets only the CPU the proxy threads leave, and when the queue is full a login is refused
+//! at once as busy (503, `Retry-After`) instead of waiting without end.
 
 use std::collections::HashSet;
-use std::sync::{Arc, LazyLock};
+use std::sync::LazyLock;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
-use tokio::sync::{OnceCell, Semaphore};
+use tokio::sync::{oneshot, OnceCell};
 use unicode_normalization::UnicodeNormalization;
 use zeroize::Zeroizing;
 
@@ -99,26 +101,85 @@ fn repetitive_or_sequential(folded: &str) -> bool {
     steps.iter().all(|&d| d == 0) || steps.iter().all(|&d| d == 1) || steps.iter().all(|&d| d == -1)
 }
 
-/// Hashes and verifies passwords on a bounded blocking pool.
+/// Hashes and verifies passwords on a [`HashPool`].
 #[derive(Debug)]
 pub struct PasswordHasher {
     cost: u32,
     peppers: Vec<(String, SecretKey)>,
     active: usize,
-    permits: Arc<Semaphore>,
+    pool: HashPool,
     dummy: OnceCell<String>,
+}
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// Jobs each worker may have waiting: at bcrypt cost 12 (~0.25 s a hash here), a queued login
+/// waits at most about two seconds before a worker takes it.
+const QUEUE_PER_WORKER: usize = 8;
+
+/// Threads that run bcrypt and nothing else, at the lowest CPU priority, behind a bounded
+/// queue. The threads end when the pool is dropped (their queue closes).
+#[derive(Debug)]
+pub struct HashPool {
+    jobs: crossbeam_channel::Sender<Job>,
+}
+
+impl HashPool {
+    /// `workers` threads (at least one), each with [`QUEUE_PER_WORKER`] places in the queue.
+    pub fn new(workers: usize) -> HashPool {
+        let workers = workers.max(1);
+        let (jobs, queue) = crossbeam_channel::bounded::<Job>(workers * QUEUE_PER_WORKER);
+        for n in 0..workers {
+            let queue = queue.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("zonegate-bcrypt-{n}"))
+                .spawn(move || {
+                    if let Err(e) = zonegate_sys::thread::lower_current_thread_priority() {
+                        tracing::warn!(target: "zonegate::accounts", error = %e, "bcrypt thread keeps normal priority");
+                    }
+                    for job in queue {
+                        job();
+                    }
+                });
+            if let Err(e) = spawned {
+                // The pool works with the threads it has; with none, every job is refused.
+                tracing::error!(target: "zonegate::accounts", error = %e, "could not start a bcrypt thread");
+            }
+        }
+        HashPool { jobs }
+    }
+
+    /// Run `work` on the pool; [`HashError::Busy`] at once when the queue is full.
+    pub async fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, HashError> {
+        let (done, result) = oneshot::channel();
+        let job: Job = Box::new(move || {
+            // The caller may have gone (client disconnected): nobody to tell.
+            let _ = done.send(work());
+        });
+        self.jobs.try_send(job).map_err(|e| match e {
+            crossbeam_channel::TrySendError::Full(_) => HashError::Busy,
+            crossbeam_channel::TrySendError::Disconnected(_) => HashError::Failed,
+        })?;
+        result.await.map_err(|_| HashError::Failed)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum HashError {
     #[error("the key ring has no pepper key")]
     NoPepper,
+    #[error("every password worker is busy")]
+    Busy,
     #[error("password hashing failed")]
     Failed,
 }
 
 impl PasswordHasher {
-    pub fn new(ring: &KeyRing, cost: u32, concurrency: usize) -> Result<PasswordHasher, HashError> {
+    /// A hasher with `workers` bcrypt threads (see [`HashPool`]).
+    pub fn new(ring: &KeyRing, cost: u32, workers: usize) -> Result<PasswordHasher, HashError> {
         let active_id = ring
             .active(Purpose::Pepper)
             .ok_or(HashError::NoPepper)?
@@ -136,7 +197,7 @@ impl PasswordHasher {
             cost,
             peppers,
             active,
-            permits: Arc::new(Semaphore::new(concurrency.max(1))),
+            pool: HashPool::new(workers),
             dummy: OnceCell::new(),
         })
     }
@@ -158,55 +219,47 @@ impl PasswordHasher {
         let input = Self::prehash(pepper, password);
         let cost = self.cost;
         let hashed = self
-            .blocking(move || bcrypt::hash(input.as_str(), cost).map_err(|_| HashError::Failed))
+            .pool
+            .run(move || bcrypt::hash(input.as_str(), cost).map_err(|_| HashError::Failed))
             .await??;
         Ok(format!("zg1${kid}${hashed}"))
     }
 
     /// Verify a password against a stored hash. Malformed hashes or unknown peppers are a
-    /// mismatch, never an error the caller could tell apart.
-    pub async fn verify(&self, password: &str, stored: &str) -> bool {
+    /// mismatch (`Ok(false)`), never an error the caller could tell apart; the only error is a
+    /// pool too busy to check at all, which says nothing about the password.
+    pub async fn verify(&self, password: &str, stored: &str) -> Result<bool, HashError> {
         let Some((kid, hashed)) = stored
             .strip_prefix("zg1$")
             .and_then(|rest| rest.split_once('$'))
         else {
-            return false;
+            return Ok(false);
         };
         let Some((_, pepper)) = self.peppers.iter().find(|(id, _)| id == kid) else {
-            return false;
+            return Ok(false);
         };
         let input = Self::prehash(pepper, password);
         let hashed = hashed.to_owned();
-        self.blocking(move || bcrypt::verify(input.as_str(), &hashed).unwrap_or(false))
+        match self
+            .pool
+            .run(move || bcrypt::verify(input.as_str(), &hashed).unwrap_or(false))
             .await
-            .unwrap_or(false)
-    }
-
-    /// Spend the same bcrypt work as a real verification, for unknown accounts, so response
-    /// time does not tell whether an email is registered.
-    pub async fn verify_dummy(&self, password: &str) {
-        let dummy = self
-            .dummy
-            .get_or_try_init(|| self.hash("zonegate dummy password for timing"))
-            .await;
-        if let Ok(dummy) = dummy {
-            let dummy = dummy.clone();
-            let _ = self.verify(password, &dummy).await;
+        {
+            Ok(matches) => Ok(matches),
+            Err(HashError::Busy) => Err(HashError::Busy),
+            Err(_) => Ok(false),
         }
     }
 
-    async fn blocking<T: Send + 'static>(
-        &self,
-        work: impl FnOnce() -> T + Send + 'static,
-    ) -> Result<T, HashError> {
-        let _permit = self
-            .permits
-            .acquire()
-            .await
-            .map_err(|_| HashError::Failed)?;
-        tokio::task::spawn_blocking(work)
-            .await
-            .map_err(|_| HashError::Failed)
+    /// Spend the same bcrypt work as a real verification, for unknown accounts, so response
+    /// time does not tell whether an email is registered. Busy exactly when a real one would
+    /// be, for the same reason.
+    pub async fn verify_dummy(&self, password: &str) -> Result<(), HashError> {
+        let dummy = self
+            .dummy
+            .get_or_try_init(|| self.hash("zonegate dummy password for timing"))
+            .await?;
+        self.verify(password, dummy).await.map(|_| ())
     }
 }
 
@@ -364,30 +417,86 @@ mod tests {
         assert!(p.len() > 72);
         let stored = hasher.hash(&p).await.unwrap();
         assert!(stored.starts_with("zg1$pepper-1$$2b$04$"), "{stored}");
-        assert!(hasher.verify(&p, &stored).await);
+        assert!(hasher.verify(&p, &stored).await.unwrap());
         let truncated_plus_x = format!("{}X", &p[..72]);
-        assert!(!hasher.verify(&truncated_plus_x, &stored).await);
-        assert!(!hasher.verify(&p[..72], &stored).await);
+        assert!(!hasher.verify(&truncated_plus_x, &stored).await.unwrap());
+        assert!(!hasher.verify(&p[..72], &stored).await.unwrap());
         // Multi-byte passwords of 64 characters work too (128 bytes of UTF-8).
         let e = "é".repeat(64);
         let stored = hasher.hash(&e).await.unwrap();
-        assert!(hasher.verify(&e, &stored).await);
-        assert!(!hasher.verify(&"é".repeat(63), &stored).await);
+        assert!(hasher.verify(&e, &stored).await.unwrap());
+        assert!(!hasher.verify(&"é".repeat(63), &stored).await.unwrap());
     }
 
     #[tokio::test]
     async fn malformed_or_foreign_hashes_never_verify() {
         let (_tmp, hasher) = hasher();
-        assert!(!hasher.verify("x", "garbage").await);
-        assert!(
-            !hasher
-                .verify(
-                    "U*U",
-                    "$2b$05$CCCCCCCCCCCCCCCCCCCCC.E5YPO9kmyuRGyh0XouQYb4YMJKvyOeW"
+        assert!(!hasher.verify("x", "garbage").await.unwrap());
+        assert!(!hasher
+            .verify(
+                "U*U",
+                "$2b$05$CCCCCCCCCCCCCCCCCCCCC.E5YPO9kmyuRGyh0XouQYb4YMJKvyOeW"
+            )
+            .await
+            .unwrap());
+        assert!(!hasher.verify("x", "zg1$pepper-9$$2b$04$abc").await.unwrap());
+        hasher.verify_dummy("whatever").await.unwrap();
+    }
+
+    /// Work runs on the pool's own threads, at the lowest priority.
+    #[tokio::test]
+    async fn pool_threads_run_at_background_priority() {
+        let pool = HashPool::new(1);
+        let (name, nice) = pool
+            .run(|| {
+                (
+                    std::thread::current().name().map(str::to_owned),
+                    zonegate_sys::thread::current_thread_nice().unwrap(),
                 )
+            })
+            .await
+            .unwrap();
+        assert_eq!(name.as_deref(), Some("zonegate-bcrypt-0"));
+        assert_eq!(nice, zonegate_sys::thread::BACKGROUND_NICE);
+    }
+
+    /// A full queue refuses at once, as busy; the queued work still completes, and the pool
+    /// takes work again once it has room.
+    #[tokio::test]
+    async fn a_full_queue_is_busy_at_once_and_recovers() {
+        let pool = std::sync::Arc::new(HashPool::new(1));
+        let (release, gate) = std::sync::mpsc::channel::<()>();
+        // Awaited, not blocked on: the test runtime has one thread, which must also run the
+        // task that submits the blocking job.
+        let (started_tx, started) = tokio::sync::oneshot::channel::<()>();
+        let blocker = {
+            let pool = pool.clone();
+            tokio::spawn(async move {
+                pool.run(move || {
+                    started_tx.send(()).unwrap();
+                    gate.recv().unwrap();
+                })
                 .await
-        );
-        assert!(!hasher.verify("x", "zg1$pepper-9$$2b$04$abc").await);
-        hasher.verify_dummy("whatever").await;
+            })
+        };
+        started.await.unwrap();
+        // The worker is held; fill its queue.
+        let queued: Vec<_> = (0..QUEUE_PER_WORKER)
+            .map(|i| {
+                let pool = pool.clone();
+                tokio::spawn(async move { pool.run(move || i).await })
+            })
+            .collect();
+        // Let every queued task reach the queue before the one that must be refused.
+        while pool.jobs.len() < QUEUE_PER_WORKER {
+            tokio::task::yield_now().await;
+        }
+        assert!(matches!(pool.run(|| ()).await, Err(HashError::Busy)));
+        release.send(()).unwrap();
+        blocker.await.unwrap().unwrap();
+        for (i, q) in queued.into_iter().enumerate() {
+            assert_eq!(q.await.unwrap().unwrap(), i);
+        }
+        assert_eq!(pool.run(|| 7).await.unwrap(), 7);
     }
 }

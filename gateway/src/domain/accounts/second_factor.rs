@@ -167,7 +167,10 @@ impl Accounts {
         let row = store::user_by_id(&mut *self.conn().await?, &user.user_id)
             .await?
             .ok_or(AccountError::InvalidCredentials)?;
-        if !self.hasher.verify(password, &row.password_hash).await {
+        if !self
+            .reauthenticate_password(&user.user_id, password, &row.password_hash)
+            .await?
+        {
             self.audit(
                 AuditEvent::new(SecurityEvent::PasswordChangeFail)
                     .principal(&user.user_id)

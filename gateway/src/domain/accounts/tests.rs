@@ -206,6 +206,20 @@ async fn signing_up_twice_sends_a_notice_and_creates_nothing() {
             mails.last().unwrap().contains("already has one"),
             "{backend:?}"
         );
+        // Further attempts within the resend interval send nothing more; after it, one more.
+        for _ in 0..3 {
+            f.accounts
+                .signup("ada@example.com", "another fine passphrase")
+                .await
+                .unwrap();
+        }
+        assert_eq!(f.mails().len(), mails.len(), "{backend:?}");
+        f.clock.advance(60);
+        f.accounts
+            .signup("ada@example.com", "another fine passphrase")
+            .await
+            .unwrap();
+        assert_eq!(f.mails().len(), mails.len() + 1, "{backend:?}");
         // The original password still works; the second one does not.
         assert!(f
             .accounts
@@ -611,6 +625,58 @@ async fn consecutive_failures_delay_then_block_until_a_reset() {
             .unwrap();
         f.accounts
             .login("ada@example.com", "a brand new passphrase", None, None)
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn re_authentication_is_a_counted_password_guess() {
+    use lockout::{delay_secs, DELAY_AFTER};
+    for backend in backends() {
+        let f = fixture(backend).await;
+        f.verified_user("ada@example.com").await;
+        let me = f
+            .accounts
+            .login("ada@example.com", PASSWORD, None, None)
+            .await
+            .unwrap()
+            .issued()
+            .unwrap();
+        let me = f
+            .accounts
+            .authenticate_session(me.session.expose())
+            .await
+            .unwrap();
+        // Guesses through the three re-authenticating flows count like failed logins...
+        for i in 0..DELAY_AFTER {
+            let refused = match i % 3 {
+                0 => {
+                    f.accounts
+                        .change_password(&me, "guess", "a brand new passphrase")
+                        .await
+                }
+                1 => f.accounts.mfa_enrol(&me, "guess", None).await.map(|_| ()),
+                _ => f.accounts.mfa_disable(&me, "guess", "000000").await,
+            };
+            assert!(matches!(refused, Err(AccountError::WrongPassword)), "{i}");
+        }
+        // ...so the account's delay now holds them, even with the right password, and login.
+        assert!(matches!(
+            f.accounts
+                .change_password(&me, PASSWORD, "a brand new passphrase")
+                .await,
+            Err(AccountError::LoginDelayed(_))
+        ));
+        assert!(matches!(
+            f.accounts
+                .login("ada@example.com", PASSWORD, None, None)
+                .await,
+            Err(AccountError::LoginDelayed(_))
+        ));
+        f.clock.advance(delay_secs(DELAY_AFTER));
+        f.accounts
+            .change_password(&me, PASSWORD, "a brand new passphrase")
             .await
             .unwrap();
     }

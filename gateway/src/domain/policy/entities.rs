@@ -220,6 +220,25 @@ enum PrincipalKey {
     },
 }
 
+impl PrincipalKey {
+    fn of(principal: &Principal) -> PrincipalKey {
+        match principal {
+            Principal::Anonymous => PrincipalKey::Anonymous,
+            Principal::User(u) => PrincipalKey::User {
+                id: u.user_id.clone(),
+                verified: u.email_verified,
+                mfa: u.mfa,
+                platform_admin: u.platform_admin,
+            },
+            Principal::ApiKey(k) => PrincipalKey::ApiKey {
+                id: k.key_id.clone(),
+                org: k.org_id.clone(),
+                scopes: k.scopes.clone(),
+            },
+        }
+    }
+}
+
 impl BaseKey {
     fn of(principal: &Principal, org: &OrgContext) -> BaseKey {
         BaseKey {
@@ -227,20 +246,39 @@ impl BaseKey {
             suspended: org.facts.suspended,
             require_mfa: org.facts.require_mfa,
             role: org.role,
-            principal: match principal {
-                Principal::Anonymous => PrincipalKey::Anonymous,
-                Principal::User(u) => PrincipalKey::User {
-                    id: u.user_id.clone(),
-                    verified: u.email_verified,
-                    mfa: u.mfa,
-                    platform_admin: u.platform_admin,
-                },
-                Principal::ApiKey(k) => PrincipalKey::ApiKey {
-                    id: k.key_id.clone(),
-                    org: k.org_id.clone(),
-                    scopes: k.scopes.clone(),
-                },
+            principal: PrincipalKey::of(principal),
+        }
+    }
+}
+
+/// Everything one decision without request context is computed from: the principal's and the
+/// org's entities (as for [`EntityCache`]), the member's role for a `Member` resource, the
+/// action and the resource. Equal keys build equal entities and equal requests, so they get
+/// the same answer from the same policy set.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(super) struct DecisionKey {
+    principal: PrincipalKey,
+    org: Option<(BaseKey, Option<Role>)>,
+    action: EntityUid,
+    resource: EntityUid,
+}
+
+impl DecisionKey {
+    pub(super) fn of(
+        principal: &Principal,
+        org: Option<&OrgContext>,
+        action: &EntityUid,
+        resource: &EntityUid,
+    ) -> DecisionKey {
+        DecisionKey {
+            principal: match org {
+                // The base key holds the principal already.
+                Some(_) => PrincipalKey::Anonymous,
+                None => PrincipalKey::of(principal),
             },
+            org: org.map(|o| (BaseKey::of(principal, o), o.member_role)),
+            action: action.clone(),
+            resource: resource.clone(),
         }
     }
 }

@@ -134,7 +134,25 @@ pub struct PolicyEngine {
     /// One reload at a time: two racing reloads could otherwise swap in the older read last.
     reloading: Mutex<()>,
     entities: entities::EntityCache,
+    decisions: DecisionCache,
 }
+
+/// Recent decisions, keyed by the generations of the sets that made them and everything the
+/// question was built from ([`entities::DecisionKey`]), so an entry is exact: the same
+/// question on the same sets gets the same answer, and a reload (a new generation) never meets
+/// an old entry. Questions with request context (decided by handlers) are not cached. Cleared
+/// when full, which bounds it.
+#[derive(Debug, Default)]
+struct DecisionCache(std::sync::RwLock<DecisionMap>);
+
+/// (active generation, shadow generation, question) to answer.
+type DecisionMap = std::collections::HashMap<
+    (u64, Option<u64>, entities::DecisionKey),
+    Decision,
+    foldhash::fast::RandomState,
+>;
+
+const DECISION_CACHE_CAPACITY: usize = 20_000;
 
 impl PolicyEngine {
     pub fn new(store: PolicyStore) -> PolicyEngine {
@@ -151,6 +169,7 @@ impl PolicyEngine {
             shadow_mismatches: AtomicU64::new(0),
             reloading: Mutex::new(()),
             entities: entities::EntityCache::default(),
+            decisions: DecisionCache::default(),
         }
     }
 
@@ -174,6 +193,53 @@ impl PolicyEngine {
 
     /// Decide a query on the enforced set, and on the shadow set when one is configured.
     pub fn decide(&self, query: &Query<'_>) -> Decision {
+        let active = self.active.load_full();
+        let shadow = self.shadow.load_full();
+        let key = query.context.is_none().then(|| {
+            (
+                active.generation(),
+                shadow.as_ref().map(|s| s.generation()),
+                entities::DecisionKey::of(
+                    query.principal,
+                    query.org,
+                    query.action,
+                    &query.resource,
+                ),
+            )
+        });
+        if let Some(key) = &key {
+            let cached = self
+                .decisions
+                .0
+                .read()
+                .ok()
+                .and_then(|m| m.get(key).cloned());
+            if let Some(decision) = cached {
+                if decision.shadow.is_some() {
+                    self.shadow_mismatches.fetch_add(1, Ordering::Relaxed);
+                }
+                return decision;
+            }
+        }
+        let decision = self.decide_on(&active, shadow.as_deref(), query);
+        if let Some(key) = key {
+            if let Ok(mut map) = self.decisions.0.write() {
+                if map.len() >= DECISION_CACHE_CAPACITY {
+                    map.clear();
+                }
+                map.insert(key, decision.clone());
+            }
+        }
+        decision
+    }
+
+    /// Decide a query on these sets, without the decision cache.
+    fn decide_on(
+        &self,
+        active: &PolicyStore,
+        shadow: Option<&PolicyStore>,
+        query: &Query<'_>,
+    ) -> Decision {
         let Ok(entities) = entities::build_with(
             query.principal,
             &query.resource,
@@ -196,8 +262,8 @@ impl PolicyEngine {
             query.principal.type_name().clone(),
             query.resource.type_name().clone(),
         );
-        let mut decision = self.evaluate(&self.active.load(), &request, &entities, &key);
-        if let Some(shadow) = &*self.shadow.load() {
+        let mut decision = self.evaluate(active, &request, &entities, &key);
+        if let Some(shadow) = shadow {
             let other = self.evaluate(shadow, &request, &entities, &key);
             if other.allowed != decision.allowed {
                 self.shadow_mismatches.fetch_add(1, Ordering::Relaxed);
@@ -565,9 +631,9 @@ policies = ["zones-write-zone"]
         // Each case loads a fresh policy set to compare with; 64 cases keep it quick.
         #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
 
-        /// The entity cache and the (action, principal, resource) slices never change an
-        /// answer: a long-lived engine (warm cache, entries for other callers and flags)
-        /// decides every question like a fresh one.
+        /// The decision cache, the entity cache and the (action, principal, resource) slices
+        /// never change an answer: a long-lived engine (warm caches, entries for other callers
+        /// and flags) decides every question like a fresh one.
         #[test]
         fn cached_and_sliced_decisions_match_fresh_ones(
             role in 0usize..5,

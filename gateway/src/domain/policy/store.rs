@@ -50,7 +50,12 @@ pub struct PolicyStore {
     pub(super) sources: HashMap<String, PolicySource>,
     hash: String,
     dir: PathBuf,
+    /// Unique to this load: decisions cached under it can never be served by another set.
+    generation: u64,
 }
+
+/// Numbers each load, so a reloaded set (even of identical files) is a new generation.
+static GENERATIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 impl fmt::Debug for PolicyStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -155,7 +160,13 @@ impl PolicyStore {
             sources,
             hash: hex::encode(hasher.finalize()),
             dir: dir.to_owned(),
+            generation: GENERATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         })
+    }
+
+    /// Which load this is (see the field).
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// A hash of the schema and policy files, to tell which set is active.

@@ -1,0 +1,188 @@
+//! Caps on client connections: over all addresses and per address (an IPv6 client counted by
+//! its prefix, as the rate limits count it). A connection over a cap is closed at once, before
+//! any request is read, so a client that opens connections and sits on them (slowloris) holds
+//! at most its share of the gateway's memory and sockets.
+//!
+//! The count covers connections from the end of the TLS handshake to their close; pingora
+//! runs the handshake before the application sees the connection (with its own 60 s limit).
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use pingora::apps::ServerApp;
+use pingora::protocols::Stream;
+use pingora::server::ShutdownWatch;
+
+use crate::pipeline::throttle::counted_address;
+
+/// The caps, from `[server]`.
+#[derive(Debug, Clone, Copy)]
+pub struct Caps {
+    pub total: usize,
+    pub per_address: usize,
+    pub ipv6_prefix: u8,
+}
+
+#[derive(Debug, Default)]
+struct Open {
+    total: usize,
+    by_address: HashMap<IpAddr, usize>,
+}
+
+/// Connection counts, shared by every thread of a listener.
+#[derive(Debug)]
+pub struct ConnectionCounter {
+    caps: Caps,
+    open: Mutex<Open>,
+    /// Unix second of the last "refused" warning: at most one a second in the log.
+    last_warned: AtomicU64,
+}
+
+/// A counted connection; dropping it (the connection closed) gives its place back.
+#[derive(Debug)]
+pub struct Slot<'a> {
+    counter: &'a ConnectionCounter,
+    address: Option<IpAddr>,
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        let mut open = self.counter.lock();
+        open.total = open.total.saturating_sub(1);
+        if let Some(address) = self.address {
+            if let Some(n) = open.by_address.get_mut(&address) {
+                *n -= 1;
+                if *n == 0 {
+                    open.by_address.remove(&address);
+                }
+            }
+        }
+    }
+}
+
+impl ConnectionCounter {
+    pub fn new(caps: Caps) -> ConnectionCounter {
+        ConnectionCounter {
+            caps,
+            open: Mutex::new(Open::default()),
+            last_warned: AtomicU64::new(0),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Open> {
+        // The counts stay consistent even if a holder panicked: every update is one step.
+        self.open.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A place for a connection from `peer`, or `None` when a cap is reached.
+    pub fn admit(&self, peer: Option<IpAddr>) -> Option<Slot<'_>> {
+        let address = peer.map(|ip| counted_address(ip, self.caps.ipv6_prefix));
+        let mut open = self.lock();
+        if open.total >= self.caps.total {
+            return None;
+        }
+        if let Some(address) = address {
+            let n = open.by_address.entry(address).or_insert(0);
+            if *n >= self.caps.per_address {
+                return None;
+            }
+            *n += 1;
+        }
+        open.total += 1;
+        Some(Slot {
+            counter: self,
+            address,
+        })
+    }
+
+    /// Connections open now: in total, and from `peer`'s counted address.
+    pub fn open(&self, peer: IpAddr) -> (usize, usize) {
+        let open = self.lock();
+        let address = counted_address(peer, self.caps.ipv6_prefix);
+        (
+            open.total,
+            open.by_address.get(&address).copied().unwrap_or(0),
+        )
+    }
+
+    fn warn_refused(&self) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        if self.last_warned.swap(now, Ordering::Relaxed) != now {
+            tracing::warn!(
+                target: "zonegate::server",
+                event = "connection_refused",
+                max_connections = self.caps.total,
+                max_connections_per_address = self.caps.per_address,
+                "a client connection was closed at a connection cap"
+            );
+        }
+    }
+}
+
+/// A server application with its connections counted and capped.
+#[derive(Debug)]
+pub struct Capped<A> {
+    pub app: Arc<A>,
+    pub counter: Arc<ConnectionCounter>,
+}
+
+#[async_trait]
+impl<A: ServerApp + Send + Sync + 'static> ServerApp for Capped<A> {
+    async fn process_new(
+        self: &Arc<Self>,
+        stream: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        let peer = stream
+            .get_socket_digest()
+            .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
+        let Some(_slot) = self.counter.admit(peer) else {
+            self.counter.warn_refused();
+            // Dropping the stream closes the connection.
+            return None;
+        };
+        self.app.process_new(stream, shutdown).await
+    }
+
+    async fn cleanup(&self) {
+        self.app.cleanup().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn ip(s: &str) -> Option<IpAddr> {
+        Some(s.parse().unwrap())
+    }
+
+    #[test]
+    fn caps_per_address_and_in_total_and_places_come_back() {
+        let counter = ConnectionCounter::new(Caps {
+            total: 3,
+            per_address: 2,
+            ipv6_prefix: 64,
+        });
+        let a1 = counter.admit(ip("192.0.2.1")).unwrap();
+        let a2 = counter.admit(ip("192.0.2.1")).unwrap();
+        assert!(counter.admit(ip("192.0.2.1")).is_none(), "per address");
+        // Another address of the same /64 is the same client.
+        let v6 = counter.admit(ip("2001:db8::1")).unwrap();
+        assert!(counter.admit(ip("2001:db8::2")).is_none(), "in total");
+        drop(v6);
+        let _v6b = counter.admit(ip("2001:db8::ffff")).unwrap();
+        assert!(counter.admit(ip("2001:db8::3")).is_none());
+        drop(a1);
+        drop(a2);
+        assert_eq!(counter.open("192.0.2.1".parse().unwrap()), (1, 0));
+        let _b = counter.admit(ip("192.0.2.9")).unwrap();
+        assert_eq!(counter.open("2001:db8::7".parse().unwrap()), (2, 1));
+    }
+}

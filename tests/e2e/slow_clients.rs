@@ -1,0 +1,165 @@
+//! Slow and greedy clients (slowloris): a head sent too slowly or too large, an idle
+//! connection, too many connections from one address. Each is cut off or refused while a
+//! normal client on another connection is served as usual.
+
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+
+use zonegate_e2e::client::parse_response;
+use zonegate_e2e::{Stack, StackOptions};
+
+/// Short limits, so the test waits for the gateway's timers rather than a client's.
+const SERVER: &str = "header_timeout_ms = 400
+body_read_timeout_ms = 400
+keepalive_idle_seconds = 1
+max_header_bytes = 4096
+max_headers = 20
+max_connections_per_address = 8";
+
+fn stack() -> Stack {
+    Stack::start_with(StackOptions {
+        server_config: SERVER.into(),
+        ..StackOptions::default()
+    })
+}
+
+/// Read until the server closes the connection; what it sent, and whether it closed (rather
+/// than the client's own read timeout expiring).
+fn read_until_closed(tls: &mut impl Read) -> (Vec<u8>, bool) {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match tls.read(&mut buf) {
+            Ok(0) => return (out, true),
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            // The client's own read timeout: the server kept the connection open.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return (out, false)
+            }
+            // EOF without close_notify, a reset, a broken pipe: closed by the server.
+            Err(_) => return (out, true),
+        }
+    }
+}
+
+#[test]
+fn a_head_trickled_in_is_cut_off_and_others_are_served() {
+    let stack = stack();
+    let client = stack.client();
+    let mut slow = client.connect().unwrap();
+    // Half a head, then a byte every 100 ms for 1.5 s: each read comes well within the
+    // per-read timeout, so only the whole-head deadline (400 ms) can end it.
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nhost: localhost\r\n")
+        .unwrap();
+    slow.flush().unwrap();
+    for _ in 0..15 {
+        std::thread::sleep(Duration::from_millis(100));
+        if slow.write_all(b"x").and_then(|()| slow.flush()).is_err() {
+            break;
+        }
+        // A normal client meanwhile is answered.
+        assert_eq!(client.get("/healthz").status, 200);
+    }
+    let (sent, closed) = read_until_closed(&mut slow);
+    assert!(closed, "a trickled head kept its connection");
+    assert!(sent.is_empty(), "a trickled head got an answer");
+}
+
+#[test]
+fn an_idle_connection_is_closed_after_the_idle_time() {
+    let stack = stack();
+    let mut idle = stack.client().connect().unwrap();
+    // Nothing sent at all: the first head's timeout applies.
+    let (sent, closed) = read_until_closed(&mut idle);
+    assert!(closed, "an idle new connection stayed open");
+    assert!(sent.is_empty(), "an idle connection got an answer");
+
+    // After a request, the keep-alive idle time (1 s here) applies.
+    let mut kept = stack.client().connect().unwrap();
+    kept.write_all(b"GET /healthz HTTP/1.1\r\nhost: localhost\r\n\r\n")
+        .unwrap();
+    kept.flush().unwrap();
+    let (sent, closed) = read_until_closed(&mut kept);
+    assert!(closed, "an idle kept-alive connection stayed open");
+    assert_eq!(parse_response(&sent).unwrap().status, 200);
+}
+
+#[test]
+fn a_head_over_the_size_or_field_limit_is_431() {
+    let stack = stack();
+    let client = stack.client();
+    let big = format!(
+        "GET /v1/orgs/acme/echo HTTP/1.1\r\nhost: localhost\r\nx-pad: {}\r\n\r\n",
+        "a".repeat(5000)
+    );
+    let many: String = (0..30).map(|i| format!("x-h{i}: 1\r\n")).collect();
+    let many = format!("GET /v1/orgs/acme/echo HTTP/1.1\r\nhost: localhost\r\n{many}\r\n");
+    for raw in [big, many] {
+        let answer = client.raw(raw.as_bytes()).unwrap();
+        let resp = parse_response(&answer).unwrap();
+        let problem = resp.assert_problem(431);
+        assert_eq!(
+            problem["type"],
+            "urn:zonegate:problem:header-fields-too-large"
+        );
+        assert!(resp.header("strict-transport-security").is_some());
+    }
+    assert!(stack.echo.seen().is_empty());
+    // Within the limits, the same route answers.
+    assert_eq!(client.get("/v1/orgs/acme/echo").status, 200);
+}
+
+#[test]
+fn connections_over_the_per_address_cap_are_closed_at_once() {
+    // The default header timeout, so the held connections stay for the whole test.
+    let stack = Stack::start_with(StackOptions {
+        server_config: "max_connections_per_address = 8".into(),
+        ..StackOptions::default()
+    });
+    let client = stack.client();
+    // Eight held open (the cap), each with a request in flight so none times out early.
+    let held: Vec<_> = (0..8)
+        .map(|_| {
+            let mut c = client.connect().unwrap();
+            c.write_all(b"GET /healthz HTTP/1.1\r\nhost: localhost\r\n")
+                .unwrap();
+            c.flush().unwrap();
+            c
+        })
+        .collect();
+    // The ninth is closed without an answer (rustls may see the close during the handshake
+    // or on the first read).
+    let refused = match client.connect() {
+        Err(_) => true,
+        Ok(mut ninth) => {
+            let _ = ninth.write_all(b"GET /healthz HTTP/1.1\r\nhost: localhost\r\n\r\n");
+            let _ = ninth.flush();
+            let (sent, closed) = read_until_closed(&mut ninth);
+            closed && sent.is_empty()
+        }
+    };
+    assert!(refused, "a ninth connection from one address was served");
+    // When the held ones close, their places come back.
+    drop(held);
+    // The gateway sees each close on its next read; a new connection is served once it has.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let answer =
+            client.raw(b"GET /healthz HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n");
+        if answer
+            .ok()
+            .and_then(|a| parse_response(&a))
+            .map(|r| r.status)
+            == Some(200)
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no place came back");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
