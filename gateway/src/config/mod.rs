@@ -84,7 +84,6 @@ pub struct Server {
     pub client: ClientLimits,
 }
 
-
 #[derive(Debug, Clone)]
 pub struct Tls {
     pub cert: PathBuf,

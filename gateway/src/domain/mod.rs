@@ -8,6 +8,7 @@ pub mod apikeys;
 pub mod audit;
 pub mod identity;
 pub mod keyring;
+pub mod mac;
 pub mod mail;
 pub mod mfa;
 pub mod orgs;

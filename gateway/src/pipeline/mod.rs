@@ -274,10 +274,7 @@ impl GatewayApp {
 
 /// A request head over the configured size or field count: 431, before any stage runs.
 /// (pingora itself refuses a head over 1 MiB or with more than 256 fields as unparseable.)
-fn head_too_large(
-    session: &ServerSession,
-    limits: &ClientLimits,
-) -> Option<Rejection> {
+fn head_too_large(session: &ServerSession, limits: &ClientLimits) -> Option<Rejection> {
     let bytes = session
         .as_http1()
         .map_or(0, |h1| h1.get_headers_raw_bytes().len());

@@ -26,13 +26,12 @@ use std::sync::Arc;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
 use crate::clock::Clock;
 use crate::domain::audit::{AuditEvent, AuditLog, SecurityEvent};
 use crate::domain::keyring::{KeyRing, Purpose};
+use crate::domain::mac::hmac_sha256;
 use crate::domain::mail::Mailer;
 use crate::domain::principal::UserPrincipal;
 use crate::domain::storage::Db;
@@ -239,13 +238,8 @@ impl Accounts {
         peppers.sort_by_key(|k| std::cmp::Reverse(k.number));
         let csrf_keys = peppers
             .iter()
-            .map(|k| {
-                let mut mac = Hmac::<Sha256>::new_from_slice(k.secret.expose())
-                    .map_err(|_| AccountError::Internal("csrf key"))?;
-                mac.update(b"zonegate csrf v1");
-                Ok(mac.finalize().into_bytes().into())
-            })
-            .collect::<Result<Vec<[u8; 32]>, AccountError>>()?;
+            .map(|k| hmac_sha256(k.secret.expose(), b"zonegate csrf v1"))
+            .collect();
         let mfa = crate::domain::mfa::Mfa::new(
             db.clone(),
             Arc::new(ring.clone()),
@@ -286,13 +280,7 @@ impl Accounts {
     // ---- CSRF ----------------------------------------------------------------------------
 
     fn csrf_with(key: &[u8; 32], family_id: &str) -> String {
-        match Hmac::<Sha256>::new_from_slice(key) {
-            Ok(mut mac) => {
-                mac.update(family_id.as_bytes());
-                URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
-            }
-            Err(_) => String::new(),
-        }
+        URL_SAFE_NO_PAD.encode(hmac_sha256(key, family_id.as_bytes()))
     }
 
     /// The CSRF token of a login (refresh family): a MAC of the family id, so it needs no

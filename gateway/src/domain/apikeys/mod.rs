@@ -13,8 +13,6 @@ pub mod store;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
@@ -147,9 +145,10 @@ impl ApiKeys {
 
     fn mac(&self, pepper_id: &str, secret: &str) -> Option<String> {
         let (_, pepper) = self.peppers.iter().find(|(id, _)| id == pepper_id)?;
-        let mut mac = Hmac::<Sha256>::new_from_slice(pepper.expose()).ok()?;
-        mac.update(secret.as_bytes());
-        Some(hex::encode(mac.finalize().into_bytes()))
+        Some(hex::encode(crate::domain::mac::hmac_sha256(
+            pepper.expose(),
+            secret.as_bytes(),
+        )))
     }
 
     fn check_scopes(scopes: &[String]) -> Result<Vec<String>, KeyError> {
