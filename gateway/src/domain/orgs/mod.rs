@@ -23,6 +23,9 @@ use crate::domain::audit::{AuditEvent, AuditLog, SecurityEvent};
 use crate::domain::mail::Mailer;
 use crate::domain::storage::Db;
 use store::Guarded;
+
+#[cfg(test)]
+mod tests;
 pub use store::PlatformOrgRow;
 
 /// A permission level in an org.
