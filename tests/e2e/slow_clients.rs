@@ -8,17 +8,23 @@ use std::time::{Duration, Instant};
 use zonegate_e2e::client::parse_response;
 use zonegate_e2e::{Stack, StackOptions};
 
-/// Short limits, so the test waits for the gateway's timers rather than a client's.
+/// Short limits, so the test waits for the gateway's timers rather than a client's. The
+/// keep-alive idle time is longer than the client's 10 s read timeout: a new connection must
+/// be cut by the header timeout, not by the idle time.
 const SERVER: &str = "header_timeout_ms = 400
 body_read_timeout_ms = 400
-keepalive_idle_seconds = 1
+keepalive_idle_seconds = 30
 max_header_bytes = 4096
 max_headers = 20
 max_connections_per_address = 8";
 
 fn stack() -> Stack {
+    stack_with(SERVER)
+}
+
+fn stack_with(server: &str) -> Stack {
     Stack::start_with(StackOptions {
-        server_config: SERVER.into(),
+        server_config: server.into(),
         ..StackOptions::default()
     })
 }
@@ -79,7 +85,8 @@ fn an_idle_connection_is_closed_after_the_idle_time() {
     assert!(closed, "an idle new connection stayed open");
     assert!(sent.is_empty(), "an idle connection got an answer");
 
-    // After a request, the keep-alive idle time (1 s here) applies.
+    // After a request, the keep-alive idle time applies (1 s here).
+    let stack = stack_with("header_timeout_ms = 400\nkeepalive_idle_seconds = 1");
     let mut kept = stack.client().connect().unwrap();
     kept.write_all(b"GET /healthz HTTP/1.1\r\nhost: localhost\r\n\r\n")
         .unwrap();

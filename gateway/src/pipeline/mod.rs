@@ -272,6 +272,9 @@ impl GatewayApp {
     }
 }
 
+/// Left by a request for the next one on the same connection.
+struct ReusedConnection;
+
 /// A request head over the configured size or field count: 431, before any stage runs.
 /// (pingora itself refuses a head over 1 MiB or with more than 256 fields as unparseable.)
 fn head_too_large(session: &ServerSession, limits: &ClientLimits) -> Option<Rejection> {
@@ -295,9 +298,14 @@ impl HttpServerApp for GatewayApp {
         // A new connection has the header timeout for its whole first head; a kept-alive one
         // waits up to the idle time for its next request to start (pingora's keep-alive read),
         // then has the header timeout too. A client that trickles bytes is cut off either way.
-        let head_deadline = match session.get_keepalive() {
-            Some(_) => limits.keepalive_idle + limits.header_timeout,
-            None => limits.header_timeout,
+        // (pingora gives every new connection a 60 s keep-alive read, so whether this is a
+        // reused connection is told by the marker the previous request left, not by that.)
+        let reused = session.take_connection_user_context().is_some();
+        let head_deadline = if reused {
+            limits.keepalive_idle + limits.header_timeout
+        } else {
+            session.set_keepalive(None);
+            limits.header_timeout
         };
         // Each read of a request body (and of a new connection's head) waits at most this.
         session.set_read_timeout(Some(limits.body_read_timeout.min(limits.header_timeout)));
@@ -359,7 +367,8 @@ impl HttpServerApp for GatewayApp {
         if !reusable {
             session.set_keepalive(None);
         }
-        let settings = HttpPersistentSettings::for_session(&session);
+        let mut settings = HttpPersistentSettings::for_session(&session);
+        settings.set_user_context(Box::new(ReusedConnection));
         match session.finish().await {
             Ok(Some(stream)) => Some(ReusedHttpStream::from_reusable_stream(stream, settings)),
             _ => None,
