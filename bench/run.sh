@@ -137,6 +137,8 @@ refresh_idle_seconds = 3600
 auth = { requests = 100000, window_seconds = 60 }
 api_key = { requests = 100000000, window_seconds = 60 }
 org = { requests = 100000000, window_seconds = 60 }
+user = { requests = 100000000, window_seconds = 60 }
+org_sessions = { requests = 100000000, window_seconds = 60 }
 TOML
 
 nginx -c "$work/static.conf" -p "$work"

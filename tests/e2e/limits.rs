@@ -173,3 +173,36 @@ fn the_org_audit_trail_is_readable_by_admins_only() {
             .assert_problem(400);
     }
 }
+
+#[test]
+fn session_traffic_is_limited_per_user_and_per_org_and_outsiders_cannot_spend_the_org() {
+    let stack = Stack::start_with(StackOptions {
+        rate_limits: "auth_strict = { requests = 100000, window_seconds = 60 }\n\
+                      auth = { requests = 100000, window_seconds = 60 }\n\
+                      user = { requests = 8, window_seconds = 60 }\n\
+                      org_sessions = { requests = 5, window_seconds = 60 }\n"
+            .into(),
+        ..StackOptions::default()
+    });
+    // Creating the org spends 1 of ada's 8 and none of the org's (login is not a session
+    // request).
+    let (mut ada, org) = owner_with_org(&stack);
+    let zones = format!("/v1/orgs/{org}/zones");
+    // A stranger's denied requests spend only the stranger's own allowance.
+    let mut mallory = logged_in(&stack, "mallory@example.com");
+    for _ in 0..8 {
+        assert_eq!(mallory.send("GET", &zones, None).status, 403);
+    }
+    assert_rate_limited(&mallory.send("GET", &zones, None), "8;w=60");
+    // The org's members get its whole session allowance...
+    for _ in 0..5 {
+        assert_eq!(ada.send("GET", &zones, None).status, 200);
+    }
+    // ...and no more.
+    assert_rate_limited(&ada.send("GET", &zones, None), "5;w=60");
+    // A route outside the org still answers from ada's own allowance (7 of 8 spent: the org
+    // creation and six zone requests)...
+    assert_eq!(ada.send("GET", "/auth/session", None).status, 200);
+    // ...which is then spent too.
+    assert_rate_limited(&ada.send("GET", "/auth/session", None), "8;w=60");
+}

@@ -96,6 +96,8 @@ pub const GENEROUS_RATE_LIMITS: &str = "auth_strict = { requests = 100000, windo
 auth = { requests = 100000, window_seconds = 60 }
 api_key = { requests = 100000, window_seconds = 60 }
 org = { requests = 100000, window_seconds = 60 }
+user = { requests = 100000, window_seconds = 60 }
+org_sessions = { requests = 100000, window_seconds = 60 }
 ";
 
 impl Default for StackOptions {

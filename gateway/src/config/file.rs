@@ -59,6 +59,10 @@ pub(super) struct RawRateLimits {
     pub(super) api_key: RawRate,
     /// Per org, over all of its API keys together.
     pub(super) org: RawRate,
+    /// Per signed-in user (dashboard sessions).
+    pub(super) user: RawRate,
+    /// Per org, over all of its members' authorised session requests.
+    pub(super) org_sessions: RawRate,
     /// Most keys (addresses, key ids, org ids) each limiter tracks; see ratelimit.rs.
     pub(super) max_tracked_keys: usize,
     /// IPv6 clients are counted by this prefix: one customer usually holds a whole /64.
@@ -82,6 +86,14 @@ impl Default for RawRateLimits {
             },
             org: RawRate {
                 requests: 3000,
+                window_seconds: 60,
+            },
+            user: RawRate {
+                requests: 300,
+                window_seconds: 60,
+            },
+            org_sessions: RawRate {
+                requests: 1200,
                 window_seconds: 60,
             },
             max_tracked_keys: 100_000,

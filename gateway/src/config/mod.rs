@@ -467,6 +467,8 @@ fn validate_rate_limits(r: &RawRateLimits) -> Result<LimitsConfig, ConfigError> 
         auth: rate("rate_limits.auth", r.auth)?,
         api_key: rate("rate_limits.api_key", r.api_key)?,
         org: rate("rate_limits.org", r.org)?,
+        user: rate("rate_limits.user", r.user)?,
+        org_sessions: rate("rate_limits.org_sessions", r.org_sessions)?,
         max_tracked_keys: r.max_tracked_keys,
         ipv6_prefix: r.ipv6_prefix,
     })

@@ -193,7 +193,9 @@ impl Pipeline {
         throttle::by_principal(self, ctx, route, &principal)?;
 
         authorise::authorise(self, ctx, route, &params, &principal).await?;
-        ctx.org = route.org_id(&params).map(str::to_owned);
+        let org = route.org_id(&params);
+        throttle::by_org_after_authorise(self, ctx, route, &principal, org)?;
+        ctx.org = org.map(str::to_owned);
         Ok(&route.target)
     }
 }

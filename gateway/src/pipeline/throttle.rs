@@ -25,6 +25,10 @@ pub struct LimitsConfig {
     pub auth: RatePolicy,
     pub api_key: RatePolicy,
     pub org: RatePolicy,
+    /// Per signed-in user (dashboard sessions).
+    pub user: RatePolicy,
+    /// Per org, over all of its members' session requests the policy allowed.
+    pub org_sessions: RatePolicy,
     pub max_tracked_keys: usize,
     /// IPv6 clients are counted by this prefix length.
     pub ipv6_prefix: u8,
@@ -41,6 +45,10 @@ pub struct Limits {
     api_key: KeyedLimiter<String>,
     /// Per org, over all its keys.
     org: KeyedLimiter<String>,
+    /// Per signed-in user.
+    user: KeyedLimiter<String>,
+    /// Per org, over its members' authorised session requests.
+    org_sessions: KeyedLimiter<String>,
     /// One `excess_rate_limit_exceeded` audit event per limited key per minute.
     events: KeyedLimiter<String>,
     ipv6_prefix: u8,
@@ -71,6 +79,8 @@ impl Limits {
             auth: KeyedLimiter::new(cfg.auth, cap),
             api_key: KeyedLimiter::new(cfg.api_key, cap),
             org: KeyedLimiter::new(cfg.org, cap),
+            user: KeyedLimiter::new(cfg.user, cap),
+            org_sessions: KeyedLimiter::new(cfg.org_sessions, cap),
             events: KeyedLimiter::new(RatePolicy::per_minute(NonZeroU32::MIN), cap),
             ipv6_prefix: cfg.ipv6_prefix,
         }
@@ -92,6 +102,8 @@ impl Limits {
         self.auth.maintain();
         self.api_key.maintain();
         self.org.maintain();
+        self.user.maintain();
+        self.org_sessions.maintain();
         self.events.maintain();
     }
 }
@@ -124,18 +136,52 @@ pub fn by_principal(
     route: &Route,
     principal: &Principal,
 ) -> Result<(), Rejection> {
-    if let Principal::ApiKey(key) = principal {
-        let checks = [
-            ("api_key", &p.limits.api_key, &key.key_id),
-            ("org", &p.limits.org, &key.org_id),
-        ];
-        for (scope, limiter, id) in checks {
-            limiter
-                .check(id)
-                .map_err(|limited| refuse(p, ctx, route, scope, id, limited, Some(principal)))?;
+    match principal {
+        Principal::ApiKey(key) => {
+            let checks = [
+                ("api_key", &p.limits.api_key, &key.key_id),
+                ("org", &p.limits.org, &key.org_id),
+            ];
+            for (scope, limiter, id) in checks {
+                limiter.check(id).map_err(|limited| {
+                    refuse(p, ctx, route, scope, id, limited, Some(principal))
+                })?;
+            }
         }
+        // Denied requests count here too: a user hammering an org they are not in is held
+        // by their own allowance.
+        Principal::User(user) => p.limits.user.check(&user.user_id).map_err(|limited| {
+            refuse(
+                p,
+                ctx,
+                route,
+                "user",
+                &user.user_id,
+                limited,
+                Some(principal),
+            )
+        })?,
+        Principal::Anonymous => {}
     }
     Ok(())
+}
+
+/// After authorisation: a member's session request against its org's session allowance.
+/// Counted only once the policy allowed it, so nobody outside an org can spend its budget.
+pub fn by_org_after_authorise(
+    p: &Pipeline,
+    ctx: &RequestCtx,
+    route: &Route,
+    principal: &Principal,
+    org: Option<&str>,
+) -> Result<(), Rejection> {
+    let (Principal::User(_), Some(org)) = (principal, org) else {
+        return Ok(());
+    };
+    p.limits
+        .org_sessions
+        .check(&org.to_owned())
+        .map_err(|limited| refuse(p, ctx, route, "org_sessions", org, limited, Some(principal)))
 }
 
 /// Record a refusal (at most once a minute per limited key) and turn it into the 429.
@@ -155,8 +201,10 @@ fn refuse(
             .detail("route", route.name.as_str())
             .detail("policy", limited.policy.header_value())
             .detail("overflow", limited.overflow);
-        if let Some(Principal::ApiKey(k)) = principal {
-            event = event.principal(&k.key_id).org(&k.org_id);
+        match principal {
+            Some(Principal::ApiKey(k)) => event = event.principal(&k.key_id).org(&k.org_id),
+            Some(Principal::User(u)) => event = event.principal(&u.user_id),
+            _ => {}
         }
         p.audit.record(event);
     }
@@ -200,6 +248,8 @@ mod tests {
             auth: strict,
             api_key: strict,
             org: strict,
+            user: strict,
+            org_sessions: strict,
             max_tracked_keys: 100,
             ipv6_prefix: 64,
         });
