@@ -93,6 +93,22 @@ impl Fixture {
             .collect()
     }
 
+    /// A verified user, logged in: the principal its session authenticates as.
+    async fn signed_in(&self, email: &str) -> Arc<UserPrincipal> {
+        self.verified_user(email).await;
+        let issued = self
+            .accounts
+            .login(email, PASSWORD, None, None)
+            .await
+            .unwrap()
+            .issued()
+            .unwrap();
+        self.accounts
+            .authenticate_session(issued.session.expose())
+            .await
+            .unwrap()
+    }
+
     async fn verified_user(&self, email: &str) {
         self.accounts.signup(email, PASSWORD).await.unwrap();
         self.accounts
@@ -635,19 +651,7 @@ async fn re_authentication_is_a_counted_password_guess() {
     use lockout::{delay_secs, DELAY_AFTER};
     for backend in backends() {
         let f = fixture(backend).await;
-        f.verified_user("ada@example.com").await;
-        let me = f
-            .accounts
-            .login("ada@example.com", PASSWORD, None, None)
-            .await
-            .unwrap()
-            .issued()
-            .unwrap();
-        let me = f
-            .accounts
-            .authenticate_session(me.session.expose())
-            .await
-            .unwrap();
+        let me = f.signed_in("ada@example.com").await;
         // Guesses through the three re-authenticating flows count like failed logins...
         for i in 0..DELAY_AFTER {
             let refused = match i % 3 {
