@@ -193,9 +193,9 @@ impl Pipeline {
         throttle::by_principal(self, ctx, route, &principal)?;
 
         authorise::authorise(self, ctx, route, &params, &principal).await?;
-        let org = route.org_id(&params);
-        throttle::by_org_after_authorise(self, ctx, route, &principal, org)?;
-        ctx.org = org.map(str::to_owned);
+        // Owned once: the assertion to the upstream and the org's limiter both need it.
+        ctx.org = route.org_id(&params).map(str::to_owned);
+        throttle::by_org_after_authorise(self, ctx, route, &principal)?;
         Ok(&route.target)
     }
 }

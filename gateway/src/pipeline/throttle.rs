@@ -173,14 +173,13 @@ pub fn by_org_after_authorise(
     ctx: &RequestCtx,
     route: &Route,
     principal: &Principal,
-    org: Option<&str>,
 ) -> Result<(), Rejection> {
-    let (Principal::User(_), Some(org)) = (principal, org) else {
+    let (Principal::User(_), Some(org)) = (principal, &ctx.org) else {
         return Ok(());
     };
     p.limits
         .org_sessions
-        .check(&org.to_owned())
+        .check(org)
         .map_err(|limited| refuse(p, ctx, route, "org_sessions", org, limited, Some(principal)))
 }
 

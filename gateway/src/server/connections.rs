@@ -99,7 +99,8 @@ impl ConnectionCounter {
     }
 
     /// Connections open now: in total, and from `peer`'s counted address.
-    pub fn open(&self, peer: IpAddr) -> (usize, usize) {
+    #[cfg(test)]
+    fn open(&self, peer: IpAddr) -> (usize, usize) {
         let open = self.lock();
         let address = counted_address(peer, self.caps.ipv6_prefix);
         (
