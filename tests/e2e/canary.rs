@@ -1,7 +1,8 @@
 //! The canary: a whole scenario with known secrets (password, API key, TOTP seed and codes,
 //! recovery codes, session, refresh and CSRF cookies), after which none of them may appear in
 //! the gateway's or the backend's log, in the audit table (read back through `zonegate audit
-//! export`), or in any response body except the one that handed it out.
+//! export`), in the decision log (through `zonegate decisions export`), or in any response
+//! body except the one that handed it out.
 
 use std::process::Command;
 
@@ -257,4 +258,38 @@ fn no_secret_reaches_a_log_the_audit_table_or_another_response() {
             "the {name} is in the audit table"
         );
     }
+
+    // The decision log, through its export: every authorised request's inputs, no secret.
+    let out = stack.dir.path().join("decisions.jsonl");
+    let mut decisions = String::new();
+    for _ in 0..50 {
+        let status = Command::new(zonegate_bin())
+            .args(["decisions", "export", "--from", "1h"])
+            .arg("--config")
+            .arg(&stack.config)
+            .arg("--out")
+            .arg(&out)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        decisions = std::fs::read_to_string(&out).unwrap();
+        if decisions.contains(&key_id) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(
+        decisions.contains(&org) && decisions.contains(&key_id),
+        "{decisions}"
+    );
+    for (name, secret) in &secrets {
+        assert!(
+            !decisions.contains(secret.as_str()),
+            "the {name} is in the decision log"
+        );
+    }
+    assert!(
+        !decisions.contains(email),
+        "an email address in the decision log"
+    );
 }

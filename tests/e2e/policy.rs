@@ -18,7 +18,7 @@ use zonegate_e2e::{copy_policies, Client, Response, Stack, StackOptions};
 use crate::accounts::{logged_in, Browser, PASSWORD};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum Role {
+pub(crate) enum Role {
     Viewer,
     Developer,
     Admin,
@@ -162,13 +162,13 @@ fn request(
     c.request(method, path, &headers, body.as_deref())
 }
 
-fn create_org(owner: &mut Browser, name: &str) -> String {
+pub(crate) fn create_org(owner: &mut Browser, name: &str) -> String {
     let resp = owner.send("POST", "/v1/orgs", Some(json!({ "name": name })));
     assert_eq!(resp.status, 201, "{}", String::from_utf8_lossy(&resp.body));
     resp.json()["id"].as_str().unwrap().to_owned()
 }
 
-fn create_key(owner: &mut Browser, org: &str, scopes: &[&str]) -> String {
+pub(crate) fn create_key(owner: &mut Browser, org: &str, scopes: &[&str]) -> String {
     let resp = owner.send(
         "POST",
         &format!("/v1/orgs/{org}/api-keys"),
@@ -186,7 +186,13 @@ fn user_id(b: &mut Browser) -> String {
 }
 
 /// Invite `email` into `org` with `role`, sign them up, verify, log in and accept.
-fn member(stack: &Stack, owner: &mut Browser, org: &str, email: &str, role: Role) -> Browser {
+pub(crate) fn member(
+    stack: &Stack,
+    owner: &mut Browser,
+    org: &str,
+    email: &str,
+    role: Role,
+) -> Browser {
     let invite = owner.send(
         "POST",
         &format!("/v1/orgs/{org}/invitations"),
@@ -456,7 +462,7 @@ fn every_org_route_as_every_role_key_and_org_matches_the_expected_matrix() {
     assert!(calls >= routes.len() * callers.len() * 2);
 }
 
-fn admin_json(stack: &Stack, path: &str) -> Value {
+pub(crate) fn admin_json(stack: &Stack, path: &str) -> Value {
     let resp = plain_get(stack.admin, path, &[]).unwrap();
     assert_eq!(resp.status, 200, "{}", String::from_utf8_lossy(&resp.body));
     resp.json()
@@ -654,10 +660,24 @@ fn shadow_set_is_evaluated_and_logged_but_never_enforced() {
         assert!(line.contains(needle), "{needle} not in {line}");
     }
     assert!(admin_json(&stack, "/policies")["shadow_mismatches"].as_u64() >= Some(1));
+
+    // Grouped as `policy diff` groups a replay: enforced before, shadow after.
+    let changes = &admin_json(&stack, "/policies")["shadow_changes"];
+    assert_eq!(changes["allow_to_deny"], 1, "{changes:#}");
+    assert_eq!(changes["deny_to_allow"], 0, "{changes:#}");
+    let group = &changes["groups"][0];
+    assert_eq!(group["direction"], "allow_to_deny");
+    assert_eq!(group["route"], "zones-create");
+    assert_eq!(group["principal_kind"], "anonymous");
+    assert_eq!(
+        group["after_policies"],
+        json!(["shadow-no-anonymous-create"])
+    );
+    assert_eq!(group["sample_request_ids"], json!([rid]));
 }
 
 /// Run `zonegate` with these arguments: exit code, stdout, stderr.
-fn zonegate(args: &[&str]) -> (i32, String, String) {
+pub(crate) fn zonegate(args: &[&str]) -> (i32, String, String) {
     let out = Command::new(zonegate_bin()).args(args).output().unwrap();
     (
         out.status.code().unwrap_or(-1),
@@ -666,7 +686,7 @@ fn zonegate(args: &[&str]) -> (i32, String, String) {
     )
 }
 
-fn path_str(p: &Path) -> &str {
+pub(crate) fn path_str(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 

@@ -21,6 +21,8 @@ use crate::web::Rejection;
 pub struct Caller {
     pub principal: Principal,
     pub request_id: String,
+    /// The name of the route the pipeline matched.
+    pub route: String,
     pub client: Option<std::net::IpAddr>,
 }
 

@@ -139,7 +139,12 @@ pub struct Api {
 
 impl Api {
     pub fn new(services: &Services, policy: Arc<PolicyEngine>) -> Api {
-        let authorizer = Authorizer::new(policy, services.orgs.clone(), services.audit.clone());
+        let authorizer = Authorizer::new(
+            policy,
+            services.orgs.clone(),
+            services.audit.clone(),
+            services.decisions.clone(),
+        );
         let handlers = Handlers::new()
             .get("/healthz", health)
             .merge(auth::handlers(services.accounts.clone()))

@@ -9,7 +9,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use cedar_policy::{Context, EntityUid, RestrictedExpression};
+use cedar_policy::EntityUid;
 use serde::Deserialize;
 use serde_json::json;
 
@@ -17,6 +17,7 @@ use super::{Authorizer, Caller, CurrentUser, Handlers, JsonBody};
 use crate::domain::orgs::{Orgs, Role};
 use crate::domain::policy::{member_uid, org_uid};
 use crate::domain::principal::Principal;
+use crate::web::authz::{Asker, BodyQuestion};
 use crate::web::Rejection;
 
 #[derive(Debug, Clone)]
@@ -43,21 +44,33 @@ pub fn handlers(orgs: Arc<Orgs>, authorizer: Authorizer) -> Handlers {
 }
 
 /// A Cedar context of one attribute.
-fn context(name: &str, value: RestrictedExpression) -> Result<Context, Rejection> {
-    Context::from_pairs([(name.to_owned(), value)]).map_err(|_| Rejection::Internal)
+fn context(name: &str, value: serde_json::Value) -> serde_json::Map<String, serde_json::Value> {
+    serde_json::Map::from_iter([(name.to_owned(), value)])
 }
 
 /// Ask Cedar about the part of a request only its body tells.
 async fn require(
     api: &OrgsApi,
-    principal: &Principal,
+    caller: &Caller,
     action: &str,
     resource: EntityUid,
     org: &str,
-    context: Context,
+    context: serde_json::Map<String, serde_json::Value>,
 ) -> Result<(), Rejection> {
     api.authorizer
-        .require(principal, action, resource, org, context)
+        .require(
+            Asker {
+                principal: &caller.principal,
+                request_id: &caller.request_id,
+                route: &caller.route,
+            },
+            BodyQuestion {
+                action,
+                resource,
+                org_id: org,
+                context,
+            },
+        )
         .await
 }
 
@@ -116,19 +129,8 @@ async fn update(
     Path(org): Path<String>,
     JsonBody(body): JsonBody<Settings>,
 ) -> Result<Response, Rejection> {
-    let ctx = context(
-        "require_mfa",
-        RestrictedExpression::new_bool(body.require_mfa),
-    )?;
-    require(
-        &api,
-        &caller.principal,
-        "orgs:update",
-        org_uid(&org),
-        &org,
-        ctx,
-    )
-    .await?;
+    let ctx = context("require_mfa", body.require_mfa.into());
+    require(&api, &caller, "orgs:update", org_uid(&org), &org, ctx).await?;
     api.orgs
         .set_require_mfa(&org, caller.principal.id(), body.require_mfa)
         .await?;
@@ -164,11 +166,8 @@ fn parse_role(role: &str) -> Result<Role, Rejection> {
     })
 }
 
-fn role_context(role: Role) -> Result<Context, Rejection> {
-    context(
-        "role",
-        RestrictedExpression::new_string(role.as_str().to_owned()),
-    )
+fn role_context(role: Role) -> serde_json::Map<String, serde_json::Value> {
+    context("role", role.as_str().into())
 }
 
 async fn invite(
@@ -180,11 +179,11 @@ async fn invite(
     let role = parse_role(&body.role)?;
     require(
         &api,
-        &caller.principal,
+        &caller,
         "members:invite",
         org_uid(&org),
         &org,
-        role_context(role)?,
+        role_context(role),
     )
     .await?;
     api.orgs
@@ -210,11 +209,11 @@ async fn change_role(
     let role = parse_role(&body.role)?;
     require(
         &api,
-        &caller.principal,
+        &caller,
         "members:update",
         member_uid(&member),
         &org,
-        role_context(role)?,
+        role_context(role),
     )
     .await?;
     api.orgs

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand};
 
 mod audit;
+mod decisions;
 pub mod dev;
 mod exit;
 mod keys;
@@ -18,6 +19,7 @@ use crate::clock::SystemClock;
 use crate::config::Config;
 use crate::server::{self, telemetry};
 use audit::AuditCommand;
+use decisions::DecisionsCommand;
 pub(crate) use exit::fail;
 use keys::KeysCommand;
 
@@ -55,7 +57,7 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
-    /// The security team's tools: validate, test and explain a policy set.
+    /// The security team's tools: validate, test, explain and diff a policy set.
     Policy {
         #[command(subcommand)]
         command: PolicyCommand,
@@ -64,6 +66,11 @@ enum Command {
     Audit {
         #[command(subcommand)]
         command: AuditCommand,
+    },
+    /// The decision log: export logged decisions for `policy diff --input`.
+    Decisions {
+        #[command(subcommand)]
+        command: DecisionsCommand,
     },
 }
 
@@ -105,6 +112,17 @@ enum PolicyCommand {
         #[command(flatten)]
         explain: policy::ExplainArgs,
     },
+    /// Replay logged decisions against a candidate set: which requests would change, grouped
+    /// by route, principal kind and policy. Exit 1 when the candidate allows something the
+    /// current set denies, unless --allow-widening.
+    ///
+    /// Example: zonegate policy diff --candidate ../pr/policies --from 7d
+    Diff {
+        #[command(flatten)]
+        args: PolicyArgs,
+        #[command(flatten)]
+        diff: policy::DiffArgs,
+    },
 }
 
 /// Parse the command line and run the chosen command.
@@ -117,6 +135,7 @@ pub fn main() -> ExitCode {
         Command::Keys { command } => keys::run(command),
         Command::Policy { command } => policy(command),
         Command::Audit { command } => audit::run(command),
+        Command::Decisions { command } => decisions::run(command),
     }
 }
 
@@ -165,5 +184,6 @@ fn policy(command: PolicyCommand) -> ExitCode {
         PolicyCommand::Validate { args } => pc::validate(&sources(args)),
         PolicyCommand::Test { args, tables } => pc::test(&sources(args), tables.as_deref()),
         PolicyCommand::Explain { args, explain } => pc::explain(&sources(args), &explain),
+        PolicyCommand::Diff { args, diff } => pc::diff(&sources(args), &diff),
     }
 }

@@ -1,9 +1,9 @@
-//! `zonegate policy validate | test | explain`: the security team's workflow. The commands load
+//! `zonegate policy validate | test | explain | diff`: the security team's workflow. The commands load
 //! the set exactly as the gateway does (the policy directory, held against the route table)
 //! and decide through the same engine, so what passes here is what the gateway enforces.
 //!
-//! Exit codes: 0 success, 1 a decision table mismatch, 2 invalid input (config, policies,
-//! tables, arguments).
+//! Exit codes: 0 success, 1 a decision table mismatch (`test`) or a widening candidate
+//! (`diff`), 2 invalid input (config, policies, tables, arguments, an unreadable log).
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -228,4 +228,114 @@ fn resolve_request(
     };
     let action = route.action.id().unescaped().to_owned();
     Ok((action, resource))
+}
+
+/// What `policy diff` was asked.
+#[derive(Debug, clap::Args)]
+pub struct DiffArgs {
+    /// The candidate policy directory (schema.cedarschema and *.cedar): the change to try.
+    #[arg(long)]
+    pub candidate: PathBuf,
+    #[command(flatten)]
+    pub select: super::decisions::SelectArgs,
+    /// Replay the decisions in this file (from `zonegate decisions export`) instead of the
+    /// database; roles and org flags are then as logged.
+    #[arg(long)]
+    pub input: Option<PathBuf>,
+    /// Output: a report for people, or JSON for tools.
+    #[arg(long, value_enum, default_value_t = DiffFormat::Text)]
+    pub format: DiffFormat,
+    /// Exit 0 even when the candidate allows requests the current set denies.
+    #[arg(long)]
+    pub allow_widening: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DiffFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum DiffError {
+    #[error("{0}")]
+    Cli(#[from] CliError),
+    #[error("{0}")]
+    Input(#[from] super::decisions::DecisionsCliError),
+    #[error("{0}")]
+    Db(#[from] crate::domain::storage::DbError),
+    #[error("{0}")]
+    Log(#[from] crate::domain::decisions::DecisionLogError),
+    #[error("the gateway config is needed to reach the decision log: {0}")]
+    Config(crate::config::ConfigError),
+}
+
+/// Replay logged decisions against a candidate set. Exit 0: nothing widens (or
+/// `--allow-widening`); 1: the candidate allows something the current set denies; 2: bad
+/// input or the log could not be read.
+pub fn diff(sources: &Sources, args: &DiffArgs) -> ExitCode {
+    match run_diff(sources, args) {
+        Ok((report, text)) => {
+            let widens = report.widens();
+            match args.format {
+                DiffFormat::Text => print!("{text}"),
+                DiffFormat::Json => match serde_json::to_string_pretty(&report) {
+                    Ok(json) => println!("{json}"),
+                    Err(e) => return fail(2, &e),
+                },
+            }
+            if widens && !args.allow_widening {
+                eprintln!(
+                    "zonegate: the candidate allows {} requests the current set denies; \
+                     review them, then pass --allow-widening",
+                    report.changes.deny_to_allow
+                );
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        Err(e) => fail(2, &e),
+    }
+}
+
+fn run_diff(
+    sources: &Sources,
+    args: &DiffArgs,
+) -> Result<(crate::domain::decisions::replay::Report, String), DiffError> {
+    use crate::domain::decisions::replay::{Facts, Replay};
+    use crate::domain::decisions::DecisionTable;
+
+    let loaded = sources.load()?;
+    let candidate = policy::PolicyStore::load(&args.candidate).map_err(CliError::from)?;
+    loaded.routes.check(&candidate).map_err(CliError::from)?;
+    let candidate = PolicyEngine::new(candidate);
+    let selection = args.select.selection()?;
+    let runtime = super::decisions::runtime()?;
+    runtime.block_on(async {
+        if let Some(input) = &args.input {
+            let records = super::decisions::read_file(input, &selection)?;
+            let mut replay = Replay::new(&loaded.engine, &candidate, Facts::AsLogged);
+            for r in &records {
+                replay.add(r).await?;
+            }
+            return Ok((replay.report(), replay.render()));
+        }
+        let config = Config::load(&sources.config).map_err(DiffError::Config)?;
+        let db = crate::domain::storage::Db::connect(&config.database_url, 2).await?;
+        let table = DecisionTable::new(db.clone());
+        let mut replay = Replay::new(&loaded.engine, &candidate, Facts::Stored(&db));
+        let mut after = None;
+        loop {
+            let (records, position) = table.read(&selection, after.as_ref()).await?;
+            for r in &records {
+                replay.add(r).await?;
+            }
+            if position.is_none() {
+                break;
+            }
+            after = position;
+        }
+        Ok((replay.report(), replay.render()))
+    })
 }

@@ -37,6 +37,8 @@ pub(super) struct RawConfig {
     pub(super) rate_limits: RawRateLimits,
     #[serde(default)]
     pub(super) audit: RawAudit,
+    #[serde(default)]
+    pub(super) decision_log: RawDecisionLog,
 }
 
 /// One bucket as written: `{ requests = 10, window_seconds = 60 }`.
@@ -119,6 +121,27 @@ impl Default for RawAudit {
             retention_days: 365,
             purge_interval_seconds: 6 * 60 * 60,
             queue: 10_000,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawDecisionLog {
+    /// Log every authorisation decision's inputs, for `zonegate policy diff`.
+    pub(super) enabled: bool,
+    /// Days a decision is kept.
+    pub(super) retention_days: u32,
+    /// Decisions waiting to be written; past it they are dropped and counted.
+    pub(super) queue: usize,
+}
+
+impl Default for RawDecisionLog {
+    fn default() -> Self {
+        RawDecisionLog {
+            enabled: true,
+            retention_days: 30,
+            queue: 20_000,
         }
     }
 }

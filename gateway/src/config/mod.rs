@@ -55,6 +55,15 @@ pub struct Config {
     pub api_key_roll_grace: i64,
     pub rate_limits: LimitsConfig,
     pub audit: Audit,
+    pub decision_log: DecisionLogConfig,
+}
+
+/// The `[decision_log]` section, validated.
+#[derive(Debug, Clone)]
+pub struct DecisionLogConfig {
+    pub enabled: bool,
+    pub retention_days: u32,
+    pub queue: usize,
 }
 
 /// The `[audit]` section, validated.
@@ -328,6 +337,7 @@ impl Config {
         };
         let rate_limits = validate_rate_limits(&raw.rate_limits)?;
         let audit = validate_audit(&raw.audit)?;
+        let decision_log = validate_decision_log(&raw.decision_log)?;
         let json = match raw.log.format.as_str() {
             "json" => true,
             "text" => false,
@@ -391,6 +401,7 @@ impl Config {
             api_key_roll_grace: raw.api_keys.roll_grace_seconds,
             rate_limits,
             audit,
+            decision_log,
         })
     }
 }
@@ -471,6 +482,23 @@ fn validate_rate_limits(r: &RawRateLimits) -> Result<LimitsConfig, ConfigError> 
         org_sessions: rate("rate_limits.org_sessions", r.org_sessions)?,
         max_tracked_keys: r.max_tracked_keys,
         ipv6_prefix: r.ipv6_prefix,
+    })
+}
+
+fn validate_decision_log(d: &file::RawDecisionLog) -> Result<DecisionLogConfig, ConfigError> {
+    if !(1..=3650).contains(&d.retention_days) {
+        return Err(invalid(
+            "decision_log.retention_days",
+            "must be between 1 and 3650",
+        ));
+    }
+    if d.queue == 0 {
+        return Err(invalid("decision_log.queue", "must be at least 1"));
+    }
+    Ok(DecisionLogConfig {
+        enabled: d.enabled,
+        retention_days: d.retention_days,
+        queue: d.queue,
     })
 }
 

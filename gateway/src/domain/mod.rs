@@ -6,6 +6,7 @@
 pub mod accounts;
 pub mod apikeys;
 pub mod audit;
+pub mod decisions;
 pub mod identity;
 pub mod keyring;
 pub mod mac;
@@ -29,4 +30,6 @@ pub struct Services {
     pub audit: audit::AuditLog,
     /// Where they are read back.
     pub trail: audit::AuditTrail,
+    /// Where authorisation decisions are logged (or not: [`decisions::DecisionLog::off`]).
+    pub decisions: decisions::DecisionLog,
 }

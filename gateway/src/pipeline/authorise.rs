@@ -4,12 +4,15 @@
 //! comes with its flags and the caller's role there, from the org service's caches, so a
 //! cached principal costs no database round trip. Deny by default: no permit, a forbid, or an
 //! evaluation error is a 403. Denials are audited (`authz_fail`) with the policies that
-//! decided; a shadow set's disagreement is logged beside the enforced decision.
+//! decided; every decision goes to the decision log (when on); a shadow set's disagreement is
+//! logged beside the enforced decision and grouped for the admin listener's `GET /policies`.
 
 use super::route::{Params, Route};
 use super::{Pipeline, RequestCtx};
 use crate::domain::audit::SecurityEvent;
+use crate::domain::decisions::Entry;
 use crate::domain::orgs::OrgFacts;
+use crate::domain::policy::diff::Seen;
 use crate::domain::policy::{self, Decision, OrgContext, PolicyEngine, Query};
 use crate::domain::principal::Principal;
 use crate::web::{authz, Rejection};
@@ -30,8 +33,26 @@ pub async fn authorise(
         }
         None => None,
     };
-    let decision = decide(&p.policy, principal, route, params, org.as_ref());
+    let decision = asking(principal, route, params, org.as_ref(), |query| {
+        let decision = p.policy.decide(query);
+        p.services.decisions.record(Entry {
+            request_id: &ctx.id,
+            route: &route.name,
+            query,
+            context: None,
+            decision: &decision,
+        });
+        decision
+    });
     if let Some(shadow) = &decision.shadow {
+        p.policy.note_shadow(
+            Seen {
+                route: &route.name,
+                principal_kind: principal.kind(),
+                request_id: &ctx.id,
+            },
+            &decision,
+        );
         tracing::warn!(
             target: "zonegate::policy",
             event = "policy_shadow_mismatch",
@@ -77,6 +98,17 @@ pub fn decide(
     params: &Params,
     org: Option<&OrgContext>,
 ) -> Decision {
+    asking(principal, route, params, org, |query| engine.decide(query))
+}
+
+/// Put the route's question to `decide`.
+fn asking<R>(
+    principal: &Principal,
+    route: &Route,
+    params: &Params,
+    org: Option<&OrgContext>,
+    decide: impl FnOnce(&Query<'_>) -> R,
+) -> R {
     let unknown;
     let org = match (org, route.org_id(params)) {
         (Some(org), _) => Some(org),
@@ -90,7 +122,7 @@ pub fn decide(
         }
         (None, None) => None,
     };
-    engine.decide(&Query {
+    decide(&Query {
         principal,
         action: &route.action,
         resource: route.resource_uid(params),

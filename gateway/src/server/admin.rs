@@ -1,5 +1,6 @@
 //! The admin listener: health and readiness for operators and orchestrators, and the policy
-//! set (`GET /policies`, `POST /policies/reload`). It binds its own address (loopback by
+//! set (`GET /policies`, with the shadow set's disagreements grouped as `policy diff` groups
+//! them; `POST /policies/reload`). It binds its own address (loopback by
 //! default) and is never reachable through the public listener; whoever can reach it can
 //! reload policies, so keep it on loopback or a management network.
 //!
@@ -35,6 +36,13 @@ impl AdminApp {
             "dir": active.dir().display().to_string(),
             "shadow_hash": policy.shadow_hash(),
             "shadow_mismatches": policy.shadow_mismatches(),
+            // Grouped like `zonegate policy diff` groups a replay (enforced = before, shadow
+            // = after), since the sets were last loaded.
+            "shadow_changes": policy.shadow_changes(),
+            "decision_log": {
+                "enabled": self.gateway.decisions.enabled(),
+                "dropped": self.gateway.decisions.dropped(),
+            },
         })
     }
 

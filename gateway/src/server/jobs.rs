@@ -1,6 +1,6 @@
 //! Background work of a running gateway, each a pingora background service on its own
-//! runtime: reloading policies on SIGHUP, and maintenance (the audit writer, the retention
-//! purge, the rate limiters' idle-key sweep, the shutdown record).
+//! runtime: reloading policies on SIGHUP, and maintenance (the audit and decision log writers,
+//! their retention purges, the rate limiters' idle-key sweep, the shutdown record).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,6 +11,7 @@ use pingora::services::background::BackgroundService;
 
 use super::Gateway;
 use crate::domain::audit::{AuditEvent, AuditWriter, SecurityEvent};
+use crate::domain::decisions::DecisionWriter;
 
 /// Reloads the policy set on SIGHUP, for as long as the server runs.
 #[derive(Debug)]
@@ -45,34 +46,62 @@ impl BackgroundService for ReloadOnHangup {
 /// How often idle rate-limit keys are dropped.
 const LIMITER_SWEEP: Duration = Duration::from_secs(60);
 
-/// The audit writer, the retention purge and the limiter sweep.
+/// The background writers the maintenance service runs.
+#[derive(Debug)]
+pub struct Writers {
+    pub audit: AuditWriter,
+    pub decisions: Option<DecisionWriter>,
+}
+
+/// How long the audit trail and the decision log are kept, and how often they are purged.
+#[derive(Debug, Clone, Copy)]
+pub struct Retention {
+    pub audit_days: u32,
+    pub decision_days: u32,
+    pub every: Duration,
+}
+
+/// The writers, the retention purges and the limiter sweep.
 pub struct Maintenance {
     gateway: Arc<Gateway>,
-    writer: std::sync::Mutex<Option<AuditWriter>>,
-    retention_days: u32,
-    purge_every: Duration,
+    writers: std::sync::Mutex<Option<Writers>>,
+    retention: Retention,
 }
 
 impl std::fmt::Debug for Maintenance {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Maintenance")
-            .field("retention_days", &self.retention_days)
+            .field("retention", &self.retention)
             .finish_non_exhaustive()
     }
 }
 
 impl Maintenance {
-    pub fn new(
-        gateway: Arc<Gateway>,
-        writer: AuditWriter,
-        retention_days: u32,
-        purge_every: Duration,
-    ) -> Maintenance {
+    pub fn new(gateway: Arc<Gateway>, writers: Writers, retention: Retention) -> Maintenance {
         Maintenance {
             gateway,
-            writer: std::sync::Mutex::new(Some(writer)),
-            retention_days,
-            purge_every,
+            writers: std::sync::Mutex::new(Some(writers)),
+            retention,
+        }
+    }
+
+    /// Purge decisions past their retention; failures are logged and retried next time.
+    async fn purge_decisions(&self) {
+        let g = &self.gateway;
+        let now = i64::try_from(g.clock.unix_millis()).unwrap_or(i64::MAX);
+        let days = self.retention.decision_days;
+        match g.decision_table.purge(now, days).await {
+            Ok(deleted) => tracing::info!(
+                target: "zonegate::decisions",
+                event = "decision_log_purged",
+                deleted,
+                retention_days = days
+            ),
+            Err(e) => tracing::error!(
+                target: "zonegate::decisions",
+                event = "decision_log_purge_fail",
+                error = %e
+            ),
         }
     }
 }
@@ -80,22 +109,31 @@ impl Maintenance {
 #[async_trait]
 impl BackgroundService for Maintenance {
     async fn start(&self, mut shutdown: ShutdownWatch) {
-        let writer = self
-            .writer
+        let writers = self
+            .writers
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .take();
-        let writer = writer.map(|w| tokio::spawn(w.run()));
+        let (audit_writer, decision_writer) = match writers {
+            Some(w) => (
+                Some(tokio::spawn(w.audit.run())),
+                w.decisions.map(|d| tokio::spawn(d.run())),
+            ),
+            None => (None, None),
+        };
         let retention = self.gateway.trail.spawn_retention(
             self.gateway.clock.clone(),
-            self.retention_days,
-            self.purge_every,
+            self.retention.audit_days,
+            self.retention.every,
         );
         let mut sweep = tokio::time::interval(LIMITER_SWEEP);
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut purge = tokio::time::interval(self.retention.every.max(Duration::from_secs(1)));
+        purge.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = sweep.tick() => self.gateway.limits.maintain(),
+                _ = purge.tick(), if decision_writer.is_some() => self.purge_decisions().await,
                 _ = shutdown.changed() => break,
             }
         }
@@ -105,12 +143,16 @@ impl BackgroundService for Maintenance {
             .record(AuditEvent::new(SecurityEvent::Shutdown));
         // Write what is queued before the process ends (bounded: a stuck database must not
         // hold up shutdown).
-        let flushed =
-            tokio::time::timeout(Duration::from_secs(2), self.gateway.audit.flush()).await;
-        if !matches!(flushed, Ok(Ok(()))) {
-            tracing::warn!(target: "zonegate::audit", event = "audit_flush_fail", "audit events queued at shutdown may not be stored");
+        let flushed = tokio::time::timeout(Duration::from_secs(2), async {
+            let audit = self.gateway.audit.flush().await.is_ok();
+            let decisions = self.gateway.decisions.flush().await.is_ok();
+            audit && decisions
+        })
+        .await;
+        if !matches!(flushed, Ok(true)) {
+            tracing::warn!(target: "zonegate::audit", event = "audit_flush_fail", "audit events or decisions queued at shutdown may not be stored");
         }
-        if let Some(writer) = writer {
+        for writer in [audit_writer, decision_writer].into_iter().flatten() {
             writer.abort();
         }
     }

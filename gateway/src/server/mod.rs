@@ -26,6 +26,7 @@ use crate::config::Config;
 use crate::domain::accounts::Accounts;
 use crate::domain::apikeys::ApiKeys;
 use crate::domain::audit::{AuditEvent, AuditLog, AuditTrail, AuditWriter, SecurityEvent};
+use crate::domain::decisions::{DecisionLog, DecisionTable, DecisionWriter};
 use crate::domain::identity::Signer;
 use crate::domain::keyring::{KeyRing, KeyRingError};
 use crate::domain::mail::{MailError, Mailer};
@@ -78,6 +79,9 @@ pub struct Gateway {
     pub limits: Arc<Limits>,
     pub audit: AuditLog,
     pub trail: AuditTrail,
+    pub decisions: DecisionLog,
+    /// The stored decision log, for its retention purge.
+    pub decision_table: DecisionTable,
     pub clock: Arc<dyn Clock>,
 }
 
@@ -116,6 +120,8 @@ pub struct Prepared {
     /// The audit writer, started by [`run`] on the maintenance service's runtime (there is no
     /// runtime yet when the gateway is prepared; events recorded before it runs wait queued).
     pub audit_writer: AuditWriter,
+    /// The decision log's writer, when the log is on; started like the audit writer.
+    pub decision_writer: Option<DecisionWriter>,
 }
 
 /// Load a policy directory and hold it against the route table.
@@ -175,6 +181,14 @@ pub fn prepare(config: Config, clock: Arc<dyn Clock>) -> Result<Prepared, StartE
         None => Mailer::outbox(&config.mail_from, config.outbox_dir.clone())?,
     });
     let (audit, audit_writer) = AuditLog::detached(db.clone(), clock.clone(), config.audit.queue);
+    let (decisions, decision_writer) = if config.decision_log.enabled {
+        let (log, writer) =
+            DecisionLog::detached(db.clone(), clock.clone(), config.decision_log.queue);
+        (log, Some(writer))
+    } else {
+        (DecisionLog::off(), None)
+    };
+    let decision_table = DecisionTable::new(db.clone());
     let services = Services {
         accounts: Arc::new(
             Accounts::new(
@@ -208,6 +222,7 @@ pub fn prepare(config: Config, clock: Arc<dyn Clock>) -> Result<Prepared, StartE
         ),
         audit: audit.clone(),
         trail: AuditTrail::new(db),
+        decisions: decisions.clone(),
     };
     let api = Api::new(&services, policy.clone());
     api.check(routes.routes().iter().flat_map(|r| {
@@ -245,6 +260,8 @@ pub fn prepare(config: Config, clock: Arc<dyn Clock>) -> Result<Prepared, StartE
         limits,
         audit,
         trail: services.trail.clone(),
+        decisions,
+        decision_table,
         clock,
     };
     Ok(Prepared {
@@ -252,6 +269,7 @@ pub fn prepare(config: Config, clock: Arc<dyn Clock>) -> Result<Prepared, StartE
         gateway: Arc::new(gateway),
         certs,
         audit_writer,
+        decision_writer,
     })
 }
 
@@ -268,6 +286,7 @@ pub fn run(prepared: Prepared) -> Result<(), StartError> {
         gateway,
         certs,
         audit_writer,
+        decision_writer,
     } = prepared;
     let mut conf = ServerConf {
         threads: config.server.threads,
@@ -324,12 +343,18 @@ pub fn run(prepared: Prepared) -> Result<(), StartError> {
         },
     ));
     server.add_service(pingora::services::background::background_service(
-        "audit writer, retention and rate-limit maintenance",
+        "audit and decision log writers, retention and rate-limit maintenance",
         jobs::Maintenance::new(
             gateway.clone(),
-            audit_writer,
-            config.audit.retention_days,
-            config.audit.purge_interval,
+            jobs::Writers {
+                audit: audit_writer,
+                decisions: decision_writer,
+            },
+            jobs::Retention {
+                audit_days: config.audit.retention_days,
+                decision_days: config.decision_log.retention_days,
+                every: config.audit.purge_interval,
+            },
         ),
     ));
     let security = SecurityHeaders::new(config.tls.hsts_max_age_seconds);

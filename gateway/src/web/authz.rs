@@ -11,10 +11,11 @@
 
 use std::sync::Arc;
 
-use cedar_policy::{Context, EntityUid};
+use cedar_policy::EntityUid;
 
 use super::Rejection;
 use crate::domain::audit::{AuditEvent, AuditLog, SecurityEvent};
+use crate::domain::decisions::{DecisionLog, Entry};
 use crate::domain::orgs::{OrgFacts, Orgs};
 use crate::domain::policy::{self, OrgContext, PolicyEngine, Query};
 use crate::domain::principal::Principal;
@@ -50,37 +51,67 @@ pub struct Authorizer {
     policy: Arc<PolicyEngine>,
     orgs: Arc<Orgs>,
     audit: AuditLog,
+    decisions: DecisionLog,
+}
+
+/// A question about a request's body, asked by a handler.
+#[derive(Debug)]
+pub struct BodyQuestion<'a> {
+    pub action: &'a str,
+    pub resource: EntityUid,
+    pub org_id: &'a str,
+    /// The Cedar context: plain values (see [`policy::json_context`]).
+    pub context: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Where the question comes from: the request and its route, for the decision log.
+#[derive(Debug, Clone, Copy)]
+pub struct Asker<'a> {
+    pub principal: &'a Principal,
+    pub request_id: &'a str,
+    pub route: &'a str,
 }
 
 impl Authorizer {
-    pub fn new(policy: Arc<PolicyEngine>, orgs: Arc<Orgs>, audit: AuditLog) -> Authorizer {
+    pub fn new(
+        policy: Arc<PolicyEngine>,
+        orgs: Arc<Orgs>,
+        audit: AuditLog,
+        decisions: DecisionLog,
+    ) -> Authorizer {
         Authorizer {
             policy,
             orgs,
             audit,
+            decisions,
         }
     }
 
-    /// May `principal` do `action` on `resource` (in `org_id`) given `context`? A deny is a
-    /// 403 and an `authz_fail` event, as in the pipeline.
-    pub async fn require(
-        &self,
-        principal: &Principal,
-        action: &str,
-        resource: EntityUid,
-        org_id: &str,
-        context: Context,
-    ) -> Result<(), Rejection> {
+    /// May the asker take the action on the resource (in the org) given the context? A deny
+    /// is a 403 and an `authz_fail` event, as in the pipeline; the decision is logged.
+    pub async fn require(&self, asker: Asker<'_>, q: BodyQuestion<'_>) -> Result<(), Rejection> {
+        let principal = asker.principal;
+        let action = q.action;
+        let org_id = q.org_id;
         let action_uid = policy::tables::action_uid(action).map_err(|_| Rejection::Internal)?;
-        let member = (resource.type_name().basename() == "Member")
-            .then(|| resource.id().unescaped().to_owned());
+        let context = policy::json_context(&q.context).ok_or(Rejection::Internal)?;
+        let member = policy::is_member(q.resource.type_name())
+            .then(|| q.resource.id().unescaped().to_owned());
         let org = org_context(&self.orgs, principal, org_id, member.as_deref()).await?;
-        let decision = self.policy.decide(&Query {
+        let query = Query {
             principal,
             action: &action_uid,
-            resource,
+            resource: q.resource,
             org: Some(&org),
             context: Some(context),
+        };
+        let decision = self.policy.decide(&query);
+        self.decisions.record(Entry {
+            request_id: asker.request_id,
+            route: asker.route,
+            query: &query,
+            context: Some(&q.context),
+            decision: &decision,
         });
         if decision.allowed {
             return Ok(());

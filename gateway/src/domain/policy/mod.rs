@@ -8,6 +8,7 @@
 //! through [`PolicyEngine::decide`] with a [`Query`], so the security team's tests exercise the
 //! very code that enforces.
 
+pub mod diff;
 pub mod entities;
 pub mod explain;
 mod store;
@@ -52,6 +53,8 @@ pub struct Decision {
     pub errors: Vec<String>,
     /// What the shadow set decided, present only when it differs from this decision.
     pub shadow: Option<ShadowDecision>,
+    /// The hash of the set that decided (see [`PolicyStore::hash`]), for the decision log.
+    pub policy_hash: Arc<str>,
 }
 
 /// The shadow set's differing answer.
@@ -69,6 +72,7 @@ impl Decision {
             policies: Vec::new(),
             errors: vec![why.to_owned()],
             shadow: None,
+            policy_hash: Arc::from(""),
         }
     }
 
@@ -112,6 +116,13 @@ pub struct Query<'a> {
     pub context: Option<Context>,
 }
 
+/// A Cedar request context from a JSON object of plain values (strings, booleans, numbers):
+/// how handlers build the context they decide with, and how the decision log rebuilds it, so
+/// both give Cedar the same context. `None` if Cedar refuses the value.
+pub fn json_context(fields: &serde_json::Map<String, serde_json::Value>) -> Option<Context> {
+    Context::from_json_value(serde_json::Value::Object(fields.clone()), None).ok()
+}
+
 /// What a reload did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reloaded {
@@ -131,6 +142,9 @@ pub struct PolicyEngine {
     shadow_dir: Option<PathBuf>,
     authorizer: Authorizer,
     shadow_mismatches: AtomicU64,
+    /// The shadow set's disagreements since the sets were (re)loaded, grouped like `policy
+    /// diff` groups a replay: the pipeline notes each with its route and request id.
+    shadow_changes: Mutex<diff::Changes>,
     /// One reload at a time: two racing reloads could otherwise swap in the older read last.
     reloading: Mutex<()>,
     entities: entities::EntityCache,
@@ -167,6 +181,7 @@ impl PolicyEngine {
             shadow: ArcSwapOption::from(shadow.map(Arc::new)),
             authorizer: Authorizer::new(),
             shadow_mismatches: AtomicU64::new(0),
+            shadow_changes: Mutex::new(diff::Changes::default()),
             reloading: Mutex::new(()),
             entities: entities::EntityCache::default(),
             decisions: DecisionCache::default(),
@@ -189,6 +204,36 @@ impl PolicyEngine {
     /// How many decisions the shadow set would have made differently since start.
     pub fn shadow_mismatches(&self) -> u64 {
         self.shadow_mismatches.load(Ordering::Relaxed)
+    }
+
+    /// Note where a decision with a differing shadow answer was made (no-op without one).
+    pub fn note_shadow(&self, seen: diff::Seen<'_>, decision: &Decision) {
+        let Some(shadow) = &decision.shadow else {
+            return;
+        };
+        let mut changes = self
+            .shadow_changes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        changes.compare(
+            seen,
+            diff::Answer {
+                allowed: decision.allowed,
+                policies: &decision.policies,
+            },
+            diff::Answer {
+                allowed: shadow.allowed,
+                policies: &shadow.policies,
+            },
+        );
+    }
+
+    /// The shadow set's disagreements since the last (re)load, grouped.
+    pub fn shadow_changes(&self) -> diff::ChangesView {
+        self.shadow_changes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .view()
     }
 
     /// Decide a query on the enforced set, and on the shadow set when one is configured.
@@ -240,13 +285,17 @@ impl PolicyEngine {
         shadow: Option<&PolicyStore>,
         query: &Query<'_>,
     ) -> Decision {
+        let deny = |why: &str| Decision {
+            policy_hash: active.shared_hash(),
+            ..Decision::deny_on_error(why)
+        };
         let Ok(entities) = entities::build_with(
             query.principal,
             &query.resource,
             query.org,
             Some(&self.entities),
         ) else {
-            return Decision::deny_on_error("the entities for this request could not be built");
+            return deny("the entities for this request could not be built");
         };
         let Ok(request) = Request::new(
             query.principal.uid(),
@@ -255,7 +304,7 @@ impl PolicyEngine {
             query.context.clone().unwrap_or_else(Context::empty),
             None,
         ) else {
-            return Decision::deny_on_error("the request could not be built");
+            return deny("the request could not be built");
         };
         let key = (
             query.action.clone(),
@@ -287,9 +336,12 @@ impl PolicyEngine {
         // An action the schema does not declare, or one that does not apply to this principal
         // or resource type, has no slice: nothing permits it.
         let Some(policies) = store.slices.get(key) else {
-            return Decision::deny_on_error(
-                "the schema does not declare this action for this principal and resource",
-            );
+            return Decision {
+                policy_hash: store.shared_hash(),
+                ..Decision::deny_on_error(
+                    "the schema does not declare this action for this principal and resource",
+                )
+            };
         };
         let response = self.authorizer.is_authorized(request, policies, entities);
         let diagnostics = response.diagnostics();
@@ -302,6 +354,7 @@ impl PolicyEngine {
             policies,
             errors,
             shadow: None,
+            policy_hash: store.shared_hash(),
         }
     }
 
@@ -333,6 +386,11 @@ impl PolicyEngine {
         if shadow.is_some() {
             self.shadow.store(shadow.map(Arc::new));
         }
+        // Groups of the old sets would be read as the new sets' disagreements.
+        *self
+            .shadow_changes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = diff::Changes::default();
         Ok(reloaded)
     }
 }

@@ -48,7 +48,7 @@ pub struct PolicyStore {
     /// hot path decides on; the answer is the same as on the whole set.
     pub(super) slices: HashMap<SliceKey, PolicySet>,
     pub(super) sources: HashMap<String, PolicySource>,
-    hash: String,
+    hash: std::sync::Arc<str>,
     dir: PathBuf,
     /// Unique to this load: decisions cached under it can never be served by another set.
     generation: u64,
@@ -158,7 +158,7 @@ impl PolicyStore {
             by_action,
             slices,
             sources,
-            hash: hex::encode(hasher.finalize()),
+            hash: hex::encode(hasher.finalize()).into(),
             dir: dir.to_owned(),
             generation: GENERATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         })
@@ -172,6 +172,11 @@ impl PolicyStore {
     /// A hash of the schema and policy files, to tell which set is active.
     pub fn hash(&self) -> &str {
         &self.hash
+    }
+
+    /// The hash, shared: every decision made on this set carries it.
+    pub fn shared_hash(&self) -> std::sync::Arc<str> {
+        self.hash.clone()
     }
 
     pub fn dir(&self) -> &Path {
