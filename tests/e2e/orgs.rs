@@ -201,3 +201,101 @@ fn admins_cannot_touch_owners_or_grant_owner() {
         204
     );
 }
+
+#[test]
+fn pending_invitations_are_listed_revoked_and_lapse_with_their_inviters_role() {
+    let stack = Stack::start();
+    let mut ada = logged_in(&stack, "ada@example.com");
+    let org = ada
+        .send("POST", "/v1/orgs", Some(json!({"name": "Acme"})))
+        .json()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let invitations = format!("/v1/orgs/{org}/invitations");
+    let invite = |who: &mut crate::accounts::Browser, email: &str, role: &str| {
+        let r = who.send(
+            "POST",
+            &invitations,
+            Some(json!({"email": email, "role": role})),
+        );
+        assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
+    };
+
+    // Listed for admins (never with the token), and withdrawn: the link stops working.
+    invite(&mut ada, "bob@example.com", "developer");
+    let bob_token = stack.mailed_token("bob@example.com");
+    let listed = ada.send("GET", &invitations, None);
+    assert_eq!(listed.status, 200);
+    let pending = listed.json()["invitations"].as_array().unwrap().clone();
+    assert_eq!(pending.len(), 1);
+    assert_eq!(pending[0]["email"], "bob@example.com");
+    assert_eq!(pending[0]["role"], "developer");
+    assert!(!String::from_utf8_lossy(&listed.body).contains(&bob_token));
+    let id = pending[0]["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        ada.send("DELETE", &format!("{invitations}/{id}"), None)
+            .status,
+        204
+    );
+    ada.send("DELETE", &format!("{invitations}/{id}"), None)
+        .assert_problem(404);
+    assert!(ada.send("GET", &invitations, None).json()["invitations"]
+        .as_array()
+        .unwrap()
+        .is_empty());
+    let mut bob = logged_in(&stack, "bob@example.com");
+    bob.send(
+        "POST",
+        "/v1/invitations/accept",
+        Some(json!({"token": bob_token})),
+    )
+    .assert_problem(400);
+
+    // An admin invites; demoted before the invitation is accepted, the invitation lapses
+    // (and stays unspent: it works again if the inviter is promoted back).
+    invite(&mut ada, "carol@example.com", "admin");
+    let token = stack.mailed_token("carol@example.com");
+    let mut carol = logged_in(&stack, "carol@example.com");
+    let joined = carol.send(
+        "POST",
+        "/v1/invitations/accept",
+        Some(json!({"token": token})),
+    );
+    assert_eq!(joined.status, 200);
+    let carol_id = carol.send("GET", "/auth/session", None).json()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        carol.send("GET", &invitations, None).status,
+        200,
+        "admins list"
+    );
+    invite(&mut carol, "dave@example.com", "viewer");
+    let dave_token = stack.mailed_token("dave@example.com");
+    let carol_member = format!("/v1/orgs/{org}/members/{carol_id}");
+    assert_eq!(
+        ada.send("PUT", &carol_member, Some(json!({"role": "viewer"})))
+            .status,
+        204
+    );
+    carol.send("GET", &invitations, None).assert_problem(403);
+    let mut dave = logged_in(&stack, "dave@example.com");
+    let accept = json!({"token": dave_token});
+    dave.send("POST", "/v1/invitations/accept", Some(accept.clone()))
+        .assert_problem(403);
+    assert_eq!(
+        ada.send("PUT", &carol_member, Some(json!({"role": "admin"})))
+            .status,
+        204
+    );
+    let joined = dave.send("POST", "/v1/invitations/accept", Some(accept));
+    assert_eq!(
+        joined.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&joined.body)
+    );
+    assert_eq!(joined.json()["role"], "viewer");
+}

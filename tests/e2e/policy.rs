@@ -54,6 +54,8 @@ const EXPECTED: &[(&str, Role, Option<&str>)] = &[
     ("members:update", Role::Admin, None),
     ("members:remove", Role::Admin, None),
     ("members:leave", Role::Viewer, None),
+    ("invitations:list", Role::Admin, None),
+    ("invitations:revoke", Role::Admin, None),
     ("apikeys:list", Role::Admin, None),
     ("apikeys:create", Role::Admin, None),
     ("apikeys:revoke", Role::Admin, None),
@@ -230,7 +232,8 @@ fn concrete(route: &RouteDef, org: &str, member: &str) -> (String, String, Optio
         .replace("{org}", org)
         .replace("{zone}", "zone-that-does-not-exist")
         .replace("{user}", member)
-        .replace("{key}", "key-that-does-not-exist");
+        .replace("{key}", "key-that-does-not-exist")
+        .replace("{invitation}", "invitation-that-does-not-exist");
     if route.action == "coverage:read" {
         path.push_str("?lat=50.5&lon=10.5");
     }

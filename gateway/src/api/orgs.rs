@@ -38,6 +38,8 @@ pub fn handlers(orgs: Arc<Orgs>, authorizer: Authorizer) -> Handlers {
         .put("/v1/orgs/{org}/members/{user}", change_role)
         .delete("/v1/orgs/{org}/members/{user}", remove)
         .post("/v1/orgs/{org}/invitations", invite)
+        .get("/v1/orgs/{org}/invitations", invitations)
+        .delete("/v1/orgs/{org}/invitations/{invitation}", revoke_invitation)
         .post("/v1/orgs/{org}/leave", leave)
         .post("/v1/invitations/accept", accept)
         .with_state(OrgsApi { orgs, authorizer })
@@ -192,12 +194,47 @@ async fn invite(
     Ok((StatusCode::ACCEPTED, Json(json!({ "status": "invited" }))).into_response())
 }
 
+/// Accepting is decided twice: the pipeline lets a verified user reach this route; then, once
+/// the invitation is read, Cedar decides `invitations:join` with the org as resource (so the
+/// suspended-org and MFA guards apply) and, in the context, the role it grants and the
+/// inviter's role now (an inviter demoted or removed since can no longer bring anyone in).
 async fn accept(
     State(api): Shared,
+    caller: Caller,
     CurrentUser(me): CurrentUser,
     JsonBody(body): JsonBody<Accept>,
 ) -> Result<Response, Rejection> {
+    let pending = api.orgs.pending_invitation(&me.email, &body.token).await?;
+    let mut ctx = context("role", pending.role.as_str().into());
+    ctx.insert(
+        "inviter_role".into(),
+        pending.inviter_role.map_or("none", Role::as_str).into(),
+    );
+    require(
+        &api,
+        &caller,
+        "invitations:join",
+        org_uid(&pending.org_id),
+        &pending.org_id,
+        ctx,
+    )
+    .await?;
     Ok(Json(api.orgs.accept(&me.user_id, &me.email, &body.token).await?).into_response())
+}
+
+async fn invitations(State(api): Shared, Path(org): Path<String>) -> Result<Response, Rejection> {
+    Ok(Json(json!({ "invitations": api.orgs.invitations(&org).await? })).into_response())
+}
+
+async fn revoke_invitation(
+    State(api): Shared,
+    CurrentUser(me): CurrentUser,
+    Path((org, invitation)): Path<(String, String)>,
+) -> Result<Response, Rejection> {
+    api.orgs
+        .revoke_invitation(&org, &me.user_id, &invitation)
+        .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 async fn change_role(

@@ -174,6 +174,8 @@ security_events! {
     /// A platform operator reinstated the org.
     OrgReinstated => "org_reinstated",
     MemberInvited => "org_member_invited",
+    /// An admin withdrew a pending invitation (`details.invitation`: its id).
+    MemberInvitationRevoked => "org_member_invitation_revoked",
     MemberJoined => "org_member_joined",
     /// A member's role changed (`details.role`, `details.previous_role`, `details.member`).
     MemberRoleChanged => "privilege_permissions_changed",

@@ -26,7 +26,7 @@ use store::Guarded;
 
 #[cfg(test)]
 mod tests;
-pub use store::PlatformOrgRow;
+pub use store::{PendingInvitation, PlatformOrgRow};
 
 /// A permission level in an org.
 #[derive(
@@ -80,6 +80,16 @@ impl TryFrom<String> for Role {
     fn try_from(s: String) -> Result<Role, UnknownRole> {
         s.parse()
     }
+}
+
+/// What accepting an invitation is decided on (see [`Orgs::pending_invitation`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvitationCheck {
+    pub org_id: String,
+    /// The role the invitation grants.
+    pub role: Role,
+    /// The inviter's role in the org now; `None` when they are no longer a member.
+    pub inviter_role: Option<Role>,
 }
 
 /// What policies need to know about an org.
@@ -367,6 +377,7 @@ impl Orgs {
         let now = self.now();
         store::insert_invitation(
             &mut *self.db.acquire().await?,
+            &uuid::Uuid::new_v4().simple().to_string(),
             &token.hash(),
             org_id,
             &email,
@@ -400,6 +411,52 @@ impl Orgs {
                 .principal(actor)
                 .org(org_id)
                 .detail("role", role.as_str()),
+        );
+        Ok(())
+    }
+
+    /// The invitation `token` holds for this user, read but not spent: the org, the role it
+    /// grants, and the inviter's role in the org now (read from the store, not a cache), for
+    /// the policy to decide whether it still holds.
+    pub async fn pending_invitation(
+        &self,
+        user_email: &str,
+        token: &str,
+    ) -> Result<InvitationCheck, OrgError> {
+        let token = Token::from_presented(token).ok_or(OrgError::InvalidInvitation)?;
+        let mut c = self.db.acquire().await?;
+        let peek = store::peek_invitation(&mut c, &token.hash(), user_email, self.now())
+            .await?
+            .ok_or(OrgError::InvalidInvitation)?;
+        let inviter_role = store::role(&mut c, &peek.org_id, &peek.invited_by).await?;
+        Ok(InvitationCheck {
+            org_id: peek.org_id,
+            role: peek.role,
+            inviter_role,
+        })
+    }
+
+    /// An org's pending invitations, newest first.
+    pub async fn invitations(&self, org_id: &str) -> Result<Vec<PendingInvitation>, OrgError> {
+        Ok(store::pending_invitations(&mut *self.db.acquire().await?, org_id, self.now()).await?)
+    }
+
+    /// Withdraw a pending invitation (the policy decided the actor may); its link stops
+    /// working at once.
+    pub async fn revoke_invitation(
+        &self,
+        org_id: &str,
+        actor: &str,
+        id: &str,
+    ) -> Result<(), OrgError> {
+        if !store::revoke_invitation(&mut *self.db.acquire().await?, org_id, id).await? {
+            return Err(OrgError::NotFound);
+        }
+        self.audit.record(
+            AuditEvent::new(SecurityEvent::MemberInvitationRevoked)
+                .principal(actor)
+                .org(org_id)
+                .detail("invitation", id),
         );
         Ok(())
     }

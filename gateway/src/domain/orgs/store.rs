@@ -73,6 +73,27 @@ pub struct InvitationRow {
     pub role: Role,
 }
 
+/// A pending invitation, as read before accepting it.
+#[derive(Debug, sqlx::FromRow)]
+pub struct InvitationPeek {
+    pub org_id: String,
+    #[sqlx(try_from = "String")]
+    pub role: Role,
+    pub invited_by: String,
+}
+
+/// A pending invitation, as an org's admins see it (never the token or its hash).
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow, serde::Serialize)]
+pub struct PendingInvitation {
+    pub id: String,
+    pub email: String,
+    #[sqlx(try_from = "String")]
+    pub role: Role,
+    pub invited_by: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+}
+
 pub async fn facts(c: &mut Conn, org_id: &str) -> Result<Option<OrgFacts>, sqlx::Error> {
     let row: Option<FactsRow> =
         sqlx::query_as("SELECT suspended_at, require_mfa FROM orgs WHERE id = $1")
@@ -343,6 +364,7 @@ pub async fn join(
 #[allow(clippy::too_many_arguments)]
 pub async fn insert_invitation(
     c: &mut Conn,
+    id: &str,
     token_hash: &str,
     org_id: &str,
     email: &str,
@@ -352,9 +374,10 @@ pub async fn insert_invitation(
     expires_at: i64,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "INSERT INTO invitations (token_hash, org_id, email, role, invited_by, created_at, expires_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        "INSERT INTO invitations (id, token_hash, org_id, email, role, invited_by, created_at, expires_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
     )
+    .bind(id)
     .bind(token_hash)
     .bind(org_id)
     .bind(email)
@@ -365,6 +388,53 @@ pub async fn insert_invitation(
     .execute(c)
     .await?;
     Ok(())
+}
+
+/// An unused, unexpired invitation for `email`, without spending it.
+pub async fn peek_invitation(
+    c: &mut Conn,
+    token_hash: &str,
+    email: &str,
+    now: i64,
+) -> Result<Option<InvitationPeek>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT org_id, role, invited_by FROM invitations
+         WHERE token_hash = $1 AND email = $2 AND accepted_at IS NULL AND expires_at > $3",
+    )
+    .bind(token_hash)
+    .bind(email)
+    .bind(now)
+    .fetch_optional(c)
+    .await
+}
+
+/// An org's unused, unexpired invitations, newest first.
+pub async fn pending_invitations(
+    c: &mut Conn,
+    org_id: &str,
+    now: i64,
+) -> Result<Vec<PendingInvitation>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, email, role, invited_by, created_at, expires_at FROM invitations
+         WHERE org_id = $1 AND accepted_at IS NULL AND expires_at > $2
+         ORDER BY created_at DESC, id",
+    )
+    .bind(org_id)
+    .bind(now)
+    .fetch_all(c)
+    .await
+}
+
+/// Delete an org's unused invitation; false when there is none by that id.
+pub async fn revoke_invitation(c: &mut Conn, org_id: &str, id: &str) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "DELETE FROM invitations WHERE org_id = $1 AND id = $2 AND accepted_at IS NULL",
+    )
+    .bind(org_id)
+    .bind(id)
+    .execute(c)
+    .await?;
+    Ok(done.rows_affected() == 1)
 }
 
 /// Spend an unused, unexpired invitation for `email`. Exactly one of concurrent uses succeeds.
