@@ -167,7 +167,8 @@ fn policy_diff_reports_exactly_the_requests_a_candidate_changes() {
         !log.contains("dev@example.com"),
         "an email address in the log"
     );
-    assert!(log.lines().count() >= 10, "{log}");
+    // Identical decisions share a record, so there are fewer lines than requests.
+    assert!(log.lines().count() >= 5, "{log}");
     assert_eq!(
         admin_json(&stack, "/policies")["decision_log"]["enabled"],
         true

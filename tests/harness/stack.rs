@@ -240,6 +240,9 @@ outbox_dir = "{outbox}"
 [accounts]
 # The minimum cost keeps the suite fast; production uses 12.
 bcrypt_cost = 4
+[decision_log]
+# Windows of a second, so tests read what they just did without waiting long.
+flush_seconds = 1
 [rate_limits]
 {rate_limits}
 {extra}

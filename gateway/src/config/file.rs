@@ -132,8 +132,11 @@ pub(super) struct RawDecisionLog {
     pub(super) enabled: bool,
     /// Days a decision is kept.
     pub(super) retention_days: u32,
-    /// Decisions waiting to be written; past it they are dropped and counted.
-    pub(super) queue: usize,
+    /// How often a window of decisions is stored (identical decisions within one are stored
+    /// once, with a count).
+    pub(super) flush_seconds: u64,
+    /// Distinct decisions held per window; past it they are dropped and counted.
+    pub(super) max_pending: usize,
 }
 
 impl Default for RawDecisionLog {
@@ -141,7 +144,8 @@ impl Default for RawDecisionLog {
         RawDecisionLog {
             enabled: true,
             retention_days: 30,
-            queue: 20_000,
+            flush_seconds: 10,
+            max_pending: 50_000,
         }
     }
 }

@@ -63,7 +63,8 @@ pub struct Config {
 pub struct DecisionLogConfig {
     pub enabled: bool,
     pub retention_days: u32,
-    pub queue: usize,
+    pub flush: Duration,
+    pub max_pending: usize,
 }
 
 /// The `[audit]` section, validated.
@@ -492,13 +493,20 @@ fn validate_decision_log(d: &file::RawDecisionLog) -> Result<DecisionLogConfig, 
             "must be between 1 and 3650",
         ));
     }
-    if d.queue == 0 {
-        return Err(invalid("decision_log.queue", "must be at least 1"));
+    if !(1..=300).contains(&d.flush_seconds) {
+        return Err(invalid(
+            "decision_log.flush_seconds",
+            "must be between 1 and 300",
+        ));
+    }
+    if d.max_pending == 0 {
+        return Err(invalid("decision_log.max_pending", "must be at least 1"));
     }
     Ok(DecisionLogConfig {
         enabled: d.enabled,
         retention_days: d.retention_days,
-        queue: d.queue,
+        flush: Duration::from_secs(d.flush_seconds),
+        max_pending: d.max_pending,
     })
 }
 

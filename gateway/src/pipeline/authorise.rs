@@ -49,7 +49,8 @@ pub async fn authorise(
             Seen {
                 route: &route.name,
                 principal_kind: principal.kind(),
-                request_id: &ctx.id,
+                count: 1,
+                request_ids: std::slice::from_ref(&ctx.id),
             },
             &decision,
         );

@@ -182,8 +182,12 @@ pub fn prepare(config: Config, clock: Arc<dyn Clock>) -> Result<Prepared, StartE
     });
     let (audit, audit_writer) = AuditLog::detached(db.clone(), clock.clone(), config.audit.queue);
     let (decisions, decision_writer) = if config.decision_log.enabled {
-        let (log, writer) =
-            DecisionLog::detached(db.clone(), clock.clone(), config.decision_log.queue);
+        let (log, writer) = DecisionLog::new(
+            DecisionTable::new(db.clone()),
+            clock.clone(),
+            config.decision_log.max_pending,
+            config.decision_log.flush,
+        );
         (log, Some(writer))
     } else {
         (DecisionLog::off(), None)

@@ -10,20 +10,28 @@
 //! secret, token, cookie, email address, body or query string: the record is built from the
 //! authorisation question itself, which holds none of them.
 //!
-//! Written off the request path: [`DecisionLog::record`] queues the record (bounded; a full
-//! queue drops and counts) and a background writer stores batches in the `decision_log`
-//! table, which has its own retention (`[decision_log] retention_days`, default 30). With
-//! `[decision_log] enabled = false` nothing is built or queued.
+//! Identical decisions are stored once per window: a request asking exactly what an earlier
+//! one asked in the same window (same principal and attributes, action, resource, org facts,
+//! context, route, answer and policy set) adds to that record's `count` (and, for the first
+//! few, its `request_ids`) instead of adding a row. Every request is counted in exactly one
+//! record, whose `at`..`last_at` spans it. Traffic repeats itself, so this is what makes the
+//! log cheap enough for every request: the request path hashes the question and bumps a
+//! counter in memory, and a background writer stores each window (`[decision_log]
+//! flush_seconds`, 10) in the `decision_log` table, which has its own retention
+//! (`retention_days`, 30). Distinct questions per window are bounded (`max_pending`); past
+//! it, decisions are dropped and counted. With `enabled = false` nothing is done at all.
 
 pub mod replay;
 pub mod store;
 
+use std::collections::HashMap;
 use std::fmt;
+use std::hash::BuildHasher;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use async_trait::async_trait;
 use cedar_policy::{Context, EntityId, EntityTypeName, EntityUid};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
@@ -33,8 +41,6 @@ use crate::domain::apikeys::ApiKeyPrincipal;
 use crate::domain::orgs::{OrgFacts, Role};
 use crate::domain::policy::{self, Decision, OrgContext, Query};
 use crate::domain::principal::{Principal, UserPrincipal};
-use crate::domain::storage::queue::{self, Queue, Sink};
-use crate::domain::storage::Db;
 
 pub use store::{DecisionTable, Selection};
 
@@ -115,6 +121,31 @@ impl LoggedPrincipal {
         }
     }
 
+    /// Whether this is how `principal` was logged.
+    fn is(&self, principal: &Principal) -> bool {
+        match (self, principal) {
+            (LoggedPrincipal::Anonymous, Principal::Anonymous) => true,
+            (
+                LoggedPrincipal::User {
+                    id,
+                    email_verified,
+                    mfa,
+                    platform_admin,
+                },
+                Principal::User(u),
+            ) => {
+                *id == u.user_id
+                    && *email_verified == u.email_verified
+                    && *mfa == u.mfa
+                    && *platform_admin == u.platform_admin
+            }
+            (LoggedPrincipal::ApiKey { id, org, scopes }, Principal::ApiKey(k)) => {
+                *id == k.key_id && *org == k.org_id && *scopes == k.scopes
+            }
+            _ => false,
+        }
+    }
+
     /// `anonymous`, `user` or `api_key`, as in logs.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -192,9 +223,14 @@ pub struct DecisionRecord {
     /// Unique per decision (a request may be decided more than once: the route, then a
     /// handler's question about the body).
     pub id: String,
-    /// Unix milliseconds, UTC.
+    /// When the first of these decisions was made: Unix milliseconds, UTC.
     pub at: i64,
-    pub request_id: String,
+    /// When the last of them was made.
+    pub last_at: i64,
+    /// How many requests asked this, with this answer, in the window.
+    pub count: u64,
+    /// The ids of the first few of those requests ([`SAMPLE_REQUEST_IDS`]).
+    pub request_ids: Vec<String>,
     /// The route's name in the route table.
     pub route: String,
     pub principal: LoggedPrincipal,
@@ -243,7 +279,9 @@ impl DecisionRecord {
         DecisionRecord {
             id,
             at,
-            request_id: entry.request_id.to_owned(),
+            last_at: at,
+            count: 1,
+            request_ids: vec![entry.request_id.to_owned()],
             route: entry.route.to_owned(),
             principal: LoggedPrincipal::of(query.principal),
             action: query.action.id().unescaped().to_owned(),
@@ -261,6 +299,32 @@ impl DecisionRecord {
             policies: decision.policies.clone(),
             policy_hash: decision.policy_hash.to_string(),
         }
+    }
+
+    /// Whether `entry` asked exactly this question and got this answer (the request id and
+    /// time aside). Compares without allocating: it runs on the request path.
+    fn same(&self, entry: &Entry<'_>, action: &EntityUid, resource: &EntityUid) -> bool {
+        let q = entry.query;
+        let d = entry.decision;
+        self.route == entry.route
+            && action == q.action
+            && resource == &q.resource
+            && self.decision.allowed() == d.allowed
+            && self.policies == d.policies
+            && *self.policy_hash == *d.policy_hash
+            && self.context.as_ref() == entry.context
+            && self.principal.is(q.principal)
+            && match (&self.org, q.org) {
+                (None, None) => true,
+                (Some(a), Some(b)) => {
+                    a.id == b.facts.id
+                        && a.suspended == b.facts.suspended
+                        && a.require_mfa == b.facts.require_mfa
+                        && a.role == b.role
+                        && a.member_role == b.member_role
+                }
+                _ => false,
+            }
     }
 
     /// The question this record answered, as the gateway asked it.
@@ -294,9 +358,31 @@ pub struct Entry<'a> {
     pub decision: &'a Decision,
 }
 
+/// Request ids kept per record.
+pub const SAMPLE_REQUEST_IDS: usize = 5;
+
+/// A record being counted, with the uids it is compared by.
+struct Pending {
+    record: DecisionRecord,
+    action: EntityUid,
+    resource: EntityUid,
+}
+
+/// The decisions of the current window, by a hash of the question (a chain per hash: two
+/// questions may share one).
+#[derive(Default)]
+struct Window {
+    pending: HashMap<u64, Vec<Pending>>,
+    len: usize,
+}
+
 struct Inner {
-    queue: Queue<DecisionRecord>,
+    window: Mutex<Window>,
+    table: DecisionTable,
     clock: Arc<dyn Clock>,
+    hasher: foldhash::quality::RandomState,
+    max_pending: usize,
+    dropped: AtomicU64,
     /// Random per process, so ids of several instances never collide.
     prefix: String,
     counter: AtomicU64,
@@ -317,14 +403,29 @@ impl fmt::Debug for DecisionLog {
     }
 }
 
-/// The writer half of [`DecisionLog::detached`]: run it on a background runtime.
-pub type DecisionWriter = queue::Writer<DecisionTable>;
+/// Writes the log's windows: run [`DecisionWriter::run`] on a background runtime.
+#[derive(Debug)]
+pub struct DecisionWriter {
+    log: DecisionLog,
+    every: Duration,
+}
 
-#[async_trait]
-impl Sink for DecisionTable {
-    type Row = DecisionRecord;
-    async fn write(&self, rows: &[DecisionRecord]) -> Result<(), String> {
-        self.insert(rows).await.map_err(|e| e.to_string())
+impl DecisionWriter {
+    /// Store the current window every `every`, for as long as the process runs.
+    pub async fn run(self) {
+        let mut ticks = tokio::time::interval(self.every.max(Duration::from_millis(100)));
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            if let Err(e) = self.log.flush().await {
+                tracing::error!(
+                    target: "zonegate::decisions",
+                    event = "decision_log_write_fail",
+                    error = %e,
+                    "a window of decisions was not stored"
+                );
+            }
+        }
     }
 }
 
@@ -334,20 +435,29 @@ impl DecisionLog {
         DecisionLog { inner: None }
     }
 
-    /// A log whose records wait in a queue of `capacity` until the returned writer runs.
-    pub fn detached(
-        db: Db,
+    /// A log into `table`, holding at most `max_pending` distinct questions per window, and
+    /// the writer that stores a window every `every`.
+    pub fn new(
+        table: DecisionTable,
         clock: Arc<dyn Clock>,
-        capacity: usize,
+        max_pending: usize,
+        every: Duration,
     ) -> (DecisionLog, DecisionWriter) {
-        let (queue, writer) = Queue::new(DecisionTable::new(db), capacity, "decision log");
         let log = DecisionLog {
             inner: Some(Arc::new(Inner {
-                queue,
+                window: Mutex::new(Window::default()),
+                table,
                 clock,
+                hasher: foldhash::quality::RandomState::default(),
+                max_pending: max_pending.max(1),
+                dropped: AtomicU64::new(0),
                 prefix: format!("{:016x}", rand::rngs::OsRng.next_u64()),
                 counter: AtomicU64::new(0),
             })),
+        };
+        let writer = DecisionWriter {
+            log: log.clone(),
+            every,
         };
         (log, writer)
     }
@@ -356,31 +466,103 @@ impl DecisionLog {
         self.inner.is_some()
     }
 
-    /// Queue the record of one decision. Never blocks, never fails.
+    /// Count one decision. Never blocks on I/O, never fails.
     pub fn record(&self, entry: Entry<'_>) {
         let Some(inner) = &self.inner else {
             return;
         };
-        let n = inner.counter.fetch_add(1, Ordering::Relaxed);
+        let hash = inner.hasher.hash_one(Question::key(&entry));
         let at = i64::try_from(inner.clock.unix_millis()).unwrap_or(i64::MAX);
-        inner.queue.push(DecisionRecord::of(
-            &entry,
-            format!("{}-{n:x}", inner.prefix),
-            at,
-        ));
-    }
-
-    /// Records dropped (queue full) since start.
-    pub fn dropped(&self) -> u64 {
-        self.inner.as_ref().map_or(0, |i| i.queue.dropped())
-    }
-
-    /// Wait until every record queued so far is written. For tests and shutdown.
-    pub async fn flush(&self) -> Result<(), queue::Closed> {
-        match &self.inner {
-            Some(inner) => inner.queue.flush().await,
-            None => Ok(()),
+        let mut window = inner
+            .window
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Window { pending, len } = &mut *window;
+        let chain = pending.entry(hash).or_default();
+        if let Some(p) = chain
+            .iter_mut()
+            .find(|p| p.record.same(&entry, &p.action, &p.resource))
+        {
+            p.record.count += 1;
+            p.record.last_at = p.record.last_at.max(at);
+            if p.record.request_ids.len() < SAMPLE_REQUEST_IDS {
+                p.record.request_ids.push(entry.request_id.to_owned());
+            }
+            return;
         }
+        if *len >= inner.max_pending {
+            drop(window);
+            let dropped = inner.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+            if dropped == 1 || dropped % 1024 == 0 {
+                tracing::warn!(
+                    target: "zonegate::decisions",
+                    event = "decision_log_dropped",
+                    dropped,
+                    "too many distinct decisions in one window: decisions not logged"
+                );
+            }
+            return;
+        }
+        let n = inner.counter.fetch_add(1, Ordering::Relaxed);
+        chain.push(Pending {
+            record: DecisionRecord::of(&entry, format!("{}-{n:x}", inner.prefix), at),
+            action: entry.query.action.clone(),
+            resource: entry.query.resource.clone(),
+        });
+        *len += 1;
+    }
+
+    /// Decisions not logged since start (too many distinct ones in a window).
+    pub fn dropped(&self) -> u64 {
+        self.inner
+            .as_ref()
+            .map_or(0, |i| i.dropped.load(Ordering::Relaxed))
+    }
+
+    /// Store the current window now (the writer does this every interval; shutdown and tests
+    /// call it). Records that fail to store are reported by the caller and not retried: the
+    /// next window must not wait on them.
+    pub async fn flush(&self) -> Result<(), DecisionLogError> {
+        let Some(inner) = &self.inner else {
+            return Ok(());
+        };
+        let window = std::mem::take(
+            &mut *inner
+                .window
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        let mut records: Vec<DecisionRecord> = window
+            .pending
+            .into_values()
+            .flatten()
+            .map(|p| p.record)
+            .collect();
+        if records.is_empty() {
+            return Ok(());
+        }
+        records.sort_by(|a, b| (a.at, &a.id).cmp(&(b.at, &b.id)));
+        inner.table.insert(&records).await
+    }
+}
+
+impl Question {
+    /// What identifies a question and its answer, hashed on the request path (see
+    /// [`DecisionRecord::same`], which settles a shared hash).
+    fn key<'a>(entry: &'a Entry<'a>) -> impl std::hash::Hash + 'a {
+        let q = entry.query;
+        let d = entry.decision;
+        (
+            entry.route,
+            q.principal.id(),
+            q.action,
+            &q.resource,
+            q.org.map(|o| (&o.facts.id, o.role, o.member_role)),
+            d.allowed,
+            &d.policies,
+            &*d.policy_hash,
+            entry.context.map(serde_json::Map::len),
+        )
     }
 }
 

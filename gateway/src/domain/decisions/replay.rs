@@ -89,7 +89,8 @@ impl<'a> Replay<'a> {
         }
     }
 
-    /// Replay one record; returns the direction of the change, if the candidate changes it.
+    /// Replay one record (standing for `record.count` requests); returns the direction of
+    /// the change, if the candidate changes it.
     pub async fn add(
         &mut self,
         record: &DecisionRecord,
@@ -113,19 +114,20 @@ impl<'a> Replay<'a> {
         let query = question.query();
         let before = self.baseline.decide(&query);
         let after = self.candidate.decide(&query);
-        self.replayed += 1;
+        self.replayed += record.count;
         if before.allowed != record.decision.allowed() {
-            self.drift += 1;
+            self.drift += record.count;
         }
         *self
             .logged_hashes
             .entry(record.policy_hash.clone())
-            .or_default() += 1;
+            .or_default() += record.count;
         Ok(self.changes.compare(
             Seen {
                 route: &record.route,
                 principal_kind: record.principal.kind(),
-                request_id: &record.request_id,
+                count: record.count,
+                request_ids: &record.request_ids,
             },
             Answer {
                 allowed: before.allowed,

@@ -1,5 +1,6 @@
 //! SQL for the decision log (`decision_log`), portable between SQLite and PostgreSQL. A row is
-//! the record as JSON plus the columns it is selected by (time, org, route); ordered by
+//! the record as JSON plus the columns it is selected by (time, org, route; `request_id` holds
+//! the first of the record's request ids); ordered by
 //! `(at, id)`, which is unique, so reading in chunks neither repeats nor skips a row.
 
 use std::io::Write;
@@ -82,7 +83,7 @@ impl DecisionTable {
                 q = q
                     .bind(r.id.clone())
                     .bind(r.at)
-                    .bind(r.request_id.clone())
+                    .bind(r.request_ids.first().cloned().unwrap_or_default())
                     .bind(r.route.clone())
                     .bind(r.org.as_ref().map(|o| o.id.clone()))
                     .bind(r.principal.kind())

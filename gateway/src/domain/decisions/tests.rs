@@ -254,7 +254,7 @@ async fn records_round_trip_through_the_table_selected_by_time_org_and_route() {
 }
 
 #[tokio::test]
-async fn the_log_queues_off_the_request_path_and_off_means_nothing() {
+async fn identical_decisions_in_a_window_are_one_record_with_a_count() {
     let tmp = tempfile::tempdir().unwrap();
     let (db, _guard) = database(
         crate::domain::storage::testdb::Backend::Sqlite,
@@ -263,47 +263,64 @@ async fn the_log_queues_off_the_request_path_and_off_means_nothing() {
     )
     .await;
     let clock = Arc::new(ManualClock::at(1_800_000_000));
-    let (log, writer) = DecisionLog::detached(db.clone(), clock, 2);
-    let engine = shipped();
-    let action = tables::action_uid("health").unwrap();
-    let query = Query {
-        principal: &Principal::Anonymous,
-        action: &action,
-        resource: r#"Zonegate::Gateway::"public""#.parse().unwrap(),
-        org: None,
-        context: None,
-    };
-    let decision = engine.decide(&query);
-    let entry = Entry {
-        request_id: "r1",
-        route: "health",
-        query: &query,
-        context: None,
-        decision: &decision,
-    };
-    for _ in 0..3 {
-        log.record(entry);
-    }
-    assert_eq!(
-        log.dropped(),
-        1,
-        "a full queue drops and counts, never blocks"
+    let table = DecisionTable::new(db);
+    let (log, _writer) = DecisionLog::new(
+        table.clone(),
+        clock.clone(),
+        2,
+        std::time::Duration::from_secs(10),
     );
-    let running = tokio::spawn(writer.run());
+    let engine = shipped();
+    let ask = |principal: &Principal, request_id: &str| {
+        let action = tables::action_uid("zones:list").unwrap();
+        let o = org("acme", Some(Role::Viewer));
+        let query = Query {
+            principal,
+            action: &action,
+            resource: org_uid("acme"),
+            org: Some(&o),
+            context: None,
+        };
+        let decision = engine.decide(&query);
+        log.record(Entry {
+            request_id,
+            route: "zones-list",
+            query: &query,
+            context: None,
+            decision: &decision,
+        });
+    };
+    let ada = user("ada", true, false);
+    for n in 0..7 {
+        ask(&ada, &format!("r{n}"));
+        clock.advance_millis(10);
+    }
+    // A fresh principal value for the same user and attributes: the same record.
+    ask(&user("ada", true, false), "r7");
+    // With a second factor the question differs.
+    ask(&user("ada", true, true), "m0");
+    // The window holds two distinct questions: a third is dropped and counted.
+    ask(&user("bob", true, false), "b0");
+    assert_eq!(log.dropped(), 1);
+
     log.flush().await.unwrap();
-    let (read, _) = DecisionTable::new(db)
-        .read(&Selection::default(), None)
-        .await
-        .unwrap();
-    assert_eq!(read.len(), 2);
-    assert_ne!(read[0].id, read[1].id);
-    assert_eq!(read[0].at, 1_800_000_000_000);
-    assert_eq!(read[0].decision, Effect::Allow);
-    drop(log);
-    running.await.unwrap();
+    let (read, _) = table.read(&Selection::default(), None).await.unwrap();
+    assert_eq!(read.len(), 2, "{read:#?}");
+    let ada_plain = read.iter().find(|r| r.count > 1).unwrap();
+    assert_eq!(ada_plain.count, 8);
+    assert_eq!(ada_plain.request_ids, ["r0", "r1", "r2", "r3", "r4"]);
+    assert_eq!(ada_plain.at, 1_800_000_000_000);
+    assert_eq!(ada_plain.last_at, 1_800_000_000_070);
+    assert_eq!(ada_plain.decision, Effect::Allow);
+
+    // The window was emptied: a flush stores nothing new, and the next window starts afresh.
+    log.flush().await.unwrap();
+    ask(&user("bob", true, false), "b1");
+    log.flush().await.unwrap();
+    let (read, _) = table.read(&Selection::default(), None).await.unwrap();
+    assert_eq!(read.len(), 3);
 
     let off = DecisionLog::off();
-    off.record(entry);
     assert!(!off.enabled());
     off.flush().await.unwrap();
 }

@@ -49,12 +49,13 @@ pub struct Answer<'a> {
     pub policies: &'a [String],
 }
 
-/// Where a change was seen.
+/// Where a change was seen: by how many requests, and the ids of some.
 #[derive(Debug, Clone, Copy)]
 pub struct Seen<'a> {
     pub route: &'a str,
     pub principal_kind: &'a str,
-    pub request_id: &'a str,
+    pub count: u64,
+    pub request_ids: &'a [String],
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -111,8 +112,8 @@ impl Changes {
     ) -> Option<Direction> {
         let direction = Direction::of(before.allowed, after.allowed)?;
         match direction {
-            Direction::AllowToDeny => self.allow_to_deny += 1,
-            Direction::DenyToAllow => self.deny_to_allow += 1,
+            Direction::AllowToDeny => self.allow_to_deny += seen.count,
+            Direction::DenyToAllow => self.deny_to_allow += seen.count,
         }
         let key = GroupKey {
             direction,
@@ -121,16 +122,23 @@ impl Changes {
             before: before.policies.to_vec(),
             after: after.policies.to_vec(),
         };
-        if let Some((count, samples)) = self.groups.get_mut(&key) {
-            *count += 1;
-            if samples.len() < SAMPLES {
-                samples.push(seen.request_id.to_owned());
+        let sample = |samples: &mut Vec<String>| {
+            for id in seen.request_ids {
+                if samples.len() >= SAMPLES {
+                    break;
+                }
+                samples.push(id.clone());
             }
+        };
+        if let Some((count, samples)) = self.groups.get_mut(&key) {
+            *count += seen.count;
+            sample(samples);
         } else if self.groups.len() < MAX_GROUPS {
-            self.groups
-                .insert(key, (1, vec![seen.request_id.to_owned()]));
+            let mut samples = Vec::new();
+            sample(&mut samples);
+            self.groups.insert(key, (seen.count, samples));
         } else {
-            self.ungrouped += 1;
+            self.ungrouped += seen.count;
         }
         Some(direction)
     }
@@ -212,12 +220,17 @@ impl Changes {
 mod tests {
     use super::*;
 
-    fn seen(route: &'static str, id: &'static str) -> Seen<'static> {
+    fn seen(route: &'static str, ids: &'static [String]) -> Seen<'static> {
         Seen {
             route,
             principal_kind: "user",
-            request_id: id,
+            count: 1,
+            request_ids: ids,
         }
+    }
+
+    fn ids(id: &str) -> &'static [String] {
+        Vec::leak(vec![id.to_owned()])
     }
 
     #[test]
@@ -232,24 +245,36 @@ mod tests {
             allowed: false,
             policies: &[],
         };
-        assert_eq!(c.compare(seen("zones.create", "r0"), allow, allow), None);
+        assert_eq!(
+            c.compare(seen("zones.create", ids("r0")), allow, allow),
+            None
+        );
         assert!(c.is_empty());
         for id in ["r1", "r2", "r3", "r4", "r5", "r6"] {
-            c.compare(seen("zones.create", id), allow, deny);
+            c.compare(seen("zones.create", ids(id)), allow, deny);
         }
-        c.compare(seen("zones.delete", "r7"), allow, deny);
+        // A record standing for several requests counts them all.
+        c.compare(
+            Seen {
+                count: 3,
+                ..seen("zones.create", ids("r9"))
+            },
+            allow,
+            deny,
+        );
+        c.compare(seen("zones.delete", ids("r7")), allow, deny);
         assert_eq!(
-            c.compare(seen("zones.delete", "r8"), deny, allow),
+            c.compare(seen("zones.delete", ids("r8")), deny, allow),
             Some(Direction::DenyToAllow)
         );
         let v = c.view();
-        assert_eq!((v.allow_to_deny, v.deny_to_allow), (7, 1));
+        assert_eq!((v.allow_to_deny, v.deny_to_allow), (10, 1));
         assert_eq!(v.groups.len(), 3);
-        assert_eq!(v.groups[0].count, 6);
+        assert_eq!(v.groups[0].count, 9);
         assert_eq!(v.groups[0].sample_request_ids.len(), SAMPLES);
         let text = c.render();
         assert!(
-            text.contains("allow→deny 6 requests on route zones.create by user"),
+            text.contains("allow→deny 9 requests on route zones.create by user"),
             "{text}"
         );
         assert!(
@@ -267,7 +292,8 @@ mod tests {
                 Seen {
                     route: r,
                     principal_kind: "api_key",
-                    request_id: "x",
+                    count: 1,
+                    request_ids: &[],
                 },
                 Answer {
                     allowed: false,

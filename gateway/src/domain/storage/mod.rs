@@ -20,7 +20,6 @@ use sqlx::error::BoxDynError;
 use sqlx::migrate::{Migration, Migrator};
 use sqlx::{Any, AnyPool, Decode, Type};
 
-pub mod queue;
 #[cfg(test)]
 pub(crate) mod testdb;
 #[cfg(test)]
