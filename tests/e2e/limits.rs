@@ -206,3 +206,53 @@ fn session_traffic_is_limited_per_user_and_per_org_and_outsiders_cannot_spend_th
     // ...which is then spent too.
     assert_rate_limited(&ada.send("GET", "/auth/session", None), "8;w=60");
 }
+
+#[test]
+fn a_flood_of_one_denial_is_one_audit_row_and_a_counted_summary() {
+    let mut stack = Stack::start();
+    let (_ada, org) = owner_with_org(&stack);
+    let mut mallory = logged_in(&stack, "mallory@example.com");
+    let mallory_id = mallory.send("GET", "/auth/session", None).json()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let zones = format!("/v1/orgs/{org}/zones");
+    for _ in 0..60 {
+        mallory.send("GET", &zones, None).assert_problem(403);
+    }
+    // Stopping records the open window's summary, then writes what is queued.
+    let (status, _) = stack.terminate_gateway();
+    assert!(status.success());
+    let out = stack.dir.path().join("audit.jsonl");
+    let export = std::process::Command::new(zonegate_e2e::stack::zonegate_bin())
+        .args([
+            "audit",
+            "export",
+            "--from",
+            "2000-01-01T00:00:00Z",
+            "--to",
+            "2100-01-01T00:00:00Z",
+        ])
+        .args(["--org", &org])
+        .arg("--config")
+        .arg(&stack.config)
+        .arg("--out")
+        .arg(&out)
+        .status()
+        .unwrap();
+    assert!(export.success());
+    let denials: Vec<serde_json::Value> = std::fs::read_to_string(&out)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|e| e["event"] == "authz_fail" && e["principal_id"] == mallory_id.as_str())
+        .collect();
+    assert_eq!(
+        denials.len(),
+        2,
+        "the first denial and one summary: {denials:#?}"
+    );
+    assert!(denials[0]["details"].get("repeated").is_none());
+    assert_eq!(denials[1]["details"]["repeated"], 59);
+    assert_eq!(denials[1]["details"]["route"], "zones-list");
+}

@@ -43,7 +43,7 @@ impl BackgroundService for ReloadOnHangup {
     }
 }
 
-/// How often idle rate-limit keys are dropped.
+/// How often idle rate-limit keys are dropped and ended windows of repeated denials summarised.
 const LIMITER_SWEEP: Duration = Duration::from_secs(60);
 
 /// The background writers the maintenance service runs.
@@ -132,12 +132,17 @@ impl BackgroundService for Maintenance {
         purge.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                _ = sweep.tick() => self.gateway.limits.maintain(),
+                _ = sweep.tick() => {
+                    self.gateway.limits.maintain();
+                    self.gateway.audit.sweep_repeats();
+                }
                 _ = purge.tick(), if decision_writer.is_some() => self.purge_decisions().await,
                 _ = shutdown.changed() => break,
             }
         }
         retention.abort();
+        // Counted denials are recorded before the process ends, whatever their window.
+        self.gateway.audit.sweep_repeats_all();
         self.gateway
             .audit
             .record(AuditEvent::new(SecurityEvent::Shutdown));

@@ -14,7 +14,9 @@
 //! [`AuditLog::record`] never blocks and never fails: a request must not wait on, or fail
 //! because of, the audit database. When the writer falls behind and its bounded queue is full,
 //! the event is still logged, the database copy is dropped, and the drop is counted and
-//! reported.
+//! reported. Access noise (denials, rate-limit refusals) never takes the last tenth of the
+//! queue, so a flood of it cannot crowd out account, key and policy events; and a denial
+//! repeating one of the last minute is counted into one summary event ([`repeats`]).
 //!
 //! Event names ([`SecurityEvent`]) follow the OWASP Logging Vocabulary; events it has no word
 //! for use its `<area>_<object>_<action>` pattern. The enum is the only source of names, so
@@ -32,6 +34,7 @@
 //! the event is built, so no formatter, text or JSON, and no reader of the table ever sees a
 //! raw CR, LF or escape sequence.
 
+mod repeats;
 pub mod store;
 
 #[cfg(test)]
@@ -198,6 +201,15 @@ security_events! {
 }
 
 impl SecurityEvent {
+    /// Access noise: many per attack and each alike. When the queue is nearly full these are
+    /// dropped (counted) first, so account, key and policy events still find room.
+    fn is_noise(self) -> bool {
+        matches!(
+            self,
+            SecurityEvent::AuthzFail | SecurityEvent::RateLimitExceeded
+        )
+    }
+
     /// Events that deserve a warning in the live log: attacks or failures worth a look.
     fn is_warning(self) -> bool {
         matches!(
@@ -407,6 +419,7 @@ struct Inner {
     tx: mpsc::Sender<Msg>,
     clock: Arc<dyn Clock>,
     dropped: AtomicU64,
+    repeats: std::sync::Mutex<repeats::Repeats>,
 }
 
 /// The handle through which the gateway records security events. Cheap to clone.
@@ -446,16 +459,79 @@ impl AuditLog {
                 tx,
                 clock,
                 dropped: AtomicU64::new(0),
+                repeats: std::sync::Mutex::new(repeats::Repeats::default()),
             }),
         }
     }
 
-    /// Log the event and queue it for the table. Never blocks, never fails.
+    /// Log the event and queue it for the table. Never blocks, never fails. A denial repeating
+    /// one of the last minute is counted instead, and recorded as one summary (see
+    /// [`repeats`]).
     pub fn record(&self, mut event: AuditEvent) {
-        event.at = i64::try_from(self.inner.clock.unix_millis()).unwrap_or(i64::MAX);
+        event.at = self.now();
         RequestContext::fill(&mut event);
+        let verdict = self
+            .inner
+            .repeats
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .observe(&event);
+        match verdict {
+            repeats::Verdict::Counted => {}
+            repeats::Verdict::Record(closed) => {
+                if let Some(summary) = closed {
+                    self.write(*summary);
+                }
+                self.write(event);
+            }
+        }
+    }
+
+    /// Record the summaries of the repeat windows that have ended (the maintenance job calls
+    /// this every minute, and at shutdown).
+    pub fn sweep_repeats(&self) {
+        let now = self.now();
+        let summaries = self
+            .inner
+            .repeats
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .sweep(now);
+        for summary in summaries {
+            self.write(summary);
+        }
+    }
+
+    /// Record the summaries of every repeat window, ended or not (at shutdown).
+    pub fn sweep_repeats_all(&self) {
+        let summaries = self
+            .inner
+            .repeats
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .sweep(i64::MAX);
+        for summary in summaries {
+            self.write(summary);
+        }
+    }
+
+    fn now(&self) -> i64 {
+        i64::try_from(self.inner.clock.unix_millis()).unwrap_or(i64::MAX)
+    }
+
+    /// Log and queue, stamped now. Access noise (denials, rate-limit refusals) is not queued
+    /// into the last tenth of the queue, which is kept for the events that matter more.
+    fn write(&self, mut event: AuditEvent) {
+        event.at = self.now();
         emit(&event);
-        if self.inner.tx.try_send(Msg::Event(Box::new(event))).is_err() {
+        let tx = &self.inner.tx;
+        let reserved = tx.max_capacity() / 10;
+        let queued = if event.event.is_noise() && tx.capacity() <= reserved {
+            false
+        } else {
+            tx.try_send(Msg::Event(Box::new(event))).is_ok()
+        };
+        if !queued {
             let dropped = self.inner.dropped.fetch_add(1, Ordering::Relaxed) + 1;
             // Report the first drop and then every 1024th, so a flood of drops does not
             // become a flood of warnings.

@@ -234,8 +234,8 @@ fn crlf_in_user_input_never_reaches_a_log_line_raw() {
 #[test]
 fn a_full_queue_drops_and_counts_without_blocking() {
     let (log, mut rx, _clock) = detached(2);
-    for _ in 0..5 {
-        log.record(AuditEvent::new(SecurityEvent::AuthzFail));
+    for n in 0..5 {
+        log.record(AuditEvent::new(SecurityEvent::LoginFail).detail("n", n));
     }
     assert_eq!(log.dropped(), 3);
     assert!(rx.try_recv().is_ok());
@@ -243,8 +243,74 @@ fn a_full_queue_drops_and_counts_without_blocking() {
     assert!(rx.try_recv().is_err());
     // A stopped writer is the same: logged, counted, no error to the caller.
     drop(rx);
-    log.record(AuditEvent::new(SecurityEvent::AuthzFail));
+    log.record(AuditEvent::new(SecurityEvent::LoginFail));
     assert_eq!(log.dropped(), 4);
+}
+
+#[test]
+fn access_noise_leaves_the_last_tenth_of_the_queue_to_other_events() {
+    let (log, mut rx, _clock) = detached(20);
+    // Distinct denials (each its own route), far more than the queue holds.
+    for n in 0..100 {
+        log.record(AuditEvent::new(SecurityEvent::AuthzFail).detail("route", n));
+    }
+    assert_eq!(log.dropped(), 82, "18 queued, two slots kept free");
+    log.record(AuditEvent::new(SecurityEvent::ApiKeyRevoked));
+    log.record(AuditEvent::new(SecurityEvent::LoginLock));
+    assert_eq!(log.dropped(), 82, "the reserved slots took both");
+    let mut queued = Vec::new();
+    while let Ok(Msg::Event(e)) = rx.try_recv() {
+        queued.push(e.event);
+    }
+    assert_eq!(queued.len(), 20);
+    assert_eq!(
+        &queued[18..],
+        [SecurityEvent::ApiKeyRevoked, SecurityEvent::LoginLock]
+    );
+}
+
+#[test]
+fn a_flood_of_one_denial_is_stored_as_the_first_and_one_counted_summary() {
+    let (log, mut rx, clock) = detached(64);
+    let denial = || {
+        AuditEvent::new(SecurityEvent::AuthzFail)
+            .principal("stranger")
+            .org("victim")
+            .detail("route", "zones-list")
+            .user_agent(&"x".repeat(1000))
+    };
+    for _ in 0..300 {
+        log.record(denial());
+        clock.advance_millis(3);
+    }
+    log.sweep_repeats();
+    let mut stored = Vec::new();
+    while let Ok(Msg::Event(e)) = rx.try_recv() {
+        stored.push(e);
+    }
+    assert_eq!(
+        stored.len(),
+        1,
+        "the window is still open: one event so far"
+    );
+    assert_eq!(
+        stored[0].user_agent.as_deref().map(|u| u.chars().count()),
+        Some(USER_AGENT_MAX_CHARS)
+    );
+    clock.advance(60);
+    log.sweep_repeats();
+    let Ok(Msg::Event(summary)) = rx.try_recv() else {
+        panic!("a summary after the window")
+    };
+    assert_eq!(summary.event, SecurityEvent::AuthzFail);
+    assert_eq!(summary.details["repeated"], 299);
+    assert_eq!(summary.org_id.as_deref(), Some("victim"));
+    assert_eq!(
+        summary.at,
+        T0 + 300 * 3 + 60 * SECOND,
+        "stamped when recorded"
+    );
+    assert_eq!(log.dropped(), 0);
 }
 
 // ---- Storage -----------------------------------------------------------------------------
