@@ -13,6 +13,8 @@
 #             signed identity, forward)
 #   apikey    zonegate, GET /v1/orgs/{org}/zones with an API key
 #   session   zonegate, the same with a dashboard session cookie
+#   nolog     a second zonegate on the same database with [decision_log] enabled = false, the
+#             API-key request: the decision log's cost is apikey against nolog
 # The account, org, session and key are made through the public API, as an integrator would.
 # Limits are raised in the bench config only. Also measured: p99 at a fixed rate (half of
 # nginx's saturated rate), RSS with 10,000 idle TLS connections, syscalls and context switches
@@ -37,7 +39,10 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 
-cargo build --release -q -p zonegate -p zonegate-loadgen
+# BUILD=0 measures the binaries already in target/release (built from this checkout).
+if [ "${BUILD:-1}" = 1 ]; then
+  cargo build --release -q -p zonegate -p zonegate-loadgen
+fi
 bin=target/release
 ulimit -n 65536 2>/dev/null || true
 
@@ -51,7 +56,7 @@ cleanup() {
 trap cleanup EXIT
 
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-STATIC=$(port); NGINX=$(port); GATEWAY=$(port); ADMIN=$(port)
+STATIC=$(port); NGINX=$(port); GATEWAY=$(port); ADMIN=$(port); GATEWAY2=$(port); ADMIN2=$(port)
 
 "$bin/zonegate" keys init --dir "$work/keys" >/dev/null
 openssl ecparam -name prime256v1 -genkey -noout -out "$work/key.pem" 2>/dev/null
@@ -139,7 +144,13 @@ api_key = { requests = 100000000, window_seconds = 60 }
 org = { requests = 100000000, window_seconds = 60 }
 user = { requests = 100000000, window_seconds = 60 }
 org_sessions = { requests = 100000000, window_seconds = 60 }
+[decision_log]
+enabled = true
 TOML
+# The same gateway without the decision log, on the same database and keys.
+sed -e "s/127.0.0.1:$GATEWAY/127.0.0.1:$GATEWAY2/; s/localhost:$GATEWAY/localhost:$GATEWAY2/" \
+  -e "s/127.0.0.1:$ADMIN/127.0.0.1:$ADMIN2/; s/^enabled = true/enabled = false/" \
+  "$work/zonegate.toml" > "$work/zonegate-nolog.toml"
 
 nginx -c "$work/static.conf" -p "$work"
 nginx -c "$work/proxy.conf" -p "$work"
@@ -147,10 +158,18 @@ nginx -c "$work/proxy.conf" -p "$work"
 GW_PID=$!
 pids+=("$GW_PID")
 
+ready() {
+  for _ in $(seq 1 100); do curl -skf "$1" >/dev/null && break; sleep 0.1; done
+  curl -skf "$1" >/dev/null || { echo "not ready: $1"; cat "$work"/*.log; exit 1; }
+}
 for url in "http://127.0.0.1:$STATIC/" "https://127.0.0.1:$NGINX/" "https://127.0.0.1:$GATEWAY/bench/pass"; do
-  for _ in $(seq 1 100); do curl -skf "$url" >/dev/null && break; sleep 0.1; done
-  curl -skf "$url" >/dev/null || { echo "not ready: $url"; cat "$work"/*.log; exit 1; }
+  ready "$url"
 done
+# The second gateway starts once the first has migrated the shared database.
+"$bin/zonegate" serve --config "$work/zonegate-nolog.toml" >"$work/gateway-nolog.log" 2>&1 &
+GW2_PID=$!
+pids+=("$GW2_PID")
+ready "https://127.0.0.1:$GATEWAY2/bench/pass"
 
 # ---- An integrator's setup, through the public API -----------------------------------------
 G="https://localhost:$GATEWAY"
@@ -169,21 +188,24 @@ KEY=$("${C[@]}" -b "$work/jar" -H "X-CSRF-Token: $CSRF" "$G/v1/orgs/$ORG/api-key
   -d '{"name":"bench","scopes":["zones:read"]}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])')
 ZONES="/v1/orgs/$ORG/zones"
 curl -skf -H "Authorization: Bearer $KEY" "https://127.0.0.1:$GATEWAY$ZONES" >/dev/null
+curl -skf -H "Authorization: Bearer $KEY" "https://127.0.0.1:$GATEWAY2$ZONES" >/dev/null
 curl -skf -H "Cookie: __Host-zonegate-session=$SESSION" "https://127.0.0.1:$GATEWAY$ZONES" >/dev/null
 
 # ---- Measuring ------------------------------------------------------------------------------
-targets=(static nginx pass apikey session)
+targets=(static nginx pass apikey session nolog)
 declare -A url=(
   [static]="http://127.0.0.1:$STATIC$ZONES"
   [nginx]="https://127.0.0.1:$NGINX$ZONES"
   [pass]="https://127.0.0.1:$GATEWAY/bench/pass"
   [apikey]="https://127.0.0.1:$GATEWAY$ZONES"
   [session]="https://127.0.0.1:$GATEWAY$ZONES"
+  [nolog]="https://127.0.0.1:$GATEWAY2$ZONES"
 )
 declare -A hdr=(
   [static]="X-Bench: 1" [nginx]="X-Bench: 1" [pass]="X-Bench: 1"
   [apikey]="Authorization: Bearer $KEY"
   [session]="Cookie: __Host-zonegate-session=$SESSION"
+  [nolog]="Authorization: Bearer $KEY"
 )
 
 # The processes whose CPU counts as the proxy's, for a target.
@@ -191,6 +213,7 @@ proxy_pids() {
   case "$1" in
     static) cat "$work/nginx-static.pid"; pgrep -P "$(cat "$work/nginx-static.pid")" ;;
     nginx) cat "$work/nginx-proxy.pid"; pgrep -P "$(cat "$work/nginx-proxy.pid")" ;;
+    nolog) echo "$GW2_PID" ;;
     *) echo "$GW_PID" ;;
   esac
 }
@@ -236,6 +259,10 @@ done
 median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 col() { printf '%s' "${results[$1]}" | awk -v c="$2" 'NF {print $c}' | median; }
 ratio() { python3 -c "print(f'{$1 / $2:.2f}')"; }
+
+# What the decision log wrote and dropped during the rounds.
+decision_log=$(curl -sf "http://127.0.0.1:$ADMIN/policies" | python3 -c 'import json,sys; d=json.load(sys.stdin)["decision_log"]; print(d["enabled"], d["dropped"])')
+decisions_stored=$(python3 -c 'import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute("select count(*) from decision_log").fetchone()[0])' "$work/zonegate.db")
 
 # Fixed-rate latency: half of nginx's saturated rate, open loop (latency from when each request
 # was due), for nginx and for the gateway's pass-through and API-key paths.
@@ -340,6 +367,10 @@ mkdir -p bench/results
   echo "| pass-through CPU/req vs nginx | $(ratio "$(col pass 4)" "$(col nginx 4)") | <= 1.2 |"
   echo "| API-key req/s vs pass-through | $(ratio "$(col apikey 1)" "$(col pass 1)") | >= 0.9 |"
   echo "| session req/s vs pass-through | $(ratio "$(col session 1)" "$(col pass 1)") | >= 0.85 |"
+  echo "| API-key req/s, decision log on vs off | $(ratio "$(col apikey 1)" "$(col nolog 1)") | >= 0.97 |"
+  echo "| API-key CPU/req, decision log on vs off | $(ratio "$(col apikey 4)" "$(col nolog 4)") | <= 1.03 |"
+  echo
+  echo "Decision log during the rounds: $decisions_stored records stored, $(echo "$decision_log" | awk '{print $2}') decisions dropped (too many distinct in a window)."
   echo
   echo "Fixed rate $HALF req/s (half of nginx's), 10 s, open loop:"
   echo
