@@ -27,5 +27,8 @@ pub mod pipeline;
 pub mod server;
 pub mod web;
 
+#[cfg(test)]
+mod fuzz;
+
 /// The clock shared with the zone backend.
 pub use zonegate_common::clock;

@@ -371,6 +371,13 @@ pub fn run(engine: &PolicyEngine, dir: &Path) -> Result<Report, TableError> {
             path: path.clone(),
             message: e.to_string(),
         })?;
+        // A table emptied by mistake would otherwise pass every run without testing anything.
+        if table.cases.is_empty() {
+            return Err(TableError::Invalid {
+                path: path.clone(),
+                message: "no [[case]]: a decision table needs at least one case".into(),
+            });
+        }
         for case in table.cases {
             let subject = subject(
                 &case.principal,
