@@ -18,8 +18,9 @@
 //! log cheap enough for every request: the request path hashes the question and bumps a
 //! counter in memory, and a background writer stores each window (`[decision_log]
 //! flush_seconds`, 10) in the `decision_log` table, which has its own retention
-//! (`retention_days`, 30). Distinct questions per window are bounded (`max_pending`); past
-//! it, decisions are dropped and counted. With `enabled = false` nothing is done at all.
+//! (`retention_days`, 30). Distinct questions per window are bounded (`max_pending`, and 64
+//! MiB of records); past that, decisions are dropped and counted. With `enabled = false`
+//! nothing is done at all.
 
 pub mod replay;
 pub mod store;
@@ -374,6 +375,29 @@ struct Pending {
 struct Window {
     pending: HashMap<u64, Vec<Pending>>,
     len: usize,
+    /// About how much memory the pending records hold.
+    bytes: usize,
+}
+
+/// Most memory one window's records may hold. Ids in a record come from request paths, so
+/// `max_pending` alone would let distinct long paths hold `max_pending` times the largest
+/// request head; past this, decisions are dropped and counted like past `max_pending`.
+const MAX_WINDOW_BYTES: usize = 64 << 20;
+
+/// About how much memory a new record for `entry` holds.
+fn entry_bytes(entry: &Entry<'_>) -> usize {
+    let q = entry.query;
+    512 + 2 * q.resource.id().unescaped().len()
+        + q.principal.id().len()
+        + entry.route.len()
+        + entry.request_id.len()
+        + entry
+            .decision
+            .policies
+            .iter()
+            .map(String::len)
+            .sum::<usize>()
+        + entry.context.map_or(0, |c| c.len() * 64)
 }
 
 struct Inner {
@@ -477,7 +501,11 @@ impl DecisionLog {
             .window
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let Window { pending, len } = &mut *window;
+        let Window {
+            pending,
+            len,
+            bytes,
+        } = &mut *window;
         let chain = pending.entry(hash).or_default();
         if let Some(p) = chain
             .iter_mut()
@@ -490,7 +518,8 @@ impl DecisionLog {
             }
             return;
         }
-        if *len >= inner.max_pending {
+        let size = entry_bytes(&entry);
+        if *len >= inner.max_pending || *bytes + size > MAX_WINDOW_BYTES {
             drop(window);
             let dropped = inner.dropped.fetch_add(1, Ordering::Relaxed) + 1;
             if dropped == 1 || dropped % 1024 == 0 {
@@ -510,6 +539,7 @@ impl DecisionLog {
             resource: entry.query.resource.clone(),
         });
         *len += 1;
+        *bytes += size;
     }
 
     /// Decisions not logged since start (too many distinct ones in a window).

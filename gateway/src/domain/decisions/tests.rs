@@ -324,3 +324,55 @@ async fn identical_decisions_in_a_window_are_one_record_with_a_count() {
     assert!(!off.enabled());
     off.flush().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_window_of_distinct_long_ids_is_bounded_in_memory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (db, _guard) = database(
+        crate::domain::storage::testdb::Backend::Sqlite,
+        tmp.path(),
+        2,
+    )
+    .await;
+    let clock = Arc::new(ManualClock::at(1_800_000_000));
+    let (log, _writer) = DecisionLog::new(
+        DecisionTable::new(db),
+        clock,
+        50_000,
+        std::time::Duration::from_secs(10),
+    );
+    let engine = shipped();
+    let ada = user("ada", true, false);
+    let o = org("acme", Some(Role::Viewer));
+    let action = tables::action_uid("zones:read").unwrap();
+    // Distinct 16 KiB zone ids, as a caller with long paths could send.
+    for n in 0..3000 {
+        let resource: EntityUid = format!(r#"Zonegate::Zone::"{n}-{}""#, "z".repeat(16 * 1024))
+            .parse()
+            .unwrap();
+        let query = Query {
+            principal: &ada,
+            action: &action,
+            resource,
+            org: Some(&o),
+            context: None,
+        };
+        let decision = engine.decide(&query);
+        log.record(Entry {
+            request_id: "r",
+            route: "zones-read",
+            query: &query,
+            context: None,
+            decision: &decision,
+        });
+    }
+    let kept = 3000 - log.dropped();
+    assert!(
+        log.dropped() > 0,
+        "the byte bound applies before max_pending"
+    );
+    assert!(
+        kept * 2 * 16 * 1024 <= 64 << 20,
+        "{kept} records of 16 KiB ids"
+    );
+}
