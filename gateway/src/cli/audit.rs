@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::Subcommand;
 use zonegate_common::time::parse_rfc3339_millis;
 
-use super::fail;
+use super::{fail, output};
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::domain::audit::AuditTrail;
@@ -48,11 +48,6 @@ enum AuditCliError {
     Time(&'static str),
     #[error("--from must not be after --to")]
     Range,
-    #[error("cannot create {path}: {source}")]
-    Create {
-        path: PathBuf,
-        source: std::io::Error,
-    },
     #[error("cannot start a runtime: {0}")]
     Runtime(std::io::Error),
 }
@@ -111,20 +106,9 @@ pub(super) fn run(command: AuditCommand) -> ExitCode {
                 if from > to {
                     return fail(2, &AuditCliError::Range);
                 }
-                let mut sink: Box<dyn std::io::Write> = match &out {
-                    Some(path) => match std::fs::File::create(path) {
-                        Ok(f) => Box::new(std::io::BufWriter::new(f)),
-                        Err(source) => {
-                            return fail(
-                                1,
-                                &AuditCliError::Create {
-                                    path: path.clone(),
-                                    source,
-                                },
-                            )
-                        }
-                    },
-                    None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+                let mut sink = match output(out.as_deref()) {
+                    Ok(sink) => sink,
+                    Err(e) => return fail(1, &e),
                 };
                 match trail
                     .export(from, to, org.as_deref(), user.as_deref(), &mut sink)

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use clap::Subcommand;
 use zonegate_common::time::parse_rfc3339_millis;
 
-use super::fail;
+use super::{fail, output};
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::domain::decisions::{DecisionRecord, DecisionTable, Selection};
@@ -52,11 +52,6 @@ pub(super) enum DecisionsCliError {
     Time(&'static str),
     #[error("--from must not be after --to")]
     Range,
-    #[error("cannot create {path}: {source}")]
-    Create {
-        path: PathBuf,
-        source: std::io::Error,
-    },
     #[error("cannot read {path}: {source}")]
     Read {
         path: PathBuf,
@@ -176,20 +171,9 @@ pub(super) fn run(command: DecisionsCommand) -> ExitCode {
             Ok(db) => DecisionTable::new(db),
             Err(e) => return fail(1, &e),
         };
-        let mut sink: Box<dyn std::io::Write> = match &out {
-            Some(path) => match std::fs::File::create(path) {
-                Ok(f) => Box::new(std::io::BufWriter::new(f)),
-                Err(source) => {
-                    return fail(
-                        1,
-                        &DecisionsCliError::Create {
-                            path: path.clone(),
-                            source,
-                        },
-                    )
-                }
-            },
-            None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+        let mut sink = match output(out.as_deref()) {
+            Ok(sink) => sink,
+            Err(e) => return fail(1, &e),
         };
         match table.export(&selection, &mut sink).await {
             Ok(n) => {

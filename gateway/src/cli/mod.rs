@@ -20,7 +20,7 @@ use crate::config::Config;
 use crate::server::{self, telemetry};
 use audit::AuditCommand;
 use decisions::DecisionsCommand;
-pub(crate) use exit::fail;
+pub(crate) use exit::{fail, output};
 use keys::KeysCommand;
 
 #[derive(Debug, Parser)]

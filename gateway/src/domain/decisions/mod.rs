@@ -33,13 +33,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use cedar_policy::{Context, EntityId, EntityTypeName, EntityUid};
+use cedar_policy::{EntityId, EntityTypeName, EntityUid};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 
 use crate::clock::Clock;
 use crate::domain::apikeys::ApiKeyPrincipal;
 use crate::domain::orgs::{OrgFacts, Role};
+use crate::domain::policy::tables::Subject;
 use crate::domain::policy::{self, Decision, OrgContext, Query};
 use crate::domain::principal::{Principal, UserPrincipal};
 
@@ -250,28 +251,6 @@ pub struct DecisionRecord {
     pub policy_hash: String,
 }
 
-/// A logged question, rebuilt for Cedar.
-#[derive(Debug)]
-pub struct Question {
-    pub principal: Principal,
-    pub action: EntityUid,
-    pub resource: EntityUid,
-    pub org: Option<OrgContext>,
-    pub context: Option<Context>,
-}
-
-impl Question {
-    pub fn query(&self) -> Query<'_> {
-        Query {
-            principal: &self.principal,
-            action: &self.action,
-            resource: self.resource.clone(),
-            org: self.org.as_ref(),
-            context: self.context.clone(),
-        }
-    }
-}
-
 impl DecisionRecord {
     /// The record of one decision, under `id`, made at `at` (Unix milliseconds).
     pub fn of(entry: &Entry<'_>, id: String, at: i64) -> DecisionRecord {
@@ -329,7 +308,7 @@ impl DecisionRecord {
     }
 
     /// The question this record answered, as the gateway asked it.
-    pub fn question(&self) -> Result<Question, DecisionLogError> {
+    pub fn question(&self) -> Result<Subject, DecisionLogError> {
         let corrupt = |what: &str| DecisionLogError::Corrupt(format!("{}: {what}", self.id));
         let action = policy::tables::action_uid(&self.action).map_err(|_| corrupt("action"))?;
         let type_name = EntityTypeName::from_str(&self.resource.type_name)
@@ -338,7 +317,7 @@ impl DecisionRecord {
             Some(fields) => Some(policy::json_context(fields).ok_or_else(|| corrupt("context"))?),
             None => None,
         };
-        Ok(Question {
+        Ok(Subject {
             principal: self.principal.principal(),
             action,
             resource: EntityUid::from_type_name_and_id(type_name, EntityId::new(&self.resource.id)),
@@ -495,7 +474,7 @@ impl DecisionLog {
         let Some(inner) = &self.inner else {
             return;
         };
-        let hash = inner.hasher.hash_one(Question::key(&entry));
+        let hash = inner.hasher.hash_one(question_key(&entry));
         let at = i64::try_from(inner.clock.unix_millis()).unwrap_or(i64::MAX);
         let mut window = inner
             .window
@@ -576,24 +555,22 @@ impl DecisionLog {
     }
 }
 
-impl Question {
-    /// What identifies a question and its answer, hashed on the request path (see
-    /// [`DecisionRecord::same`], which settles a shared hash).
-    fn key<'a>(entry: &'a Entry<'a>) -> impl std::hash::Hash + 'a {
-        let q = entry.query;
-        let d = entry.decision;
-        (
-            entry.route,
-            q.principal.id(),
-            q.action,
-            &q.resource,
-            q.org.map(|o| (&o.facts.id, o.role, o.member_role)),
-            d.allowed,
-            &d.policies,
-            &*d.policy_hash,
-            entry.context.map(serde_json::Map::len),
-        )
-    }
+/// What identifies a question and its answer, hashed on the request path (see
+/// [`DecisionRecord::same`], which settles a shared hash).
+fn question_key<'a>(entry: &'a Entry<'a>) -> impl std::hash::Hash + 'a {
+    let q = entry.query;
+    let d = entry.decision;
+    (
+        entry.route,
+        q.principal.id(),
+        q.action,
+        &q.resource,
+        q.org.map(|o| (&o.facts.id, o.role, o.member_role)),
+        d.allowed,
+        &d.policies,
+        &*d.policy_hash,
+        entry.context.map(serde_json::Map::len),
+    )
 }
 
 #[cfg(test)]
