@@ -8,10 +8,10 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use clap::builder::NonEmptyStringValueParser;
+use clap::builder::{NonEmptyStringValueParser, TypedValueParser as _};
 use clap::{Args, Parser, Subcommand};
 
-use crate::identity::DEFAULT_AUDIENCE;
+use crate::identity::{DEFAULT_AUDIENCE, DEFAULT_REPLAY_CACHE_ENTRIES};
 
 /// Everything the backend needs to run.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,6 +24,8 @@ pub struct BackendConfig {
     pub key_dir: PathBuf,
     /// Expected `aud` claim of identity assertions.
     pub audience: String,
+    /// Assertion ids remembered at once to refuse replays.
+    pub replay_cache_entries: usize,
 }
 
 #[derive(Debug, Parser)]
@@ -59,9 +61,20 @@ pub struct ServeArgs {
     )]
     pub database: String,
 
-    /// Directory with the identity-<n>.key files shared with the gateway.
+    /// Directory with the gateway's keys: identity-<n>.key files (HS256, shared)
+    /// and/or signing-<n>.pub files (Ed25519 public keys).
     #[arg(long, env = "ZONE_BACKEND_KEY_DIR", value_name = "DIR")]
     pub key_dir: PathBuf,
+
+    /// Assertion ids remembered at once to refuse replays; when every slot
+    /// holds a live id, requests get 503 until ids expire.
+    #[arg(
+        long,
+        env = "ZONE_BACKEND_REPLAY_CACHE_ENTRIES",
+        default_value_t = DEFAULT_REPLAY_CACHE_ENTRIES,
+        value_parser = clap::value_parser!(u64).range(1..=100_000_000).map(|n| n as usize)
+    )]
+    pub replay_cache_entries: usize,
 
     /// Expected audience (aud claim) of identity assertions.
     #[arg(
@@ -80,6 +93,7 @@ impl From<ServeArgs> for BackendConfig {
             database_url: args.database,
             key_dir: args.key_dir,
             audience: args.audience,
+            replay_cache_entries: args.replay_cache_entries,
         }
     }
 }
@@ -114,6 +128,7 @@ mod tests {
                 database_url: "sqlite://z.db".to_owned(),
                 key_dir: PathBuf::from("/k"),
                 audience: "zone-backend".to_owned(),
+                replay_cache_entries: DEFAULT_REPLAY_CACHE_ENTRIES,
             }
         );
     }

@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use axum::body::Body;
 use axum::extract::{FromRequestParts, Request, State};
 use axum::http::request::Parts;
 use axum::middleware::Next;
@@ -11,41 +12,51 @@ use axum::response::{IntoResponse, Response};
 use tracing::Instrument as _;
 
 use crate::extract::PathParams;
-use crate::identity::{AuthorizedOrg, IdentityVerifier, VerifiedIdentity};
+use crate::identity::{AssertionError, AuthorizedOrg, IdentityVerifier, VerifiedIdentity};
 use crate::problem::ApiError;
+use crate::MAX_BODY_BYTES;
 
-/// Middleware in front of every route except `/healthz`: verifies the
-/// assertion and makes the [`VerifiedIdentity`] available to handlers, or
-/// answers 401 before any routing, parsing or database work happens.
+/// Middleware in front of every route except `/healthz`: reads the body (the
+/// assertion binds its digest), verifies the assertion and makes the
+/// [`VerifiedIdentity`] available to handlers, or answers 401 before any
+/// routing, parsing or database work happens.
 pub async fn require_identity(
     State(verifier): State<Arc<IdentityVerifier>>,
-    mut request: Request,
+    request: Request,
     next: Next,
 ) -> Response {
+    let (parts, body) = request.into_parts();
+    let Ok(body) = axum::body::to_bytes(body, MAX_BODY_BYTES).await else {
+        return ApiError::PayloadTooLarge.into_response();
+    };
     // No nesting or path rewriting happens before this layer, so the URI is
     // the request target exactly as received.
-    let uri = request.uri();
+    let uri = &parts.uri;
     let target = uri
         .path_and_query()
         .map_or_else(|| uri.path(), |target| target.as_str());
-    match verifier.verify(request.headers(), request.method(), target) {
+    match verifier.verify(&parts.headers, &parts.method, target, &body) {
         Ok(identity) => {
             let span = tracing::info_span!(
                 "request",
                 rid = %identity.request_id,
                 sub = %identity.subject,
             );
+            let mut request = Request::from_parts(parts, Body::from(body));
             request.extensions_mut().insert(identity);
             next.run(request).instrument(span).await
         }
         Err(reason) => {
             tracing::info!(
                 %reason,
-                method = %request.method(),
-                path = %request.uri().path(),
+                method = %parts.method,
+                path = %parts.uri.path(),
                 "identity assertion rejected"
             );
-            ApiError::Unauthenticated.into_response()
+            match reason {
+                AssertionError::ReplayCacheFull => ApiError::Busy.into_response(),
+                _ => ApiError::Unauthenticated.into_response(),
+            }
         }
     }
 }

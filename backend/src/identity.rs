@@ -2,15 +2,22 @@
 //! middleware and extractors that apply it to requests) is in [`crate::guard`].
 //!
 //! zonegate authenticates callers and forwards each request with a short-lived
-//! HS256 JWT in the `zonegate-identity` header. The assertion is bound to one
-//! request: `htm` and `htu` must equal this request's method and target, so a
-//! captured assertion cannot be replayed against another endpoint. Keys are
-//! shared files in a key directory, named by `kid`; several may be live at once
-//! during rotation.
+//! JWT in the `zonegate-identity` header. The assertion is bound to one
+//! request: `htm` and `htu` must equal this request's method and target, `cd`
+//! the RFC 9530 `Content-Digest` of the body received, and its `jti` is accepted
+//! once (a bounded replay cache remembers ids until they expire), so a captured
+//! assertion cannot be replayed, not to another endpoint, with another body, or
+//! at all. Keys are files in a key directory, named by `kid`; several may be
+//! live at once during rotation:
+//!
+//! - `identity-<n>.key`: an HS256 key shared with the gateway;
+//! - `signing-<n>.pub`: an Ed25519 public key (`EdDSA`), so this backend can
+//!   verify but never mint.
 //!
 //! This module must never:
-//! - accept any algorithm but HS256 (so `none` and RSA/HMAC confusion are
-//!   impossible);
+//! - accept an algorithm other than the one its key id names (HS256 for an
+//!   `identity-` key, EdDSA for a `signing-` key), so `none` and key confusion
+//!   are impossible;
 //! - tell the client *why* an assertion failed, or log the token; the reason
 //!   category is logged, the response is a generic 401;
 //! - let a handler see an org it was not authorised for: [`AuthorizedOrg`] can
@@ -20,7 +27,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use axum::http::{HeaderMap, Method};
 use base64::engine::general_purpose::STANDARD;
@@ -28,6 +35,7 @@ use base64::Engine as _;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
+use sha2::{Digest, Sha256};
 
 use crate::clock::Clock;
 
@@ -38,7 +46,16 @@ pub const ISSUER: &str = "zonegate";
 /// Default `aud` claim; the backend's own name.
 pub const DEFAULT_AUDIENCE: &str = "zone-backend";
 /// Tolerated clock skew between gateway and backend, in seconds.
-pub const LEEWAY_SECS: u64 = 5;
+pub const LEEWAY_SECS: u64 = 1;
+/// The longest lifetime (`exp - iat`) accepted, which bounds how long the replay
+/// cache must remember an id. The gateway's default is 5 s, its maximum 60 s.
+pub const MAX_LIFETIME_SECS: u64 = 60;
+/// Assertion ids remembered at once, by default. At the gateway's default
+/// lifetime (5 s plus 1 s leeway) this allows ~33,000 requests a second; past
+/// it, requests are refused with 503 until ids expire (fail closed).
+pub const DEFAULT_REPLAY_CACHE_ENTRIES: usize = 200_000;
+/// The longest `jti` accepted (the gateway's are 22 characters).
+const MAX_JTI_LEN: usize = 64;
 /// Length of every identity key.
 pub const KEY_LEN: usize = 32;
 /// Assertions are a few hundred bytes; anything far larger is not one of ours
@@ -79,9 +96,12 @@ struct Claims {
     aud: String,
     iat: u64,
     exp: u64,
+    jti: String,
     rid: String,
     htm: String,
     htu: String,
+    /// RFC 9530 `Content-Digest` of the body, `sha-256=:<base64>:`.
+    cd: String,
     sub: String,
     kind: PrincipalKind,
     org: Option<String>,
@@ -115,6 +135,14 @@ pub enum AssertionError {
     MethodMismatch,
     #[error("target_mismatch")]
     TargetMismatch,
+    #[error("body_mismatch")]
+    BodyMismatch,
+    #[error("replayed")]
+    Replayed,
+    /// Every slot of the replay cache holds a live id: refused rather than
+    /// accepted unchecked.
+    #[error("replay_cache_full")]
+    ReplayCacheFull,
 }
 
 /// Problems loading identity keys. Messages name files and key ids, never key
@@ -129,20 +157,23 @@ pub enum KeyError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{file}: identity key files must be named identity-<n>.key, n a positive integer")]
+    #[error(
+        "{file}: key files must be named identity-<n>.key or signing-<n>.pub, n a positive integer"
+    )]
     BadFileName { file: String },
     #[error("key {kid}: must be standard base64 of exactly {KEY_LEN} bytes")]
     BadKey { kid: String },
     #[error("key id {kid} appears twice")]
     DuplicateKid { kid: String },
-    #[error("no identity-<n>.key files found")]
+    #[error("no identity-<n>.key or signing-<n>.pub files found")]
     NoKeys,
 }
 
-/// The HMAC keys the gateway may sign with, by `kid`.
+/// The keys the gateway may sign with, by `kid`, each with the one algorithm it
+/// verifies.
 #[derive(Clone)]
 pub struct IdentityKeys {
-    keys: HashMap<String, DecodingKey>,
+    keys: HashMap<String, (Algorithm, DecodingKey)>,
 }
 
 impl fmt::Debug for IdentityKeys {
@@ -155,25 +186,36 @@ impl fmt::Debug for IdentityKeys {
 }
 
 impl IdentityKeys {
-    /// Loads every `identity-<n>.key` file in `dir` (kid = file stem). Other
-    /// files, such as the gateway's `pepper-<n>.key`, are ignored; a file that
-    /// looks like an identity key but is misnamed or malformed is an error
-    /// rather than silently skipped.
+    /// Loads every `identity-<n>.key` (HS256) and `signing-<n>.pub` (Ed25519
+    /// public) file in `dir` (kid = file stem). Other files, such as the
+    /// gateway's `pepper-<n>.key` and `signing-<n>.key`, are ignored (see
+    /// [`private_signing_key_files`]); a file that looks like a key but is
+    /// misnamed or malformed is an error rather than silently skipped.
     pub fn from_dir(dir: &Path) -> Result<Self, KeyError> {
-        let mut keys = Vec::new();
+        let mut shared = Vec::new();
+        let mut public = Vec::new();
         for entry in fs::read_dir(dir).map_err(KeyError::ReadDir)? {
             let entry = entry.map_err(KeyError::ReadDir)?;
             let file_name = entry.file_name();
-            let Some(kid) = file_name
-                .to_str()
-                .and_then(|name| name.strip_suffix(".key"))
-                .filter(|stem| stem.starts_with("identity-"))
-            else {
+            let Some(name) = file_name.to_str() else {
                 continue;
             };
-            if !is_identity_kid(kid) {
+            let (kid, into) = if let Some(stem) = name
+                .strip_suffix(".key")
+                .filter(|stem| stem.starts_with("identity-"))
+            {
+                (stem, &mut shared)
+            } else if let Some(stem) = name
+                .strip_suffix(".pub")
+                .filter(|stem| stem.starts_with("signing-"))
+            {
+                (stem, &mut public)
+            } else {
+                continue;
+            };
+            if !is_kid(kid) {
                 return Err(KeyError::BadFileName {
-                    file: file_name.to_string_lossy().into_owned(),
+                    file: name.to_owned(),
                 });
             }
             let path = entry.path();
@@ -184,23 +226,41 @@ impl IdentityKeys {
             let bytes = decode_key_file(&text).ok_or_else(|| KeyError::BadKey {
                 kid: kid.to_owned(),
             })?;
-            keys.push((kid.to_owned(), bytes));
+            into.push((kid.to_owned(), bytes));
         }
-        Self::from_keys(keys)
+        Self::from_parts(shared, public)
     }
 
-    /// Builds the key set from raw `(kid, key bytes)` pairs, e.g. in tests or
-    /// when embedding the backend in-process.
+    /// Builds the key set from raw `(kid, key bytes)` HS256 keys, e.g. in tests
+    /// or when embedding the backend in-process.
     pub fn from_keys(keys: impl IntoIterator<Item = (String, Vec<u8>)>) -> Result<Self, KeyError> {
+        Self::from_parts(keys, Vec::new())
+    }
+
+    /// Builds the key set from HS256 keys and Ed25519 public keys.
+    pub fn from_parts(
+        shared: impl IntoIterator<Item = (String, Vec<u8>)>,
+        public: impl IntoIterator<Item = (String, Vec<u8>)>,
+    ) -> Result<Self, KeyError> {
         let mut map = HashMap::new();
-        for (kid, bytes) in keys {
+        let shared = shared
+            .into_iter()
+            .map(|(kid, b)| (kid, b, Algorithm::HS256));
+        let public = public
+            .into_iter()
+            .map(|(kid, b)| (kid, b, Algorithm::EdDSA));
+        for (kid, bytes, algorithm) in shared.chain(public) {
             if bytes.len() != KEY_LEN {
                 return Err(KeyError::BadKey { kid });
             }
             if map.contains_key(&kid) {
                 return Err(KeyError::DuplicateKid { kid });
             }
-            map.insert(kid, DecodingKey::from_secret(&bytes));
+            let key = match algorithm {
+                Algorithm::EdDSA => DecodingKey::from_ed_der(&bytes),
+                _ => DecodingKey::from_secret(&bytes),
+            };
+            map.insert(kid, (algorithm, key));
         }
         if map.is_empty() {
             return Err(KeyError::NoKeys);
@@ -212,17 +272,35 @@ impl IdentityKeys {
         self.keys.keys().map(String::as_str)
     }
 
-    fn get(&self, kid: &str) -> Option<&DecodingKey> {
+    fn get(&self, kid: &str) -> Option<&(Algorithm, DecodingKey)> {
         self.keys.get(kid)
     }
 }
 
-/// `identity-<n>` with `n` a positive integer written canonically, so each
-/// key has exactly one possible file name.
-fn is_identity_kid(kid: &str) -> bool {
-    kid.strip_prefix("identity-").is_some_and(|n| {
-        !n.is_empty() && !n.starts_with('0') && n.bytes().all(|b| b.is_ascii_digit())
-    })
+/// The gateway's Ed25519 private keys (`signing-<n>.key`) in `dir`: never read
+/// by the backend, but a backend of its own should not hold them (it needs only
+/// the `.pub` files), so `zone-backend serve` warns. A directory shared with the
+/// gateway, as `zonegate dev` runs it, has them by design.
+pub fn private_signing_key_files(dir: &Path) -> Vec<String> {
+    let mut found: Vec<String> = fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| entry.file_name().into_string().ok())
+        .filter(|name| name.starts_with("signing-") && name.ends_with(".key"))
+        .collect();
+    found.sort_unstable();
+    found
+}
+
+/// `identity-<n>` or `signing-<n>` with `n` a positive integer written
+/// canonically, so each key has exactly one possible file name.
+fn is_kid(kid: &str) -> bool {
+    kid.strip_prefix("identity-")
+        .or_else(|| kid.strip_prefix("signing-"))
+        .is_some_and(|n| {
+            !n.is_empty() && !n.starts_with('0') && n.bytes().all(|b| b.is_ascii_digit())
+        })
 }
 
 /// Base64 (standard alphabet, padded) of exactly [`KEY_LEN`] bytes, with one
@@ -236,52 +314,128 @@ fn decode_key_file(text: &str) -> Option<Vec<u8>> {
         .filter(|bytes| bytes.len() == KEY_LEN)
 }
 
-/// Checks assertions against the key set, the configured audience and a clock.
+/// Assertion ids seen and not yet expired, bounded: an id is remembered until
+/// its assertion could no longer verify (`exp` plus the leeway), and no longer.
+#[derive(Debug)]
+struct ReplayCache {
+    /// `jti` → the Unix second after which it can be forgotten.
+    seen: HashMap<String, u64>,
+    capacity: usize,
+    /// Expired ids are swept at most once a second (or when the cache is full).
+    next_sweep: u64,
+}
+
+impl ReplayCache {
+    fn new(capacity: usize) -> Self {
+        Self {
+            seen: HashMap::new(),
+            capacity: capacity.max(1),
+            next_sweep: 0,
+        }
+    }
+
+    /// Accept `jti` once. Called only for an assertion that passed every other
+    /// check, so nobody without a signing key can fill the cache.
+    fn admit(&mut self, jti: &str, forget_after: u64, now: u64) -> Result<(), AssertionError> {
+        if now >= self.next_sweep || self.seen.len() >= self.capacity {
+            self.seen.retain(|_, until| *until >= now);
+            self.next_sweep = now.saturating_add(1);
+        }
+        if self.seen.contains_key(jti) {
+            return Err(AssertionError::Replayed);
+        }
+        if self.seen.len() >= self.capacity {
+            return Err(AssertionError::ReplayCacheFull);
+        }
+        self.seen.insert(jti.to_owned(), forget_after);
+        Ok(())
+    }
+}
+
+/// Checks assertions against the key set, the configured audience, a clock and
+/// the ids already used.
 #[derive(Debug)]
 pub struct IdentityVerifier {
     keys: IdentityKeys,
     audience: String,
     clock: Arc<dyn Clock>,
-    validation: Validation,
+    /// One per algorithm: jsonwebtoken refuses a validation naming algorithms of
+    /// another family than the key's.
+    hs256: Validation,
+    eddsa: Validation,
+    replay: Mutex<ReplayCache>,
 }
 
 impl IdentityVerifier {
     pub fn new(keys: IdentityKeys, audience: impl Into<String>, clock: Arc<dyn Clock>) -> Self {
-        // jsonwebtoken only checks the algorithm and signature. Every claim is
-        // checked in `check_claims`, in one place and against the injected clock.
-        let mut validation = Validation::new(Algorithm::HS256);
-        validation.required_spec_claims.clear();
-        validation.validate_exp = false;
-        validation.validate_nbf = false;
-        validation.validate_aud = false;
+        Self::with_replay_capacity(keys, audience, clock, DEFAULT_REPLAY_CACHE_ENTRIES)
+    }
+
+    pub fn with_replay_capacity(
+        keys: IdentityKeys,
+        audience: impl Into<String>,
+        clock: Arc<dyn Clock>,
+        replay_capacity: usize,
+    ) -> Self {
+        // jsonwebtoken only checks the algorithm and signature (and that the
+        // header's algorithm matches the key's family). Every claim is checked
+        // in `check_claims`, in one place and against the injected clock.
+        let validation = |algorithm| {
+            let mut validation = Validation::new(algorithm);
+            validation.required_spec_claims.clear();
+            validation.validate_exp = false;
+            validation.validate_nbf = false;
+            validation.validate_aud = false;
+            validation
+        };
         Self {
             keys,
             audience: audience.into(),
             clock,
-            validation,
+            hs256: validation(Algorithm::HS256),
+            eddsa: validation(Algorithm::EdDSA),
+            replay: Mutex::new(ReplayCache::new(replay_capacity)),
         }
     }
 
-    /// Verifies the assertion in `headers` for a request with this method and
-    /// target (path plus `?query`, exactly as received).
+    /// Verifies the assertion in `headers` for a request with this method,
+    /// target (path plus `?query`, exactly as received) and body, and spends
+    /// its id: the same assertion never verifies twice.
     pub fn verify(
         &self,
         headers: &HeaderMap,
         method: &Method,
         target: &str,
+        body: &[u8],
     ) -> Result<VerifiedIdentity, AssertionError> {
         let token = assertion_header(headers)?;
         let header = jsonwebtoken::decode_header(token).map_err(|_| AssertionError::Malformed)?;
         let kid = header.kid.ok_or(AssertionError::UnknownKid)?;
-        let key = self.keys.get(&kid).ok_or(AssertionError::UnknownKid)?;
-        let claims = jsonwebtoken::decode::<Claims>(token, key, &self.validation)
+        let (algorithm, key) = self.keys.get(&kid).ok_or(AssertionError::UnknownKid)?;
+        // The key decides the algorithm, never the token.
+        if header.alg != *algorithm {
+            return Err(AssertionError::Malformed);
+        }
+        let validation = match algorithm {
+            Algorithm::EdDSA => &self.eddsa,
+            _ => &self.hs256,
+        };
+        let claims = jsonwebtoken::decode::<Claims>(token, key, validation)
             .map_err(|error| match error.kind() {
                 ErrorKind::InvalidSignature => AssertionError::BadSignature,
                 ErrorKind::Json(_) => AssertionError::BadClaims,
                 _ => AssertionError::Malformed,
             })?
             .claims;
-        self.check_claims(&claims, method, target)?;
+        let now = self.clock.unix_seconds();
+        self.check_claims(&claims, method, target, now)?;
+        if claims.cd != content_digest(body) {
+            return Err(AssertionError::BodyMismatch);
+        }
+        self.replay
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .admit(&claims.jti, claims.exp.saturating_add(LEEWAY_SECS), now)?;
         Ok(VerifiedIdentity {
             request_id: claims.rid,
             subject: claims.sub,
@@ -297,13 +451,20 @@ impl IdentityVerifier {
         claims: &Claims,
         method: &Method,
         target: &str,
+        now: u64,
     ) -> Result<(), AssertionError> {
-        let now = self.clock.unix_seconds();
         if claims.iss != ISSUER {
             return Err(AssertionError::WrongIssuer);
         }
         if claims.aud != self.audience {
             return Err(AssertionError::WrongAudience);
+        }
+        if claims.jti.is_empty()
+            || claims.jti.len() > MAX_JTI_LEN
+            || claims.exp < claims.iat
+            || claims.exp - claims.iat > MAX_LIFETIME_SECS
+        {
+            return Err(AssertionError::BadClaims);
         }
         if now > claims.exp.saturating_add(LEEWAY_SECS) {
             return Err(AssertionError::Expired);
@@ -319,6 +480,12 @@ impl IdentityVerifier {
         }
         Ok(())
     }
+}
+
+/// RFC 9530 `Content-Digest` (SHA-256) of a body, as the gateway writes it in
+/// the `cd` claim.
+pub fn content_digest(body: &[u8]) -> String {
+    format!("sha-256=:{}:", STANDARD.encode(Sha256::digest(body)))
 }
 
 /// The single, printable, reasonably sized assertion header. Several copies are
@@ -377,9 +544,11 @@ mod tests {
 
     #[test]
     fn kid_names_are_canonical() {
-        assert!(is_identity_kid("identity-1"));
-        assert!(is_identity_kid("identity-42"));
+        assert!(is_kid("identity-1"));
+        assert!(is_kid("identity-42"));
+        assert!(is_kid("signing-3"));
         for bad in [
+            "signing-0",
             "identity-0",
             "identity-01",
             "identity-",
@@ -387,7 +556,7 @@ mod tests {
             "identity--1",
             "pepper-1",
         ] {
-            assert!(!is_identity_kid(bad), "{bad}");
+            assert!(!is_kid(bad), "{bad}");
         }
     }
 
@@ -428,15 +597,27 @@ mod tests {
         .unwrap();
         fs::write(dir.path().join("pepper-1.key"), "not an identity key").unwrap();
         fs::write(dir.path().join("identity-3.key.tmp"), "half-written").unwrap();
+        fs::write(
+            dir.path().join("signing-1.pub"),
+            STANDARD.encode([3u8; 32]) + "\n",
+        )
+        .unwrap();
         let keys = IdentityKeys::from_dir(dir.path()).unwrap();
         let mut kids: Vec<&str> = keys.kids().collect();
         kids.sort_unstable();
-        assert_eq!(kids, ["identity-1", "identity-2"]);
+        assert_eq!(kids, ["identity-1", "identity-2", "signing-1"]);
+        assert_eq!(keys.get("signing-1").unwrap().0, Algorithm::EdDSA);
+        assert_eq!(keys.get("identity-1").unwrap().0, Algorithm::HS256);
         // Debug output lists key ids only, never key bytes.
         assert_eq!(
             format!("{keys:?}"),
-            r#"IdentityKeys { kids: ["identity-1", "identity-2"] }"#
+            r#"IdentityKeys { kids: ["identity-1", "identity-2", "signing-1"] }"#
         );
+        // The gateway's Ed25519 private key is never loaded, only noted for a warning.
+        fs::write(dir.path().join("signing-1.key"), STANDARD.encode([4u8; 32])).unwrap();
+        let keys = IdentityKeys::from_dir(dir.path()).unwrap();
+        assert_eq!(private_signing_key_files(dir.path()), ["signing-1.key"]);
+        assert_eq!(keys.kids().count(), 3);
     }
 
     #[test]
@@ -496,6 +677,13 @@ mod tests {
         const KEY: [u8; KEY_LEN] = [5; KEY_LEN];
         const TARGET: &str = "/v1/orgs/acme/zones?x=1";
 
+        /// Ed25519 seed of the test signing key, and its PKCS#8 v1 wrapping (RFC 8410).
+        const SEED: [u8; 32] = [9; 32];
+        const PKCS8_PREFIX: [u8; 16] = [
+            0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22,
+            0x04, 0x20,
+        ];
+
         #[derive(Debug)]
         struct FixedClock;
 
@@ -505,17 +693,54 @@ mod tests {
             }
         }
 
+        /// A clock tests move by hand.
+        #[derive(Debug)]
+        struct SteppedClock(std::sync::atomic::AtomicU64);
+
+        impl Clock for SteppedClock {
+            fn now(&self) -> SystemTime {
+                UNIX_EPOCH + Duration::from_secs(self.0.load(std::sync::atomic::Ordering::SeqCst))
+            }
+        }
+
+        fn ed25519_public() -> Vec<u8> {
+            use ring::signature::KeyPair;
+            let pair = ring::signature::Ed25519KeyPair::from_seed_unchecked(&SEED).unwrap();
+            pair.public_key().as_ref().to_vec()
+        }
+
+        fn keys() -> IdentityKeys {
+            IdentityKeys::from_parts(
+                vec![("identity-1".to_owned(), KEY.to_vec())],
+                vec![("signing-1".to_owned(), ed25519_public())],
+            )
+            .unwrap()
+        }
+
         fn verifier() -> IdentityVerifier {
-            let keys = IdentityKeys::from_keys(vec![("identity-1".to_owned(), KEY.to_vec())]);
-            IdentityVerifier::new(keys.unwrap(), DEFAULT_AUDIENCE, Arc::new(FixedClock))
+            IdentityVerifier::new(keys(), DEFAULT_AUDIENCE, Arc::new(FixedClock))
         }
 
         fn claims() -> Value {
             json!({
-                "iss": "zonegate", "aud": "zone-backend", "iat": NOW, "exp": NOW + 30,
-                "rid": "r1", "htm": "GET", "htu": TARGET, "sub": "u1", "kind": "api_key",
-                "org": "acme", "scopes": ["zones:read"],
+                "iss": "zonegate", "aud": "zone-backend", "iat": NOW, "exp": NOW + 5,
+                "jti": "aaaaaaaaaaaaaaaaaaaaaa",
+                "rid": "r1", "htm": "GET", "htu": TARGET, "cd": content_digest(b""),
+                "sub": "u1", "kind": "api_key", "org": "acme", "scopes": ["zones:read"],
             })
+        }
+
+        fn sign_ed25519(claims: &Value, kid: &str) -> String {
+            let mut header = Header::new(Algorithm::EdDSA);
+            header.kid = Some(kid.to_owned());
+            let der = [PKCS8_PREFIX.as_slice(), SEED.as_slice()].concat();
+            encode(&header, claims, &EncodingKey::from_ed_der(&der)).unwrap()
+        }
+
+        fn headers(token: &str) -> HeaderMap {
+            let mut headers = HeaderMap::new();
+            headers.insert(IDENTITY_HEADER, token.parse().unwrap());
+            headers
         }
 
         fn sign(claims: &Value, alg: Algorithm, kid: Option<&str>, key: &[u8]) -> String {
@@ -529,9 +754,7 @@ mod tests {
             method: Method,
             target: &str,
         ) -> Result<VerifiedIdentity, AssertionError> {
-            let mut headers = HeaderMap::new();
-            headers.insert(IDENTITY_HEADER, token.parse().unwrap());
-            verifier().verify(&headers, &method, target)
+            verifier().verify(&headers(token), &method, target, b"")
         }
 
         fn verify_claims(
@@ -566,7 +789,7 @@ mod tests {
         fn each_failure_has_its_category() {
             use AssertionError::*;
             type Edit = fn(&mut Value);
-            let cases: [(AssertionError, Edit); 10] = [
+            let cases: [(AssertionError, Edit); 14] = [
                 (WrongIssuer, |c| c["iss"] = json!("other")),
                 (WrongAudience, |c| c["aud"] = json!("other")),
                 (BadClaims, |c| c["aud"] = json!(["zone-backend"])),
@@ -575,7 +798,14 @@ mod tests {
                 (BadClaims, |c| {
                     drop(c.as_object_mut().map(|c| c.remove("rid")))
                 }),
-                (Expired, |c| c["exp"] = json!(NOW - LEEWAY_SECS - 1)),
+                (BadClaims, |c| c["jti"] = json!("")),
+                (BadClaims, |c| c["jti"] = json!("j".repeat(65))),
+                (BadClaims, |c| c["exp"] = json!(NOW + MAX_LIFETIME_SECS + 1)),
+                (BodyMismatch, |c| c["cd"] = json!(content_digest(b"{}"))),
+                (Expired, |c| {
+                    c["iat"] = json!(NOW - 10);
+                    c["exp"] = json!(NOW - LEEWAY_SECS - 1);
+                }),
                 (IssuedInFuture, |c| c["iat"] = json!(NOW + LEEWAY_SECS + 1)),
                 (MethodMismatch, |c| c["htm"] = json!("POST")),
                 (TargetMismatch, |c| c["htu"] = json!("/v1/orgs/acme/zones")),
@@ -583,7 +813,11 @@ mod tests {
             for (expected, edit) in cases {
                 assert_eq!(verify_claims(edit).unwrap_err(), expected);
             }
-            assert!(verify_claims(|c| c["exp"] = json!(NOW - LEEWAY_SECS)).is_ok());
+            assert!(verify_claims(|c| {
+                c["iat"] = json!(NOW - 10);
+                c["exp"] = json!(NOW - LEEWAY_SECS);
+            })
+            .is_ok());
             assert!(verify_claims(|c| c["iat"] = json!(NOW + LEEWAY_SECS)).is_ok());
         }
 
@@ -621,8 +855,91 @@ mod tests {
                 verify(&none, Method::GET, TARGET),
                 Err(AssertionError::Malformed)
             );
-            let missing = verifier().verify(&HeaderMap::new(), &Method::GET, TARGET);
+            let missing = verifier().verify(&HeaderMap::new(), &Method::GET, TARGET, b"");
             assert_eq!(missing, Err(AssertionError::Missing));
+        }
+
+        #[test]
+        fn an_assertion_is_accepted_once_and_only_with_its_body() {
+            let verifier = verifier();
+            let mut c = claims();
+            c["htm"] = json!("POST");
+            c["cd"] = json!(content_digest(br#"{"name":"a"}"#));
+            let token = sign(&c, Algorithm::HS256, Some("identity-1"), &KEY);
+            let post = |body: &[u8]| verifier.verify(&headers(&token), &Method::POST, TARGET, body);
+            // Another body: refused, and the id is not spent by the attempt.
+            assert_eq!(post(br#"{"name":"b"}"#), Err(AssertionError::BodyMismatch));
+            assert!(post(br#"{"name":"a"}"#).is_ok());
+            assert_eq!(post(br#"{"name":"a"}"#), Err(AssertionError::Replayed));
+        }
+
+        #[test]
+        fn eddsa_assertions_verify_with_the_public_key_and_the_kid_fixes_the_algorithm() {
+            let token = sign_ed25519(&claims(), "signing-1");
+            assert!(verify(&token, Method::GET, TARGET).is_ok());
+            // An EdDSA signature under an HMAC key id, and an HMAC under the Ed25519 key id
+            // (keyed with the public key, which anyone may hold): both refused.
+            let wrong_kid = sign_ed25519(&claims(), "identity-1");
+            assert_eq!(
+                verify(&wrong_kid, Method::GET, TARGET),
+                Err(AssertionError::Malformed)
+            );
+            let confused = sign(
+                &claims(),
+                Algorithm::HS256,
+                Some("signing-1"),
+                &ed25519_public(),
+            );
+            assert_eq!(
+                verify(&confused, Method::GET, TARGET),
+                Err(AssertionError::Malformed)
+            );
+            let mut other = claims();
+            other["sub"] = json!("u2");
+            let forged = format!(
+                "{}.{}",
+                token.rsplit_once('.').unwrap().0,
+                sign_ed25519(&other, "signing-1")
+                    .rsplit_once('.')
+                    .unwrap()
+                    .1
+            );
+            assert_eq!(
+                verify(&forged, Method::GET, TARGET),
+                Err(AssertionError::BadSignature)
+            );
+        }
+
+        #[test]
+        fn the_replay_cache_is_bounded_and_forgets_expired_ids() {
+            let clock = Arc::new(SteppedClock(std::sync::atomic::AtomicU64::new(NOW)));
+            let verifier =
+                IdentityVerifier::with_replay_capacity(keys(), DEFAULT_AUDIENCE, clock.clone(), 2);
+            let token = |jti: &str, iat: u64| {
+                let mut c = claims();
+                c["jti"] = json!(jti);
+                c["iat"] = json!(iat);
+                c["exp"] = json!(iat + 5);
+                sign(&c, Algorithm::HS256, Some("identity-1"), &KEY)
+            };
+            let verify = |t: &str| verifier.verify(&headers(t), &Method::GET, TARGET, b"");
+            assert!(verify(&token("a", NOW)).is_ok());
+            assert!(verify(&token("b", NOW)).is_ok());
+            // Full of live ids: refused, never accepted unchecked.
+            assert_eq!(
+                verify(&token("c", NOW)),
+                Err(AssertionError::ReplayCacheFull)
+            );
+            // Once a and b could no longer verify (exp + leeway), their slots are free, and a
+            // fresh assertion is accepted.
+            clock.0.store(
+                NOW + 5 + LEEWAY_SECS + 1,
+                std::sync::atomic::Ordering::SeqCst,
+            );
+            let later = NOW + 5 + LEEWAY_SECS + 1;
+            assert!(verify(&token("c", later)).is_ok());
+            assert!(verify(&token("d", later)).is_ok());
+            assert_eq!(verify(&token("d", later)), Err(AssertionError::Replayed));
         }
     }
 }

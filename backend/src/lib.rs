@@ -60,15 +60,9 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// `clock` drives both assertion expiry and zone timestamps, so tests can
-    /// control time in one place.
-    pub fn new(
-        store: Store,
-        keys: IdentityKeys,
-        audience: impl Into<String>,
-        clock: Arc<dyn Clock>,
-    ) -> Self {
-        let verifier = IdentityVerifier::new(keys, audience, Arc::clone(&clock));
+    /// `clock` drives zone timestamps; give the verifier the same one, so
+    /// tests can control time in one place.
+    pub fn new(store: Store, verifier: IdentityVerifier, clock: Arc<dyn Clock>) -> Self {
         Self {
             store,
             verifier: Arc::new(verifier),
@@ -173,12 +167,15 @@ pub async fn build_state(config: &BackendConfig) -> Result<AppState, BackendErro
         .map_err(BackendError::Database)?;
     let kids: Vec<&str> = keys.kids().collect();
     tracing::info!(?kids, audience = %config.audience, "identity keys loaded");
-    Ok(AppState::new(
-        store,
+
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let verifier = IdentityVerifier::with_replay_capacity(
         keys,
         config.audience.clone(),
-        Arc::new(SystemClock),
-    ))
+        Arc::clone(&clock),
+        config.replay_cache_entries,
+    );
+    Ok(AppState::new(store, verifier, clock))
 }
 
 /// Prepares everything, binds `config.listen`, and returns the bound address

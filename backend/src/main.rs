@@ -15,7 +15,15 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing();
     let Command::Serve(args) = cli.command;
-    match zone_backend::serve(args.into(), shutdown_signal()).await {
+    let config: zone_backend::BackendConfig = args.into();
+    let private = zone_backend::identity::private_signing_key_files(&config.key_dir);
+    if !private.is_empty() {
+        tracing::warn!(
+            files = ?private,
+            "the key directory holds the gateway's Ed25519 private keys (never read here); a backend needs only signing-<n>.pub"
+        );
+    }
+    match zone_backend::serve(config, shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!(%error, "zone-backend failed");

@@ -48,6 +48,9 @@ pub enum ApiError {
     BadRequest(&'static str),
     #[error("{0}")]
     Unprocessable(&'static str),
+    /// Too many assertions in flight to remember them all: retry in a second.
+    #[error("the service is busy")]
+    Busy,
     /// The source is logged, never shown.
     #[error("internal error")]
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
@@ -68,6 +71,7 @@ impl ApiError {
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::Busy => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -115,6 +119,11 @@ impl ApiError {
                 "Unprocessable Entity",
                 *detail,
             ),
+            Self::Busy => (
+                "urn:zone-backend:problem:busy",
+                "Service Unavailable",
+                "the service is busy; retry after the time in Retry-After",
+            ),
             Self::Internal(_) => (
                 "urn:zone-backend:problem:internal",
                 "Internal Server Error",
@@ -157,6 +166,9 @@ impl IntoResponse for ApiError {
                 header::WWW_AUTHENTICATE,
                 HeaderValue::from_static("zonegate-identity"),
             );
+        }
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         response
     }

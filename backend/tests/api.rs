@@ -20,7 +20,7 @@ use http_body_util::BodyExt as _;
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
 use tower::ServiceExt as _;
-use zone_backend::{app, AppState, BackendConfig, Clock, IdentityKeys, Store};
+use zone_backend::{app, AppState, BackendConfig, Clock, IdentityKeys, IdentityVerifier, Store};
 
 const KEY_1: [u8; 32] = [0x11; 32];
 const KEY_2: [u8; 32] = [0x22; 32];
@@ -95,7 +95,8 @@ async fn harness() -> Harness {
     ])
     .unwrap();
     let clock = Arc::new(TestClock(AtomicU64::new(NOW)));
-    let state = AppState::new(store, keys, "zone-backend", clock.clone());
+    let verifier = IdentityVerifier::new(keys, "zone-backend", clock.clone());
+    let state = AppState::new(store, verifier, clock.clone());
     Harness {
         app: app(state),
         clock,
@@ -110,16 +111,30 @@ fn claims(method: &str, target: &str, org: Option<&str>) -> Value {
         "iss": "zonegate",
         "aud": "zone-backend",
         "iat": NOW,
-        "exp": NOW + 30,
+        "exp": NOW + 5,
+        "jti": jti(),
         "rid": "req-1",
         "htm": method,
         "htu": target,
+        "cd": digest(b""),
         "sub": "user-1",
         "kind": "user",
         "org": org,
         "role": "admin",
         "scopes": ["zones:read", "zones:write"],
     })
+}
+
+/// A fresh assertion id, as the gateway makes one per request.
+fn jti() -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    format!("jti-{}", NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+/// RFC 9530 `Content-Digest` of a body, as the gateway binds it in `cd`.
+fn digest(body: &[u8]) -> String {
+    use sha2::Digest as _;
+    format!("sha-256=:{}:", STANDARD.encode(sha2::Sha256::digest(body)))
 }
 
 fn mint(claims: &Value, kid: &str, key: &[u8]) -> String {
@@ -185,14 +200,20 @@ impl Harness {
 
     /// A correctly signed request from a user of `org`.
     async fn call(&self, method: &str, target: &str, org: &str, body: Option<&Value>) -> Reply {
-        let token = self.token(method, target, org);
+        let sent = body.map(Value::to_string).unwrap_or_default();
+        let token = self.token_for_body(method, target, org, sent.as_bytes());
         self.send(request(method, target, Some(&token), body)).await
     }
 
     fn token(&self, method: &str, target: &str, org: &str) -> String {
+        self.token_for_body(method, target, org, b"")
+    }
+
+    fn token_for_body(&self, method: &str, target: &str, org: &str, body: &[u8]) -> String {
         let mut claims = claims(method, target, Some(org));
         claims["iat"] = json!(self.clock.secs());
-        claims["exp"] = json!(self.clock.secs() + 30);
+        claims["exp"] = json!(self.clock.secs() + 5);
+        claims["cd"] = json!(digest(body));
         mint(&claims, "identity-1", &KEY_1)
     }
 
@@ -372,27 +393,86 @@ async fn alg_none_and_other_algorithms_are_401() {
 }
 
 #[tokio::test]
-async fn expiry_and_issue_time_are_checked_with_five_seconds_leeway() {
+async fn expiry_and_issue_time_are_checked_with_one_second_leeway() {
     let h = harness().await;
     let target = "/v1/orgs/org-a/zones";
-    assert_rejected_claims(&h, |c| c["exp"] = json!(NOW - 6)).await;
-    assert_rejected_claims(&h, |c| c["iat"] = json!(NOW + 6)).await;
+    assert_rejected_claims(&h, |c| {
+        c["iat"] = json!(NOW - 7);
+        c["exp"] = json!(NOW - 2);
+    })
+    .await;
+    assert_rejected_claims(&h, |c| {
+        c["iat"] = json!(NOW + 2);
+        c["exp"] = json!(NOW + 7);
+    })
+    .await;
+    // Longer-lived than the backend accepts (which bounds what the replay cache must keep).
+    assert_rejected_claims(&h, |c| c["exp"] = json!(NOW + 61)).await;
 
-    let mut edge = claims("GET", target, Some("org-a"));
-    edge["exp"] = json!(NOW - 5);
-    edge["iat"] = json!(NOW + 5);
-    let token = mint(&edge, "identity-1", &KEY_1);
-    h.send(request("GET", target, Some(&token), None))
-        .await
-        .expect(StatusCode::OK);
+    for (iat, exp) in [(NOW - 6, NOW - 1), (NOW + 1, NOW + 6)] {
+        let mut edge = claims("GET", target, Some("org-a"));
+        edge["iat"] = json!(iat);
+        edge["exp"] = json!(exp);
+        let token = mint(&edge, "identity-1", &KEY_1);
+        h.send(request("GET", target, Some(&token), None))
+            .await
+            .expect(StatusCode::OK);
+    }
 
     // The same assertion stops working once the clock moves past exp + leeway.
     let token = h.token("GET", target, "org-a");
     h.send(request("GET", target, Some(&token), None))
         .await
         .expect(StatusCode::OK);
-    h.clock.advance(36);
+    let unused = h.token("GET", target, "org-a");
+    h.clock.advance(7);
+    assert_unauthenticated(
+        &h,
+        request("GET", target, Some(&unused), None),
+        Some(&unused),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_captured_assertion_is_accepted_once_and_only_with_its_body() {
+    let h = harness().await;
+    let target = "/v1/orgs/org-a/zones";
+    // What the review did: replay a captured assertion directly to the backend.
+    let token = h.token("GET", target, "org-a");
+    h.send(request("GET", target, Some(&token), None))
+        .await
+        .expect(StatusCode::OK);
     assert_unauthenticated(&h, request("GET", target, Some(&token), None), Some(&token)).await;
+
+    // A captured create, replayed with an attacker's body: refused, nothing created, and the
+    // genuine request still goes through once.
+    let genuine = json!({"name": "genuine", "area": square(0.0, 0.0, 1.0)});
+    let attacker = json!({"name": "attacker", "area": square(0.0, 0.0, 1.0)});
+    let token = h.token_for_body("POST", target, "org-a", genuine.to_string().as_bytes());
+    assert_unauthenticated(
+        &h,
+        request("POST", target, Some(&token), Some(&attacker)),
+        Some(&token),
+    )
+    .await;
+    h.send(request("POST", target, Some(&token), Some(&genuine)))
+        .await
+        .expect(StatusCode::CREATED);
+    assert_unauthenticated(
+        &h,
+        request("POST", target, Some(&token), Some(&genuine)),
+        Some(&token),
+    )
+    .await;
+    let zones = h.call("GET", target, "org-a", None).await.json();
+    let names: Vec<&str> = zones["zones"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|z| z["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["genuine"]);
 }
 
 #[tokio::test]
@@ -454,7 +534,7 @@ async fn wrong_audience_issuer_or_claims_are_401() {
     assert_rejected_claims(&h, |c| c["kind"] = json!("superuser")).await;
     assert_rejected_claims(&h, |c| c["exp"] = json!("tomorrow")).await;
     for required in [
-        "iss", "aud", "iat", "exp", "rid", "htm", "htu", "sub", "kind",
+        "iss", "aud", "iat", "exp", "jti", "rid", "htm", "htu", "cd", "sub", "kind",
     ] {
         assert_rejected_claims(&h, |c| {
             c.as_object_mut().unwrap().remove(required);
@@ -774,7 +854,7 @@ async fn assert_rejected_body(
         ("POST", "/v1/orgs/org-a/zones".to_owned()),
         ("PUT", format!("/v1/orgs/org-a/zones/{existing}")),
     ] {
-        let token = h.token(method, &target, "org-a");
+        let token = h.token_for_body(method, &target, "org-a", body.as_bytes());
         let mut builder = Request::builder()
             .method(method)
             .uri(&target)
@@ -896,7 +976,7 @@ async fn bad_bodies_are_rejected_and_nothing_is_stored() {
     h.create("org-a", &"n".repeat(200), ok_area.clone()).await;
     h.create("org-a", "ünïcödé 🚚", ok_area.clone()).await;
     let body = zone_json("charset", ok_area);
-    let token = h.token("POST", "/v1/orgs/org-a/zones", "org-a");
+    let token = h.token_for_body("POST", "/v1/orgs/org-a/zones", "org-a", body.as_bytes());
     let with_charset = Request::builder()
         .method("POST")
         .uri("/v1/orgs/org-a/zones")
@@ -955,6 +1035,7 @@ async fn bind_serves_on_a_free_port_until_shutdown() {
         database_url: format!("sqlite://{}", dir.path().join("new.db").display()),
         key_dir: keys,
         audience: "zone-backend".to_owned(),
+        replay_cache_entries: 1000,
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let (addr, server) = zone_backend::bind(config, async {
@@ -992,6 +1073,7 @@ async fn bad_configuration_names_the_flag() {
         database_url: format!("sqlite://{}", dir.path().join("z.db").display()),
         key_dir: dir.path().join("missing"),
         audience: "zone-backend".to_owned(),
+        replay_cache_entries: 1000,
     };
     let err = zone_backend::serve(config.clone(), std::future::pending())
         .await

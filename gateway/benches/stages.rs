@@ -255,7 +255,7 @@ org = {{ requests = 1000000000, window_seconds = 60 }}
             .await
             .unwrap();
         let upstream = pipeline.upstreams.get("zones").unwrap();
-        forward::upstream_request(&pipeline, &ctx, upstream, &req, None, false).unwrap()
+        forward::upstream_request(&pipeline, &ctx, upstream, &req, b"").unwrap()
     };
     rt.block_on(run());
     c.bench_function(

@@ -46,7 +46,7 @@ fn check_config_accepts_the_stack_config_and_names_bad_keys() {
             "listen.https",
         ),
         (
-            text.replace("ttl_seconds = 30", "ttl_seconds = 3000"),
+            text.replace("ttl_seconds = 5", "ttl_seconds = 3000"),
             "identity.ttl_seconds",
         ),
         (text.replace("[log]", "[log]\nbogus = 1"), "bogus"),

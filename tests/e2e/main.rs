@@ -16,4 +16,5 @@ mod orgs;
 mod platform;
 mod policy;
 mod slow_clients;
+mod upstream_tls;
 mod zones;

@@ -32,6 +32,16 @@ pub struct EchoUpstream {
 
 impl EchoUpstream {
     pub fn start() -> EchoUpstream {
+        Self::serve(None)
+    }
+
+    /// The same upstream behind TLS: every connection is a rustls server session with `config`
+    /// (which may require a client certificate).
+    pub fn start_tls(config: Arc<rustls::ServerConfig>) -> EchoUpstream {
+        Self::serve(Some(config))
+    }
+
+    fn serve(tls: Option<Arc<rustls::ServerConfig>>) -> EchoUpstream {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));
@@ -39,27 +49,14 @@ impl EchoUpstream {
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
                 let log = log.clone();
-                std::thread::spawn(move || {
-                    let mut reader = BufReader::new(stream.try_clone().unwrap());
-                    let mut stream = stream;
-                    // Keep-alive: serve requests until the peer closes.
-                    while let Some(req) = read_request(&mut reader) {
-                        let body = serde_json::to_vec(&serde_json::json!({
-                            "method": req.method,
-                            "target": req.target,
-                            "headers": req.headers,
-                        }))
-                        .unwrap();
-                        log.lock().unwrap().push(req);
-                        let head = format!(
-                            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nserver: echo\r\nx-powered-by: test\r\n\r\n",
-                            body.len()
-                        );
-                        if stream.write_all(head.as_bytes()).is_err()
-                            || stream.write_all(&body).is_err()
-                        {
-                            break;
-                        }
+                let tls = tls.clone();
+                std::thread::spawn(move || match tls {
+                    None => answer(stream, &log),
+                    Some(config) => {
+                        let Ok(session) = rustls::ServerConnection::new(config) else {
+                            return;
+                        };
+                        answer(rustls::StreamOwned::new(session, stream), &log);
                     }
                 });
             }
@@ -76,7 +73,32 @@ impl EchoUpstream {
     }
 }
 
-fn read_request(reader: &mut BufReader<std::net::TcpStream>) -> Option<Seen> {
+/// Serve one connection's requests until the peer closes it (keep-alive).
+fn answer(stream: impl Read + Write, log: &Mutex<Vec<Seen>>) {
+    let mut reader = BufReader::new(stream);
+    while let Some(req) = read_request(&mut reader) {
+        let body = serde_json::to_vec(&serde_json::json!({
+            "method": req.method,
+            "target": req.target,
+            "headers": req.headers,
+        }))
+        .unwrap();
+        log.lock().unwrap().push(req);
+        let head = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nserver: echo\r\nx-powered-by: test\r\n\r\n",
+            body.len()
+        );
+        let stream = reader.get_mut();
+        if stream.write_all(head.as_bytes()).is_err()
+            || stream.write_all(&body).is_err()
+            || stream.flush().is_err()
+        {
+            break;
+        }
+    }
+}
+
+fn read_request(reader: &mut impl BufRead) -> Option<Seen> {
     let mut line = String::new();
     if reader.read_line(&mut line).ok()? == 0 {
         return None;

@@ -12,8 +12,9 @@
 
 pub mod client;
 pub mod echo;
+pub mod pki;
 pub mod stack;
 
 pub use client::{Client, Response};
 pub use echo::EchoUpstream;
-pub use stack::{copy_policies, Stack, StackOptions};
+pub use stack::{copy_policies, EchoTls, Stack, StackOptions};

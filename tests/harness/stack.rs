@@ -89,6 +89,28 @@ pub struct StackOptions {
     /// The body of the config's `[rate_limits]` section. Every test talks from 127.0.0.1, so
     /// the default is generous enough that only tests about limits ever meet one.
     pub rate_limits: String,
+    /// Lines added to the config's `[identity]` section (e.g. `algorithm = "EdDSA"`).
+    pub identity_config: String,
+    /// How the echo upstream speaks to the gateway: plain HTTP by default.
+    pub echo_tls: EchoTls,
+    /// Give the backend a key directory of its own holding only the `signing-*.pub` files, as
+    /// a production backend with Ed25519 assertions has.
+    pub backend_public_keys_only: bool,
+}
+
+/// The echo upstream behind TLS, and what the gateway is told about it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EchoTls {
+    #[default]
+    Off,
+    /// TLS, the gateway trusting the upstream's CA.
+    Verified,
+    /// TLS requiring a client certificate, which the gateway presents.
+    Mutual,
+    /// TLS, but the gateway is given another CA: the handshake must fail.
+    UntrustedCa,
+    /// TLS requiring a client certificate, which the gateway does not have.
+    MissingClientCert,
 }
 
 /// Generous limits: every bucket far above what any test sends.
@@ -108,6 +130,9 @@ impl Default for StackOptions {
             extra_config: String::new(),
             server_config: String::new(),
             rate_limits: GENEROUS_RATE_LIMITS.to_owned(),
+            identity_config: String::new(),
+            echo_tls: EchoTls::Off,
+            backend_public_keys_only: false,
             policies: None,
             routes: None,
             shadow_policies: None,
@@ -139,6 +164,8 @@ pub struct Stack {
     pub backend: SocketAddr,
     pub echo: EchoUpstream,
     pub key_dir: PathBuf,
+    /// The key directory the backend reads: `key_dir`, or a copy of the public keys alone.
+    pub backend_key_dir: PathBuf,
     pub cert: PathBuf,
     pub config: PathBuf,
     /// The enforced policy directory named in the config.
@@ -192,7 +219,31 @@ impl Stack {
             .map(|d| format!("shadow_policies = \"{}\"\n", d.display()))
             .unwrap_or_default();
 
-        let echo = EchoUpstream::start();
+        let (echo, echo_tls) = match options.echo_tls {
+            EchoTls::Off => (EchoUpstream::start(), String::new()),
+            mode => {
+                let pki = crate::pki::Pki::generate(&root.join("upstream-pki"));
+                let mutual = matches!(mode, EchoTls::Mutual | EchoTls::MissingClientCert);
+                let ca = if mode == EchoTls::UntrustedCa {
+                    &pki.other_ca
+                } else {
+                    &pki.ca
+                };
+                let mut lines = format!(
+                    "tls = true\nca_file = \"{}\"\nserver_name = \"{}\"\n",
+                    ca.display(),
+                    crate::pki::UPSTREAM_NAME
+                );
+                if mode == EchoTls::Mutual {
+                    lines += &format!(
+                        "client_cert = \"{}\"\nclient_key = \"{}\"\n",
+                        pki.client_cert.display(),
+                        pki.client_key.display()
+                    );
+                }
+                (EchoUpstream::start_tls(pki.server_config(mutual)), lines)
+            }
+        };
         let (https, http, admin, backend) = (free_port(), free_port(), free_port(), free_port());
         let trusted = options
             .trusted_proxies
@@ -226,12 +277,14 @@ routes = "{routes}"
 trusted_proxies = [{trusted}]
 [identity]
 audience = "zone-backend"
-ttl_seconds = 30
+ttl_seconds = 5
+{identity}
 [upstreams.zones]
 address = "{backend}"
 [upstreams.echo]
 address = "{echo}"
 forward_headers = ["idempotency-key"]
+{echo_tls}
 [log]
 level = "info"
 format = "json"
@@ -248,6 +301,7 @@ flush_seconds = 1
 {extra}
 "#,
                 rate_limits = options.rate_limits,
+                identity = options.identity_config,
                 extra = options.extra_config,
                 server = options.server_config,
                 outbox = root.join("outbox").display(),
@@ -264,7 +318,21 @@ flush_seconds = 1
         )
         .unwrap();
 
+        let backend_key_dir = if options.backend_public_keys_only {
+            let dir = root.join("backend-keys");
+            std::fs::create_dir_all(&dir).unwrap();
+            for entry in std::fs::read_dir(&key_dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.extension().is_some_and(|e| e == "pub") {
+                    std::fs::copy(&path, dir.join(path.file_name().unwrap())).unwrap();
+                }
+            }
+            dir
+        } else {
+            key_dir.clone()
+        };
         let mut stack = Stack {
+            backend_key_dir,
             https,
             http,
             admin,
@@ -304,7 +372,7 @@ flush_seconds = 1
             .arg("--database")
             .arg(format!("sqlite://{}", db.display()))
             .arg("--key-dir")
-            .arg(&self.key_dir)
+            .arg(&self.backend_key_dir)
             .stdout(self.log_file("backend.log"))
             .stderr(self.log_file("backend.log"))
             .spawn()

@@ -73,6 +73,7 @@ fn start_backend(config: &Config, address: std::net::SocketAddr) -> Result<(), S
         database_url: format!("sqlite://{}", config.data_dir.join("zones.db").display()),
         key_dir: config.key_dir.clone(),
         audience: config.identity.audience.clone(),
+        replay_cache_entries: zone_backend::identity::DEFAULT_REPLAY_CACHE_ENTRIES,
     };
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     std::thread::Builder::new()

@@ -336,13 +336,18 @@ pub(super) struct RawProxy {
 pub(super) struct RawIdentity {
     pub(super) audience: String,
     pub(super) ttl_seconds: u64,
+    /// `HS256` (a key shared with the backend) or `EdDSA` (the backend holds a public key).
+    pub(super) algorithm: crate::domain::identity::Algorithm,
 }
 
 impl Default for RawIdentity {
     fn default() -> Self {
         Self {
             audience: "zone-backend".into(),
-            ttl_seconds: 30,
+            // Long enough for the hop to the backend and a little clock skew; short enough that
+            // a captured assertion is useless soon (the backend also accepts each one once).
+            ttl_seconds: 5,
+            algorithm: crate::domain::identity::Algorithm::Hs256,
         }
     }
 }
@@ -354,6 +359,21 @@ pub(super) struct RawUpstream {
     /// Request headers beyond the standard end-to-end ones that this upstream receives.
     #[serde(default)]
     pub(super) forward_headers: Vec<String>,
+    /// The largest request body forwarded to it; larger ones are answered 413.
+    #[serde(default = "default_upstream_body")]
+    pub(super) max_body_bytes: usize,
+    /// Speak TLS to it, verified against `ca_file` for `server_name`.
+    #[serde(default)]
+    pub(super) tls: bool,
+    pub(super) ca_file: Option<PathBuf>,
+    pub(super) server_name: Option<String>,
+    /// A client certificate and key (PEM) for mutual TLS.
+    pub(super) client_cert: Option<PathBuf>,
+    pub(super) client_key: Option<PathBuf>,
+}
+
+fn default_upstream_body() -> usize {
+    1 << 20
 }
 
 #[derive(Debug, Deserialize)]

@@ -20,7 +20,7 @@ use crate::pipeline::throttle::LimitsConfig;
 use crate::pipeline::ClientLimits;
 use error::invalid;
 pub use error::ConfigError;
-use file::{RawAudit, RawConfig, RawRate, RawRateLimits};
+use file::{RawAudit, RawConfig, RawRate, RawRateLimits, RawUpstream};
 
 /// The validated configuration.
 #[derive(Debug, Clone)]
@@ -105,6 +105,7 @@ pub struct Tls {
 pub struct Identity {
     pub audience: String,
     pub ttl: Duration,
+    pub algorithm: crate::domain::identity::Algorithm,
 }
 
 #[derive(Debug, Clone)]
@@ -112,6 +113,17 @@ pub struct Upstream {
     pub address: SocketAddr,
     /// Request headers it receives beyond the standard end-to-end set, lower case.
     pub forward_headers: Vec<http::HeaderName>,
+    pub max_body_bytes: usize,
+    pub tls: Option<UpstreamTls>,
+}
+
+/// TLS to an upstream: the certificate must chain to `ca_file` and carry `server_name`.
+#[derive(Debug, Clone)]
+pub struct UpstreamTls {
+    pub ca_file: PathBuf,
+    pub server_name: String,
+    /// Certificate and key files for mutual TLS.
+    pub client: Option<(PathBuf, PathBuf)>,
 }
 
 #[derive(Debug, Clone)]
@@ -164,10 +176,10 @@ impl Config {
                 "must be at most 3600",
             ));
         }
-        if raw.identity.ttl_seconds == 0 || raw.identity.ttl_seconds > 300 {
+        if raw.identity.ttl_seconds == 0 || raw.identity.ttl_seconds > 60 {
             return Err(invalid(
                 "identity.ttl_seconds",
-                "must be between 1 and 300: assertions are meant to be short-lived",
+                "must be between 1 and 60: assertions are meant to be short-lived (default 5)",
             ));
         }
         if raw.identity.audience.trim().is_empty() {
@@ -217,11 +229,22 @@ impl Config {
                     })
                 })
                 .collect::<Result<Vec<_>, _>>()?;
+            if up.max_body_bytes == 0 || up.max_body_bytes > 64 << 20 {
+                return Err(invalid(
+                    "upstreams.*.max_body_bytes",
+                    format!(
+                        "upstream `{name}`: must be between 1 and 67108864 (bodies are held in memory to be signed)"
+                    ),
+                ));
+            }
+            let tls = upstream_tls(&name, &up, address)?;
             upstreams.insert(
                 name,
                 Upstream {
                     address,
                     forward_headers,
+                    max_body_bytes: up.max_body_bytes,
+                    tls,
                 },
             );
         }
@@ -378,6 +401,7 @@ impl Config {
             identity: Identity {
                 audience: raw.identity.audience,
                 ttl: Duration::from_secs(raw.identity.ttl_seconds),
+                algorithm: raw.identity.algorithm,
             },
             upstreams,
             log: Log {
@@ -570,6 +594,60 @@ fn parse_https_origin(origin: &str) -> Result<String, ConfigError> {
     Ok(rest.to_owned())
 }
 
+/// An upstream's TLS settings, checked: `tls = true` needs a CA file (upstreams are internal
+/// services, so the public web's roots are never trusted for them); the name to verify defaults
+/// to the address's IP; a client certificate comes with its key. A TLS setting without
+/// `tls = true` is refused rather than ignored, so nobody believes a hop is encrypted when it is
+/// not.
+fn upstream_tls(
+    name: &str,
+    up: &RawUpstream,
+    address: SocketAddr,
+) -> Result<Option<UpstreamTls>, ConfigError> {
+    let client = match (&up.client_cert, &up.client_key) {
+        (Some(cert), Some(key)) => Some((cert.clone(), key.clone())),
+        (None, None) => None,
+        _ => {
+            return Err(invalid(
+                "upstreams.*.client_cert",
+                format!("upstream `{name}`: client_cert and client_key go together"),
+            ))
+        }
+    };
+    if !up.tls {
+        if up.ca_file.is_some() || up.server_name.is_some() || client.is_some() {
+            return Err(invalid(
+                "upstreams.*.tls",
+                format!(
+                    "upstream `{name}`: ca_file, server_name and client_cert need `tls = true`"
+                ),
+            ));
+        }
+        return Ok(None);
+    }
+    let ca_file = up.ca_file.clone().ok_or_else(|| {
+        invalid(
+            "upstreams.*.ca_file",
+            format!("upstream `{name}`: `tls = true` needs the CA file its certificate chains to"),
+        )
+    })?;
+    let server_name = up
+        .server_name
+        .clone()
+        .unwrap_or_else(|| address.ip().to_string());
+    if server_name.trim().is_empty() {
+        return Err(invalid(
+            "upstreams.*.server_name",
+            format!("upstream `{name}`: must not be empty"),
+        ));
+    }
+    Ok(Some(UpstreamTls {
+        ca_file,
+        server_name,
+        client,
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -603,7 +681,11 @@ address = "127.0.0.1:8081"
         let c = Config::parse(MINIMAL, Path::new("t.toml")).unwrap();
         assert_eq!(c.public_authority, "localhost:8443");
         assert_eq!(c.server.shutdown_grace, Duration::from_secs(10));
-        assert_eq!(c.identity.ttl, Duration::from_secs(30));
+        assert_eq!(c.identity.ttl, Duration::from_secs(5));
+        assert_eq!(
+            c.identity.algorithm,
+            crate::domain::identity::Algorithm::Hs256
+        );
         assert!(c.listen.http.is_none());
         assert!(c.trusted_proxies.is_empty());
     }
@@ -621,6 +703,8 @@ address = "127.0.0.1:8081"
                 .contains("proxy.trusted_proxies")
         );
         assert!(err(&format!("{MINIMAL}\n[identity]\nttl_seconds=0")).contains("identity.ttl"));
+        assert!(err(&format!("{MINIMAL}\n[identity]\nttl_seconds=61")).contains("identity.ttl"));
+        assert!(err(&format!("{MINIMAL}\n[identity]\nalgorithm=\"none\"")).contains("algorithm"));
     }
 
     #[test]
@@ -690,6 +774,47 @@ address = "127.0.0.1:8081"
             );
             assert_eq!(c.audit.retention_days, 365, "{name}");
         }
+    }
+
+    #[test]
+    fn upstream_tls_needs_a_ca_and_is_never_half_configured() {
+        let with = |lines: &str| {
+            MINIMAL.replace("[upstreams.zones]", &format!("[upstreams.zones]\n{lines}"))
+        };
+        let c = Config::parse(
+            &with(
+                "tls = true\nca_file = \"ca.pem\"\nclient_cert = \"c.pem\"\nclient_key = \"k.pem\"",
+            ),
+            Path::new("t.toml"),
+        )
+        .unwrap();
+        let tls = c.upstreams["zones"].tls.clone().unwrap();
+        assert_eq!(tls.server_name, "127.0.0.1", "the address's IP by default");
+        assert_eq!(tls.client, Some(("c.pem".into(), "k.pem".into())));
+        assert!(err(&with("tls = true")).contains("ca_file"));
+        assert!(err(&with("ca_file = \"ca.pem\"")).contains("upstreams.*.tls"));
+        assert!(err(&with(
+            "tls = true\nca_file = \"ca.pem\"\nclient_cert = \"c.pem\""
+        ))
+        .contains("client_cert"));
+        assert!(err(&with("max_body_bytes = 0")).contains("max_body_bytes"));
+        let prod = Config::parse(
+            include_str!("../../../config/production.example.toml"),
+            Path::new("production.example.toml"),
+        )
+        .unwrap();
+        assert_eq!(
+            prod.upstreams["zones"]
+                .tls
+                .as_ref()
+                .map(|t| t.server_name.as_str()),
+            Some("zones.internal"),
+            "the example's non-loopback upstream is reached over TLS"
+        );
+        assert_eq!(
+            prod.identity.algorithm,
+            crate::domain::identity::Algorithm::EdDsa
+        );
     }
 
     #[test]

@@ -1,20 +1,32 @@
 //! The signed identity assertion the gateway adds to every forwarded request.
 //!
-//! A JWT in the `zonegate-identity` header, HS256 with a key from the key ring (`kid` names it,
-//! so keys rotate: the backend accepts every key it has, the gateway signs with the newest).
+//! A JWT in the `zonegate-identity` header, signed with a key from the key ring (`kid` names
+//! it, so keys rotate: the backend accepts every key it has, the gateway signs with the
+//! newest). Two algorithms, chosen in config:
+//!
+//! - `HS256` with an `identity-<n>` key, which the backend must share;
+//! - `EdDSA` (Ed25519) with a `signing-<n>` key, whose public half (`signing-<n>.pub`) is all a
+//!   backend holds, so a backend (or whoever reads its disk) can verify but never mint.
+//!
 //! Signed on every forwarded request, so the constant parts are prepared once: the encoded JOSE
-//! header, and the HMAC key with its inner and outer pads already hashed (ring's `hmac::Key`).
-//! Claims: `iss` "zonegate", `aud` from config, `iat`/`exp` (short-lived), `rid` request id,
-//! `htm`/`htu` the method and request target it is bound to (so it cannot be replayed to
-//! another route), `sub`/`kind` the principal, `org` the org the request was authorised for.
-//! The backend verifies all of it before trusting anything (see backend/src/identity.rs).
+//! header, and the key (for HMAC with its inner and outer pads already hashed).
+//!
+//! Claims: `iss` "zonegate", `aud` from config, `iat`/`exp` (a few seconds), `jti` a fresh
+//! random id the backend accepts once, `rid` request id, `htm`/`htu` the method and request
+//! target, `cd` the RFC 9530 `Content-Digest` of the body as forwarded (so a captured assertion
+//! cannot carry another body, to another route, or twice), `sub`/`kind` the principal, `org`
+//! the org the request was authorised for. The backend verifies all of it before trusting
+//! anything (see backend/src/identity.rs).
 
 use std::fmt;
 use std::time::Duration;
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
+use rand::RngCore;
+use ring::signature::Ed25519KeyPair;
 use serde::Serialize;
+use sha2::{Digest, Sha256};
 
 use crate::domain::keyring::{KeyRing, Purpose};
 use crate::domain::principal::Principal;
@@ -23,6 +35,43 @@ use crate::domain::principal::Principal;
 pub const HEADER: &str = "zonegate-identity";
 /// Issuer claim of every assertion.
 pub const ISSUER: &str = "zonegate";
+/// The `Content-Digest` of an empty body, which most forwarded requests have.
+pub const EMPTY_CONTENT_DIGEST: &str = "sha-256=:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=:";
+
+/// RFC 9530 `Content-Digest` of a body, SHA-256: `sha-256=:<base64>:`.
+pub fn content_digest(body: &[u8]) -> String {
+    if body.is_empty() {
+        return EMPTY_CONTENT_DIGEST.to_owned();
+    }
+    format!("sha-256=:{}:", STANDARD.encode(Sha256::digest(body)))
+}
+
+/// How assertions are signed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+pub enum Algorithm {
+    /// HMAC-SHA-256 with a key the backend shares.
+    #[serde(rename = "HS256")]
+    Hs256,
+    /// Ed25519: the backend holds only the public key.
+    #[serde(rename = "EdDSA")]
+    EdDsa,
+}
+
+impl Algorithm {
+    pub fn jose_name(self) -> &'static str {
+        match self {
+            Algorithm::Hs256 => "HS256",
+            Algorithm::EdDsa => "EdDSA",
+        }
+    }
+
+    fn purpose(self) -> Purpose {
+        match self {
+            Algorithm::Hs256 => Purpose::Identity,
+            Algorithm::EdDsa => Purpose::Signing,
+        }
+    }
+}
 
 #[derive(Serialize)]
 struct Claims<'a> {
@@ -30,19 +79,29 @@ struct Claims<'a> {
     aud: &'a str,
     iat: u64,
     exp: u64,
+    jti: &'a str,
     rid: &'a str,
     htm: &'a str,
     htu: &'a str,
+    cd: &'a str,
     sub: &'a str,
     kind: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     org: Option<&'a str>,
 }
 
-/// The assertion could not be signed (a key the JWT library refuses); the request fails closed.
+/// The assertion could not be signed; the request fails closed.
 #[derive(Debug, Clone, Copy, thiserror::Error)]
 #[error("the identity assertion could not be signed")]
 pub struct SignError;
+
+/// The configured algorithm has no usable key in the ring.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("the key ring has no {purpose} key for {algorithm} assertions; run `zonegate keys rotate --dir <key dir>` to add one")]
+pub struct NoSigningKey {
+    purpose: &'static str,
+    algorithm: &'static str,
+}
 
 /// What one assertion states.
 #[derive(Debug, Clone, Copy)]
@@ -52,9 +111,12 @@ pub struct Subject<'a> {
     pub method: &'a str,
     pub target: &'a str,
     pub request_id: &'a str,
+    /// The body's `Content-Digest` (see [`content_digest`]).
+    pub content_digest: &'a str,
 }
 
-/// The JOSE header of every assertion: the algorithm is fixed, never read from a token.
+/// The JOSE header of every assertion: the algorithm is fixed by config, never read from a
+/// token.
 #[derive(Serialize)]
 struct JoseHeader<'a> {
     alg: &'static str,
@@ -62,12 +124,18 @@ struct JoseHeader<'a> {
     kid: &'a str,
 }
 
-/// Mints assertions with the active identity key.
+enum SigningKey {
+    Hmac(ring::hmac::Key),
+    Ed25519(Ed25519KeyPair),
+}
+
+/// Mints assertions with the active key of the configured algorithm.
 pub struct Signer {
     kid: String,
+    algorithm: Algorithm,
     /// `base64url(header) + "."`, the same for every assertion of this key.
     encoded_header: String,
-    key: ring::hmac::Key,
+    key: SigningKey,
     audience: String,
     ttl: u64,
 }
@@ -76,57 +144,101 @@ impl fmt::Debug for Signer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Signer")
             .field("kid", &self.kid)
+            .field("algorithm", &self.algorithm)
             .field("audience", &self.audience)
             .finish_non_exhaustive()
     }
 }
 
 impl Signer {
-    /// A signer using the ring's active identity key. `None` if the ring has no identity key
-    /// (which [`KeyRing::load`] already refuses).
-    pub fn new(ring: &KeyRing, audience: &str, ttl: Duration) -> Option<Signer> {
-        let key = ring.active(Purpose::Identity)?;
+    /// A signer using the ring's active key for `algorithm`.
+    pub fn new(
+        ring: &KeyRing,
+        algorithm: Algorithm,
+        audience: &str,
+        ttl: Duration,
+    ) -> Result<Signer, NoSigningKey> {
+        let missing = NoSigningKey {
+            purpose: algorithm.purpose().name(),
+            algorithm: algorithm.jose_name(),
+        };
+        let active = ring.active(algorithm.purpose()).ok_or(missing.clone())?;
+        let key = match algorithm {
+            Algorithm::Hs256 => SigningKey::Hmac(ring::hmac::Key::new(
+                ring::hmac::HMAC_SHA256,
+                active.secret.expose(),
+            )),
+            Algorithm::EdDsa => SigningKey::Ed25519(
+                Ed25519KeyPair::from_seed_unchecked(active.secret.expose())
+                    .map_err(|_| missing.clone())?,
+            ),
+        };
         let header = serde_json::to_vec(&JoseHeader {
-            alg: "HS256",
+            alg: algorithm.jose_name(),
             typ: "JWT",
-            kid: &key.id,
+            kid: &active.id,
         })
-        .ok()?;
-        Some(Signer {
-            kid: key.id.clone(),
+        .map_err(|_| missing)?;
+        Ok(Signer {
+            kid: active.id.clone(),
+            algorithm,
             encoded_header: format!("{}.", URL_SAFE_NO_PAD.encode(header)),
-            key: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key.secret.expose()),
+            key,
             audience: audience.to_owned(),
             ttl: ttl.as_secs(),
         })
     }
 
-    pub fn key_id(&self) -> Option<&str> {
-        Some(&self.kid)
+    pub fn key_id(&self) -> &str {
+        &self.kid
+    }
+
+    pub fn algorithm(&self) -> Algorithm {
+        self.algorithm
     }
 
     /// Sign an assertion issued at `now` (Unix seconds).
     pub fn sign(&self, subject: Subject<'_>, now: u64) -> Result<String, SignError> {
+        // Unique, not secret: 128 bits from the thread's CSPRNG (seeded from the OS), which
+        // costs no system call per request.
+        let mut id = [0u8; 16];
+        rand::thread_rng().fill_bytes(&mut id);
+        let mut jti = [0u8; 22];
+        URL_SAFE_NO_PAD
+            .encode_slice(id, &mut jti)
+            .map_err(|_| SignError)?;
         let claims = Claims {
             iss: ISSUER,
             aud: &self.audience,
             iat: now,
             exp: now + self.ttl,
+            jti: std::str::from_utf8(&jti).map_err(|_| SignError)?,
             rid: subject.request_id,
             htm: subject.method,
             htu: subject.target,
+            cd: subject.content_digest,
             sub: subject.principal.id(),
             kind: subject.principal.kind(),
             org: subject.org,
         };
         let payload = serde_json::to_vec(&claims).map_err(|_| SignError)?;
         let mut token =
-            String::with_capacity(self.encoded_header.len() + payload.len() * 4 / 3 + 48);
+            String::with_capacity(self.encoded_header.len() + payload.len() * 4 / 3 + 90);
         token.push_str(&self.encoded_header);
         URL_SAFE_NO_PAD.encode_string(&payload, &mut token);
-        let tag = ring::hmac::sign(&self.key, token.as_bytes());
-        token.push('.');
-        URL_SAFE_NO_PAD.encode_string(tag.as_ref(), &mut token);
+        // The JWS signing input is `header.payload`: everything written so far.
+        match &self.key {
+            SigningKey::Hmac(key) => {
+                let tag = ring::hmac::sign(key, token.as_bytes());
+                token.push('.');
+                URL_SAFE_NO_PAD.encode_string(tag.as_ref(), &mut token);
+            }
+            SigningKey::Ed25519(pair) => {
+                let signature = pair.sign(token.as_bytes());
+                token.push('.');
+                URL_SAFE_NO_PAD.encode_string(signature.as_ref(), &mut token);
+            }
+        }
         Ok(token)
     }
 }
@@ -138,13 +250,8 @@ mod tests {
     use crate::domain::principal::{Principal, UserPrincipal};
     use std::sync::Arc;
 
-    #[test]
-    fn assertions_verify_as_hs256_jwts_with_their_key_id() {
-        let dir = tempfile::tempdir().unwrap();
-        KeyRing::init(&dir.path().join("keys")).unwrap();
-        let ring = KeyRing::load(&dir.path().join("keys")).unwrap();
-        let signer = Signer::new(&ring, "zone-backend", Duration::from_secs(30)).unwrap();
-        let user = Principal::User(Arc::new(UserPrincipal {
+    fn user() -> Principal {
+        Principal::User(Arc::new(UserPrincipal {
             user_id: "u1".into(),
             email: "a@b.example".into(),
             email_verified: true,
@@ -152,46 +259,155 @@ mod tests {
             session_id: "s".into(),
             family_id: "f".into(),
             platform_admin: false,
-        }));
-        let token = signer
+        }))
+    }
+
+    fn ring() -> (tempfile::TempDir, KeyRing) {
+        let dir = tempfile::tempdir().unwrap();
+        KeyRing::init(&dir.path().join("keys")).unwrap();
+        let ring = KeyRing::load(&dir.path().join("keys")).unwrap();
+        (dir, ring)
+    }
+
+    fn sign(signer: &Signer, digest: &str) -> String {
+        signer
             .sign(
                 Subject {
-                    principal: &user,
+                    principal: &user(),
                     org: Some("acme"),
-                    method: "GET",
+                    method: "POST",
                     target: "/v1/orgs/acme/zones?x=1",
                     request_id: "r1",
+                    content_digest: digest,
                 },
                 1_800_000_000,
             )
-            .unwrap();
+            .unwrap()
+    }
+
+    fn validation(alg: jsonwebtoken::Algorithm) -> jsonwebtoken::Validation {
+        let mut validation = jsonwebtoken::Validation::new(alg);
+        validation.set_audience(&["zone-backend"]);
+        validation.validate_exp = false;
+        validation
+    }
+
+    /// A changed byte anywhere breaks the signature.
+    fn tampered(token: &str) -> String {
+        let mut forged = token.to_owned().into_bytes();
+        let at = forged.len() / 2;
+        forged[at] = if forged[at] == b'A' { b'B' } else { b'A' };
+        String::from_utf8(forged).unwrap()
+    }
+
+    #[test]
+    fn content_digests_are_rfc_9530_sha_256() {
+        // RFC 9530, appendix B.1: the digest of `{"hello": "world"}`.
+        assert_eq!(
+            content_digest(b"{\"hello\": \"world\"}"),
+            "sha-256=:X48E9qOokqqrvdts8nOJRJN3OWDUoyWxBf7kbu9DBPE=:"
+        );
+        assert_eq!(
+            format!("sha-256=:{}:", STANDARD.encode(Sha256::digest(b""))),
+            EMPTY_CONTENT_DIGEST
+        );
+    }
+
+    #[test]
+    fn hs256_assertions_verify_with_their_key_id_and_bind_body_and_id() {
+        let (_dir, ring) = ring();
+        let signer = Signer::new(
+            &ring,
+            Algorithm::Hs256,
+            "zone-backend",
+            Duration::from_secs(5),
+        )
+        .unwrap();
+        let digest = content_digest(b"{}");
+        let token = sign(&signer, &digest);
         let key = ring.active(Purpose::Identity).unwrap();
         let header = jsonwebtoken::decode_header(&token).unwrap();
         assert_eq!(header.alg, jsonwebtoken::Algorithm::HS256);
         assert_eq!(header.kid.as_deref(), Some(key.id.as_str()));
-        let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
-        validation.set_audience(&["zone-backend"]);
-        validation.validate_exp = false;
-        let claims = jsonwebtoken::decode::<serde_json::Value>(
-            &token,
-            &jsonwebtoken::DecodingKey::from_secret(key.secret.expose()),
+        let decoding = jsonwebtoken::DecodingKey::from_secret(key.secret.expose());
+        let validation = validation(jsonwebtoken::Algorithm::HS256);
+        let claims = jsonwebtoken::decode::<serde_json::Value>(&token, &decoding, &validation)
+            .unwrap()
+            .claims;
+        assert_eq!(claims["sub"], "u1");
+        assert_eq!(claims["org"], "acme");
+        assert_eq!(claims["htu"], "/v1/orgs/acme/zones?x=1");
+        assert_eq!(claims["cd"], digest.as_str());
+        assert_eq!(claims["exp"], 1_800_000_005);
+        assert_eq!(claims["jti"].as_str().unwrap().len(), 22);
+        // Every assertion has its own id, even for the same request at the same second.
+        let again = jsonwebtoken::decode::<serde_json::Value>(
+            &sign(&signer, &digest),
+            &decoding,
             &validation,
         )
         .unwrap()
         .claims;
-        assert_eq!(claims["sub"], "u1");
-        assert_eq!(claims["org"], "acme");
-        assert_eq!(claims["htu"], "/v1/orgs/acme/zones?x=1");
-        assert_eq!(claims["exp"], 1_800_000_030);
-        // A changed byte anywhere breaks the signature.
-        let mut forged = token.clone().into_bytes();
-        let at = forged.len() / 2;
-        forged[at] = if forged[at] == b'A' { b'B' } else { b'A' };
+        assert_ne!(again["jti"], claims["jti"]);
         assert!(jsonwebtoken::decode::<serde_json::Value>(
-            std::str::from_utf8(&forged).unwrap(),
-            &jsonwebtoken::DecodingKey::from_secret(key.secret.expose()),
-            &validation,
+            &tampered(&token),
+            &decoding,
+            &validation
         )
         .is_err());
+    }
+
+    #[test]
+    fn eddsa_assertions_verify_with_the_public_key_alone() {
+        let (dir, ring) = ring();
+        let signer = Signer::new(
+            &ring,
+            Algorithm::EdDsa,
+            "zone-backend",
+            Duration::from_secs(5),
+        )
+        .unwrap();
+        assert_eq!(signer.key_id(), "signing-1");
+        let token = sign(&signer, EMPTY_CONTENT_DIGEST);
+        let header = jsonwebtoken::decode_header(&token).unwrap();
+        assert_eq!(header.alg, jsonwebtoken::Algorithm::EdDSA);
+        assert_eq!(header.kid.as_deref(), Some("signing-1"));
+        // The backend's file: the public key only.
+        let public = std::fs::read_to_string(dir.path().join("keys/signing-1.pub")).unwrap();
+        let public = STANDARD.decode(public.trim()).unwrap();
+        let decoding = jsonwebtoken::DecodingKey::from_ed_der(&public);
+        let validation = validation(jsonwebtoken::Algorithm::EdDSA);
+        let claims = jsonwebtoken::decode::<serde_json::Value>(&token, &decoding, &validation)
+            .unwrap()
+            .claims;
+        assert_eq!(claims["cd"], EMPTY_CONTENT_DIGEST);
+        assert!(jsonwebtoken::decode::<serde_json::Value>(
+            &tampered(&token),
+            &decoding,
+            &validation
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn a_ring_without_a_signing_key_cannot_sign_eddsa_and_says_what_to_run() {
+        let (dir, _) = ring();
+        std::fs::remove_file(dir.path().join("keys/signing-1.key")).unwrap();
+        let ring = KeyRing::load(&dir.path().join("keys")).unwrap();
+        let err = Signer::new(
+            &ring,
+            Algorithm::EdDsa,
+            "zone-backend",
+            Duration::from_secs(5),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("zonegate keys rotate"), "{err}");
+        assert!(Signer::new(
+            &ring,
+            Algorithm::Hs256,
+            "zone-backend",
+            Duration::from_secs(5)
+        )
+        .is_ok());
     }
 }

@@ -31,16 +31,29 @@ pub enum Purpose {
     Pepper,
     /// AEAD key for TOTP seeds at rest.
     Totp,
+    /// Ed25519 seed that signs identity assertions when backends hold only a public key
+    /// (`signing-<n>.pub`, written beside it).
+    Signing,
 }
 
 impl Purpose {
-    pub const ALL: [Purpose; 3] = [Purpose::Identity, Purpose::Pepper, Purpose::Totp];
+    pub const ALL: [Purpose; 4] = [
+        Purpose::Identity,
+        Purpose::Pepper,
+        Purpose::Totp,
+        Purpose::Signing,
+    ];
+
+    /// Purposes a ring must have to load. A ring made before Ed25519 assertions existed has no
+    /// signing key; it still loads, and only the EdDSA signer asks for one.
+    const REQUIRED: [Purpose; 3] = [Purpose::Identity, Purpose::Pepper, Purpose::Totp];
 
     pub fn name(self) -> &'static str {
         match self {
             Purpose::Identity => "identity",
             Purpose::Pepper => "pepper",
             Purpose::Totp => "totp",
+            Purpose::Signing => "signing",
         }
     }
 
@@ -190,7 +203,7 @@ impl KeyRing {
             });
         }
         let ring = KeyRing { keys };
-        for p in Purpose::ALL {
+        for p in Purpose::REQUIRED {
             if ring.active(p).is_none() {
                 return Err(KeyRingError::Missing {
                     path: dir.to_owned(),
@@ -271,7 +284,32 @@ fn write_key(dir: &Path, purpose: Purpose, number: u32) -> Result<String, KeyRin
         .and_then(|()| file.sync_all());
     encoded.zeroize();
     written.map_err(io(&path))?;
+    if purpose == Purpose::Signing {
+        write_public_key(dir, &id, &secret)?;
+    }
     Ok(id)
+}
+
+/// `<id>.pub`: the Ed25519 public key of a signing seed, standard base64 of 32 bytes, the one
+/// file a backend needs to verify assertions. Public, so readable by all (0644); it is copied to
+/// the backend's key directory.
+fn write_public_key(dir: &Path, id: &str, seed: &SecretKey) -> Result<(), KeyRingError> {
+    let path = dir.join(format!("{id}.pub"));
+    let public = ring::signature::Ed25519KeyPair::from_seed_unchecked(seed.expose())
+        .map(|pair| STANDARD.encode(ring::signature::KeyPair::public_key(&pair)))
+        .map_err(|_| KeyRingError::Invalid {
+            path: path.clone(),
+            reason: "not an Ed25519 seed",
+        })?;
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .open(&path)
+        .map_err(io(&path))?;
+    file.write_all(format!("{public}\n").as_bytes())
+        .and_then(|()| file.sync_all())
+        .map_err(io(&path))
 }
 
 #[cfg(test)]
@@ -285,7 +323,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("keys");
         let ids = KeyRing::init(&dir).unwrap();
-        assert_eq!(ids, ["identity-1", "pepper-1", "totp-1"]);
+        assert_eq!(ids, ["identity-1", "pepper-1", "totp-1", "signing-1"]);
         assert_eq!(fs::metadata(&dir).unwrap().mode() & 0o777, 0o700);
         assert_eq!(
             fs::metadata(dir.join("identity-1.key")).unwrap().mode() & 0o777,

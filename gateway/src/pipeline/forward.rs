@@ -15,8 +15,11 @@
 //!   chunked; a `Transfer-Encoding` is never passed through;
 //! - upstream failures before the response head are 502 (504 on a timeout) problem+json; after
 //!   it the connection is closed, which is the only honest signal left;
-//! - a reused upstream connection that turns out closed is retried once on a new one when the
-//!   request had no body (nothing was consumed that could not be sent again).
+//! - a request body is read whole (up to the upstream's `max_body_bytes`, else 413) before
+//!   anything goes upstream, because the identity assertion in the head binds its digest; it is
+//!   sent with its length and an RFC 9530 `Content-Digest`;
+//! - a reused upstream connection that turns out closed is retried once on a new one (the body
+//!   is in hand, so nothing is lost by sending it again).
 
 use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
@@ -75,6 +78,7 @@ pub fn is_reserved(name: &str) -> bool {
                 | "x-forwarded-proto"
                 | "x-forwarded-host"
                 | "x-real-ip"
+                | "content-digest"
                 | identity::HEADER
         )
 }
@@ -92,7 +96,6 @@ fn is_standard_end_to_end(name: &str) -> bool {
             | "accept-encoding"
             | "accept-language"
             | "cache-control"
-            | "content-digest"
             | "content-encoding"
             | "content-language"
             | "content-type"
@@ -173,12 +176,17 @@ pub fn upstream_request(
     ctx: &RequestCtx,
     upstream: &Upstream,
     downstream: &RequestHeader,
-    body_length: Option<usize>,
-    chunked: bool,
+    body: &[u8],
 ) -> Result<RequestHeader, Rejection> {
     let target =
         std::str::from_utf8(downstream.raw_path()).map_err(|_| Rejection::AmbiguousPath)?;
     let principal = ctx.principal.as_ref().ok_or(Rejection::Internal)?;
+    let digest = if body.is_empty() {
+        HeaderValue::from_static(identity::EMPTY_CONTENT_DIGEST)
+    } else {
+        value(&identity::content_digest(body))?
+    };
+    let content_digest = digest.to_str().map_err(|_| Rejection::Internal)?;
     let assertion = p
         .signer
         .sign(
@@ -188,6 +196,7 @@ pub fn upstream_request(
                 method: downstream.method.as_str(),
                 target,
                 request_id: &ctx.id,
+                content_digest,
             },
             p.clock.unix_seconds(),
         )
@@ -227,13 +236,15 @@ pub fn upstream_request(
         headers.insert(HeaderName::from_static("x-forwarded-for"), client.clone());
         headers.insert(HeaderName::from_static("x-real-ip"), client);
     }
-    if chunked {
-        headers.insert(
-            header::TRANSFER_ENCODING,
-            HeaderValue::from_static("chunked"),
-        );
-    } else if let Some(length) = body_length {
-        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+    if !body.is_empty() {
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+        // The digest the assertion binds, for the backend to compare with what it received.
+        headers.insert(HeaderName::from_static("content-digest"), digest);
+    } else if downstream.headers.contains_key(header::CONTENT_LENGTH)
+        || downstream.headers.contains_key(header::TRANSFER_ENCODING)
+    {
+        // An explicitly empty body (a POST with none) stays explicit.
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(0));
     }
     Ok(RequestHeader::from(up))
 }
@@ -278,32 +289,22 @@ pub async fn forward(
     ctx: &RequestCtx,
     upstream: &Upstream,
 ) -> Result<Forwarded, Rejection> {
-    let req = session.req_header();
-    let chunked = req
-        .headers
-        .get(header::TRANSFER_ENCODING)
-        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"chunked"));
-    let length = req
-        .headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    let has_body = chunked || length.is_some_and(|l| l > 0);
-    let head = upstream_request(p, ctx, upstream, req, length, chunked)?;
+    let body = read_body(session, upstream.max_body_bytes).await?;
+    let head = upstream_request(p, ctx, upstream, session.req_header(), &body)?;
 
     let (stream, reused) = upstream.connection().await.map_err(connect_failed)?;
-    let mut up = upstream_session(stream, upstream, has_body);
-    if let Err(e) = send_request(&mut up, session, head, has_body).await {
-        if !reused || has_body {
+    let mut up = upstream_session(stream, upstream, !body.is_empty());
+    if let Err(e) = send_request(&mut up, head, &body).await {
+        if !reused {
             return Err(e);
         }
-        // The idle connection was closed under us, and nothing was consumed that could not be
-        // sent again: once more, on a new connection. Rare, so the head is simply rebuilt
-        // rather than cloned on every request in case.
-        let head = upstream_request(p, ctx, upstream, session.req_header(), length, chunked)?;
+        // The idle connection was closed under us: once more, on a new connection, with a
+        // fresh assertion (the backend accepts each one once, and the first may have arrived).
+        // Rare, so the head is simply rebuilt rather than cloned on every request in case.
+        let head = upstream_request(p, ctx, upstream, session.req_header(), &body)?;
         let stream = upstream.connect().await.map_err(connect_failed)?;
-        up = upstream_session(stream, upstream, has_body);
-        send_request(&mut up, session, head, has_body).await?;
+        up = upstream_session(stream, upstream, !body.is_empty());
+        send_request(&mut up, head, &body).await?;
     }
 
     // Skip informational answers (100 Continue): the client gets the final one. The client's
@@ -367,26 +368,17 @@ fn upstream_session(
     up
 }
 
-/// Write the request head and stream the client's body after it.
+/// Write the request head and the body after it.
 async fn send_request(
     up: &mut UpstreamSession,
-    session: &mut ServerSession,
     head: RequestHeader,
-    has_body: bool,
+    body: &[u8],
 ) -> Result<(), Rejection> {
     up.write_request_header(Box::new(head))
         .await
         .map_err(|e| exchange_failed(&e))?;
-    if has_body {
-        while let Some(chunk) = session
-            .read_request_body()
-            .await
-            .map_err(|_| Rejection::BadRequest("The request body could not be read."))?
-        {
-            up.write_body(&chunk)
-                .await
-                .map_err(|e| exchange_failed(&e))?;
-        }
+    if !body.is_empty() {
+        up.write_body(body).await.map_err(|e| exchange_failed(&e))?;
     }
     up.finish_body().await.map_err(|e| exchange_failed(&e))?;
     Ok(())
@@ -396,7 +388,7 @@ fn connect_failed(e: ConnectError) -> Rejection {
     tracing::warn!(target: "zonegate::upstream", event = "upstream_connect_failed", error = %e);
     match e {
         ConnectError::Timeout(_) => Rejection::GatewayTimeout,
-        ConnectError::Io(..) => Rejection::BadGateway,
+        ConnectError::Io(..) | ConnectError::Tls(..) => Rejection::BadGateway,
     }
 }
 
@@ -446,9 +438,19 @@ pub async fn answer_in_process(
         .map_err(|_| Rejection::Internal)
 }
 
-/// Read a whole request body, refusing more than `limit` bytes.
+/// Read a whole request body, refusing more than `limit` bytes (a declared length over it
+/// before reading any).
 async fn read_body(session: &mut ServerSession, limit: usize) -> Result<Bytes, Rejection> {
-    let mut buf = bytes::BytesMut::new();
+    let declared = session
+        .req_header()
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|length| length > limit) {
+        return Err(Rejection::PayloadTooLarge);
+    }
+    let mut buf = bytes::BytesMut::with_capacity(declared.unwrap_or(0));
     while let Some(chunk) = session
         .read_request_body()
         .await

@@ -1,4 +1,5 @@
-//! Upstream connections: opened with a timeout, kept alive and reused per thread.
+//! Upstream connections: opened with a timeout, over TLS when configured (verified against the
+//! upstream's CA, with a client certificate for mTLS), kept alive and reused per thread.
 //!
 //! Each runtime thread keeps its own idle connections to each upstream (no lock, no channel,
 //! no cross-thread hand-off on the hot path), newest first, up to a bound, and for at most the
@@ -23,6 +24,26 @@ pub enum ConnectError {
     Timeout(SocketAddr),
     #[error("connect to {0}: {1}")]
     Io(SocketAddr, std::io::Error),
+    /// The TLS handshake failed: an unverifiable certificate, a wrong name, a refused client
+    /// certificate. Never retried in the clear.
+    #[error("TLS to {0}: {1}")]
+    Tls(SocketAddr, String),
+}
+
+/// How the gateway speaks TLS to an upstream.
+#[derive(Clone)]
+pub struct UpstreamTls {
+    pub connector: pingora::tls::TlsConnector,
+    /// The name the upstream's certificate must carry (and the SNI sent).
+    pub server_name: String,
+}
+
+impl std::fmt::Debug for UpstreamTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamTls")
+            .field("server_name", &self.server_name)
+            .finish_non_exhaustive()
+    }
 }
 
 /// One configured upstream.
@@ -42,6 +63,10 @@ pub struct Upstream {
     idle_timeout: Duration,
     /// Request headers it receives beyond the standard end-to-end set.
     pub forward_headers: Vec<http::HeaderName>,
+    /// The largest request body forwarded to it (read whole, so the assertion can bind it).
+    pub max_body_bytes: usize,
+    /// TLS to it, when configured; plain TCP otherwise.
+    tls: Option<UpstreamTls>,
 }
 
 struct Idle {
@@ -68,6 +93,8 @@ pub struct UpstreamConfig {
     pub idle_timeout: Duration,
     /// Request headers it receives beyond the standard end-to-end set.
     pub forward_headers: Vec<http::HeaderName>,
+    pub max_body_bytes: usize,
+    pub tls: Option<UpstreamTls>,
 }
 
 impl Upstreams {
@@ -88,6 +115,8 @@ impl Upstreams {
                             max_idle: c.max_idle,
                             idle_timeout: c.idle_timeout,
                             forward_headers: c.forward_headers,
+                            max_body_bytes: c.max_body_bytes,
+                            tls: c.tls,
                         },
                     )
                 })
@@ -111,18 +140,28 @@ impl Upstream {
         Ok((self.connect().await?, false))
     }
 
-    /// A new connection, within the connect timeout.
+    /// A new connection, TCP and any TLS handshake together within the connect timeout.
     pub async fn connect(&self) -> Result<Stream, ConnectError> {
-        let tcp = tokio::time::timeout(
-            self.connect_timeout,
-            tokio::net::TcpStream::connect(self.address),
-        )
-        .await
-        .map_err(|_| ConnectError::Timeout(self.address))?
-        .map_err(|e| ConnectError::Io(self.address, e))?;
+        tokio::time::timeout(self.connect_timeout, self.open())
+            .await
+            .map_err(|_| ConnectError::Timeout(self.address))?
+    }
+
+    async fn open(&self) -> Result<Stream, ConnectError> {
+        let tcp = tokio::net::TcpStream::connect(self.address)
+            .await
+            .map_err(|e| ConnectError::Io(self.address, e))?;
         // Requests are small and latency matters more than packet count.
         let _ = tcp.set_nodelay(true);
-        Ok(Box::new(TcpStream::from(tcp)))
+        let tcp = TcpStream::from(tcp);
+        let Some(tls) = &self.tls else {
+            return Ok(Box::new(tcp));
+        };
+        let stream =
+            pingora::protocols::tls::client::handshake(&tls.connector, &tls.server_name, tcp)
+                .await
+                .map_err(|e| ConnectError::Tls(self.address, e.to_string()))?;
+        Ok(Box::new(stream))
     }
 
     /// Keep a connection whose exchange ended cleanly for the next request on this thread.
@@ -182,6 +221,8 @@ mod tests {
             max_idle: 2,
             idle_timeout: Duration::from_secs(60),
             forward_headers: Vec::new(),
+            max_body_bytes: 1024,
+            tls: None,
         }
     }
 

@@ -12,7 +12,7 @@ pub mod redirect;
 pub mod telemetry;
 pub mod tls;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use pingora::listeners::tls::TlsSettings;
@@ -37,7 +37,7 @@ use crate::domain::Services;
 use crate::pipeline::admit::RequestIds;
 use crate::pipeline::route::{RouteError, RouteTable, Target};
 use crate::pipeline::throttle::Limits;
-use crate::pipeline::upstream::{UpstreamConfig, Upstreams};
+use crate::pipeline::upstream::{UpstreamConfig, UpstreamTls, Upstreams};
 use crate::pipeline::{GatewayApp, Pipeline};
 use crate::web::security::SecurityHeaders;
 use admin::AdminApp;
@@ -143,8 +143,13 @@ pub fn prepare(config: Config, clock: Arc<dyn Clock>) -> Result<Prepared, StartE
         None => None,
     };
     let policy = Arc::new(PolicyEngine::with_shadow(store, shadow));
-    let signer = Signer::new(&ring, &config.identity.audience, config.identity.ttl)
-        .ok_or_else(|| StartError::Other("the key ring has no identity key".into()))?;
+    let signer = Signer::new(
+        &ring,
+        config.identity.algorithm,
+        &config.identity.audience,
+        config.identity.ttl,
+    )
+    .map_err(|e| StartError::Other(e.to_string()))?;
     for (name, up) in &config.upstreams {
         if let Some(h) = up
             .forward_headers
@@ -158,6 +163,21 @@ pub fn prepare(config: Config, clock: Arc<dyn Clock>) -> Result<Prepared, StartE
     }
     // Each thread keeps its share of the idle connections.
     let threads = config.server.threads.max(1);
+    let mut upstream_tls = BTreeMap::new();
+    for (name, up) in &config.upstreams {
+        if let Some(tls) = &up.tls {
+            let client = tls.client.as_ref().map(|(c, k)| (c.as_path(), k.as_path()));
+            let client_config = tls::upstream_client_config(&tls.ca_file, client)
+                .map_err(|e| StartError::Other(format!("upstream `{name}`: {e}")))?;
+            upstream_tls.insert(
+                name.clone(),
+                UpstreamTls {
+                    connector: pingora::tls::TlsConnector::from(client_config),
+                    server_name: tls.server_name.clone(),
+                },
+            );
+        }
+    }
     let upstreams = Upstreams::new(config.upstreams.iter().map(|(name, up)| {
         (
             name,
@@ -172,6 +192,8 @@ pub fn prepare(config: Config, clock: Arc<dyn Clock>) -> Result<Prepared, StartE
                     .max(1),
                 idle_timeout: UPSTREAM_IDLE,
                 forward_headers: up.forward_headers.clone(),
+                max_body_bytes: up.max_body_bytes,
+                tls: upstream_tls.get(name).cloned(),
             },
         )
     }));
@@ -367,7 +389,7 @@ pub fn run(prepared: Prepared) -> Result<(), StartError> {
         AdminApp {
             gateway: gateway.clone(),
             security,
-            identity_key: gateway.pipeline.signer.key_id().map(str::to_owned),
+            identity_key: Some(gateway.pipeline.signer.key_id().to_owned()),
         },
     );
     admin.add_tcp(&config.listen.admin.to_string());

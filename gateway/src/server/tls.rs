@@ -1,5 +1,6 @@
 //! TLS material: loading the server certificate into a resolver that can be swapped at run
-//! time, and generating the ECDSA development certificate for `zonegate dev`.
+//! time, the client side for upstreams (their CA, optionally our client certificate), and
+//! generating the ECDSA development certificate for `zonegate dev`.
 //!
 //! Protocol versions are not configurable: the listener offers TLS 1.3 and 1.2 only (rustls has
 //! nothing older), so no configuration can weaken it.
@@ -66,30 +67,84 @@ impl ResolvesServerCert for CertResolver {
     }
 }
 
-fn load_certified_key(cert_path: &Path, key_path: &Path) -> Result<CertifiedKey, TlsError> {
+/// The client configuration for TLS to an upstream: only certificates chaining to the CA in
+/// `ca_file` are trusted (never the system's roots: an upstream is an internal service), TLS 1.3
+/// and 1.2 only, and `client` (certificate and key files) presented for mutual TLS.
+pub fn upstream_client_config(
+    ca_file: &Path,
+    client: Option<(&Path, &Path)>,
+) -> Result<Arc<rustls::ClientConfig>, TlsError> {
     let invalid = |path: &Path, reason: &str| TlsError::Invalid {
         path: path.to_owned(),
         reason: reason.to_owned(),
     };
-    let cert_pem = fs::read(cert_path).map_err(|source| TlsError::Io {
-        path: cert_path.to_owned(),
-        source,
-    })?;
-    let certs = rustls_pemfile::certs(&mut cert_pem.as_slice())
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|_| invalid(cert_path, "not a PEM certificate chain"))?;
-    if certs.is_empty() {
-        return Err(invalid(cert_path, "no certificate found"));
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in read_certs(ca_file)? {
+        roots
+            .add(cert)
+            .map_err(|_| invalid(ca_file, "not a usable CA certificate"))?;
     }
-    let key_pem = fs::read(key_path).map_err(|source| TlsError::Io {
-        path: key_path.to_owned(),
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|_| invalid(ca_file, "no TLS versions available"))?
+    .with_root_certificates(roots);
+    let config = match client {
+        None => builder.with_no_client_auth(),
+        Some((cert_path, key_path)) => {
+            let certs = read_certs(cert_path)?;
+            let key = read_key(key_path)?;
+            builder
+                .with_client_auth_cert(certs, key)
+                .map_err(|_| invalid(key_path, "the key does not match the client certificate"))?
+        }
+    };
+    Ok(Arc::new(config))
+}
+
+fn read_certs(path: &Path) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, TlsError> {
+    let pem = fs::read(path).map_err(|source| TlsError::Io {
+        path: path.to_owned(),
         source,
     })?;
-    let key = rustls_pemfile::private_key(&mut key_pem.as_slice())
-        .map_err(|_| invalid(key_path, "not a PEM private key"))?
-        .ok_or_else(|| invalid(key_path, "no private key found"))?;
-    let signing = rustls::crypto::ring::sign::any_supported_type(&key)
-        .map_err(|_| invalid(key_path, "unsupported private key type"))?;
+    let certs = rustls_pemfile::certs(&mut pem.as_slice())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|_| TlsError::Invalid {
+            path: path.to_owned(),
+            reason: "not a PEM certificate chain".to_owned(),
+        })?;
+    if certs.is_empty() {
+        return Err(TlsError::Invalid {
+            path: path.to_owned(),
+            reason: "no certificate found".to_owned(),
+        });
+    }
+    Ok(certs)
+}
+
+fn read_key(path: &Path) -> Result<rustls::pki_types::PrivateKeyDer<'static>, TlsError> {
+    let invalid = |reason: &str| TlsError::Invalid {
+        path: path.to_owned(),
+        reason: reason.to_owned(),
+    };
+    let pem = fs::read(path).map_err(|source| TlsError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    rustls_pemfile::private_key(&mut pem.as_slice())
+        .map_err(|_| invalid("not a PEM private key"))?
+        .ok_or_else(|| invalid("no private key found"))
+}
+
+fn load_certified_key(cert_path: &Path, key_path: &Path) -> Result<CertifiedKey, TlsError> {
+    let certs = read_certs(cert_path)?;
+    let key = read_key(key_path)?;
+    let signing =
+        rustls::crypto::ring::sign::any_supported_type(&key).map_err(|_| TlsError::Invalid {
+            path: key_path.to_owned(),
+            reason: "unsupported private key type".to_owned(),
+        })?;
     Ok(CertifiedKey::new(certs, signing))
 }
 
