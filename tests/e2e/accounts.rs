@@ -15,6 +15,8 @@ pub struct Browser {
     csrf: Option<String>,
     /// The pending-login cookie between the password and the second factor.
     pub pending: Option<String>,
+    /// The device cookie a login leaves: this browser's own failed-login allowance.
+    pub device: Option<String>,
 }
 
 fn cookie_value(resp: &Response, name: &str) -> Option<String> {
@@ -44,6 +46,7 @@ impl Browser {
             refresh: None,
             csrf: None,
             pending: None,
+            device: None,
         }
     }
 
@@ -55,6 +58,9 @@ impl Browser {
         }
         if let Some(p) = &self.pending {
             cookies.push(format!("__Host-zonegate-mfa={p}"));
+        }
+        if let Some(d) = &self.device {
+            cookies.push(format!("__Host-zonegate-device={d}"));
         }
         if path == "/auth/refresh" {
             if let Some(r) = &self.refresh {
@@ -85,6 +91,7 @@ impl Browser {
             (&mut self.refresh, "__Secure-zonegate-refresh"),
             (&mut self.csrf, "__Host-zonegate-csrf"),
             (&mut self.pending, "__Host-zonegate-mfa"),
+            (&mut self.device, "__Host-zonegate-device"),
         ] {
             if let Some(v) = cookie_value(resp, name) {
                 *slot = (!v.is_empty()).then_some(v);
@@ -177,11 +184,16 @@ fn signup_verify_login_refresh_reuse_logout_over_tls() {
         String::from_utf8_lossy(&login.body)
     );
     let cookies = set_cookies(&login);
-    assert_eq!(cookies.len(), 3);
+    assert_eq!(cookies.len(), 4);
     let session = b.session.clone().unwrap();
     let refresh = b.refresh.clone().unwrap();
     let csrf = b.csrf.clone().unwrap();
+    let device = b.device.clone().unwrap();
     for (c, expected) in [
+        (
+            format!("__Host-zonegate-device={device}"),
+            "; HttpOnly; SameSite=Strict; Secure; Path=/; Max-Age=31536000",
+        ),
         (
             format!("__Host-zonegate-session={session}"),
             "; HttpOnly; SameSite=Lax; Secure; Path=/; Max-Age=900",
@@ -506,4 +518,46 @@ fn users_list_their_sessions_and_end_one() {
     laptop
         .send("DELETE", &format!("/auth/sessions/{other}"), None)
         .assert_problem(404);
+}
+
+/// Device cookies, over the wire: a stranger's wrong passwords delay the account for every
+/// untrusted client, but not for the browser that logged in to it before.
+#[test]
+fn a_strangers_failures_do_not_delay_the_owners_browser() {
+    let stack = Stack::start();
+    let email = "owner@example.com";
+    let mut owner = logged_in(&stack, email);
+    assert!(owner.device.is_some(), "the login left a device cookie");
+    assert_eq!(owner.send("POST", "/auth/logout", None).status, 204);
+    assert!(owner.device.is_some(), "logging out keeps it");
+
+    // The stranger: five wrong passwords (each a fresh client with no cookies).
+    let mut last_failure = std::time::Instant::now();
+    for _ in 0..5 {
+        let resp = Browser::new(&stack).send(
+            "POST",
+            "/auth/login",
+            Some(json!({"email": email, "password": "a wrong guess entirely"})),
+        );
+        assert_eq!(resp.status, 401);
+        last_failure = std::time::Instant::now();
+    }
+    // Any untrusted client now waits, even with the right password ...
+    let untrusted = Browser::new(&stack).send(
+        "POST",
+        "/auth/login",
+        Some(json!({"email": email, "password": PASSWORD})),
+    );
+    if last_failure.elapsed() < std::time::Duration::from_millis(900) {
+        assert_eq!(untrusted.status, 429, "the account's delay (1 s) applies");
+        assert!(untrusted.header("retry-after").is_some());
+    }
+    // ... but the owner's browser is not held back.
+    let resp = owner.send(
+        "POST",
+        "/auth/login",
+        Some(json!({"email": email, "password": PASSWORD})),
+    );
+    assert_eq!(resp.status, 200, "{}", String::from_utf8_lossy(&resp.body));
+    assert_eq!(owner.send("GET", "/auth/session", None).status, 200);
 }

@@ -144,23 +144,26 @@ async fn login(
     JsonBody(body): JsonBody<EmailPassword>,
 ) -> Result<Response, Rejection> {
     let previous = session_cookie(&headers);
-    let outcome = accounts
-        .login(
+    let device = cookies::read(&headers, cookies::DEVICE).and_then(Token::from_presented);
+    let login = accounts
+        .login_from_device(
             &body.email,
             &body.password,
             previous.as_ref(),
             user_agent(&headers),
+            device.as_ref(),
         )
         .await?;
-    Ok(match outcome {
-        LoginOutcome::Complete(issued) => issued_response(&issued, accounts.now()),
+    let now = accounts.now();
+    let mut response = match login.outcome {
+        LoginOutcome::Complete(issued) => issued_response(&issued, now),
         // The password was right and a second factor is due: no session yet, only the
         // pending-login cookie that POST /auth/login/totp accepts.
         LoginOutcome::SecondFactor { token, expires_at } => (
             StatusCode::ACCEPTED,
             [(
                 http::header::SET_COOKIE,
-                cookies::pending_mfa(token.expose(), expires_at - accounts.now()),
+                cookies::pending_mfa(token.expose(), expires_at - now),
             )],
             Json(json!({
                 "status": "second_factor_required",
@@ -170,7 +173,17 @@ async fn login(
             })),
         )
             .into_response(),
-    })
+    };
+    // The browser's own allowance for its next login (accounts/lockout.rs).
+    if let Ok(value) = http::HeaderValue::from_str(&cookies::device(
+        login.device.expose(),
+        login.device_expires_at - now,
+    )) {
+        response
+            .headers_mut()
+            .append(http::header::SET_COOKIE, value);
+    }
+    Ok(response)
 }
 
 async fn refresh(State(accounts): Shared, headers: HeaderMap) -> Result<Response, Rejection> {

@@ -9,6 +9,11 @@
 //! - pending MFA: `__Host-zonegate-mfa`, Secure, HttpOnly, SameSite=Strict, Path=/, five minutes:
 //!   the password step passed and the second factor is due; it is not a session.
 //!
+//! - device: `__Host-zonegate-device`, Secure, HttpOnly, SameSite=Strict, Path=/, a year: this
+//!   browser logged in to the account before, so its logins get their own failed-login
+//!   allowance (accounts/lockout.rs). Not a credential: it never authenticates anything, and
+//!   logging out keeps it.
+//!
 //! Values are set only through Set-Cookie, never in a body or URL.
 
 use cookie::{Cookie, SameSite};
@@ -21,6 +26,8 @@ pub const REFRESH_PATH: &str = "/auth/refresh";
 /// The pending-login cookie between the password and the second factor. Not a session: only
 /// `POST /auth/login/totp` reads it.
 pub const PENDING_MFA: &str = "__Host-zonegate-mfa";
+/// The device cookie: the browser's own failed-login allowance for an account it logged in to.
+pub const DEVICE: &str = "__Host-zonegate-device";
 
 /// The value of the named cookie, if the request carries exactly one. Parsed by the `cookie`
 /// crate (RFC 6265 pairs separated by `;`); values are not percent-decoded, since ours never
@@ -59,6 +66,10 @@ fn build(
 
 pub fn pending_mfa(value: &str, max_age: i64) -> String {
     build(PENDING_MFA, value, "/", true, SameSite::Strict, max_age)
+}
+
+pub fn device(value: &str, max_age: i64) -> String {
+    build(DEVICE, value, "/", true, SameSite::Strict, max_age)
 }
 
 pub fn session(value: &str, max_age: i64) -> String {

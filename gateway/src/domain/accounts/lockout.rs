@@ -17,6 +17,15 @@
 //!   lock them out of recovery, since the reset needs only the mailbox;
 //! * a successful login clears the counter.
 //!
+//! And so that a stranger's failures cannot hold the owner back at all, device cookies (OWASP,
+//! "slow down online guessing with device cookies"): a successful password login gives the
+//! browser a device token (`__Host-zonegate-device`, a year). A login presenting a device token
+//! of that account is judged by the device's own counter, with the same delays, and its
+//! failures count there, not on the account; the account's counter (fed by everyone else, the
+//! untrusted clients) never delays it, not even when blocked. A device whose own counter says
+//! wait or block is an untrusted client again. A trusted device's success clears its counter
+//! but leaves the account's, so it does not reset a stranger's delay either.
+//!
 //! The counter lives in `users.failed_logins` and changes only by single atomic `UPDATE`s
 //! (`failed_logins = failed_logins + 1`), so concurrent failures are all counted. Times come
 //! from the injected clock.
@@ -70,7 +79,96 @@ pub fn verdict(failures: u32, last_failed_at: Option<i64>, now: i64) -> Verdict 
     }
 }
 
+/// How long a device token is trusted after its last successful login.
+pub const DEVICE_TTL_SECS: i64 = 365 * 24 * 3600;
+
+/// Who is attempting a login, as far as throttling goes.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Client<'t> {
+    /// A device token of this account whose own counter allows an attempt.
+    Trusted(&'t super::Token),
+    /// Anyone else: judged and counted by the account's counter.
+    Untrusted,
+}
+
 impl super::Accounts {
+    /// Decide how to throttle a login attempt on `user_id`, refusing it (without checking the
+    /// password, and without counting it) when its counter says wait or block.
+    pub(super) async fn admit_login<'t>(
+        &self,
+        user_id: &str,
+        device: Option<&'t super::Token>,
+    ) -> Result<Client<'t>, super::AccountError> {
+        if let Some(token) = device {
+            let row =
+                store::device_lockout(&mut *self.conn().await?, &token.hash(), user_id).await?;
+            if let Some(row) = row {
+                let failures = u32::try_from(row.failed_logins).unwrap_or(u32::MAX);
+                if verdict(failures, row.last_failed_at, self.now()) == Verdict::Allowed {
+                    return Ok(Client::Trusted(token));
+                }
+            }
+        }
+        self.check_lockout(user_id).await?;
+        Ok(Client::Untrusted)
+    }
+
+    /// Count a wrong password where it belongs: on the trusted device, or on the account.
+    pub(super) async fn count_login_failure(
+        &self,
+        user_id: &str,
+        client: Client<'_>,
+    ) -> Result<(), super::AccountError> {
+        match client {
+            Client::Trusted(token) => {
+                store::record_device_failure(&mut *self.conn().await?, &token.hash(), self.now())
+                    .await?;
+                Ok(())
+            }
+            Client::Untrusted => self.count_failure(user_id).await,
+        }
+    }
+
+    /// A right password: an untrusted client clears the account's counter (as before device
+    /// cookies); a trusted device clears its own. Either way the browser gets a device token
+    /// (its own, refreshed, or a new one) for its next login.
+    pub(super) async fn login_succeeded(
+        &self,
+        user_id: &str,
+        client: Client<'_>,
+        presented: Option<&super::Token>,
+    ) -> Result<super::Token, super::AccountError> {
+        let mut conn = self.conn().await?;
+        if matches!(client, Client::Untrusted) {
+            store::clear_failed_logins(&mut conn, user_id).await?;
+        }
+        let token = match client {
+            Client::Trusted(token) => token.clone(),
+            // A device of this account that had fallen to its own delay is forgiven by a
+            // right password, like the account; any other cookie value is replaced.
+            Client::Untrusted => match presented {
+                Some(token)
+                    if store::device_lockout(&mut conn, &token.hash(), user_id)
+                        .await?
+                        .is_some() =>
+                {
+                    token.clone()
+                }
+                _ => super::Token::generate(),
+            },
+        };
+        let now = self.now();
+        store::device_login(
+            &mut conn,
+            &token.hash(),
+            user_id,
+            now,
+            now - DEVICE_TTL_SECS,
+        )
+        .await?;
+        Ok(token)
+    }
+
     /// Refuse a login attempt the lockout does not allow yet; called before the password is
     /// checked, so a refused attempt costs no bcrypt work and is not counted.
     pub(super) async fn check_lockout(&self, user_id: &str) -> Result<(), super::AccountError> {

@@ -194,6 +194,14 @@ pub fn normalise_email(raw: &str) -> Result<String, AccountError> {
 
 /// A password-login event; request context (client, request id, user agent) is filled in by
 /// [`crate::domain::audit::AuditLog::record`].
+/// A password login's result and the device token the browser keeps for its next one.
+#[derive(Debug)]
+pub struct DeviceLogin {
+    pub outcome: second_factor::LoginOutcome,
+    pub device: Token,
+    pub device_expires_at: i64,
+}
+
 fn login_event(event: SecurityEvent, user_id: Option<&str>) -> AuditEvent {
     let e = AuditEvent::new(event).detail("factor", "password");
     match user_id {
@@ -447,6 +455,22 @@ impl Accounts {
         previous_session: Option<&Token>,
         user_agent: Option<&str>,
     ) -> Result<second_factor::LoginOutcome, AccountError> {
+        self.login_from_device(email, password, previous_session, user_agent, None)
+            .await
+            .map(|login| login.outcome)
+    }
+
+    /// [`Self::login`] from a browser that may hold a device token of the account: it gets its
+    /// own failed-login allowance (lockout.rs). On a right password the result carries the
+    /// device token the browser should keep.
+    pub async fn login_from_device(
+        &self,
+        email: &str,
+        password: &str,
+        previous_session: Option<&Token>,
+        user_agent: Option<&str>,
+        device: Option<&Token>,
+    ) -> Result<DeviceLogin, AccountError> {
         let user = match normalise_email(email) {
             Ok(email) => store::user_by_email(&mut *self.conn().await?, &email).await?,
             Err(_) => None,
@@ -454,33 +478,43 @@ impl Accounts {
         let Some(user) = user else {
             // The same lockout reads and write as a wrong password (on an id no row has), so
             // the unknown-email path costs the same round trips as well as the same bcrypt work.
-            let _ = self.check_lockout("").await;
+            let _ = self.admit_login("", device).await;
             self.hasher.verify_dummy(password).await?;
             let _ = self.count_failure("").await;
             self.audit(login_event(SecurityEvent::LoginFail, None).detail("reason", "credentials"));
             return Err(AccountError::InvalidCredentials);
         };
         // Lockout (lockout.rs): refused before the password is checked, and not counted.
-        if let Err(e) = self.check_lockout(&user.id).await {
-            self.audit(
-                login_event(SecurityEvent::LoginFail, Some(&user.id)).detail("reason", e.reason()),
-            );
-            return Err(e);
-        }
+        let client = match self.admit_login(&user.id, device).await {
+            Ok(client) => client,
+            Err(e) => {
+                self.audit(
+                    login_event(SecurityEvent::LoginFail, Some(&user.id))
+                        .detail("reason", e.reason()),
+                );
+                return Err(e);
+            }
+        };
         if !self.hasher.verify(password, &user.password_hash).await? {
             self.audit(
                 login_event(SecurityEvent::LoginFail, Some(&user.id))
                     .detail("reason", "credentials"),
             );
-            self.count_failure(&user.id).await?;
+            self.count_login_failure(&user.id, client).await?;
             return Err(AccountError::InvalidCredentials);
         }
-        store::clear_failed_logins(&mut *self.conn().await?, &user.id).await?;
+        let device = self.login_succeeded(&user.id, client, device).await?;
         if user.email_verified_at.is_none() {
             return Err(AccountError::EmailNotVerified);
         }
-        self.after_password(&user.id, &user.email, previous_session, user_agent)
-            .await
+        let outcome = self
+            .after_password(&user.id, &user.email, previous_session, user_agent)
+            .await?;
+        Ok(DeviceLogin {
+            outcome,
+            device,
+            device_expires_at: self.now() + lockout::DEVICE_TTL_SECS,
+        })
     }
 
     async fn start_family(

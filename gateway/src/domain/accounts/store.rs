@@ -585,3 +585,67 @@ pub async fn clear_failed_logins(c: &mut Conn, user_id: &str) -> Result<(), sqlx
     .await?;
     Ok(())
 }
+
+// ---- Device cookies (lockout.rs) ---------------------------------------------------------------
+
+/// The failed-login counter of a device cookie, if the token is a device of this user.
+pub async fn device_lockout(
+    c: &mut Conn,
+    token_hash: &str,
+    user_id: &str,
+) -> Result<Option<LockoutRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT failed_logins, last_failed_at FROM login_devices \
+         WHERE token_hash = $1 AND user_id = $2",
+    )
+    .bind(token_hash)
+    .bind(user_id)
+    .fetch_optional(c)
+    .await
+}
+
+/// Count one failure against a device, atomically.
+pub async fn record_device_failure(
+    c: &mut Conn,
+    token_hash: &str,
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE login_devices SET failed_logins = failed_logins + 1, last_failed_at = $1 \
+         WHERE token_hash = $2",
+    )
+    .bind(now)
+    .bind(token_hash)
+    .execute(c)
+    .await?;
+    Ok(())
+}
+
+/// A successful login from a device: remember it (or refresh it, clearing its counter), and
+/// forget this user's devices unused since `stale_before`.
+pub async fn device_login(
+    c: &mut Conn,
+    token_hash: &str,
+    user_id: &str,
+    now: i64,
+    stale_before: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO login_devices (token_hash, user_id, created_at, last_login_at) \
+         VALUES ($1, $2, $3, $3) \
+         ON CONFLICT (token_hash) DO UPDATE SET last_login_at = excluded.last_login_at, \
+         failed_logins = 0, last_failed_at = NULL \
+         WHERE login_devices.user_id = excluded.user_id",
+    )
+    .bind(token_hash)
+    .bind(user_id)
+    .bind(now)
+    .execute(&mut *c)
+    .await?;
+    sqlx::query("DELETE FROM login_devices WHERE user_id = $1 AND last_login_at < $2")
+        .bind(user_id)
+        .bind(stale_before)
+        .execute(c)
+        .await?;
+    Ok(())
+}

@@ -646,6 +646,87 @@ async fn consecutive_failures_delay_then_block_until_a_reset() {
     }
 }
 
+/// Device cookies: a stranger's failures, however patient, never delay or block a browser
+/// that logged in to the account before; untrusted clients still share the account's delay; a
+/// device's own failures delay only that device, then it is untrusted like anyone else.
+#[tokio::test]
+async fn a_trusted_device_is_not_held_back_by_failures_from_elsewhere() {
+    use lockout::{delay_secs, BLOCK_AT, DELAY_AFTER};
+    for backend in backends() {
+        let f = fixture(backend).await;
+        f.verified_user("ada@example.com").await;
+        let from = |pw: &'static str, device: Option<Token>| {
+            let accounts = &f.accounts;
+            async move {
+                accounts
+                    .login_from_device("ada@example.com", pw, None, None, device.as_ref())
+                    .await
+            }
+        };
+        let wrong = "not the password at all";
+        // The owner's browser logs in once and keeps its device token.
+        let owner = from(PASSWORD, None).await.unwrap().device;
+        assert_eq!(
+            from(PASSWORD, Some(owner.clone())).await.unwrap().device,
+            owner,
+            "a trusted device keeps its token"
+        );
+
+        // A stranger drives the account to the block, waiting out every delay.
+        for failures in 0..BLOCK_AT {
+            f.clock.advance(delay_secs(failures));
+            assert!(matches!(
+                from(wrong, None).await,
+                Err(AccountError::InvalidCredentials)
+            ));
+        }
+        assert!(matches!(
+            from(PASSWORD, None).await,
+            Err(AccountError::LoginBlocked)
+        ));
+        // ... and the owner's browser walks in, every time, however the stranger continues.
+        for _ in 0..3 {
+            assert!(from(PASSWORD, Some(owner.clone())).await.is_ok());
+            assert!(matches!(
+                from(wrong, None).await,
+                Err(AccountError::LoginBlocked)
+            ));
+        }
+        // Its success did not reset the stranger's block, and another browser, or a device
+        // token of another account, or a made-up one, is just another untrusted client.
+        assert!(matches!(
+            from(PASSWORD, Some(Token::generate())).await,
+            Err(AccountError::LoginBlocked)
+        ));
+        f.verified_user("bob@example.com").await;
+        let bobs = f
+            .accounts
+            .login_from_device("bob@example.com", PASSWORD, None, None, None)
+            .await
+            .unwrap()
+            .device;
+        assert!(matches!(
+            from(PASSWORD, Some(bobs)).await,
+            Err(AccountError::LoginBlocked)
+        ));
+
+        // The device's own wrong guesses delay the device (and do not feed the account)...
+        for _ in 0..DELAY_AFTER {
+            assert!(matches!(
+                from(wrong, Some(owner.clone())).await,
+                Err(AccountError::InvalidCredentials)
+            ));
+        }
+        // ... after which it is an untrusted client, facing the account's block.
+        assert!(matches!(
+            from(PASSWORD, Some(owner.clone())).await,
+            Err(AccountError::LoginBlocked)
+        ));
+        f.clock.advance(delay_secs(DELAY_AFTER));
+        assert!(from(PASSWORD, Some(owner.clone())).await.is_ok());
+    }
+}
+
 #[tokio::test]
 async fn re_authentication_is_a_counted_password_guess() {
     use lockout::{delay_secs, DELAY_AFTER};
