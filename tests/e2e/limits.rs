@@ -96,13 +96,17 @@ fn an_api_key_over_its_limit_gets_429_while_another_key_is_unaffected() {
 #[test]
 fn failed_logins_for_one_account_are_spaced_out() {
     let stack = Stack::start();
-    let mut ada = logged_in(&stack, "ada@example.com");
+    logged_in(&stack, "ada@example.com");
+    // A client without Ada's device cookie (her own browser has its own allowance; see
+    // accounts::a_strangers_failures_do_not_delay_the_owners_browser).
+    let mut stranger = Browser::new(&stack);
     let wrong = json!({"email": "ada@example.com", "password": "not the password"});
     for _ in 0..5 {
-        ada.send("POST", "/auth/login", Some(wrong.clone()))
+        stranger
+            .send("POST", "/auth/login", Some(wrong.clone()))
             .assert_problem(401);
     }
-    let delayed = ada.send("POST", "/auth/login", Some(wrong));
+    let delayed = stranger.send("POST", "/auth/login", Some(wrong));
     let problem = delayed.assert_problem(429);
     assert_eq!(problem["type"], "urn:zonegate:problem:login-delayed");
     assert!(delayed.header("retry-after").is_some());

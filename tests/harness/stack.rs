@@ -172,6 +172,8 @@ pub struct Stack {
     pub policies: PathBuf,
     gateway: Option<Child>,
     backend_proc: Option<Child>,
+    /// Tokens [`Stack::mailed_token`] already returned.
+    handed_out: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 impl Stack {
@@ -344,6 +346,7 @@ flush_seconds = 1
             policies,
             gateway: None,
             backend_proc: None,
+            handed_out: std::sync::Mutex::default(),
             dir,
         };
         stack.start_backend();
@@ -469,12 +472,27 @@ flush_seconds = 1
         self.outbox().mails().into_iter().map(|m| m.body).collect()
     }
 
-    /// The token in the newest mailed link to `to`.
+    /// The token in the newest mailed link to `to` that no earlier call returned. The account
+    /// routes answer before they mail (so their timing reveals nothing), so this waits, up to
+    /// 10 s, for the mail the test's last request caused.
     pub fn mailed_token(&self, to: &str) -> String {
-        self.outbox()
-            .newest_link_to(to)
-            .and_then(|m| m.link_token().map(str::to_owned))
-            .unwrap_or_else(|| panic!("no mail with a link to {to}"))
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let newest = self
+                .outbox()
+                .newest_link_to(to)
+                .and_then(|m| m.link_token().map(str::to_owned));
+            if let Some(token) = newest {
+                if self.handed_out.lock().unwrap().insert(token.clone()) {
+                    return token;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no new mail with a link to {to} within 10 s"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Whether the gateway log contains `needle` within a few seconds. Logs are written by a

@@ -86,7 +86,7 @@ async fn signup(
     State(accounts): Shared,
     JsonBody(body): JsonBody<EmailPassword>,
 ) -> Result<Response, Rejection> {
-    accounts.signup(&body.email, &body.password).await?;
+    accounts.signup_detached(&body.email, &body.password)?;
     Ok((
         StatusCode::ACCEPTED,
         Json(json!({ "status": "accepted", "detail": ACCEPTED })),
@@ -106,7 +106,7 @@ async fn resend_verification(
     State(accounts): Shared,
     JsonBody(body): JsonBody<EmailBody>,
 ) -> Result<Response, Rejection> {
-    accounts.resend_verification(&body.email).await?;
+    accounts.resend_verification_detached(&body.email)?;
     Ok((
         StatusCode::ACCEPTED,
         Json(json!({ "status": "accepted", "detail": ACCEPTED })),
@@ -270,7 +270,7 @@ async fn request_reset(
     State(accounts): Shared,
     JsonBody(body): JsonBody<EmailBody>,
 ) -> Result<Response, Rejection> {
-    accounts.request_password_reset(&body.email).await?;
+    accounts.request_password_reset_detached(&body.email)?;
     Ok((
         StatusCode::ACCEPTED,
         Json(json!({ "status": "accepted", "detail": ACCEPTED })),

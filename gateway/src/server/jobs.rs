@@ -141,6 +141,13 @@ impl BackgroundService for Maintenance {
             }
         }
         retention.abort();
+        // Mails and tokens of requests already answered (signup, reset, resend) go out before
+        // the process ends (bounded, like the flush below).
+        let _ = tokio::time::timeout(
+            Duration::from_secs(2),
+            self.gateway.pipeline.services.accounts.settle(),
+        )
+        .await;
         // Counted denials are recorded before the process ends, whatever their window.
         self.gateway.audit.sweep_repeats_all();
         self.gateway

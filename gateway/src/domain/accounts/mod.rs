@@ -12,6 +12,7 @@
 //! third presentation, or one after the window, is reuse. Families expire absolutely (never
 //! sliding) and after `refresh_idle` seconds without a refresh.
 
+pub mod detached;
 pub mod lockout;
 pub mod password;
 pub mod second_factor;
@@ -166,6 +167,8 @@ pub struct Accounts {
     /// break existing logins.
     csrf_keys: Vec<[u8; 32]>,
     audit: AuditLog,
+    /// Slots for work done after the answer (detached.rs).
+    detached: Arc<tokio::sync::Semaphore>,
 }
 
 /// Normalise and check an email address: trimmed, lower-cased, one `@`, a dotted domain, no
@@ -264,6 +267,7 @@ impl Accounts {
             cfg,
             csrf_keys,
             audit,
+            detached: Arc::new(tokio::sync::Semaphore::new(detached::SLOTS)),
         })
     }
 

@@ -16,7 +16,7 @@ const T0: u64 = 1_800_000_000;
 const PASSWORD: &str = "correct horse battery staple";
 
 struct Fixture {
-    accounts: Accounts,
+    accounts: Arc<Accounts>,
     clock: Arc<ManualClock>,
     outbox: Outbox,
     audit: AuditLog,
@@ -47,7 +47,7 @@ async fn fixture(backend: Backend) -> Fixture {
     )
     .unwrap();
     Fixture {
-        accounts,
+        accounts: Arc::new(accounts),
         clock,
         outbox: Outbox::new(outbox),
         audit,
@@ -643,6 +643,55 @@ async fn consecutive_failures_delay_then_block_until_a_reset() {
             .login("ada@example.com", "a brand new passphrase", None, None)
             .await
             .unwrap();
+    }
+}
+
+/// The routes anyone may call with any address answer before the per-account work, in
+/// bounded slots; the work still happens, once per resend interval, after the answer.
+#[tokio::test]
+async fn detached_account_requests_answer_first_and_do_the_work_after() {
+    for backend in backends() {
+        let f = fixture(backend).await;
+        f.verified_user("ada@example.com").await;
+        let before = f.mails().len();
+        for _ in 0..64 {
+            f.accounts
+                .request_password_reset_detached("ada@example.com")
+                .unwrap();
+            f.accounts
+                .request_password_reset_detached("nobody@example.com")
+                .unwrap();
+            tokio::time::timeout(std::time::Duration::from_secs(10), f.accounts.settle())
+                .await
+                .unwrap();
+        }
+        assert_eq!(f.mails().len(), before + 1, "one reset mail per interval");
+        // What does not depend on the address is still answered at once.
+        assert!(matches!(
+            f.accounts.signup_detached("new@example.com", "short"),
+            Err(AccountError::WeakPassword(_))
+        ));
+        assert!(matches!(
+            f.accounts.signup_detached("not an email", PASSWORD),
+            Err(AccountError::InvalidEmail)
+        ));
+        // The slots are bounded: with all of them taken (nothing has run yet on this
+        // single-threaded runtime), the next request is refused for any address alike.
+        for _ in 0..detached::SLOTS {
+            f.accounts
+                .resend_verification_detached("nobody@example.com")
+                .unwrap();
+        }
+        assert!(matches!(
+            f.accounts.resend_verification_detached("ada@example.com"),
+            Err(AccountError::Busy)
+        ));
+        f.accounts.settle().await;
+        f.accounts
+            .signup_detached("new@example.com", PASSWORD)
+            .unwrap();
+        f.accounts.settle().await;
+        assert!(f.mails().last().unwrap().contains("verify-email#token="));
     }
 }
 

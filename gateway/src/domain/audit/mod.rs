@@ -384,6 +384,12 @@ tokio::task_local! {
 }
 
 impl RequestContext {
+    /// The context of the request being handled, if any: for work that outlives it (a mail
+    /// sent after the answer) and should still name it.
+    pub fn current() -> Option<RequestContext> {
+        REQUEST.try_with(Clone::clone).ok()
+    }
+
     /// Run `f` with this context visible to [`AuditLog::record`].
     pub async fn scope<F: std::future::Future>(self, f: F) -> F::Output {
         REQUEST.scope(self, f).await
