@@ -305,3 +305,39 @@ fn hop_by_hop_headers_never_cross_and_bodies_are_reframed() {
         "{got:?}"
     );
 }
+
+/// Issue 16 item 10: an upstream failure is answered by the gateway (502 problem+json with the
+/// security headers, never pingora's own page), and nothing logs the request line, its query
+/// string or the client's Host: the gateway's own event names the upstream and the error kind.
+#[test]
+fn an_upstream_failure_logs_no_request_line_query_or_host() {
+    let mut stack = Stack::start();
+    stack.stop_backend();
+    // A Host the gateway does not serve, with a query string: whatever the answer, neither
+    // may reach the log.
+    let raw = stack
+        .client()
+        .raw(b"GET /v1/orgs/acme/zones?token=q-canary-9931 HTTP/1.1\r\nhost: canary-host-5521.example\r\nconnection: close\r\n\r\n")
+        .unwrap();
+    let odd = parse_response(&raw).unwrap();
+    assert!(odd.status >= 400, "{}", odd.status);
+    let resp = stack
+        .client()
+        .get("/v1/orgs/acme/zones?token=q-canary-9931");
+    assert_eq!(resp.status, 502);
+    assert_eq!(
+        resp.header("content-type"),
+        Some("application/problem+json")
+    );
+    assert!(resp.header("strict-transport-security").is_some());
+    assert_eq!(resp.header("server"), None, "no Server: Pingora");
+    assert!(stack.gateway_logged("upstream_connect_failed"));
+    let log = stack.gateway_log();
+    for leaked in [
+        "q-canary-9931",
+        "canary-host-5521",
+        "GET /v1/orgs/acme/zones",
+    ] {
+        assert!(!log.contains(leaked), "the log holds {leaked:?}");
+    }
+}
