@@ -170,3 +170,34 @@ fn connections_over_the_per_address_cap_are_closed_at_once() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// Issue 16 item 3: a client that opens TCP connections and never finishes the TLS handshake
+/// (here: half a ClientHello, then nothing) is cut off at `tls_handshake_timeout_ms`, its
+/// connections count toward the per-address cap meanwhile, and normal clients are served.
+#[test]
+fn an_unfinished_tls_handshake_is_cut_off_and_others_are_served() {
+    let stack = stack_with(&format!("{SERVER}\ntls_handshake_timeout_ms = 500"));
+    let started = Instant::now();
+    let mut stalled: Vec<std::net::TcpStream> = (0..4)
+        .map(|_| {
+            let mut tcp = std::net::TcpStream::connect(stack.https).unwrap();
+            tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            // A TLS record header announcing a ClientHello that never comes.
+            tcp.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00]).unwrap();
+            tcp
+        })
+        .collect();
+    // Served meanwhile.
+    assert_eq!(stack.client().get("/healthz").status, 200);
+    for tcp in &mut stalled {
+        let (sent, closed) = read_until_closed(tcp);
+        assert!(closed, "an unfinished handshake kept its connection");
+        assert!(sent.is_empty());
+    }
+    let waited = started.elapsed();
+    assert!(
+        waited < Duration::from_secs(5),
+        "cut off after {waited:?}, not at the 500 ms handshake timeout"
+    );
+    assert_eq!(stack.client().get("/healthz").status, 200);
+}

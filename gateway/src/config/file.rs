@@ -263,6 +263,8 @@ pub(super) struct RawServer {
     pub(super) upstream_connect_timeout_ms: u64,
     pub(super) upstream_read_timeout_ms: u64,
     pub(super) max_gateway_body_bytes: usize,
+    /// Time a client has to complete the TLS handshake.
+    pub(super) tls_handshake_timeout_ms: u64,
     /// Time a client has to send a whole request head.
     pub(super) header_timeout_ms: u64,
     /// Longest wait for each read of a request body.
@@ -288,6 +290,7 @@ impl Default for RawServer {
             upstream_connect_timeout_ms: 2_000,
             upstream_read_timeout_ms: 30_000,
             max_gateway_body_bytes: 64 * 1024,
+            tls_handshake_timeout_ms: 10_000,
             header_timeout_ms: 10_000,
             body_read_timeout_ms: 10_000,
             keepalive_idle_seconds: 60,

@@ -454,6 +454,10 @@ fn validate_client_limits(s: &file::RawServer) -> Result<ClientLimits, ConfigErr
             Ok(v)
         }
     };
+    positive(
+        "server.tls_handshake_timeout_ms",
+        s.tls_handshake_timeout_ms,
+    )?;
     positive("server.header_timeout_ms", s.header_timeout_ms)?;
     positive("server.body_read_timeout_ms", s.body_read_timeout_ms)?;
     positive("server.keepalive_idle_seconds", s.keepalive_idle_seconds)?;
@@ -474,6 +478,7 @@ fn validate_client_limits(s: &file::RawServer) -> Result<ClientLimits, ConfigErr
         return Err(invalid("server.max_headers", "must be at most 256"));
     }
     Ok(ClientLimits {
+        tls_handshake_timeout: Duration::from_millis(s.tls_handshake_timeout_ms),
         header_timeout: Duration::from_millis(s.header_timeout_ms),
         body_read_timeout: Duration::from_millis(s.body_read_timeout_ms),
         keepalive_idle: Duration::from_secs(s.keepalive_idle_seconds),

@@ -88,6 +88,8 @@ pub struct Pipeline {
 /// connections for long (slowloris).
 #[derive(Debug, Clone)]
 pub struct ClientLimits {
+    /// For the TLS handshake of a new connection.
+    pub tls_handshake_timeout: Duration,
     /// For the whole request head of a new connection's first request.
     pub header_timeout: Duration,
     /// For each read of a request body.

@@ -3,8 +3,11 @@
 //! any request is read, so a client that opens connections and sits on them (slowloris) holds
 //! at most its share of the gateway's memory and sockets.
 //!
-//! The count covers connections from the end of the TLS handshake to their close; pingora
-//! runs the handshake before the application sees the connection (with its own 60 s limit).
+//! The count covers connections from the TCP accept to their close, the TLS handshake included:
+//! the listener is plain TCP and the handshake runs here, within `tls_handshake_timeout_ms`
+//! (pingora's own TLS listener allows 60 s, not configurable), so a client that opens
+//! connections and never finishes the handshake is cut off after a few seconds and counts
+//! toward the caps meanwhile.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -125,11 +128,28 @@ impl ConnectionCounter {
     }
 }
 
-/// A server application with its connections counted and capped.
+/// TLS on an accepted connection: the acceptor (certificates, versions, ALPN) and how long the
+/// client has to finish the handshake.
+pub struct Tls {
+    pub acceptor: pingora::listeners::tls::Acceptor,
+    pub handshake_timeout: std::time::Duration,
+}
+
+impl std::fmt::Debug for Tls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tls")
+            .field("handshake_timeout", &self.handshake_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A server application with its connections counted and capped, and TLS terminated here
+/// when `tls` is set.
 #[derive(Debug)]
 pub struct Capped<A> {
     pub app: Arc<A>,
     pub counter: Arc<ConnectionCounter>,
+    pub tls: Option<Tls>,
 }
 
 #[async_trait]
@@ -146,6 +166,34 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Capped<A> {
             self.counter.warn_refused();
             // Dropping the stream closes the connection.
             return None;
+        };
+        let stream = match &self.tls {
+            None => stream,
+            Some(tls) => {
+                // The listener is plain TCP, so the stream is its TCP stream.
+                let tcp = stream
+                    .into_any()
+                    .downcast::<pingora::protocols::l4::stream::Stream>()
+                    .ok()?;
+                let handshake = tokio::time::timeout(
+                    tls.handshake_timeout,
+                    pingora::protocols::tls::server::handshake(&tls.acceptor, *tcp),
+                )
+                .await;
+                match handshake {
+                    Ok(Ok(stream)) => Box::new(stream),
+                    // A failed or unfinished handshake: closed, at debug level (scanners make
+                    // many; none of it is the client's request).
+                    Ok(Err(e)) => {
+                        tracing::debug!(target: "zonegate::tls", event = "tls_handshake_failed", error = e.etype().as_str());
+                        return None;
+                    }
+                    Err(_) => {
+                        tracing::debug!(target: "zonegate::tls", event = "tls_handshake_timeout");
+                        return None;
+                    }
+                }
+            }
         };
         self.app.process_new(stream, shutdown).await
     }

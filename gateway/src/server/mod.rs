@@ -346,9 +346,14 @@ pub fn run(prepared: Prepared) -> Result<(), StartError> {
                 per_address: client.max_connections_per_address,
                 ipv6_prefix: config.rate_limits.ipv6_prefix,
             })),
+            tls: Some(connections::Tls {
+                acceptor: tls.build(),
+                handshake_timeout: client.tls_handshake_timeout,
+            }),
         },
     );
-    public.add_tls_with_settings(&config.listen.https.to_string(), None, tls);
+    // Plain TCP: the TLS handshake runs in `Capped`, within its own timeout.
+    public.add_tcp(&config.listen.https.to_string());
     server.add_service(public);
 
     if let Some(http) = config.listen.http {
