@@ -177,6 +177,8 @@ C=(curl -sf --cacert "$work/cert.pem" --resolve "localhost:$GATEWAY:127.0.0.1" -
 EMAIL=bench@example.com
 PASS='correct horse battery staple'
 "${C[@]}" "$G/auth/signup" -d "{\"email\":\"$EMAIL\",\"password\":\"$PASS\"}" >/dev/null
+# Signup answers before it makes the account and its mail: wait for the mail.
+for _ in $(seq 1 100); do ls "$work"/outbox/*.eml >/dev/null 2>&1 && break; sleep 0.1; done
 TOKEN=$(grep -ho 'token=[A-Za-z0-9_-]*' "$work"/outbox/*.eml | tail -1 | cut -d= -f2)
 "${C[@]}" "$G/auth/verify-email" -d "{\"token\":\"$TOKEN\"}" >/dev/null
 "${C[@]}" -c "$work/jar" "$G/auth/login" -d "{\"email\":\"$EMAIL\",\"password\":\"$PASS\"}" >/dev/null

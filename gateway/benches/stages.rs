@@ -264,11 +264,51 @@ org = {{ requests = 1000000000, window_seconds = 60 }}
     );
 }
 
+/// Minting one identity assertion, each algorithm: HS256 (a shared key) against EdDSA (the
+/// backend holds only a public key), both with a fresh `jti` and the empty body's digest.
+fn identity_assertion(c: &mut Criterion) {
+    use zonegate::domain::identity::{Algorithm, Signer, Subject, EMPTY_CONTENT_DIGEST};
+    let tmp = tempfile::tempdir().unwrap();
+    KeyRing::init(&tmp.path().join("keys")).unwrap();
+    let ring = KeyRing::load(&tmp.path().join("keys")).unwrap();
+    let principal = Principal::Anonymous;
+    for (name, algorithm) in [
+        ("identity assertion, HS256", Algorithm::Hs256),
+        ("identity assertion, EdDSA", Algorithm::EdDsa),
+    ] {
+        let signer = Signer::new(
+            &ring,
+            algorithm,
+            "zone-backend",
+            std::time::Duration::from_secs(5),
+        )
+        .unwrap();
+        c.bench_function(name, |b| {
+            b.iter(|| {
+                signer
+                    .sign(
+                        Subject {
+                            principal: &principal,
+                            org: Some("0b7c1d2e-org"),
+                            method: "GET",
+                            target: "/v1/orgs/0b7c1d2e-org/zones",
+                            request_id: "bafa4b8fc377205800000001",
+                            content_digest: EMPTY_CONTENT_DIGEST,
+                        },
+                        1_800_000_000,
+                    )
+                    .unwrap()
+            });
+        });
+    }
+}
+
 criterion_group!(
     benches,
     cedar_decision,
     route_and_sanitise,
     api_key_verification,
-    api_key_request_in_process
+    api_key_request_in_process,
+    identity_assertion
 );
 criterion_main!(benches);
