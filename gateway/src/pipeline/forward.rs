@@ -18,8 +18,8 @@
 //! - a request body is read whole (up to the upstream's `max_body_bytes`, else 413) before
 //!   anything goes upstream, because the identity assertion in the head binds its digest; it is
 //!   sent with its length and an RFC 9530 `Content-Digest`;
-//! - a reused upstream connection that turns out closed is retried once on a new one (the body
-//!   is in hand, so nothing is lost by sending it again).
+//! - a reused upstream connection that turns out closed is retried once on a new one when the
+//!   request has no body (a body might have been half delivered and acted on: not guessed).
 
 use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
@@ -295,7 +295,7 @@ pub async fn forward(
     let (stream, reused) = upstream.connection().await.map_err(connect_failed)?;
     let mut up = upstream_session(stream, upstream, !body.is_empty());
     if let Err(e) = send_request(&mut up, head, &body).await {
-        if !reused {
+        if !reused || !body.is_empty() {
             return Err(e);
         }
         // The idle connection was closed under us: once more, on a new connection, with a
