@@ -175,10 +175,13 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Capped<A> {
                     .into_any()
                     .downcast::<pingora::protocols::l4::stream::Stream>()
                     .ok()?;
-                let handshake = tokio::time::timeout(
+                // Boxed: awaited inline, the handshake's state (the rustls acceptor) would size
+                // this future, which lives as long as the connection; on the heap it is freed
+                // when the handshake ends.
+                let handshake = Box::pin(tokio::time::timeout(
                     tls.handshake_timeout,
                     pingora::protocols::tls::server::handshake(&tls.acceptor, *tcp),
-                )
+                ))
                 .await;
                 match handshake {
                     Ok(Ok(stream)) => Box::new(stream),
