@@ -35,7 +35,6 @@ use base64::Engine as _;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
 
 use crate::clock::Clock;
 
@@ -482,11 +481,7 @@ impl IdentityVerifier {
     }
 }
 
-/// RFC 9530 `Content-Digest` (SHA-256) of a body, as the gateway writes it in
-/// the `cd` claim.
-pub fn content_digest(body: &[u8]) -> String {
-    format!("sha-256=:{}:", STANDARD.encode(Sha256::digest(body)))
-}
+pub use zonegate_common::digest::content_digest;
 
 /// The single, printable, reasonably sized assertion header. Several copies are
 /// rejected: which one a proxy would honour is ambiguous.

@@ -21,12 +21,11 @@
 use std::fmt;
 use std::time::Duration;
 
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use rand::RngCore;
 use ring::signature::Ed25519KeyPair;
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 
 use crate::domain::keyring::{KeyRing, Purpose};
 use crate::domain::principal::Principal;
@@ -35,16 +34,8 @@ use crate::domain::principal::Principal;
 pub const HEADER: &str = "zonegate-identity";
 /// Issuer claim of every assertion.
 pub const ISSUER: &str = "zonegate";
-/// The `Content-Digest` of an empty body, which most forwarded requests have.
-pub const EMPTY_CONTENT_DIGEST: &str = "sha-256=:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=:";
-
-/// RFC 9530 `Content-Digest` of a body, SHA-256: `sha-256=:<base64>:`.
-pub fn content_digest(body: &[u8]) -> String {
-    if body.is_empty() {
-        return EMPTY_CONTENT_DIGEST.to_owned();
-    }
-    format!("sha-256=:{}:", STANDARD.encode(Sha256::digest(body)))
-}
+/// The body digest the assertion binds (RFC 9530, shared with the backend).
+pub use zonegate_common::digest::{content_digest, EMPTY_CONTENT_DIGEST};
 
 /// How assertions are signed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
@@ -301,19 +292,6 @@ mod tests {
     }
 
     #[test]
-    fn content_digests_are_rfc_9530_sha_256() {
-        // RFC 9530, appendix B.1: the digest of `{"hello": "world"}`.
-        assert_eq!(
-            content_digest(b"{\"hello\": \"world\"}"),
-            "sha-256=:X48E9qOokqqrvdts8nOJRJN3OWDUoyWxBf7kbu9DBPE=:"
-        );
-        assert_eq!(
-            format!("sha-256=:{}:", STANDARD.encode(Sha256::digest(b""))),
-            EMPTY_CONTENT_DIGEST
-        );
-    }
-
-    #[test]
     fn hs256_assertions_verify_with_their_key_id_and_bind_body_and_id() {
         let (_dir, ring) = ring();
         let signer = Signer::new(
@@ -374,7 +352,9 @@ mod tests {
         assert_eq!(header.kid.as_deref(), Some("signing-1"));
         // The backend's file: the public key only.
         let public = std::fs::read_to_string(dir.path().join("keys/signing-1.pub")).unwrap();
-        let public = STANDARD.decode(public.trim()).unwrap();
+        let public = base64::engine::general_purpose::STANDARD
+            .decode(public.trim())
+            .unwrap();
         let decoding = jsonwebtoken::DecodingKey::from_ed_der(&public);
         let validation = validation(jsonwebtoken::Algorithm::EdDSA);
         let claims = jsonwebtoken::decode::<serde_json::Value>(&token, &decoding, &validation)
