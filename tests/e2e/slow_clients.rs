@@ -121,6 +121,102 @@ fn a_head_over_the_size_or_field_limit_is_431() {
     assert_eq!(client.get("/v1/orgs/acme/echo").status, 200);
 }
 
+/// Read one response from a kept-alive connection.
+fn read_one(tls: &mut impl Read) -> zonegate_e2e::client::Response {
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        if let Some(resp) = parse_response(&raw) {
+            return resp;
+        }
+        let n = tls.read(&mut buf).unwrap();
+        assert!(
+            n > 0,
+            "closed before a whole response: {:?}",
+            String::from_utf8_lossy(&raw)
+        );
+        raw.extend_from_slice(&buf[..n]);
+    }
+}
+
+#[test]
+fn an_unfinished_head_over_the_limit_is_answered_431_without_waiting_for_the_rest() {
+    // A long header timeout: a head that is cut off by it gets no answer at all.
+    let stack = stack_with("header_timeout_ms = 3000\nmax_header_bytes = 4096");
+    let mut greedy = stack.client().connect().unwrap();
+    greedy
+        .write_all(b"GET /healthz HTTP/1.1\r\nhost: localhost\r\nx-pad: ")
+        .unwrap();
+    // Over the limit, and never finished: pingora alone would buffer up to 1 MiB of it.
+    greedy.write_all(&[b'a'; 6000]).unwrap();
+    greedy.flush().unwrap();
+    let (sent, closed) = read_until_closed(&mut greedy);
+    assert!(closed);
+    let resp = parse_response(&sent).expect("an answer before the header timeout");
+    let problem = resp.assert_problem(431);
+    assert_eq!(
+        problem["type"],
+        "urn:zonegate:problem:header-fields-too-large"
+    );
+    assert!(resp.header("strict-transport-security").is_some());
+    assert_eq!(resp.header("connection"), Some("close"));
+
+    // Too many fields, also unfinished.
+    let mut many = stack.client().connect().unwrap();
+    let fields: String = (0..120).map(|i| format!("x-h{i}: 1\r\n")).collect();
+    many.write_all(format!("GET /healthz HTTP/1.1\r\n{fields}").as_bytes())
+        .unwrap();
+    many.flush().unwrap();
+    let (sent, _) = read_until_closed(&mut many);
+    parse_response(&sent)
+        .expect("an answer to too many fields")
+        .assert_problem(431);
+}
+
+#[test]
+fn bodies_larger_than_the_head_limit_keep_their_connection_and_the_next_head_is_limited() {
+    let stack = stack();
+    let mut conn = stack.client().connect().unwrap();
+    let body = "b".repeat(20_000);
+    // A Content-Length body five times the head limit, forwarded.
+    conn.write_all(
+        format!(
+            "POST /v1/orgs/acme/echo HTTP/1.1\r\nhost: localhost\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(read_one(&mut conn).status, 200);
+    // The same body chunked.
+    let mut chunked = String::from(
+        "POST /v1/orgs/acme/echo HTTP/1.1\r\nhost: localhost\r\ntransfer-encoding: chunked\r\n\r\n",
+    );
+    for part in body.as_bytes().chunks(3000) {
+        chunked.push_str(&format!(
+            "{:x};ext=1\r\n{}\r\n",
+            part.len(),
+            std::str::from_utf8(part).unwrap()
+        ));
+    }
+    chunked.push_str("0\r\n\r\n");
+    conn.write_all(chunked.as_bytes()).unwrap();
+    assert_eq!(read_one(&mut conn).status, 200);
+    conn.write_all(b"GET /healthz HTTP/1.1\r\nhost: localhost\r\n\r\n")
+        .unwrap();
+    assert_eq!(read_one(&mut conn).status, 200);
+    let seen = stack.echo.seen();
+    assert_eq!(seen.len(), 2);
+    assert!(seen.iter().all(|s| s.body == body.as_bytes()));
+    // The next head is limited like the first.
+    conn.write_all(b"GET /healthz HTTP/1.1\r\nx-pad: ").unwrap();
+    conn.write_all(&[b'a'; 5000]).unwrap();
+    conn.flush().unwrap();
+    let (sent, closed) = read_until_closed(&mut conn);
+    assert!(closed);
+    parse_response(&sent).unwrap().assert_problem(431);
+}
+
 #[test]
 fn connections_over_the_per_address_cap_are_closed_at_once() {
     // The default header timeout, so the held connections stay for the whole test.

@@ -237,6 +237,8 @@ impl GatewayApp {
             ErrorType::InvalidHTTPHeader => {
                 Rejection::BadRequest("The request head could not be parsed.")
             }
+            // Over a limit while still arriving (`server::heads`).
+            ErrorType::ReadError if is_head_too_large(error) => Rejection::HeaderFieldsTooLarge,
             // The client went away or stalled: nobody to answer.
             _ => return,
         };
@@ -279,8 +281,22 @@ impl GatewayApp {
 /// Left by a request for the next one on the same connection.
 struct ReusedConnection;
 
+/// What reading a request head fails with once the head is over the configured size or
+/// field count, before it is complete.
+#[derive(Debug, thiserror::Error)]
+#[error("the request head is over the configured size or field limit")]
+pub struct HeadTooLarge;
+
+fn is_head_too_large(error: &pingora::Error) -> bool {
+    error
+        .root_cause()
+        .downcast_ref::<std::io::Error>()
+        .and_then(|e| e.get_ref())
+        .is_some_and(|inner| inner.is::<HeadTooLarge>())
+}
+
 /// A request head over the configured size or field count: 431, before any stage runs.
-/// (pingora itself refuses a head over 1 MiB or with more than 256 fields as unparseable.)
+/// (Checked again here: a head may end in the very read that took it over the limit.)
 fn head_too_large(session: &ServerSession, limits: &ClientLimits) -> Option<Rejection> {
     let bytes = session
         .as_http1()

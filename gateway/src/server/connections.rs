@@ -19,6 +19,7 @@ use pingora::apps::ServerApp;
 use pingora::protocols::Stream;
 use pingora::server::ShutdownWatch;
 
+use super::heads::{HeadLimits, LimitedHeads};
 use crate::pipeline::throttle::counted_address;
 
 /// The caps, from `[server]`.
@@ -128,23 +129,25 @@ impl ConnectionCounter {
     }
 }
 
-/// TLS on an accepted connection: the acceptor (certificates, versions, ALPN) and how long the
-/// client has to finish the handshake.
+/// TLS on an accepted connection: the acceptor (certificates, versions, ALPN), how long the
+/// client has to finish the handshake, and the limits on the request heads that follow.
 pub struct Tls {
     pub acceptor: pingora::listeners::tls::Acceptor,
     pub handshake_timeout: std::time::Duration,
+    pub heads: HeadLimits,
 }
 
 impl std::fmt::Debug for Tls {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Tls")
             .field("handshake_timeout", &self.handshake_timeout)
+            .field("heads", &self.heads)
             .finish_non_exhaustive()
     }
 }
 
 /// A server application with its connections counted and capped, and TLS terminated here
-/// when `tls` is set.
+/// (with request heads limited as they arrive) when `tls` is set.
 #[derive(Debug)]
 pub struct Capped<A> {
     pub app: Arc<A>,
@@ -184,7 +187,7 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Capped<A> {
                 ))
                 .await;
                 match handshake {
-                    Ok(Ok(stream)) => Box::new(stream),
+                    Ok(Ok(stream)) => Box::new(LimitedHeads::new(stream, tls.heads)),
                     // A failed or unfinished handshake: closed, at debug level (scanners make
                     // many; none of it is the client's request).
                     Ok(Err(e)) => {

@@ -7,6 +7,7 @@
 
 pub mod admin;
 pub mod connections;
+pub mod heads;
 pub mod jobs;
 pub mod redirect;
 pub mod telemetry;
@@ -349,6 +350,10 @@ pub fn run(prepared: Prepared) -> Result<(), StartError> {
             tls: Some(connections::Tls {
                 acceptor: tls.build(),
                 handshake_timeout: client.tls_handshake_timeout,
+                heads: heads::HeadLimits {
+                    max_bytes: client.max_header_bytes,
+                    max_fields: client.max_headers,
+                },
             }),
         },
     );
