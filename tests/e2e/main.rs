@@ -17,4 +17,5 @@ mod platform;
 mod policy;
 mod slow_clients;
 mod upstream_tls;
+mod walkthrough;
 mod zones;

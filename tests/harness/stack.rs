@@ -55,7 +55,7 @@ pub fn backend_bin() -> PathBuf {
 /// listener before the child binds it. So ports come from below that range (Linux's starts at
 /// 32768), each handed out once per test process, starting at an offset from the pid so two
 /// test processes rarely probe the same ports, and checked free before use.
-fn free_port() -> SocketAddr {
+pub fn free_port() -> SocketAddr {
     use std::sync::atomic::{AtomicU16, Ordering};
     const FIRST: u16 = 20_000;
     const SPAN: u16 = 12_000;
@@ -522,7 +522,7 @@ impl Drop for Stack {
     }
 }
 
-fn wait_for(addr: SocketAddr, path: &str, what: &str, log: PathBuf) {
+pub fn wait_for(addr: SocketAddr, path: &str, what: &str, log: PathBuf) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
         if plain_get(addr, path, &[]).is_ok_and(|r| r.status == 200) {
