@@ -97,6 +97,7 @@ pub fn app(state: AppState) -> Router {
             "/v1/orgs/{org}/zones/{zone}",
             get(zones::get_zone)
                 .put(zones::replace_zone)
+                .patch(zones::patch_zone)
                 .delete(zones::delete_zone),
         )
         .route("/v1/orgs/{org}/coverage", get(zones::coverage))

@@ -203,6 +203,41 @@ impl Store {
         }))
     }
 
+    /// Changes the name, the area, or both, in one statement (a JSON Merge Patch: what is not
+    /// given stays as stored, so two patches of different fields never undo each other).
+    /// `None` if the org has no such zone.
+    pub async fn patch(
+        &self,
+        org: &AuthorizedOrg,
+        id: Uuid,
+        name: Option<String>,
+        area: Option<Area>,
+        now: SystemTime,
+    ) -> Result<Option<Zone>, StoreError> {
+        let now = rfc3339_micros(now);
+        let stored = area.as_ref().map(area_json).transpose()?;
+        let bounds = area.as_ref().map(Area::bounds);
+        let row: Option<ZoneRow> = sqlx::query_as(
+            "UPDATE zones SET name = COALESCE(?, name), area = COALESCE(?, area), \
+             min_lon = COALESCE(?, min_lon), min_lat = COALESCE(?, min_lat), \
+             max_lon = COALESCE(?, max_lon), max_lat = COALESCE(?, max_lat), updated_at = ? \
+             WHERE org = ? AND id = ? \
+             RETURNING id, org, name, area, created_at, updated_at",
+        )
+        .bind(name)
+        .bind(stored)
+        .bind(bounds.as_ref().map(|b| b.min_lon))
+        .bind(bounds.as_ref().map(|b| b.min_lat))
+        .bind(bounds.as_ref().map(|b| b.max_lon))
+        .bind(bounds.as_ref().map(|b| b.max_lat))
+        .bind(&now)
+        .bind(org.id())
+        .bind(id.to_string())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(Zone::try_from).transpose()
+    }
+
     /// `false` if the org has no such zone.
     pub async fn delete(&self, org: &AuthorizedOrg, id: Uuid) -> Result<bool, StoreError> {
         let result = sqlx::query("DELETE FROM zones WHERE org = ? AND id = ?")

@@ -36,6 +36,27 @@ pub struct ZoneBody {
     pub area: geojson::Geometry,
 }
 
+/// Request body of `PATCH`, a JSON Merge Patch (RFC 7396): the members given replace the
+/// stored ones, the others stay. A zone always has a name and an area, so `null` (which would
+/// remove a member) is refused.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ZonePatch {
+    #[serde(default, deserialize_with = "present")]
+    pub name: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    pub area: Option<Option<geojson::Geometry>>,
+}
+
+/// A member that is present: `Some(None)` for `null`, so it is told apart from an absent one.
+fn present<'de, T, D>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+where
+    T: Deserialize<'de>,
+    D: serde::Deserializer<'de>,
+{
+    Option::<T>::deserialize(deserializer).map(Some)
+}
+
 #[derive(Debug, Serialize)]
 pub struct ZoneList {
     pub zones: Vec<Zone>,
@@ -116,6 +137,38 @@ pub async fn replace_zone(
     zone.map(Json).ok_or(ApiError::NotFound)
 }
 
+/// `PATCH /v1/orgs/{org}/zones/{zone}`: changes the name, the area or both
+/// (`application/merge-patch+json`, or `application/json`).
+pub async fn patch_zone(
+    State(state): State<AppState>,
+    org: AuthorizedOrg,
+    PathParams((_, zone)): PathParams<(String, String)>,
+    JsonBody(patch): JsonBody<ZonePatch>,
+) -> Result<Json<Zone>, ApiError> {
+    let id = zone_id(&zone)?;
+    let removed = || ApiError::Unprocessable("a zone's name and area cannot be removed");
+    let name = match patch.name {
+        None => None,
+        Some(None) => return Err(removed()),
+        Some(Some(name)) => Some(validate_name(name)?),
+    };
+    let area = match patch.area {
+        None => None,
+        Some(None) => return Err(removed()),
+        Some(Some(area)) => Some(validate_area(area).await?),
+    };
+    if name.is_none() && area.is_none() {
+        // An empty patch changes nothing, not even `updated_at`.
+        let zone = state.store.get(&org, id).await?;
+        return zone.map(Json).ok_or(ApiError::NotFound);
+    }
+    let zone = state
+        .store
+        .patch(&org, id, name, area, state.clock.now())
+        .await?;
+    zone.map(Json).ok_or(ApiError::NotFound)
+}
+
 /// `DELETE /v1/orgs/{org}/zones/{zone}`
 pub async fn delete_zone(
     State(state): State<AppState>,
@@ -165,6 +218,10 @@ fn zone_id(raw: &str) -> Result<Uuid, ApiError> {
 
 async fn validate(body: ZoneBody) -> Result<(String, Area), ApiError> {
     let ZoneBody { name, area } = body;
+    Ok((validate_name(name)?, validate_area(area).await?))
+}
+
+fn validate_name(name: String) -> Result<String, ApiError> {
     let chars = name.chars().count();
     if !(1..=MAX_NAME_CHARS).contains(&chars) {
         return Err(ApiError::Unprocessable("name must be 1 to 200 characters"));
@@ -174,8 +231,13 @@ async fn validate(body: ZoneBody) -> Result<(String, Area), ApiError> {
             "name must not contain control characters",
         ));
     }
-    let area = tokio::task::spawn_blocking(move || Area::parse(area))
+    Ok(name)
+}
+
+/// Geometry validation is CPU-bound: off the async workers.
+async fn validate_area(area: geojson::Geometry) -> Result<Area, ApiError> {
+    tokio::task::spawn_blocking(move || Area::parse(area))
         .await
-        .map_err(ApiError::internal)??;
-    Ok((name, area))
+        .map_err(ApiError::internal)?
+        .map_err(ApiError::from)
 }

@@ -700,6 +700,96 @@ async fn crud_round_trip() {
 }
 
 #[tokio::test]
+async fn patch_changes_only_the_members_given() {
+    let h = harness().await;
+    let created = h.create("org-a", "Centre", square(0.0, 0.0, 1.0)).await;
+    let path = format!("/v1/orgs/org-a/zones/{}", created["id"].as_str().unwrap());
+    let patch = |body: &str| {
+        let token = h.token_for_body("PATCH", &path, "org-a", body.as_bytes());
+        Request::builder()
+            .method("PATCH")
+            .uri(&path)
+            .header("zonegate-identity", token)
+            .header(header::CONTENT_TYPE, "application/merge-patch+json")
+            .body(Body::from(body.to_owned()))
+            .unwrap()
+    };
+
+    h.clock.advance(60);
+    let renamed = h
+        .send(patch(r#"{"name":"Old town"}"#))
+        .await
+        .expect(StatusCode::OK)
+        .json();
+    assert_eq!(renamed["name"], "Old town");
+    assert_eq!(renamed["area"], created["area"]);
+    assert_eq!(renamed["created_at"], created["created_at"]);
+    assert_ne!(renamed["updated_at"], created["updated_at"]);
+
+    // The area alone, and the bounds move with it: coverage finds the new place.
+    let moved = h
+        .send(patch(&json!({"area": square(20.0, 20.0, 1.0)}).to_string()))
+        .await
+        .expect(StatusCode::OK)
+        .json();
+    assert_eq!(moved["name"], "Old town");
+    assert_eq!(moved["area"], square(20.0, 20.0, 1.0));
+    let covered = h
+        .call(
+            "GET",
+            "/v1/orgs/org-a/coverage?lat=20.5&lon=20.5",
+            "org-a",
+            None,
+        )
+        .await
+        .expect(StatusCode::OK)
+        .json();
+    assert_eq!(covered["zones"].as_array().unwrap().len(), 1);
+
+    // An empty patch changes nothing, not even the time.
+    h.clock.advance(60);
+    let same = h.send(patch("{}")).await.expect(StatusCode::OK).json();
+    assert_eq!(same, moved);
+
+    // Removing a member, an unknown member, a bad value: refused, nothing changed.
+    for (body, status) in [
+        (r#"{"name":null}"#, StatusCode::UNPROCESSABLE_ENTITY),
+        (r#"{"area":null}"#, StatusCode::UNPROCESSABLE_ENTITY),
+        (r#"{"colour":"red"}"#, StatusCode::UNPROCESSABLE_ENTITY),
+        (r#"{"name":""}"#, StatusCode::UNPROCESSABLE_ENTITY),
+        (
+            r#"{"area":{"type":"Point","coordinates":[1,2]}}"#,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        ("{", StatusCode::BAD_REQUEST),
+    ] {
+        let reply = h.send(patch(body)).await;
+        assert_eq!(reply.status, status, "{body}");
+        assert!(reply.json()["type"]
+            .as_str()
+            .unwrap()
+            .starts_with("urn:zone-backend:problem:"));
+    }
+    assert_eq!(h.list("org-a").await, vec![moved]);
+
+    // Another org's zone, or none: 404.
+    let other = format!("/v1/orgs/org-b/zones/{}", created["id"].as_str().unwrap());
+    let token = h.token_for_body("PATCH", &other, "org-b", br#"{"name":"x"}"#);
+    let reply = h
+        .send(
+            Request::builder()
+                .method("PATCH")
+                .uri(&other)
+                .header("zonegate-identity", token)
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from(r#"{"name":"x"}"#))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
 async fn list_is_ordered_by_creation_time_then_id() {
     let h = harness().await;
     let first = h.create("org-a", "first", square(0.0, 0.0, 1.0)).await;

@@ -127,14 +127,26 @@ fn keys_work_within_their_org_and_scopes_and_are_shown_once() {
         .to_owned();
     with_key(&c, "GET", &format!("/v1/orgs/{other}/zones"), &key, None).assert_problem(403);
     // Keys never manage keys or members.
-    with_key(&c, "GET", &format!("/v1/orgs/{org}/api-keys"), &key, None).assert_problem(401);
+    let keys_page = with_key(&c, "GET", &format!("/v1/orgs/{org}/api-keys"), &key, None);
+    keys_page.assert_problem(401);
+    // The challenge names what that route takes: a dashboard session only.
+    assert_eq!(
+        keys_page.header("www-authenticate"),
+        Some(r#"Cookie realm="zonegate""#)
+    );
 
     // Malformed, wrong checksum, other schemes: one fixed 401.
     let mut flipped = key.clone();
     let last = flipped.pop().unwrap();
     flipped.push(if last == 'a' { 'b' } else { 'a' });
     for bad in ["zgk_nonsense", flipped.as_str()] {
-        with_key(&c, "GET", &zones, bad, None).assert_problem(401);
+        let refused = with_key(&c, "GET", &zones, bad, None);
+        refused.assert_problem(401);
+        // The zone routes take an API key or a session.
+        assert_eq!(
+            refused.header("www-authenticate"),
+            Some(r#"Bearer realm="zonegate", Cookie realm="zonegate""#)
+        );
     }
     c.request(
         "GET",

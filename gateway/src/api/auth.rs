@@ -16,7 +16,7 @@ use super::{CurrentUser, Handlers, JsonBody};
 use crate::domain::accounts::second_factor::LoginOutcome;
 use crate::domain::accounts::tokens::Token;
 use crate::domain::accounts::{Accounts, Issued};
-use crate::web::{cookies, csrf, Rejection};
+use crate::web::{cookies, csrf, Challenge, Rejection};
 
 type Shared = State<Arc<Accounts>>;
 
@@ -193,7 +193,8 @@ async fn refresh(State(accounts): Shared, headers: HeaderMap) -> Result<Response
         &headers,
         true,
     )?;
-    let presented = cookies::read(&headers, cookies::REFRESH).ok_or(Rejection::Unauthenticated)?;
+    let presented = cookies::read(&headers, cookies::REFRESH)
+        .ok_or(Rejection::Unauthenticated(Challenge::Cookie))?;
     let previous = session_cookie(&headers);
     let issued = accounts
         .refresh(

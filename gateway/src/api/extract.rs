@@ -14,7 +14,7 @@ use serde::de::DeserializeOwned;
 
 use crate::domain::principal::{Principal, UserPrincipal};
 pub use crate::web::authz::Authorizer;
-use crate::web::Rejection;
+use crate::web::{Challenge, Rejection};
 
 /// What the pipeline established about the request, handed to handlers.
 #[derive(Debug, Clone)]
@@ -36,7 +36,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
             .extensions
             .get::<Caller>()
             .cloned()
-            .ok_or(Rejection::Unauthenticated)
+            .ok_or(Rejection::Unauthenticated(Challenge::Either))
     }
 }
 
@@ -50,7 +50,9 @@ impl<S: Send + Sync> FromRequestParts<S> for CurrentUser {
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Rejection> {
         match Caller::from_request_parts(parts, state).await?.principal {
             Principal::User(user) => Ok(CurrentUser(user)),
-            Principal::Anonymous | Principal::ApiKey(_) => Err(Rejection::Unauthenticated),
+            Principal::Anonymous | Principal::ApiKey(_) => {
+                Err(Rejection::Unauthenticated(Challenge::Cookie))
+            }
         }
     }
 }

@@ -17,7 +17,7 @@ use serde_json::json;
 use super::auth::{issued_response, session_cookie, user_agent};
 use super::{CurrentUser, Handlers, JsonBody};
 use crate::domain::accounts::Accounts;
-use crate::web::{cookies, Rejection};
+use crate::web::{cookies, Challenge, Rejection};
 
 type Shared = State<Arc<Accounts>>;
 
@@ -44,8 +44,8 @@ async fn login_totp(
     headers: HeaderMap,
     JsonBody(body): JsonBody<Code>,
 ) -> Result<Response, Rejection> {
-    let pending =
-        cookies::read(&headers, cookies::PENDING_MFA).ok_or(Rejection::Unauthenticated)?;
+    let pending = cookies::read(&headers, cookies::PENDING_MFA)
+        .ok_or(Rejection::Unauthenticated(Challenge::Cookie))?;
     let previous = session_cookie(&headers);
     let issued = accounts
         .login_second_factor(pending, &body.code, previous.as_ref(), user_agent(&headers))

@@ -13,7 +13,7 @@ use super::route::{CredentialKind, Route};
 use super::{Pipeline, RequestCtx};
 use crate::domain::audit::SecurityEvent;
 use crate::domain::principal::Principal;
-use crate::web::{cookies, csrf, Rejection};
+use crate::web::{cookies, csrf, Challenge, Rejection};
 
 /// Authenticate a request for a route.
 pub async fn authenticate(
@@ -34,7 +34,7 @@ pub async fn authenticate(
         ));
     }
     let result = credentials(p, method, headers, route).await;
-    if result == Err(Rejection::Unauthenticated)
+    if matches!(result, Err(Rejection::Unauthenticated(_)))
         && headers.contains_key(http::header::AUTHORIZATION)
         && route.accepts(CredentialKind::ApiKey)
     {
@@ -52,6 +52,7 @@ async fn credentials(
     headers: &HeaderMap,
     route: &Route,
 ) -> Result<Principal, Rejection> {
+    let unauthenticated = Rejection::Unauthenticated(challenge(route));
     csrf::check_origin(&p.public_origin, method, headers, false)?;
     if route.accepts(CredentialKind::ApiKey) {
         if let Some(value) = headers.get(http::header::AUTHORIZATION) {
@@ -60,10 +61,10 @@ async fn credentials(
                 .to_str()
                 .ok()
                 .and_then(|v| v.strip_prefix("Bearer "))
-                .ok_or(Rejection::Unauthenticated)?;
+                .ok_or_else(|| unauthenticated.clone())?;
             return match p.services.keys.verify(key.trim()).await {
                 Some(principal) => Ok(Principal::ApiKey(std::sync::Arc::new(principal))),
-                None => Err(Rejection::Unauthenticated),
+                None => Err(unauthenticated),
             };
         }
     }
@@ -74,7 +75,7 @@ async fn credentials(
                 .accounts
                 .authenticate_session(token)
                 .await
-                .map_err(|_| Rejection::Unauthenticated)?;
+                .map_err(|_| unauthenticated.clone())?;
             if !csrf::is_safe(method) {
                 csrf::check_origin(&p.public_origin, method, headers, true)?;
                 if !p
@@ -91,7 +92,19 @@ async fn credentials(
     if route.accepts(CredentialKind::Anonymous) {
         Ok(Principal::Anonymous)
     } else {
-        Err(Rejection::Unauthenticated)
+        Err(unauthenticated)
+    }
+}
+
+/// What a 401 on `route` asks for: the credentials it accepts.
+fn challenge(route: &Route) -> Challenge {
+    match (
+        route.accepts(CredentialKind::ApiKey),
+        route.accepts(CredentialKind::Session),
+    ) {
+        (true, false) => Challenge::Bearer,
+        (false, true) => Challenge::Cookie,
+        _ => Challenge::Either,
     }
 }
 

@@ -8,4 +8,4 @@ pub mod csrf;
 pub mod rejection;
 pub mod security;
 
-pub use rejection::Rejection;
+pub use rejection::{Challenge, Rejection};

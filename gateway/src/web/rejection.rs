@@ -37,8 +37,9 @@ pub enum Rejection {
     NotFound,
     /// A route matches the path but not the method.
     MethodNotAllowed { allow: String },
-    /// Missing or invalid credentials. One fixed message whatever was wrong.
-    Unauthenticated,
+    /// Missing or invalid credentials. One fixed message whatever was wrong; the challenge
+    /// names the credentials that would do (`WWW-Authenticate`).
+    Unauthenticated(Challenge),
     /// The policy decision was deny (or evaluation failed, which also denies).
     Forbidden,
     /// The request body is larger than the route accepts.
@@ -83,6 +84,25 @@ pub enum Rejection {
     Internal,
 }
 
+/// The credentials a 401 asks for, in its `WWW-Authenticate` header (RFC 9110 §11.6.1): an
+/// API key as a bearer token (RFC 6750), a dashboard session cookie, or either.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Challenge {
+    Bearer,
+    Cookie,
+    Either,
+}
+
+impl Challenge {
+    pub fn header_value(self) -> &'static str {
+        match self {
+            Challenge::Bearer => r#"Bearer realm="zonegate""#,
+            Challenge::Cookie => r#"Cookie realm="zonegate""#,
+            Challenge::Either => r#"Bearer realm="zonegate", Cookie realm="zonegate""#,
+        }
+    }
+}
+
 impl Rejection {
     /// The HTTP status this refusal is answered with.
     pub fn status(&self) -> u16 {
@@ -91,7 +111,7 @@ impl Rejection {
             | Rejection::AmbiguousPath
             | Rejection::BadRequest(_)
             | Rejection::InvalidToken => 400,
-            Rejection::Unauthenticated | Rejection::InvalidCode => 401,
+            Rejection::Unauthenticated(_) | Rejection::InvalidCode => 401,
             Rejection::TooManyRequests(_) | Rejection::LoginDelayed { .. } => 429,
             Rejection::Forbidden
             | Rejection::AccountLocked
@@ -130,7 +150,7 @@ impl Rejection {
             Rejection::BadRequest(_) => "bad_request",
             Rejection::NotFound => "not_found",
             Rejection::MethodNotAllowed { .. } => "method_not_allowed",
-            Rejection::Unauthenticated => "unauthenticated",
+            Rejection::Unauthenticated(_) => "unauthenticated",
             Rejection::Forbidden => "forbidden",
             Rejection::PayloadTooLarge => "payload_too_large",
             Rejection::HeaderFieldsTooLarge => "header_fields_too_large",
@@ -179,7 +199,7 @@ impl Rejection {
                 "Method not allowed",
                 "This path does not accept this method; see the Allow header.",
             ),
-            Rejection::Unauthenticated => (
+            Rejection::Unauthenticated(_) => (
                 "urn:zonegate:problem:unauthenticated",
                 "Authentication required",
                 "Missing or invalid credentials.",
@@ -288,6 +308,14 @@ impl Rejection {
     pub fn headers(&self) -> Vec<(&'static str, String)> {
         match self {
             Rejection::MethodNotAllowed { allow } => vec![("allow", allow.clone())],
+            Rejection::Unauthenticated(challenge) => {
+                vec![("www-authenticate", challenge.header_value().to_owned())]
+            }
+            // A wrong second-factor code: the pending login (a cookie) is what to try again.
+            Rejection::InvalidCode => vec![(
+                "www-authenticate",
+                Challenge::Cookie.header_value().to_owned(),
+            )],
             Rejection::TooManyRequests(limited) => {
                 let reset = limited.retry_after_secs();
                 vec![
@@ -358,7 +386,7 @@ impl From<AccountError> for Rejection {
                 Rejection::Unprocessable("The email address is not valid.")
             }
             AccountError::WeakPassword(p) => Rejection::Unprocessable(p.message()),
-            AccountError::InvalidCredentials => Rejection::Unauthenticated,
+            AccountError::InvalidCredentials => Rejection::Unauthenticated(Challenge::Cookie),
             AccountError::WrongPassword => Rejection::WrongPassword,
             AccountError::EmailNotVerified => Rejection::EmailNotVerified,
             AccountError::InvalidToken => Rejection::InvalidToken,
@@ -434,7 +462,7 @@ mod tests {
             Rejection::MethodNotAllowed {
                 allow: "GET".into(),
             },
-            Rejection::Unauthenticated,
+            Rejection::Unauthenticated(Challenge::Either),
             Rejection::Forbidden,
             Rejection::PayloadTooLarge,
             Rejection::HeaderFieldsTooLarge,
@@ -467,6 +495,13 @@ mod tests {
                 .as_str()
                 .is_some_and(|t| t.starts_with("urn:zonegate:problem:")));
             assert!((400..600).contains(&r.status()));
+            // RFC 9110 §15.5.2: every 401 names a scheme to authenticate with.
+            if r.status() == 401 {
+                assert!(
+                    r.response().headers().contains_key("www-authenticate"),
+                    "{r:?}"
+                );
+            }
         }
     }
 
