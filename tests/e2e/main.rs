@@ -11,6 +11,7 @@ mod hygiene;
 mod lifecycle;
 mod limits;
 mod listeners;
+mod metrics;
 mod mfa;
 mod orgs;
 mod platform;

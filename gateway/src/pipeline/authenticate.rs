@@ -34,6 +34,21 @@ pub async fn authenticate(
         ));
     }
     let result = credentials(p, method, headers, route).await;
+    match &result {
+        Err(Rejection::Unauthenticated(_)) => p.metrics.authentication_failed(
+            if headers.contains_key(http::header::AUTHORIZATION)
+                && route.accepts(CredentialKind::ApiKey)
+            {
+                "api_key"
+            } else if cookies::read(headers, cookies::SESSION).is_some() {
+                "session"
+            } else {
+                "missing"
+            },
+        ),
+        Err(Rejection::CsrfRejected) => p.metrics.authentication_failed("csrf"),
+        _ => {}
+    }
     if matches!(result, Err(Rejection::Unauthenticated(_)))
         && headers.contains_key(http::header::AUTHORIZATION)
         && route.accepts(CredentialKind::ApiKey)

@@ -292,6 +292,7 @@ pub async fn forward(
     let body = read_body(session, upstream.max_body_bytes).await?;
     let head = upstream_request(p, ctx, upstream, session.req_header(), &body)?;
 
+    let started = std::time::Instant::now();
     let (stream, reused) = upstream.connection().await.map_err(connect_failed)?;
     let mut up = upstream_session(stream, upstream, !body.is_empty());
     if let Err(e) = send_request(&mut up, head, &body).await {
@@ -322,6 +323,8 @@ pub async fn forward(
         }
     };
     up.respect_keepalive();
+    p.metrics
+        .upstream(&upstream.name, reused, started.elapsed());
     if session.write_response_header(Box::new(head)).await.is_err() {
         return Ok(Forwarded::Broken);
     }

@@ -24,6 +24,7 @@ pub mod admit;
 pub mod authenticate;
 pub mod authorise;
 pub mod forward;
+pub mod metrics;
 pub mod record;
 pub mod respond;
 pub mod route;
@@ -81,6 +82,7 @@ pub struct Pipeline {
     pub audit: AuditLog,
     /// Time, size and connection limits for clients.
     pub client: ClientLimits,
+    pub metrics: metrics::Metrics,
 }
 
 /// What one client may hold of the gateway: time to send a request, size of its head, and
@@ -274,6 +276,13 @@ impl GatewayApp {
             rejection: Some(rejection.code()),
         }
         .emit();
+        self.pipeline.metrics.request(
+            None,
+            None,
+            rejection.status(),
+            std::time::Duration::ZERO,
+            Some(rejection.code()),
+        );
         session.shutdown().await;
     }
 }
@@ -384,6 +393,16 @@ impl HttpServerApp for GatewayApp {
             rejection: ctx.rejection,
         }
         .emit();
+        if let Some(decision) = &ctx.decision {
+            p.metrics.decision(decision);
+        }
+        p.metrics.request(
+            ctx.route.take(),
+            Some(&req.method),
+            session.response_written().map_or(0, |r| r.status.as_u16()),
+            ctx.started.elapsed(),
+            ctx.rejection,
+        );
         if !reusable {
             session.set_keepalive(None);
         }

@@ -193,6 +193,7 @@ fn refuse(
     limited: Limited,
     principal: Option<&Principal>,
 ) -> Rejection {
+    p.metrics.rate_limited(scope);
     if p.limits.events.check(&format!("{scope}:{key}")).is_ok() {
         let mut event = ctx
             .event(SecurityEvent::RateLimitExceeded)

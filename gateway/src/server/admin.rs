@@ -1,5 +1,5 @@
-//! The admin listener: health and readiness for operators and orchestrators, and the policy
-//! set (`GET /policies`, with the shadow set's disagreements grouped as `policy diff` groups
+//! The admin listener: health, readiness and Prometheus metrics for operators and
+//! orchestrators, and the policy set (`GET /policies`, with the shadow set's disagreements grouped as `policy diff` groups
 //! them; `POST /policies/reload`). It binds its own address (loopback by
 //! default) and is never reachable through the public listener; whoever can reach it can
 //! reload policies, so keep it on loopback or a management network.
@@ -15,7 +15,10 @@ use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 use serde_json::json;
 
+use super::connections::ConnectionCounter;
 use super::Gateway;
+use crate::domain::stats::CacheStats;
+use crate::pipeline::metrics::{self, Samples};
 use crate::web::security::SecurityHeaders;
 use crate::web::Rejection;
 
@@ -24,9 +27,35 @@ pub struct AdminApp {
     pub gateway: Arc<Gateway>,
     pub security: SecurityHeaders,
     pub identity_key: Option<String>,
+    /// The public listener's connection counts, for `/metrics`.
+    pub connections: Option<Arc<ConnectionCounter>>,
 }
 
 impl AdminApp {
+    /// The Prometheus text: the pipeline's counts and samples of the domain's own counters.
+    pub fn metrics(&self) -> String {
+        let g = &self.gateway;
+        let services = &g.pipeline.services;
+        let (entities, decisions) = g.policy.cache_stats();
+        let cache = |name, stats: &CacheStats| (name, stats.hits(), stats.misses());
+        let samples = Samples {
+            connections_open: self.connections.as_ref().map(|c| c.open_total()),
+            caches: vec![
+                cache("api_keys", services.keys.cache_stats()),
+                cache("sessions", services.accounts.session_cache_stats()),
+                cache("org_facts", services.orgs.cache_stats()),
+                cache("cedar_entities", entities),
+                cache("decisions", decisions),
+            ],
+            audit_queued: g.audit.queued(),
+            audit_dropped: g.audit.dropped(),
+            decision_log_dropped: g.decisions.dropped(),
+            shadow_disagreements: g.policy.shadow_mismatches(),
+            password_jobs_queued: services.accounts.password_jobs_queued(),
+        };
+        g.pipeline.metrics.render(&samples)
+    }
+
     fn policies(&self) -> serde_json::Value {
         let policy = &self.gateway.policy;
         let active = policy.active();
@@ -65,9 +94,11 @@ impl AdminApp {
                 "policy_hash": self.gateway.policy.active_hash(),
                 "identity_key": self.identity_key,
             })),
-            (_, "/healthz" | "/policies" | "/readyz") => Err(Rejection::MethodNotAllowed {
-                allow: "GET".into(),
-            }),
+            (_, "/healthz" | "/policies" | "/readyz" | "/metrics") => {
+                Err(Rejection::MethodNotAllowed {
+                    allow: "GET".into(),
+                })
+            }
             (_, "/policies/reload") => Err(Rejection::MethodNotAllowed {
                 allow: "POST".into(),
             }),
@@ -80,8 +111,16 @@ impl AdminApp {
 impl ServeHttp for AdminApp {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         let req = session.req_header();
+        if req.uri.path() == "/metrics" && req.method == http::Method::GET {
+            let mut r = Response::new(Bytes::from(self.metrics()));
+            r.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                HeaderValue::from_static(metrics::CONTENT_TYPE),
+            );
+            return self.finish(r);
+        }
         let answer = self.answer(req.method.as_str(), req.uri.path());
-        let mut response = match answer {
+        let response = match answer {
             Ok(body) => {
                 let mut r =
                     Response::new(Bytes::from(serde_json::to_vec(&body).unwrap_or_default()));
@@ -93,6 +132,12 @@ impl ServeHttp for AdminApp {
             }
             Err(rejection) => rejection.response(),
         };
+        self.finish(response)
+    }
+}
+
+impl AdminApp {
+    fn finish(&self, mut response: Response<Bytes>) -> Response<Vec<u8>> {
         self.security.apply(response.headers_mut(), None);
         let len = response.body().len();
         response

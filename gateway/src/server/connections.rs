@@ -102,6 +102,11 @@ impl ConnectionCounter {
         })
     }
 
+    /// Connections open now.
+    pub fn open_total(&self) -> usize {
+        self.lock().total
+    }
+
     /// Connections open now: in total, and from `peer`'s counted address.
     #[cfg(test)]
     fn open(&self, peer: IpAddr) -> (usize, usize) {

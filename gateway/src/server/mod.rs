@@ -279,6 +279,7 @@ pub fn prepare(config: Config, clock: Arc<dyn Clock>) -> Result<Prepared, StartE
         limits: limits.clone(),
         audit: audit.clone(),
         client: config.server.client.clone(),
+        metrics: Default::default(),
     };
     let gateway = Gateway {
         pipeline: Arc::new(pipeline),
@@ -336,17 +337,18 @@ pub fn run(prepared: Prepared) -> Result<(), StartError> {
         .map_err(|e| StartError::Other(format!("tls settings: {e}")))?;
     tls.set_cert_resolver(certs);
     let client = &config.server.client;
+    let connections = Arc::new(connections::ConnectionCounter::new(connections::Caps {
+        total: client.max_connections,
+        per_address: client.max_connections_per_address,
+        ipv6_prefix: config.rate_limits.ipv6_prefix,
+    }));
     let mut public = Service::new(
         "zonegate public https".into(),
         connections::Capped {
             app: Arc::new(GatewayApp {
                 pipeline: gateway.pipeline.clone(),
             }),
-            counter: Arc::new(connections::ConnectionCounter::new(connections::Caps {
-                total: client.max_connections,
-                per_address: client.max_connections_per_address,
-                ipv6_prefix: config.rate_limits.ipv6_prefix,
-            })),
+            counter: connections.clone(),
             tls: Some(connections::Tls {
                 acceptor: tls.build(),
                 handshake_timeout: client.tls_handshake_timeout,
@@ -400,6 +402,7 @@ pub fn run(prepared: Prepared) -> Result<(), StartError> {
             gateway: gateway.clone(),
             security,
             identity_key: Some(gateway.pipeline.signer.key_id().to_owned()),
+            connections: Some(connections),
         },
     );
     admin.add_tcp(&config.listen.admin.to_string());

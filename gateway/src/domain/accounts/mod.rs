@@ -693,6 +693,16 @@ impl Accounts {
         Ok(())
     }
 
+    /// Password checks and hashes waiting for a bcrypt thread.
+    pub fn password_jobs_queued(&self) -> usize {
+        self.hasher.queued()
+    }
+
+    /// Lookups in the session cache.
+    pub fn session_cache_stats(&self) -> &crate::domain::stats::CacheStats {
+        &self.cache.stats
+    }
+
     /// The hot path: a session cookie to a user. Cached; the database is consulted on a miss
     /// or when the entry is due for revalidation.
     pub async fn authenticate_session(

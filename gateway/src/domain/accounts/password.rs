@@ -149,6 +149,11 @@ impl HashPool {
         HashPool { jobs }
     }
 
+    /// Jobs waiting for a thread.
+    pub fn queued(&self) -> usize {
+        self.jobs.len()
+    }
+
     /// Run `work` on the pool; [`HashError::Busy`] at once when the queue is full.
     pub async fn run<T: Send + 'static>(
         &self,
@@ -178,6 +183,11 @@ pub enum HashError {
 }
 
 impl PasswordHasher {
+    /// Password jobs waiting for a bcrypt thread.
+    pub fn queued(&self) -> usize {
+        self.pool.queued()
+    }
+
     /// A hasher with `workers` bcrypt threads (see [`HashPool`]).
     pub fn new(ring: &KeyRing, cost: u32, workers: usize) -> Result<PasswordHasher, HashError> {
         let active_id = ring

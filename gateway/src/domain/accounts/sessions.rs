@@ -26,6 +26,7 @@ pub struct SessionCache {
     revoked: RwLock<std::collections::HashSet<String>>,
     revalidate: i64,
     capacity: usize,
+    pub stats: crate::domain::stats::CacheStats,
 }
 
 impl SessionCache {
@@ -35,14 +36,17 @@ impl SessionCache {
             revoked: RwLock::new(std::collections::HashSet::new()),
             revalidate: revalidate_seconds,
             capacity,
+            stats: Default::default(),
         }
     }
 
     /// A cached session that is neither expired nor due for revalidation.
     pub fn get(&self, hash: &str, now: i64) -> Option<Arc<UserPrincipal>> {
-        let entries = self.entries.read().ok()?;
-        let e = entries.get(hash)?;
-        (now < e.expires_at && now - e.checked_at < self.revalidate).then(|| e.user.clone())
+        let found = self.entries.read().ok().and_then(|entries| {
+            let e = entries.get(hash)?;
+            (now < e.expires_at && now - e.checked_at < self.revalidate).then(|| e.user.clone())
+        });
+        self.stats.count(found)
     }
 
     pub fn put(&self, hash: String, user: Arc<UserPrincipal>, expires_at: i64, now: i64) {

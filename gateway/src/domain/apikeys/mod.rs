@@ -92,6 +92,8 @@ pub struct ApiKeys {
     active_pepper: String,
     revalidate: i64,
     roll_grace: i64,
+    /// Lookups in `cache`.
+    cache_stats: crate::domain::stats::CacheStats,
     cache: RwLock<HashMap<String, Record>>,
     /// Keys revoked on this instance. Checked after every lookup, so a record a concurrent
     /// request read just before the revoke cannot be re-cached into acceptance.
@@ -124,6 +126,7 @@ impl ApiKeys {
             revalidate,
             roll_grace,
             cache: RwLock::new(HashMap::new()),
+            cache_stats: Default::default(),
             revoked: RwLock::new(std::collections::HashSet::new()),
             last_used: Mutex::new((HashMap::new(), 0)),
         })
@@ -314,15 +317,20 @@ impl ApiKeys {
         }))
     }
 
+    /// Lookups in the key cache.
+    pub fn cache_stats(&self) -> &crate::domain::stats::CacheStats {
+        &self.cache_stats
+    }
+
     /// The hot path: a presented key to a principal, or `None` (one answer for every failure).
     pub async fn verify(&self, presented: &str) -> Option<ApiKeyPrincipal> {
         let parsed = format::parse(presented)?;
         let now = self.now();
-        let cached = self.cache.read().ok().and_then(|c| {
+        let cached = self.cache_stats.count(self.cache.read().ok().and_then(|c| {
             c.get(&parsed.id)
                 .filter(|r| now - r.checked_at < self.revalidate)
                 .cloned()
-        });
+        }));
         let record = match cached {
             Some(r) => r,
             None => {

@@ -552,6 +552,14 @@ impl AuditLog {
         }
     }
 
+    /// Events waiting for the writer.
+    pub fn queued(&self) -> usize {
+        self.inner
+            .tx
+            .max_capacity()
+            .saturating_sub(self.inner.tx.capacity())
+    }
+
     /// Events logged but not stored since start.
     pub fn dropped(&self) -> u64 {
         self.inner.dropped.load(Ordering::Relaxed)

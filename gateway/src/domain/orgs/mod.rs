@@ -165,6 +165,8 @@ pub struct Orgs {
     revalidate: i64,
     roles: RoleCache,
     facts: RwLock<HashMap<String, Cached<Option<OrgFacts>>>>,
+    /// Lookups in `roles` and `facts` together.
+    cache_stats: crate::domain::stats::CacheStats,
 }
 
 /// Cache entries beyond this are dropped wholesale rather than growing without bound.
@@ -187,6 +189,7 @@ impl Orgs {
             cfg,
             roles: RwLock::new(HashMap::new()),
             facts: RwLock::new(HashMap::new()),
+            cache_stats: Default::default(),
         }
     }
 
@@ -200,9 +203,16 @@ impl Orgs {
         key: &K,
     ) -> Option<T> {
         let now = self.now();
-        let map = map.read().ok()?;
-        let entry = map.get(key)?;
-        (now - entry.checked_at < self.revalidate).then(|| entry.value.clone())
+        let found = map.read().ok().and_then(|map| {
+            let entry = map.get(key)?;
+            (now - entry.checked_at < self.revalidate).then(|| entry.value.clone())
+        });
+        self.cache_stats.count(found)
+    }
+
+    /// Lookups in the role and org-fact caches.
+    pub fn cache_stats(&self) -> &crate::domain::stats::CacheStats {
+        &self.cache_stats
     }
 
     fn remember<K: std::hash::Hash + Eq, T>(

@@ -288,20 +288,22 @@ impl DecisionKey {
 /// the same for every request a caller makes in one org. The key holds everything they are
 /// built from, so an entry can never be stale; the map is cleared when full, which bounds it.
 #[derive(Debug, Default)]
-pub struct EntityCache(RwLock<HashMap<BaseKey, Entities>>);
+pub struct EntityCache {
+    map: RwLock<HashMap<BaseKey, Entities>>,
+    pub stats: crate::domain::stats::CacheStats,
+}
 
 const CACHE_CAPACITY: usize = 10_000;
 
 impl EntityCache {
     fn get_or_build(&self, principal: &Principal, org: &OrgContext) -> Result<Entities, ()> {
         let key = BaseKey::of(principal, org);
-        if let Ok(map) = self.0.read() {
-            if let Some(e) = map.get(&key) {
-                return Ok(e.clone());
-            }
+        let cached = self.map.read().ok().and_then(|map| map.get(&key).cloned());
+        if let Some(e) = self.stats.count(cached) {
+            return Ok(e);
         }
         let base = base_entities(principal, org)?;
-        if let Ok(mut map) = self.0.write() {
+        if let Ok(mut map) = self.map.write() {
             if map.len() >= CACHE_CAPACITY {
                 map.clear();
             }

@@ -26,6 +26,7 @@ pub use store::{PolicySource, PolicyStore, SCHEMA_FILE};
 
 use crate::domain::orgs::{OrgFacts, Role};
 use crate::domain::principal::Principal;
+use crate::domain::stats::CacheStats;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyError {
@@ -148,6 +149,8 @@ pub struct PolicyEngine {
     /// One reload at a time: two racing reloads could otherwise swap in the older read last.
     reloading: Mutex<()>,
     entities: entities::EntityCache,
+    /// Lookups in `decisions` (questions without request context only).
+    decision_stats: CacheStats,
     decisions: DecisionCache,
 }
 
@@ -185,7 +188,13 @@ impl PolicyEngine {
             reloading: Mutex::new(()),
             entities: entities::EntityCache::default(),
             decisions: DecisionCache::default(),
+            decision_stats: CacheStats::default(),
         }
+    }
+
+    /// Lookups in the caches of built entities and of decisions.
+    pub fn cache_stats(&self) -> (&CacheStats, &CacheStats) {
+        (&self.entities.stats, &self.decision_stats)
     }
 
     pub fn active_hash(&self) -> String {
@@ -259,7 +268,7 @@ impl PolicyEngine {
                 .read()
                 .ok()
                 .and_then(|m| m.get(key).cloned());
-            if let Some(decision) = cached {
+            if let Some(decision) = self.decision_stats.count(cached) {
                 if decision.shadow.is_some() {
                     self.shadow_mismatches.fetch_add(1, Ordering::Relaxed);
                 }
