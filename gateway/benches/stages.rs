@@ -303,12 +303,58 @@ fn identity_assertion(c: &mut Criterion) {
     }
 }
 
+/// What a request adds outside the stages: its metrics (request count and latency, the
+/// decision and its policy, the upstream exchange) and the head framing reader's pass over a
+/// typical head. Compared with the whole request's CPU (BENCHMARKS.md), these say what the
+/// metrics and the head limit cost.
+fn per_request_bookkeeping(c: &mut Criterion) {
+    use zonegate::domain::policy::Decision;
+    use zonegate::pipeline::metrics::Metrics;
+    use zonegate::server::heads::{Framing, HeadLimits};
+    let metrics = Metrics::default();
+    let decision = Decision {
+        allowed: true,
+        policies: vec!["apikey-zones-list".to_owned()],
+        errors: Vec::new(),
+        shadow: None,
+        policy_hash: std::sync::Arc::from("hash"),
+    };
+    let method = http::Method::GET;
+    c.bench_function("metrics of one forwarded API-key request", |b| {
+        b.iter(|| {
+            metrics.decision(&decision);
+            metrics.upstream("zones", true, std::time::Duration::from_micros(180));
+            metrics.request(
+                Some("zones-list".to_owned()),
+                Some(&method),
+                200,
+                std::time::Duration::from_micros(240),
+                None,
+            );
+        });
+    });
+    let head = b"GET /v1/orgs/0b7c1d2e-org/zones HTTP/1.1\r\nhost: localhost:8443\r\n\
+        authorization: Bearer zgk_0123456789abcdef0123456789abcdef0123456789abcdef\r\n\
+        user-agent: wrk\r\naccept: */*\r\n\r\n";
+    c.bench_function("head framing reader over one request head", |b| {
+        b.iter(|| {
+            let mut framing = Framing::new(HeadLimits {
+                max_bytes: 32 * 1024,
+                max_fields: 100,
+            });
+            framing.feed(std::hint::black_box(head));
+            framing
+        });
+    });
+}
+
 criterion_group!(
     benches,
     cedar_decision,
     route_and_sanitise,
     api_key_verification,
     api_key_request_in_process,
-    identity_assertion
+    identity_assertion,
+    per_request_bookkeeping
 );
 criterion_main!(benches);
