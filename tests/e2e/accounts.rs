@@ -463,6 +463,12 @@ fn bad_input_is_a_4xx_problem_and_creates_nothing() {
         c.send_json("POST", "/auth/signup", &body)
             .assert_problem(422);
     }
+    // A malformed address is refused at once on the resend and reset routes too: that is the
+    // same for every address, so it tells nothing about accounts.
+    for path in ["/auth/verify-email/resend", "/auth/password-reset"] {
+        c.send_json("POST", path, &json!({"email": "not-an-email"}))
+            .assert_problem(422);
+    }
     c.request(
         "POST",
         "/auth/signup",

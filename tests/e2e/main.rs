@@ -6,6 +6,7 @@ mod accounts;
 mod apikeys;
 mod assertions;
 mod canary;
+mod contract;
 mod decisions;
 mod hygiene;
 mod lifecycle;

@@ -11,6 +11,7 @@
 )]
 
 pub mod client;
+pub mod dev;
 pub mod echo;
 pub mod pki;
 pub mod stack;

@@ -13,6 +13,7 @@
 
 pub mod audit;
 pub mod auth;
+mod contract;
 pub mod extract;
 pub mod keys;
 pub mod mfa;
@@ -147,6 +148,7 @@ impl Api {
         );
         let handlers = Handlers::new()
             .get("/healthz", health)
+            .get("/openapi.json", contract::openapi)
             .merge(auth::handlers(services.accounts.clone()))
             .merge(mfa::handlers(services.accounts.clone()))
             .merge(orgs::handlers(services.orgs.clone(), authorizer))

@@ -447,6 +447,47 @@ impl From<AuditError> for Rejection {
     }
 }
 
+/// One refusal of each kind, for tests that must cover them all.
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+pub(crate) fn every_kind() -> Vec<Rejection> {
+    vec![
+        Rejection::AmbiguousFraming,
+        Rejection::AmbiguousPath,
+        Rejection::BadRequest("x"),
+        Rejection::NotFound,
+        Rejection::MethodNotAllowed {
+            allow: "GET".into(),
+        },
+        Rejection::Unauthenticated(Challenge::Either),
+        Rejection::Forbidden,
+        Rejection::PayloadTooLarge,
+        Rejection::HeaderFieldsTooLarge,
+        Rejection::UnsupportedMediaType,
+        Rejection::Unprocessable("x"),
+        Rejection::EmailNotVerified,
+        Rejection::WrongPassword,
+        Rejection::InvalidToken,
+        Rejection::InvalidCode,
+        Rejection::CsrfRejected,
+        Rejection::Conflict("x"),
+        Rejection::TooManyRequests(crate::domain::ratelimit::Limited {
+            retry_after: std::time::Duration::from_secs(3),
+            policy: crate::domain::ratelimit::RatePolicy::new(5, 60).unwrap(),
+            overflow: false,
+        }),
+        Rejection::LoginDelayed {
+            retry_after_secs: 4,
+        },
+        Rejection::AccountLocked,
+        Rejection::Busy,
+        Rejection::InvalidPolicySet,
+        Rejection::BadGateway,
+        Rejection::GatewayTimeout,
+        Rejection::Internal,
+    ]
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -454,40 +495,7 @@ mod tests {
 
     #[test]
     fn every_rejection_is_a_client_or_gateway_status_with_a_typed_body() {
-        let all = [
-            Rejection::AmbiguousFraming,
-            Rejection::AmbiguousPath,
-            Rejection::BadRequest("x"),
-            Rejection::NotFound,
-            Rejection::MethodNotAllowed {
-                allow: "GET".into(),
-            },
-            Rejection::Unauthenticated(Challenge::Either),
-            Rejection::Forbidden,
-            Rejection::PayloadTooLarge,
-            Rejection::HeaderFieldsTooLarge,
-            Rejection::UnsupportedMediaType,
-            Rejection::Unprocessable("x"),
-            Rejection::EmailNotVerified,
-            Rejection::WrongPassword,
-            Rejection::InvalidToken,
-            Rejection::InvalidCode,
-            Rejection::CsrfRejected,
-            Rejection::Conflict("x"),
-            Rejection::TooManyRequests(crate::domain::ratelimit::Limited {
-                retry_after: std::time::Duration::from_secs(3),
-                policy: crate::domain::ratelimit::RatePolicy::new(5, 60).unwrap(),
-                overflow: false,
-            }),
-            Rejection::LoginDelayed {
-                retry_after_secs: 4,
-            },
-            Rejection::AccountLocked,
-            Rejection::InvalidPolicySet,
-            Rejection::BadGateway,
-            Rejection::GatewayTimeout,
-            Rejection::Internal,
-        ];
+        let all = every_kind();
         for r in all {
             let v: serde_json::Value = serde_json::from_slice(&r.body()).unwrap_or_default();
             assert_eq!(v["status"], r.status(), "{r:?}");

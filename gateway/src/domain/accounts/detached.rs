@@ -45,19 +45,21 @@ impl Accounts {
     }
 
     /// [`Accounts::resend_verification`], answered before the lookup.
+    /// A malformed address is refused at once: that is the same for every address.
     pub fn resend_verification_detached(self: &Arc<Self>, email: &str) -> Result<(), AccountError> {
-        let email = email.to_owned();
+        let email = normalise_email(email)?;
         self.detach("resend_verification", move |accounts| async move {
             accounts.resend_verification(&email).await
         })
     }
 
-    /// [`Accounts::request_password_reset`], answered before the lookup.
+    /// [`Accounts::request_password_reset`], answered before the lookup; a malformed address
+    /// is refused at once.
     pub fn request_password_reset_detached(
         self: &Arc<Self>,
         email: &str,
     ) -> Result<(), AccountError> {
-        let email = email.to_owned();
+        let email = normalise_email(email)?;
         self.detach("password_reset", move |accounts| async move {
             accounts.request_password_reset(&email).await
         })
