@@ -13,7 +13,7 @@
 
 pub mod audit;
 pub mod auth;
-mod contract;
+pub mod contract;
 pub mod extract;
 pub mod keys;
 pub mod mfa;

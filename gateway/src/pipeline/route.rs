@@ -594,6 +594,55 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use super::*;
 
+    /// (operationId, METHOD, path) of every operation in the document.
+    fn operations() -> std::collections::BTreeSet<(String, String, String)> {
+        let doc: serde_json::Value = serde_json::from_str(crate::api::contract::OPENAPI).unwrap();
+        assert_eq!(doc["openapi"], "3.1.0");
+        let mut out = std::collections::BTreeSet::new();
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for (method, op) in item.as_object().unwrap() {
+                if let Some(id) = op.get("operationId") {
+                    out.insert((
+                        id.as_str().unwrap().to_owned(),
+                        method.to_ascii_uppercase(),
+                        path.clone(),
+                    ));
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn every_route_is_an_operation_and_every_operation_a_route() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let upstreams = std::collections::BTreeSet::from(["zones".to_owned()]);
+        let table = RouteTable::load(&root.join("policies/routes.toml"), &upstreams).unwrap();
+        let mut routes = std::collections::BTreeSet::new();
+        for route in table.routes() {
+            for method in &route.methods {
+                // A route with two methods has one operation each: `zones-update` is the PUT,
+                // its PATCH is `zones-patch`.
+                let id = match (route.name.as_str(), method.as_str()) {
+                    ("zones-update", "PATCH") => "zones-patch".to_owned(),
+                    (name, _) => name.to_owned(),
+                };
+                routes.insert((id, method.to_string(), route.pattern.clone()));
+            }
+        }
+        let documented = operations();
+        let undocumented: Vec<_> = routes.difference(&documented).collect();
+        let unrouted: Vec<_> = documented.difference(&routes).collect();
+        assert!(
+            undocumented.is_empty(),
+            "routes without an operation: {undocumented:?}"
+        );
+        assert!(
+            unrouted.is_empty(),
+            "operations without a route: {unrouted:?}"
+        );
+    }
+
     const TABLE: &str = r#"
 [[route]]
 name = "list-zones"
