@@ -148,3 +148,61 @@ fn a_policy_deny_is_403_problem_json_and_never_reaches_the_upstream() {
     assert_eq!(event["status"], 403);
     assert_eq!(event["principal_kind"], "anonymous");
 }
+
+#[test]
+fn sighup_serves_a_renewed_certificate_to_new_connections() {
+    let stack = Stack::start();
+    let old_ca = stack.cert.with_file_name("old-cert.pem");
+    std::fs::copy(&stack.cert, &old_ca).unwrap();
+    let old = Client::new(stack.https, &old_ca);
+    assert_eq!(old.get("/healthz").status, 200);
+
+    // Renewed on disk: another self-signed certificate in the same files.
+    let key = stack.cert.with_file_name("key.pem");
+    std::fs::remove_file(&stack.cert).unwrap();
+    std::fs::remove_file(&key).unwrap();
+    zonegate::server::tls::ensure_dev_certificate(&stack.cert, &key).unwrap();
+    let renewed = Client::new(stack.https, &stack.cert);
+    // Not yet: the files are read on SIGHUP, not watched.
+    assert!(renewed.connect().is_err());
+
+    let pid = stack.gateway_pid().unwrap().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while renewed.connect().is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "SIGHUP did not load the renewed certificate"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(renewed.get("/healthz").status, 200);
+    // A new client that trusts only the old certificate (the first client could resume its
+    // TLS session, which presents no certificate).
+    assert!(
+        Client::new(stack.https, &old_ca).connect().is_err(),
+        "the old certificate is still served"
+    );
+    assert!(stack.gateway_logged("tls_certificate_reloaded"));
+
+    // A broken pair of files: the renewed certificate stays in use.
+    std::fs::write(&stack.cert, "not a certificate").unwrap();
+    assert!(std::process::Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !stack.gateway_logged("tls_certificate_reload_failed") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no reload failure logged"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(renewed.get("/healthz").status, 200);
+}

@@ -17,6 +17,8 @@ use crate::domain::decisions::DecisionWriter;
 #[derive(Debug)]
 pub struct ReloadOnHangup {
     pub gateway: Arc<Gateway>,
+    /// The public listener's certificate, re-read from its files on the same signal.
+    pub certs: Arc<super::tls::CertResolver>,
 }
 
 #[async_trait]
@@ -36,6 +38,21 @@ impl BackgroundService for ReloadOnHangup {
                 _ = hangups.recv() => {
                     // A refused set is recorded by reload_policies; the old set stays.
                     let _ = self.gateway.reload_policies("sighup");
+                    // A renewed certificate applies to new connections; a broken pair of
+                    // files leaves the old certificate in use.
+                    match self.certs.reload() {
+                        Ok(()) => tracing::info!(
+                            target: "zonegate::tls",
+                            event = "tls_certificate_reloaded",
+                            "the TLS certificate was re-read; new connections get it"
+                        ),
+                        Err(e) => tracing::error!(
+                            target: "zonegate::tls",
+                            event = "tls_certificate_reload_failed",
+                            error = %e,
+                            "the TLS certificate files could not be loaded; the old certificate stays in use"
+                        ),
+                    }
                 }
                 _ = shutdown.changed() => return,
             }

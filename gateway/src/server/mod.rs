@@ -335,7 +335,7 @@ pub fn run(prepared: Prepared) -> Result<(), StartError> {
 
     let mut tls = TlsSettings::intermediate("", "")
         .map_err(|e| StartError::Other(format!("tls settings: {e}")))?;
-    tls.set_cert_resolver(certs);
+    tls.set_cert_resolver(certs.clone());
     let client = &config.server.client;
     let connections = Arc::new(connections::ConnectionCounter::new(connections::Caps {
         total: client.max_connections,
@@ -375,9 +375,10 @@ pub fn run(prepared: Prepared) -> Result<(), StartError> {
     }
 
     server.add_service(pingora::services::background::background_service(
-        "policy reload on SIGHUP",
+        "policy and certificate reload on SIGHUP",
         jobs::ReloadOnHangup {
             gateway: gateway.clone(),
+            certs,
         },
     ));
     server.add_service(pingora::services::background::background_service(
