@@ -54,6 +54,22 @@ fn check_config_accepts_the_stack_config_and_names_bad_keys() {
             text.replace("tests/fixtures/routes.toml", "tests/fixtures/missing.toml"),
             "missing.toml",
         ),
+        // The admin listener off loopback without a token, a password written into the
+        // database URL, a secret's variable that is not set: each refused by name.
+        (
+            text.replace("admin = \"127.0.0.1:", "admin = \"0.0.0.0:"),
+            "listen.admin_token_file",
+        ),
+        (
+            text.replace("[mail]", "[database]\nurl = \"postgres://z:pw@127.0.0.1/z\"\n[mail]"),
+            "database.password_env",
+        ),
+        (
+            format!(
+                "{text}\n[mail.smtp]\nhost = \"127.0.0.1\"\nusername = \"z\"\npassword_env = \"ZONEGATE_E2E_UNSET_SMTP_PASSWORD\"\n"
+            ),
+            "`ZONEGATE_E2E_UNSET_SMTP_PASSWORD` is not set",
+        ),
     ];
     for (bad, needle) in cases {
         let path = stack.dir.path().join("bad.toml");

@@ -80,6 +80,9 @@ fn admin_listener_answers_health_and_readiness_and_is_not_on_the_public_listener
     let health = plain_get(stack.admin, "/healthz", &[]).unwrap();
     assert_eq!(health.status, 200);
     let ready = plain_get(stack.admin, "/readyz", &[]).unwrap();
+    assert_eq!(ready.status, 200);
+    assert_eq!(ready.json()["status"], "ready");
+    assert_eq!(ready.json()["database"], "ok");
     assert_eq!(ready.json()["identity_key"], "identity-1");
     assert_eq!(ready.json()["policy_hash"].as_str().unwrap().len(), 64);
     // The public listener has no /readyz route.
@@ -156,6 +159,15 @@ fn sighup_serves_a_renewed_certificate_to_new_connections() {
     std::fs::copy(&stack.cert, &old_ca).unwrap();
     let old = Client::new(stack.https, &old_ca);
     assert_eq!(old.get("/healthz").status, 200);
+    let served = || {
+        let ready = plain_get(stack.admin, "/readyz", &[]).unwrap();
+        ready.json()["tls_certificate_sha256"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let old_fingerprint = served();
+    assert_eq!(old_fingerprint.len(), 64);
 
     // Renewed on disk: another self-signed certificate in the same files.
     let key = stack.cert.with_file_name("key.pem");
@@ -188,6 +200,9 @@ fn sighup_serves_a_renewed_certificate_to_new_connections() {
         "the old certificate is still served"
     );
     assert!(stack.gateway_logged("tls_certificate_reloaded"));
+    // Readiness names the certificate now served.
+    let new_fingerprint = served();
+    assert_ne!(new_fingerprint, old_fingerprint);
 
     // A broken pair of files: the renewed certificate stays in use.
     std::fs::write(&stack.cert, "not a certificate").unwrap();
@@ -205,4 +220,5 @@ fn sighup_serves_a_renewed_certificate_to_new_connections() {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert_eq!(renewed.get("/healthz").status, 200);
+    assert_eq!(served(), new_fingerprint);
 }

@@ -606,6 +606,56 @@ fn reloads_under_load_swap_atomically_and_refuse_an_invalid_set() {
 }
 
 #[test]
+fn with_an_admin_token_a_reload_needs_it_and_reads_do_not() {
+    let secrets = tempfile::tempdir().unwrap();
+    let token = "c0ffee".repeat(8);
+    let file = secrets.path().join("admin-token");
+    std::fs::write(&file, format!("{token}\n")).unwrap();
+    let stack = Stack::start_with(StackOptions {
+        listen_config: format!("admin_token_file = \"{}\"", file.display()),
+        ..StackOptions::default()
+    });
+    let reload = |authorization: &str| {
+        plain(
+            stack.admin,
+            &format!(
+                "POST /policies/reload HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n{authorization}content-length: 0\r\n\r\n"
+            ),
+        )
+        .unwrap()
+    };
+    let h0 = active_hash(&stack);
+    for wrong in [
+        String::new(),
+        "authorization: Bearer nope\r\n".to_owned(),
+        format!("authorization: Bearer {}\r\n", &token[..token.len() - 1]),
+        format!("authorization: Basic {token}\r\n"),
+    ] {
+        let resp = reload(&wrong);
+        assert_eq!(resp.status, 401, "{wrong:?}");
+        assert_eq!(
+            resp.header("www-authenticate"),
+            Some(r#"Bearer realm="zonegate""#)
+        );
+        assert!(resp
+            .header("content-type")
+            .unwrap()
+            .starts_with("application/problem+json"));
+    }
+    assert!(stack.gateway_logged("admin_token_refused"));
+    assert!(
+        !stack.gateway_log().contains(&token),
+        "the token is never logged"
+    );
+    let ok = reload(&format!("authorization: Bearer {token}\r\n"));
+    assert_eq!(ok.status, 200, "{}", String::from_utf8_lossy(&ok.body));
+    assert_eq!(ok.json()["previous_hash"], h0.as_str());
+    // Probes and scrapers need no secret.
+    assert_eq!(plain_get(stack.admin, "/readyz", &[]).unwrap().status, 200);
+    assert_eq!(plain_get(stack.admin, "/metrics", &[]).unwrap().status, 200);
+}
+
+#[test]
 fn shadow_set_is_evaluated_and_logged_but_never_enforced() {
     let ws = workspace_root();
     let shadow = tempfile::tempdir().unwrap();

@@ -79,6 +79,8 @@ pub struct StackOptions {
     pub extra_config: String,
     /// Lines added to the config's `[server]` section (timeouts, connection caps).
     pub server_config: String,
+    /// Lines added to the config's `[listen]` section (e.g. `admin_token_file`).
+    pub listen_config: String,
     /// The policy directory to enforce, used as is. Default: a copy of the shipped policies
     /// plus the fixture policies in the stack's temporary directory.
     pub policies: Option<PathBuf>,
@@ -129,6 +131,7 @@ impl Default for StackOptions {
             trusted_proxies: Vec::new(),
             extra_config: String::new(),
             server_config: String::new(),
+            listen_config: String::new(),
             rate_limits: GENEROUS_RATE_LIMITS.to_owned(),
             identity_config: String::new(),
             echo_tls: EchoTls::Off,
@@ -263,6 +266,7 @@ public_origin = "https://localhost:{https_port}"
 https = "{https}"
 http = "{http}"
 admin = "{admin}"
+{listen}
 [server]
 threads = 2
 shutdown_grace_seconds = {grace}
@@ -305,6 +309,7 @@ flush_seconds = 1
                 rate_limits = options.rate_limits,
                 identity = options.identity_config,
                 extra = options.extra_config,
+                listen = options.listen_config,
                 server = options.server_config,
                 outbox = root.join("outbox").display(),
                 https_port = https.port(),

@@ -71,7 +71,11 @@ pub(super) fn run(command: AuditCommand) -> ExitCode {
     runtime.block_on(async {
         // connect() also brings the schema up to date, so a purge or export never meets an
         // older table layout.
-        let trail = match Db::connect(&config.database_url, 2).await {
+        let url = match config.database_connect_url(&crate::config::secrets::process_env) {
+            Ok(url) => url,
+            Err(e) => return fail(2, &e),
+        };
+        let trail = match Db::connect(url.expose(), 2).await {
             Ok(db) => AuditTrail::new(db),
             Err(e) => return fail(1, &e),
         };

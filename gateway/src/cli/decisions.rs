@@ -167,7 +167,11 @@ pub(super) fn run(command: DecisionsCommand) -> ExitCode {
         Err(e) => return fail(1, &e),
     };
     runtime.block_on(async {
-        let table = match Db::connect(&config.database_url, 2).await {
+        let url = match config.database_connect_url(&crate::config::secrets::process_env) {
+            Ok(url) => url,
+            Err(e) => return fail(2, &e),
+        };
+        let table = match Db::connect(url.expose(), 2).await {
             Ok(db) => DecisionTable::new(db),
             Err(e) => return fail(1, &e),
         };

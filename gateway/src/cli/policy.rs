@@ -322,7 +322,10 @@ fn run_diff(
             return Ok((replay.report(), replay.render()));
         }
         let config = Config::load(&sources.config).map_err(DiffError::Config)?;
-        let db = crate::domain::storage::Db::connect(&config.database_url, 2).await?;
+        let url = config
+            .database_connect_url(&crate::config::secrets::process_env)
+            .map_err(DiffError::Config)?;
+        let db = crate::domain::storage::Db::connect(url.expose(), 2).await?;
         let table = DecisionTable::new(db.clone());
         let mut replay = Replay::new(&loaded.engine, &candidate, Facts::Stored(&db));
         let mut after = None;

@@ -178,6 +178,8 @@ impl Default for RawApiKeys {
 pub(super) struct RawDatabase {
     /// Defaults to a SQLite file in the data directory.
     pub(super) url: Option<String>,
+    /// Name of the environment variable holding the database password.
+    pub(super) password_env: Option<String>,
     #[serde(default = "default_max_connections")]
     pub(super) max_connections: u32,
 }
@@ -252,6 +254,7 @@ pub(super) struct RawListen {
     pub(super) https: String,
     pub(super) http: Option<String>,
     pub(super) admin: String,
+    pub(super) admin_token_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -7,6 +7,7 @@
 
 mod error;
 mod file;
+pub mod secrets;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -44,7 +45,11 @@ pub struct Config {
     pub identity: Identity,
     pub upstreams: BTreeMap<String, Upstream>,
     pub log: Log,
+    /// Never holds a password: that comes from `database_password_env`
+    /// ([`Config::database_connect_url`]).
     pub database_url: String,
+    /// The environment variable holding the database password, if it needs one.
+    pub database_password_env: Option<String>,
     pub database_max_connections: u32,
     pub mail_from: String,
     pub outbox_dir: PathBuf,
@@ -80,6 +85,9 @@ pub struct Listen {
     pub https: SocketAddr,
     pub http: Option<SocketAddr>,
     pub admin: SocketAddr,
+    /// The file holding the bearer token the admin listener requires for changes; needed when
+    /// `admin` is not a loopback address.
+    pub admin_token_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -166,7 +174,19 @@ impl Config {
                 .map(|v| addr("listen.http", v))
                 .transpose()?,
             admin: addr("listen.admin", &raw.listen.admin)?,
+            admin_token_file: raw.listen.admin_token_file.clone(),
         };
+        // Whoever reaches the admin listener can reload policies: off loopback, only with a
+        // token.
+        if !listen.admin.ip().is_loopback() && listen.admin_token_file.is_none() {
+            return Err(invalid(
+                "listen.admin",
+                format!(
+                    "`{}` is not a loopback address: set listen.admin_token_file so that changes need a bearer token",
+                    listen.admin
+                ),
+            ));
+        }
         if raw.server.threads == 0 {
             return Err(invalid("server.threads", "must be at least 1"));
         }
@@ -335,6 +355,12 @@ impl Config {
         });
         Dialect::of_url(&database_url)
             .map_err(|_| invalid("database.url", "must start with sqlite:// or postgres://"))?;
+        if secrets::url_has_password(&database_url) {
+            return Err(invalid(
+                "database.url",
+                "must not contain a password: name the environment variable that holds it in database.password_env",
+            ));
+        }
         let mail_from =
             raw.mail.from.clone().unwrap_or_else(|| {
                 format!("Delivery Zone <no-reply@{}>", host_of(&public_authority))
@@ -409,6 +435,7 @@ impl Config {
                 json,
             },
             database_url,
+            database_password_env: raw.database.password_env.clone(),
             database_max_connections: raw.database.max_connections.max(1),
             outbox_dir: raw
                 .mail
@@ -828,5 +855,84 @@ address = "127.0.0.1:8081"
             err(&MINIMAL.replace("https://localhost:8443", "https://a/b"))
                 .contains("public_origin")
         );
+    }
+
+    #[test]
+    fn the_admin_listener_leaves_loopback_only_with_a_token() {
+        let wide = MINIMAL.replace("admin = \"127.0.0.1:9090\"", "admin = \"0.0.0.0:9090\"");
+        assert!(err(&wide).contains("listen.admin_token_file"));
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("admin-token");
+        let with_file = wide.replace(
+            "admin = \"0.0.0.0:9090\"",
+            &format!(
+                "admin = \"0.0.0.0:9090\"\nadmin_token_file = {:?}",
+                file.display().to_string()
+            ),
+        );
+        let c = Config::parse(&with_file, Path::new("t.toml")).unwrap();
+        // Named but unreadable, then too short: both stop the start, naming the key.
+        assert!(c
+            .admin_token()
+            .unwrap_err()
+            .to_string()
+            .contains("listen.admin_token_file"));
+        std::fs::write(&file, "short\n").unwrap();
+        assert!(c
+            .admin_token()
+            .unwrap_err()
+            .to_string()
+            .contains("at least 32"));
+        std::fs::write(&file, format!("{}\n", "a1".repeat(32))).unwrap();
+        assert_eq!(c.admin_token().unwrap().unwrap().expose(), "a1".repeat(32));
+        // Loopback needs none.
+        let c = Config::parse(MINIMAL, Path::new("t.toml")).unwrap();
+        assert!(c.admin_token().unwrap().is_none());
+    }
+
+    #[test]
+    fn secrets_come_from_the_environment_never_the_file() {
+        let with_db = |db: &str| format!("{MINIMAL}[database]\n{db}\n");
+        let e = err(&with_db("url = \"postgres://z:hunter2@db/z\""));
+        assert!(
+            e.contains("database.url") && e.contains("password_env"),
+            "{e}"
+        );
+        assert!(
+            !e.contains("hunter2"),
+            "the error must not repeat the password"
+        );
+        assert!(
+            err(&with_db("url = \"postgres://z@db/z?password=hunter2\"")).contains("database.url")
+        );
+
+        let c = Config::parse(
+            &with_db("url = \"postgres://z@db/z?sslmode=verify-full\"\npassword_env = \"DB_PW\""),
+            Path::new("t.toml"),
+        )
+        .unwrap();
+        let none = |_: &str| None;
+        let e = c.database_connect_url(&none).unwrap_err().to_string();
+        assert!(
+            e.contains("database.password_env") && e.contains("`DB_PW` is not set"),
+            "{e}"
+        );
+        let set = |name: &str| (name == "DB_PW").then(|| "s3cret".to_owned());
+        assert_eq!(
+            c.database_connect_url(&set).unwrap().expose(),
+            "postgres://z:s3cret@db/z?sslmode=verify-full"
+        );
+
+        let prod = Config::parse(
+            include_str!("../../../config/production.example.toml"),
+            Path::new("production.example.toml"),
+        )
+        .unwrap();
+        let e = prod.smtp_password(&none).unwrap_err().to_string();
+        assert!(e.contains("ZONEGATE_SMTP_PASSWORD"), "{e}");
+        let smtp = |name: &str| (name == "ZONEGATE_SMTP_PASSWORD").then(|| "pw".to_owned());
+        assert_eq!(prod.smtp_password(&smtp).unwrap().unwrap().expose(), "pw");
+        let e = prod.database_connect_url(&none).unwrap_err().to_string();
+        assert!(e.contains("ZONEGATE_DATABASE_PASSWORD"), "{e}");
     }
 }

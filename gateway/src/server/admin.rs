@@ -1,8 +1,9 @@
 //! The admin listener: health, readiness and Prometheus metrics for operators and
-//! orchestrators, and the policy set (`GET /policies`, with the shadow set's disagreements grouped as `policy diff` groups
-//! them; `POST /policies/reload`). It binds its own address (loopback by
-//! default) and is never reachable through the public listener; whoever can reach it can
-//! reload policies, so keep it on loopback or a management network.
+//! orchestrators, and the policy set (`GET /policies`, with the shadow set's disagreements
+//! grouped as `policy diff` groups them; `POST /policies/reload`). It binds its own address
+//! (loopback by default) and is never reachable through the public listener. With
+//! `listen.admin_token_file` set (required off loopback), every change needs
+//! `Authorization: Bearer <token>`; reads stay open so that probes and scrapers need no secret.
 //!
 //! Errors are the gateway's one [`Rejection`] type, rendered like every other refusal.
 
@@ -16,11 +17,13 @@ use pingora::protocols::http::ServerSession;
 use serde_json::json;
 
 use super::connections::ConnectionCounter;
+use super::tls::CertResolver;
 use super::Gateway;
+use crate::config::secrets::Secret;
 use crate::domain::stats::CacheStats;
 use crate::pipeline::metrics::{self, Samples};
 use crate::web::security::SecurityHeaders;
-use crate::web::Rejection;
+use crate::web::{Challenge, Rejection};
 
 #[derive(Debug, Clone)]
 pub struct AdminApp {
@@ -29,9 +32,40 @@ pub struct AdminApp {
     pub identity_key: Option<String>,
     /// The public listener's connection counts, for `/metrics`.
     pub connections: Option<Arc<ConnectionCounter>>,
+    /// The public listener's certificate, whose fingerprint readiness shows.
+    pub certs: Option<Arc<CertResolver>>,
+    /// The bearer token changes need, when one is configured.
+    pub token: Option<Secret>,
 }
 
 impl AdminApp {
+    /// Ready when the database answers within a second and the key ring gave an identity key: what
+    /// every request that reaches an upstream or the gateway's own API needs. Not ready is 503,
+    /// so an orchestrator takes the instance out of rotation rather than let it fail requests.
+    async fn readiness(&self) -> (bool, serde_json::Value) {
+        let database =
+            tokio::time::timeout(std::time::Duration::from_secs(1), self.gateway.db.ping()).await;
+        let database = match database {
+            Ok(Ok(())) => "ok",
+            Ok(Err(e)) => {
+                tracing::warn!(target: "zonegate::server", event = "readiness_database_failed", error = %e);
+                "unreachable"
+            }
+            Err(_) => "timeout",
+        };
+        let ready = database == "ok" && self.identity_key.is_some();
+        (
+            ready,
+            json!({
+                "status": if ready { "ready" } else { "not ready" },
+                "database": database,
+                "policy_hash": self.gateway.policy.active_hash(),
+                "identity_key": self.identity_key,
+                "tls_certificate_sha256": self.certs.as_ref().map(|c| c.fingerprint()),
+            }),
+        )
+    }
+
     /// The Prometheus text: the pipeline's counts and samples of the domain's own counters.
     pub fn metrics(&self) -> String {
         let g = &self.gateway;
@@ -75,7 +109,34 @@ impl AdminApp {
         })
     }
 
-    fn answer(&self, method: &str, path: &str) -> Result<serde_json::Value, Rejection> {
+    /// Whether a change may go ahead: always without a configured token, else only with
+    /// `Authorization: Bearer <token>` (compared in constant time).
+    fn authorised(&self, authorization: Option<&HeaderValue>) -> bool {
+        use subtle::ConstantTimeEq;
+        let Some(token) = &self.token else {
+            return true;
+        };
+        let presented = authorization
+            .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
+            .unwrap_or_default();
+        presented.ct_eq(token.expose().as_bytes()).into()
+    }
+
+    fn answer(
+        &self,
+        method: &str,
+        path: &str,
+        authorization: Option<&HeaderValue>,
+    ) -> Result<serde_json::Value, Rejection> {
+        if method == "POST" && !self.authorised(authorization) {
+            tracing::warn!(
+                target: "zonegate::server",
+                event = "admin_token_refused",
+                path,
+                "a change on the admin listener without its bearer token was refused"
+            );
+            return Err(Rejection::Unauthenticated(Challenge::Bearer));
+        }
         match (method, path) {
             ("GET", "/healthz") => Ok(json!({ "status": "ok" })),
             ("GET", "/policies") => Ok(self.policies()),
@@ -89,11 +150,6 @@ impl AdminApp {
                 // The reasons are in the gateway's log and the audit trail.
                 Err(_) => Err(Rejection::InvalidPolicySet),
             },
-            ("GET", "/readyz") => Ok(json!({
-                "status": "ready",
-                "policy_hash": self.gateway.policy.active_hash(),
-                "identity_key": self.identity_key,
-            })),
             (_, "/healthz" | "/policies" | "/readyz" | "/metrics") => {
                 Err(Rejection::MethodNotAllowed {
                     allow: "GET".into(),
@@ -119,7 +175,23 @@ impl ServeHttp for AdminApp {
             );
             return self.finish(r);
         }
-        let answer = self.answer(req.method.as_str(), req.uri.path());
+        if req.uri.path() == "/readyz" && req.method == http::Method::GET {
+            let (ready, body) = self.readiness().await;
+            let mut r = Response::new(Bytes::from(serde_json::to_vec(&body).unwrap_or_default()));
+            if !ready {
+                *r.status_mut() = http::StatusCode::SERVICE_UNAVAILABLE;
+            }
+            r.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            return self.finish(r);
+        }
+        let answer = self.answer(
+            req.method.as_str(),
+            req.uri.path(),
+            req.headers.get(http::header::AUTHORIZATION),
+        );
         let response = match answer {
             Ok(body) => {
                 let mut r =

@@ -52,6 +52,8 @@ const UPSTREAM_IDLE: std::time::Duration = std::time::Duration::from_secs(30);
 /// Why the gateway would not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    #[error("{0}")]
+    Config(#[from] crate::config::ConfigError),
     #[error("key ring: {0}")]
     KeyRing(#[from] KeyRingError),
     #[error("routes: {0}")]
@@ -84,6 +86,8 @@ pub struct Gateway {
     /// The stored decision log, for its retention purge.
     pub decision_table: DecisionTable,
     pub clock: Arc<dyn Clock>,
+    /// The gateway's database, for readiness.
+    pub db: Db,
 }
 
 impl Gateway {
@@ -198,9 +202,17 @@ pub fn prepare(config: Config, clock: Arc<dyn Clock>) -> Result<Prepared, StartE
             },
         )
     }));
-    let db = Db::prepare_blocking(&config.database_url, config.database_max_connections)?;
+    // Secrets named by the config, read now so that a missing one stops the start by name.
+    let env = crate::config::secrets::process_env;
+    let database_url = config.database_connect_url(&env)?;
+    let smtp_password = config.smtp_password(&env)?;
+    let db = Db::prepare_blocking(database_url.expose(), config.database_max_connections)?;
     let mailer = Arc::new(match &config.smtp {
-        Some(smtp) => Mailer::smtp(&config.mail_from, smtp)?,
+        Some(smtp) => Mailer::smtp(
+            &config.mail_from,
+            smtp,
+            smtp_password.as_ref().map(|p| p.expose()),
+        )?,
         None => Mailer::outbox(&config.mail_from, config.outbox_dir.clone())?,
     });
     let (audit, audit_writer) = AuditLog::detached(db.clone(), clock.clone(), config.audit.queue);
@@ -248,7 +260,7 @@ pub fn prepare(config: Config, clock: Arc<dyn Clock>) -> Result<Prepared, StartE
             .ok_or_else(|| StartError::Other("the key ring has no pepper key".into()))?,
         ),
         audit: audit.clone(),
-        trail: AuditTrail::new(db),
+        trail: AuditTrail::new(db.clone()),
         decisions: decisions.clone(),
     };
     let api = Api::new(&services, policy.clone());
@@ -291,6 +303,7 @@ pub fn prepare(config: Config, clock: Arc<dyn Clock>) -> Result<Prepared, StartE
         decisions,
         decision_table,
         clock,
+        db,
     };
     Ok(Prepared {
         config,
@@ -378,7 +391,7 @@ pub fn run(prepared: Prepared) -> Result<(), StartError> {
         "policy and certificate reload on SIGHUP",
         jobs::ReloadOnHangup {
             gateway: gateway.clone(),
-            certs,
+            certs: certs.clone(),
         },
     ));
     server.add_service(pingora::services::background::background_service(
@@ -404,6 +417,8 @@ pub fn run(prepared: Prepared) -> Result<(), StartError> {
             security,
             identity_key: Some(gateway.pipeline.signer.key_id().to_owned()),
             connections: Some(connections),
+            certs: Some(certs),
+            token: config.admin_token()?,
         },
     );
     admin.add_tcp(&config.listen.admin.to_string());

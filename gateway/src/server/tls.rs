@@ -59,6 +59,18 @@ impl CertResolver {
         self.current.store(Arc::new(key));
         Ok(())
     }
+
+    /// The SHA-256 of the served leaf certificate (DER), hex: what `openssl x509 -fingerprint
+    /// -sha256` prints, so an operator can tell which certificate a reload left in use.
+    pub fn fingerprint(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let current = self.current.load();
+        current
+            .cert
+            .first()
+            .map(|leaf| hex::encode(Sha256::digest(leaf.as_ref())))
+            .unwrap_or_default()
+    }
 }
 
 impl ResolvesServerCert for CertResolver {

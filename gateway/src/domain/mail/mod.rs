@@ -32,6 +32,7 @@ pub struct SmtpSettings {
     pub host: String,
     pub port: u16,
     pub username: Option<String>,
+    /// The environment variable holding the password (read when the gateway starts).
     pub password_env: Option<String>,
 }
 
@@ -70,16 +71,17 @@ impl Mailer {
     }
 
     /// Send through an SMTP relay with STARTTLS/TLS required.
-    pub fn smtp(from: &str, smtp: &SmtpSettings) -> Result<Mailer, MailError> {
+    /// `password` is the relay's password for `smtp.username`, read from the environment.
+    pub fn smtp(
+        from: &str,
+        smtp: &SmtpSettings,
+        password: Option<&str>,
+    ) -> Result<Mailer, MailError> {
         let mut builder = AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&smtp.host)
             .map_err(|e| MailError::Send(e.to_string()))?
             .port(smtp.port);
         if let Some(user) = &smtp.username {
-            let password = smtp
-                .password_env
-                .as_deref()
-                .and_then(|var| std::env::var(var).ok())
-                .unwrap_or_default();
+            let password = password.unwrap_or_default().to_owned();
             builder = builder.credentials(Credentials::new(user.clone(), password));
         }
         Ok(Mailer {

@@ -159,6 +159,14 @@ impl Db {
         self.dialect
     }
 
+    /// Whether the database answers a query (readiness).
+    pub async fn ping(&self) -> Result<(), sqlx::Error> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map(|_| ())
+    }
+
     /// A connection from the pool.
     pub async fn acquire(&self) -> Result<sqlx::pool::PoolConnection<Any>, sqlx::Error> {
         self.pool.acquire().await

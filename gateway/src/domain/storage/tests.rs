@@ -296,3 +296,15 @@ async fn booleans_round_trip_on_both_dialects() {
         );
     }
 }
+
+#[tokio::test]
+async fn ping_answers_while_the_database_does_and_fails_once_it_is_gone() {
+    for backend in backends() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (url, _guard) = database_url(backend, tmp.path()).await;
+        let db = Db::connect(&url, 1).await.unwrap();
+        db.ping().await.unwrap();
+        db.pool().close().await;
+        assert!(db.ping().await.is_err(), "{backend:?}");
+    }
+}

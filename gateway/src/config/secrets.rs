@@ -1,0 +1,192 @@
+//! Secrets the config names but never holds: the database and SMTP passwords come from
+//! environment variables, the admin listener's bearer token from a file. The config file can
+//! then be committed, printed and shared; a secret written into it is refused by validation.
+//!
+//! Each is read when the gateway starts (and by `check-config`), so a variable that is not set
+//! stops the start with its name instead of becoming an empty password.
+
+use std::fmt;
+
+use zeroize::Zeroizing;
+
+use super::error::invalid;
+use super::{Config, ConfigError};
+
+/// Where secrets are looked up by name: the process environment in the binary, a table in
+/// tests.
+pub type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+/// The process environment.
+pub fn process_env(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+/// A secret value: zeroed when dropped, never printed by `Debug`.
+#[derive(Clone)]
+pub struct Secret(Zeroizing<String>);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(redacted)")
+    }
+}
+
+/// Shortest admin token accepted: 32 characters, e.g. `openssl rand -hex 16`.
+const MIN_ADMIN_TOKEN_CHARS: usize = 32;
+
+fn from_env(key: &'static str, var: &str, env: Env<'_>) -> Result<Secret, ConfigError> {
+    match env(var) {
+        Some(v) if !v.is_empty() => Ok(Secret(Zeroizing::new(v))),
+        Some(_) => Err(invalid(
+            key,
+            format!("environment variable `{var}` is empty"),
+        )),
+        None => Err(invalid(
+            key,
+            format!("environment variable `{var}` is not set"),
+        )),
+    }
+}
+
+impl Config {
+    /// The URL to connect to the database with: the configured URL, plus the password from
+    /// `database.password_env` when one is named.
+    pub fn database_connect_url(&self, env: Env<'_>) -> Result<Secret, ConfigError> {
+        let Some(var) = &self.database_password_env else {
+            return Ok(Secret(Zeroizing::new(self.database_url.clone())));
+        };
+        let password = from_env("database.password_env", var, env)?;
+        with_password(&self.database_url, password.expose())
+            .map(|url| Secret(Zeroizing::new(url)))
+            .ok_or_else(|| {
+                invalid(
+                    "database.url",
+                    "a password from database.password_env needs a postgres:// URL with a user",
+                )
+            })
+    }
+
+    /// The SMTP password, when the relay takes a user name.
+    pub fn smtp_password(&self, env: Env<'_>) -> Result<Option<Secret>, ConfigError> {
+        match &self.smtp {
+            Some(smtp) if smtp.username.is_some() => match &smtp.password_env {
+                Some(var) => from_env("mail.smtp.password_env", var, env).map(Some),
+                None => Err(invalid(
+                    "mail.smtp.password_env",
+                    "mail.smtp.username is set: name the environment variable holding its password",
+                )),
+            },
+            _ => Ok(None),
+        }
+    }
+
+    /// The bearer token the admin listener requires for changes, read from
+    /// `listen.admin_token_file`.
+    pub fn admin_token(&self) -> Result<Option<Secret>, ConfigError> {
+        let Some(path) = &self.listen.admin_token_file else {
+            return Ok(None);
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            invalid(
+                "listen.admin_token_file",
+                format!("cannot read {}: {e}", path.display()),
+            )
+        })?;
+        let token = Zeroizing::new(text.trim().to_owned());
+        drop(Zeroizing::new(text));
+        if token.chars().count() < MIN_ADMIN_TOKEN_CHARS
+            || token.chars().any(|c| c.is_whitespace() || c.is_control())
+        {
+            return Err(invalid(
+                "listen.admin_token_file",
+                format!(
+                    "{} must hold one token of at least {MIN_ADMIN_TOKEN_CHARS} characters without spaces \
+                     (e.g. `openssl rand -hex 32`)",
+                    path.display()
+                ),
+            ));
+        }
+        Ok(Some(Secret(token)))
+    }
+}
+
+/// The `user:password@` of a postgres URL's authority, if it has one with a password.
+pub(super) fn url_has_password(url: &str) -> bool {
+    let Some((_, rest)) = split_scheme(url) else {
+        return false;
+    };
+    let authority = &rest[..rest.find(['/', '?']).unwrap_or(rest.len())];
+    let in_userinfo = authority
+        .rsplit_once('@')
+        .is_some_and(|(userinfo, _)| userinfo.contains(':'));
+    let in_query = rest.split_once('?').is_some_and(|(_, query)| {
+        query
+            .split('&')
+            .any(|pair| pair.split('=').next() == Some("password"))
+    });
+    in_userinfo || in_query
+}
+
+fn split_scheme(url: &str) -> Option<(&str, &str)> {
+    ["postgres://", "postgresql://"]
+        .into_iter()
+        .find_map(|scheme| url.strip_prefix(scheme).map(|rest| (scheme, rest)))
+}
+
+/// `postgres://user@host/db` with `password` put in as `user:password@`, percent-encoded.
+fn with_password(url: &str, password: &str) -> Option<String> {
+    use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
+    let (scheme, rest) = split_scheme(url)?;
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (user, host) = rest[..end].rsplit_once('@')?;
+    if user.is_empty() || user.contains(':') {
+        return None;
+    }
+    let encoded = utf8_percent_encode(password, NON_ALPHANUMERIC);
+    Some(format!("{scheme}{user}:{encoded}@{host}{}", &rest[end..]))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn passwords_in_urls_are_found_where_libpq_reads_them() {
+        assert!(url_has_password("postgres://u:p@db/x"));
+        assert!(url_has_password("postgresql://u:@db/x"));
+        assert!(url_has_password(
+            "postgres://u@db/x?sslmode=require&password=p"
+        ));
+        assert!(!url_has_password(
+            "postgres://u@db:5432/x?sslmode=verify-full"
+        ));
+        assert!(!url_has_password("postgres://db/x"));
+        assert!(!url_has_password("sqlite://data/zonegate.db"));
+    }
+
+    #[test]
+    fn the_password_is_percent_encoded_into_the_user_info() {
+        assert_eq!(
+            with_password(
+                "postgres://zonegate@db:5432/z?sslmode=verify-full",
+                "p@ss:/w?rd"
+            )
+            .unwrap(),
+            "postgres://zonegate:p%40ss%3A%2Fw%3Frd@db:5432/z?sslmode=verify-full"
+        );
+        assert_eq!(with_password("postgres://db/z", "p"), None);
+    }
+
+    #[test]
+    fn secrets_do_not_print() {
+        let s = Secret(Zeroizing::new("hunter2-hunter2".into()));
+        assert_eq!(format!("{s:?}"), "Secret(redacted)");
+    }
+}
