@@ -15,6 +15,9 @@
 #   session   zonegate, the same with a dashboard session cookie
 #   nolog     a second zonegate on the same database with [decision_log] enabled = false, the
 #             API-key request: the decision log's cost is apikey against nolog
+#   traced    a third zonegate, as apikey with [tracing] on (every request sampled, spans
+#             exported over OTLP/HTTP to the static nginx, which answers 200 and discards them):
+#             tracing's cost is traced against apikey
 # The account, org, session and key are made through the public API, as an integrator would.
 # Limits are raised in the bench config only. Also measured: p99 at a fixed rate (half of
 # nginx's saturated rate), RSS with 10,000 idle TLS connections, syscalls and context switches
@@ -56,7 +59,7 @@ cleanup() {
 trap cleanup EXIT
 
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-STATIC=$(port); NGINX=$(port); GATEWAY=$(port); ADMIN=$(port); GATEWAY2=$(port); ADMIN2=$(port)
+STATIC=$(port); NGINX=$(port); GATEWAY=$(port); ADMIN=$(port); GATEWAY2=$(port); ADMIN2=$(port); GATEWAY3=$(port); ADMIN3=$(port)
 
 "$bin/zonegate" keys init --dir "$work/keys" >/dev/null
 openssl ecparam -name prime256v1 -genkey -noout -out "$work/key.pem" 2>/dev/null
@@ -77,6 +80,8 @@ http {
   server {
     listen 127.0.0.1:$STATIC;
     location / { default_type application/json; return 200 '{"zones":[]}'; }
+    # The traced gateway's collector: accepts an OTLP export and discards it.
+    location = /v1/traces { default_type application/x-protobuf; return 200 ''; }
   }
 }
 NGINX
@@ -151,6 +156,15 @@ TOML
 sed -e "s/127.0.0.1:$GATEWAY/127.0.0.1:$GATEWAY2/; s/localhost:$GATEWAY/localhost:$GATEWAY2/" \
   -e "s/127.0.0.1:$ADMIN/127.0.0.1:$ADMIN2/; s/^enabled = true/enabled = false/" \
   "$work/zonegate.toml" > "$work/zonegate-nolog.toml"
+# And with every request traced, its spans sent to the static upstream as a collector that
+# accepts and discards them.
+sed -e "s/127.0.0.1:$GATEWAY/127.0.0.1:$GATEWAY3/; s/localhost:$GATEWAY/localhost:$GATEWAY3/" \
+  -e "s/127.0.0.1:$ADMIN/127.0.0.1:$ADMIN3/" "$work/zonegate.toml" > "$work/zonegate-traced.toml"
+cat >> "$work/zonegate-traced.toml" <<TOML
+[tracing]
+otlp_endpoint = "http://127.0.0.1:$STATIC/v1/traces"
+sample_ratio = 1.0
+TOML
 
 nginx -c "$work/static.conf" -p "$work"
 nginx -c "$work/proxy.conf" -p "$work"
@@ -170,6 +184,10 @@ done
 GW2_PID=$!
 pids+=("$GW2_PID")
 ready "https://127.0.0.1:$GATEWAY2/bench/pass"
+"$bin/zonegate" serve --config "$work/zonegate-traced.toml" >"$work/gateway-traced.log" 2>&1 &
+GW3_PID=$!
+pids+=("$GW3_PID")
+ready "https://127.0.0.1:$GATEWAY3/bench/pass"
 
 # ---- An integrator's setup, through the public API -----------------------------------------
 G="https://localhost:$GATEWAY"
@@ -191,10 +209,11 @@ KEY=$("${C[@]}" -b "$work/jar" -H "X-CSRF-Token: $CSRF" "$G/v1/orgs/$ORG/api-key
 ZONES="/v1/orgs/$ORG/zones"
 curl -skf -H "Authorization: Bearer $KEY" "https://127.0.0.1:$GATEWAY$ZONES" >/dev/null
 curl -skf -H "Authorization: Bearer $KEY" "https://127.0.0.1:$GATEWAY2$ZONES" >/dev/null
+curl -skf -H "Authorization: Bearer $KEY" "https://127.0.0.1:$GATEWAY3$ZONES" >/dev/null
 curl -skf -H "Cookie: __Host-zonegate-session=$SESSION" "https://127.0.0.1:$GATEWAY$ZONES" >/dev/null
 
 # ---- Measuring ------------------------------------------------------------------------------
-targets=(static nginx pass apikey session nolog)
+targets=(static nginx pass apikey session nolog traced)
 declare -A url=(
   [static]="http://127.0.0.1:$STATIC$ZONES"
   [nginx]="https://127.0.0.1:$NGINX$ZONES"
@@ -202,12 +221,14 @@ declare -A url=(
   [apikey]="https://127.0.0.1:$GATEWAY$ZONES"
   [session]="https://127.0.0.1:$GATEWAY$ZONES"
   [nolog]="https://127.0.0.1:$GATEWAY2$ZONES"
+  [traced]="https://127.0.0.1:$GATEWAY3$ZONES"
 )
 declare -A hdr=(
   [static]="X-Bench: 1" [nginx]="X-Bench: 1" [pass]="X-Bench: 1"
   [apikey]="Authorization: Bearer $KEY"
   [session]="Cookie: __Host-zonegate-session=$SESSION"
   [nolog]="Authorization: Bearer $KEY"
+  [traced]="Authorization: Bearer $KEY"
 )
 
 # The processes whose CPU counts as the proxy's, for a target.
@@ -216,6 +237,7 @@ proxy_pids() {
     static) cat "$work/nginx-static.pid"; pgrep -P "$(cat "$work/nginx-static.pid")" ;;
     nginx) cat "$work/nginx-proxy.pid"; pgrep -P "$(cat "$work/nginx-proxy.pid")" ;;
     nolog) echo "$GW2_PID" ;;
+    traced) echo "$GW3_PID" ;;
     *) echo "$GW_PID" ;;
   esac
 }
@@ -371,6 +393,8 @@ mkdir -p bench/results
   echo "| session req/s vs pass-through | $(ratio "$(col session 1)" "$(col pass 1)") | >= 0.85 |"
   echo "| API-key req/s, decision log on vs off | $(ratio "$(col apikey 1)" "$(col nolog 1)") | >= 0.97 |"
   echo "| API-key CPU/req, decision log on vs off | $(ratio "$(col apikey 4)" "$(col nolog 4)") | <= 1.03 |"
+  echo "| API-key req/s, tracing on (all sampled) vs off | $(ratio "$(col traced 1)" "$(col apikey 1)") | (reported) |"
+  echo "| API-key CPU/req, tracing on (all sampled) vs off | $(ratio "$(col traced 4)" "$(col apikey 4)") | (reported) |"
   echo
   echo "Decision log during the rounds: $decisions_stored records stored, $(echo "$decision_log" | awk '{print $2}') decisions dropped (too many distinct in a window)."
   echo

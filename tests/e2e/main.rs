@@ -18,6 +18,7 @@ mod orgs;
 mod platform;
 mod policy;
 mod slow_clients;
+mod traces;
 mod upstream_tls;
 mod walkthrough;
 mod zones;

@@ -650,6 +650,16 @@ fn with_an_admin_token_a_reload_needs_it_and_reads_do_not() {
     let ok = reload(&format!("authorization: Bearer {token}\r\n"));
     assert_eq!(ok.status, 200, "{}", String::from_utf8_lossy(&ok.body));
     assert_eq!(ok.json()["previous_hash"], h0.as_str());
+    // The scheme is case-insensitive (RFC 9110 §11.1).
+    let ok = reload(&format!("authorization: bearer {token}\r\n"));
+    assert_eq!(ok.status, 200, "{}", String::from_utf8_lossy(&ok.body));
+    // Any change needs it, not only the reload.
+    let put = plain(
+        stack.admin,
+        "PUT /policies HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\ncontent-length: 0\r\n\r\n",
+    )
+    .unwrap();
+    assert_eq!(put.status, 401);
     // Probes and scrapers need no secret.
     assert_eq!(plain_get(stack.admin, "/readyz", &[]).unwrap().status, 200);
     assert_eq!(plain_get(stack.admin, "/metrics", &[]).unwrap().status, 200);

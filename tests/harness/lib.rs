@@ -13,6 +13,7 @@
 pub mod client;
 pub mod dev;
 pub mod echo;
+pub mod otlp;
 pub mod pki;
 pub mod stack;
 

@@ -39,6 +39,30 @@ pub(super) struct RawConfig {
     pub(super) audit: RawAudit,
     #[serde(default)]
     pub(super) decision_log: RawDecisionLog,
+    #[serde(default)]
+    pub(super) tracing: RawTracing,
+}
+
+/// OpenTelemetry traces, off unless `otlp_endpoint` is set.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawTracing {
+    /// The OTLP/HTTP traces URL, e.g. `http://127.0.0.1:4318/v1/traces`.
+    pub(super) otlp_endpoint: Option<String>,
+    pub(super) service_name: String,
+    pub(super) sample_ratio: f64,
+    pub(super) export_interval_ms: u64,
+}
+
+impl Default for RawTracing {
+    fn default() -> Self {
+        RawTracing {
+            otlp_endpoint: None,
+            service_name: "zonegate".into(),
+            sample_ratio: 1.0,
+            export_interval_ms: 5000,
+        }
+    }
 }
 
 /// One bucket as written: `{ requests = 10, window_seconds = 60 }`.

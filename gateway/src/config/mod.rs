@@ -61,6 +61,8 @@ pub struct Config {
     pub rate_limits: LimitsConfig,
     pub audit: Audit,
     pub decision_log: DecisionLogConfig,
+    /// Traces, when an OTLP endpoint is configured.
+    pub tracing: Option<crate::pipeline::trace::TracingConfig>,
 }
 
 /// The `[decision_log]` section, validated.
@@ -388,6 +390,7 @@ impl Config {
         let rate_limits = validate_rate_limits(&raw.rate_limits)?;
         let audit = validate_audit(&raw.audit)?;
         let decision_log = validate_decision_log(&raw.decision_log)?;
+        let tracing = validate_tracing(&raw.tracing)?;
         let json = match raw.log.format.as_str() {
             "json" => true,
             "text" => false,
@@ -454,6 +457,7 @@ impl Config {
             rate_limits,
             audit,
             decision_log,
+            tracing,
         })
     }
 }
@@ -564,6 +568,55 @@ fn validate_decision_log(d: &file::RawDecisionLog) -> Result<DecisionLogConfig, 
         flush: Duration::from_secs(d.flush_seconds),
         max_pending: d.max_pending,
     })
+}
+
+fn validate_tracing(
+    t: &file::RawTracing,
+) -> Result<Option<crate::pipeline::trace::TracingConfig>, ConfigError> {
+    let Some(endpoint) = &t.otlp_endpoint else {
+        return Ok(None);
+    };
+    // Plain HTTP, so only to a collector on this host (a sidecar or node agent that carries
+    // spans on over TLS): spans hold no credential, but user ids and paths.
+    let rest = endpoint.strip_prefix("http://").unwrap_or_default();
+    let authority = &rest[..rest.find('/').unwrap_or(rest.len())];
+    let host = match authority.rsplit_once(':') {
+        Some((host, port)) if port.parse::<u16>().is_ok() => host,
+        _ => authority,
+    };
+    let loopback = host == "localhost"
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if !loopback || authority.contains('@') {
+        return Err(invalid(
+            "tracing.otlp_endpoint",
+            "must be an http:// URL of an OTLP/HTTP collector on this host (loopback), e.g. http://127.0.0.1:4318/v1/traces",
+        ));
+    }
+    if !(0.0..=1.0).contains(&t.sample_ratio) {
+        return Err(invalid(
+            "tracing.sample_ratio",
+            "must be between 0.0 and 1.0",
+        ));
+    }
+    if t.service_name.trim().is_empty() {
+        return Err(invalid("tracing.service_name", "must not be empty"));
+    }
+    if !(100..=60_000).contains(&t.export_interval_ms) {
+        return Err(invalid(
+            "tracing.export_interval_ms",
+            "must be between 100 and 60000",
+        ));
+    }
+    Ok(Some(crate::pipeline::trace::TracingConfig {
+        otlp_endpoint: endpoint.clone(),
+        service_name: t.service_name.clone(),
+        sample_ratio: t.sample_ratio,
+        export_interval: Duration::from_millis(t.export_interval_ms),
+    }))
 }
 
 fn validate_audit(a: &RawAudit) -> Result<Audit, ConfigError> {
@@ -854,6 +907,48 @@ address = "127.0.0.1:8081"
         assert!(
             err(&MINIMAL.replace("https://localhost:8443", "https://a/b"))
                 .contains("public_origin")
+        );
+    }
+
+    #[test]
+    fn tracing_is_off_by_default_and_exports_only_to_this_host() {
+        assert!(Config::parse(MINIMAL, Path::new("t.toml"))
+            .unwrap()
+            .tracing
+            .is_none());
+        let with = |t: &str| format!("{MINIMAL}[tracing]\n{t}\n");
+        for ok in [
+            "http://127.0.0.1:4318/v1/traces",
+            "http://localhost:4318/v1/traces",
+            "http://[::1]:4318/v1/traces",
+        ] {
+            let c = Config::parse(
+                &with(&format!("otlp_endpoint = \"{ok}\"")),
+                Path::new("t.toml"),
+            )
+            .unwrap();
+            let t = c.tracing.unwrap();
+            assert_eq!((t.otlp_endpoint.as_str(), t.sample_ratio), (ok, 1.0));
+        }
+        for bad in [
+            "https://127.0.0.1:4318/v1/traces",
+            "http://collector.internal:4318/v1/traces",
+            "http://10.0.0.5:4318/v1/traces",
+            "http://u:p@127.0.0.1:4318/v1/traces",
+            "http://127.0.0.1.evil.example/v1/traces",
+            "http:///v1/traces",
+        ] {
+            assert!(
+                err(&with(&format!("otlp_endpoint = \"{bad}\""))).contains("tracing.otlp_endpoint"),
+                "{bad}"
+            );
+        }
+        let local = "otlp_endpoint = \"http://127.0.0.1:4318/v1/traces\"";
+        assert!(
+            err(&with(&format!("{local}\nsample_ratio = 1.5"))).contains("tracing.sample_ratio")
+        );
+        assert!(
+            err(&with(&format!("{local}\nexport_interval_ms = 1"))).contains("export_interval_ms")
         );
     }
 

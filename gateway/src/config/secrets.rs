@@ -2,8 +2,9 @@
 //! environment variables, the admin listener's bearer token from a file. The config file can
 //! then be committed, printed and shared; a secret written into it is refused by validation.
 //!
-//! Each is read when the gateway starts (and by `check-config`), so a variable that is not set
-//! stops the start with its name instead of becoming an empty password.
+//! Each is read when the gateway is prepared (by `serve` and `check-config` alike), so a
+//! variable that is not set or a token file that cannot be read stops the start by name
+//! instead of becoming an empty password.
 
 use std::fmt;
 
@@ -125,10 +126,14 @@ pub(super) fn url_has_password(url: &str) -> bool {
     let in_userinfo = authority
         .rsplit_once('@')
         .is_some_and(|(userinfo, _)| userinfo.contains(':'));
+    // The driver percent-decodes query keys, so `pass%77ord` is a password too.
     let in_query = rest.split_once('?').is_some_and(|(_, query)| {
-        query
-            .split('&')
-            .any(|pair| pair.split('=').next() == Some("password"))
+        query.split('&').any(|pair| {
+            let key = pair.split('=').next().unwrap_or_default();
+            percent_encoding::percent_decode_str(key)
+                .decode_utf8_lossy()
+                .eq_ignore_ascii_case("password")
+        })
     });
     in_userinfo || in_query
 }
@@ -168,6 +173,12 @@ mod tests {
             "postgres://u@db:5432/x?sslmode=verify-full"
         ));
         assert!(!url_has_password("postgres://db/x"));
+        assert!(url_has_password("postgres://u@db/x?pass%77ord=p"));
+        assert!(url_has_password("postgres://u@[::1]:5432/x?PASSWORD=p"));
+        assert!(url_has_password("postgres://u:p@[::1]:5432/x"));
+        assert!(!url_has_password(
+            "postgres://u@[::1]:5432/x?application_name=a@b"
+        ));
         assert!(!url_has_password("sqlite://data/zonegate.db"));
     }
 

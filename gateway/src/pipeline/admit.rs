@@ -62,10 +62,15 @@ pub fn admit(peer: Option<IpAddr>, headers: &HeaderMap, trusted: &[IpNet]) -> Ad
     }
 }
 
+/// Whether `ip` is one of the configured trusted proxies.
+pub fn is_trusted(ip: IpAddr, trusted: &[IpNet]) -> bool {
+    trusted.iter().any(|net| net.contains(&ip))
+}
+
 /// The address of the client: the socket peer, unless the peer is a trusted proxy, in which case
 /// the right-most X-Forwarded-For entry that is not itself a trusted proxy.
 pub fn client_address(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
-    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
+    let is_trusted = |ip: &IpAddr| is_trusted(*ip, trusted);
     if !is_trusted(&peer) {
         return peer;
     }

@@ -81,6 +81,13 @@ pub fn is_reserved(name: &str) -> bool {
                 | "content-digest"
                 | identity::HEADER
         )
+        || is_trace_context(name)
+}
+
+/// W3C trace context: believed (and forwarded) only from a trusted proxy, and replaced by the
+/// gateway's own span when tracing is on.
+fn is_trace_context(name: &str) -> bool {
+    matches!(name, "traceparent" | "tracestate")
 }
 
 /// The client's request headers that reach every upstream: the standard end-to-end ones of
@@ -110,8 +117,6 @@ fn is_standard_end_to_end(name: &str) -> bool {
             | "range"
             | "referer"
             | "repr-digest"
-            | "traceparent"
-            | "tracestate"
             | "user-agent"
             | "want-content-digest"
             | "want-repr-digest"
@@ -210,9 +215,14 @@ pub fn upstream_request(
     up.headers.reserve(downstream.headers.len() + 8);
     let named = connection_named(&downstream.headers);
     let headers = &mut up.headers;
+    // With tracing on, the trace context is the gateway's own span's; without it, a trusted
+    // proxy's is passed on as it came.
+    let own_trace = ctx.trace.as_ref().and_then(|t| t.headers());
+    let pass_trace = ctx.peer_trusted && ctx.trace.is_none();
     for (name, v) in &downstream.headers {
         let allowed = is_standard_end_to_end(name.as_str())
-            || upstream.forward_headers.iter().any(|h| h == name);
+            || upstream.forward_headers.iter().any(|h| h == name)
+            || (pass_trace && is_trace_context(name.as_str()));
         if allowed && !named.contains(name) {
             headers.append(name.clone(), v.clone());
         }
@@ -222,6 +232,12 @@ pub fn upstream_request(
         value(&assertion)?,
     );
     headers.insert(HeaderName::from_static("x-request-id"), value(&ctx.id)?);
+    if let Some((traceparent, tracestate)) = own_trace {
+        headers.insert(HeaderName::from_static("traceparent"), traceparent);
+        if let Some(tracestate) = tracestate {
+            headers.insert(HeaderName::from_static("tracestate"), tracestate);
+        }
+    }
     headers.insert(header::HOST, p.public_authority_value.clone());
     headers.insert(
         HeaderName::from_static("x-forwarded-proto"),
@@ -511,9 +527,14 @@ mod tests {
 
     #[test]
     fn only_standard_end_to_end_headers_pass_by_default() {
-        for standard in ["accept", "content-type", "if-match", "range", "traceparent"] {
+        for standard in ["accept", "content-type", "if-match", "range"] {
             assert!(is_standard_end_to_end(standard), "{standard}");
             assert!(!is_reserved(standard), "{standard}");
+        }
+        // Trace context only from a trusted proxy: never by default, never by configuration.
+        for trace in ["traceparent", "tracestate"] {
+            assert!(!is_standard_end_to_end(trace), "{trace}");
+            assert!(is_reserved(trace), "{trace}");
         }
         // What the review got through to the backend.
         for smuggled in [

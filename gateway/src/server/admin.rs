@@ -110,16 +110,20 @@ impl AdminApp {
     }
 
     /// Whether a change may go ahead: always without a configured token, else only with
-    /// `Authorization: Bearer <token>` (compared in constant time).
+    /// `Authorization: Bearer <token>` (the scheme in any case, RFC 9110 §11.1; the token
+    /// compared in constant time).
     fn authorised(&self, authorization: Option<&HeaderValue>) -> bool {
         use subtle::ConstantTimeEq;
         let Some(token) = &self.token else {
             return true;
         };
         let presented = authorization
-            .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, credentials)| credentials.trim_start())
             .unwrap_or_default();
-        presented.ct_eq(token.expose().as_bytes()).into()
+        presented.as_bytes().ct_eq(token.expose().as_bytes()).into()
     }
 
     fn answer(
@@ -128,7 +132,8 @@ impl AdminApp {
         path: &str,
         authorization: Option<&HeaderValue>,
     ) -> Result<serde_json::Value, Rejection> {
-        if method == "POST" && !self.authorised(authorization) {
+        // Reads stay open for probes and scrapers; anything else is a change.
+        if !matches!(method, "GET" | "HEAD") && !self.authorised(authorization) {
             tracing::warn!(
                 target: "zonegate::server",
                 event = "admin_token_refused",

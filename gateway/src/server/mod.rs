@@ -54,6 +54,8 @@ const UPSTREAM_IDLE: std::time::Duration = std::time::Duration::from_secs(30);
 pub enum StartError {
     #[error("{0}")]
     Config(#[from] crate::config::ConfigError),
+    #[error("{0}")]
+    Tracing(#[from] crate::pipeline::trace::TracingError),
     #[error("key ring: {0}")]
     KeyRing(#[from] KeyRingError),
     #[error("routes: {0}")]
@@ -127,6 +129,8 @@ pub struct Prepared {
     pub audit_writer: AuditWriter,
     /// The decision log's writer, when the log is on; started like the audit writer.
     pub decision_writer: Option<DecisionWriter>,
+    /// The bearer token the admin listener requires for changes, when configured.
+    pub admin_token: Option<crate::config::secrets::Secret>,
 }
 
 /// Load a policy directory and hold it against the route table.
@@ -162,7 +166,7 @@ pub fn prepare(config: Config, clock: Arc<dyn Clock>) -> Result<Prepared, StartE
             .find(|h| crate::pipeline::forward::is_reserved(h.as_str()))
         {
             return Err(StartError::Other(format!(
-                "upstream `{name}`: `{h}` is hop-by-hop, a credential or set by the gateway itself; it cannot be forwarded from the client"
+                "upstream `{name}`: `{h}` is hop-by-hop, a credential, trace context (believed only from trusted proxies) or set by the gateway itself; it cannot be forwarded from the client"
             )));
         }
     }
@@ -206,6 +210,7 @@ pub fn prepare(config: Config, clock: Arc<dyn Clock>) -> Result<Prepared, StartE
     let env = crate::config::secrets::process_env;
     let database_url = config.database_connect_url(&env)?;
     let smtp_password = config.smtp_password(&env)?;
+    let admin_token = config.admin_token()?;
     let db = Db::prepare_blocking(database_url.expose(), config.database_max_connections)?;
     let mailer = Arc::new(match &config.smtp {
         Some(smtp) => Mailer::smtp(
@@ -292,6 +297,11 @@ pub fn prepare(config: Config, clock: Arc<dyn Clock>) -> Result<Prepared, StartE
         audit: audit.clone(),
         client: config.server.client.clone(),
         metrics: Default::default(),
+        tracing: config
+            .tracing
+            .as_ref()
+            .map(crate::pipeline::trace::Tracing::new)
+            .transpose()?,
     };
     let gateway = Gateway {
         pipeline: Arc::new(pipeline),
@@ -311,6 +321,7 @@ pub fn prepare(config: Config, clock: Arc<dyn Clock>) -> Result<Prepared, StartE
         certs,
         audit_writer,
         decision_writer,
+        admin_token,
     })
 }
 
@@ -328,6 +339,7 @@ pub fn run(prepared: Prepared) -> Result<(), StartError> {
         certs,
         audit_writer,
         decision_writer,
+        admin_token,
     } = prepared;
     let mut conf = ServerConf {
         threads: config.server.threads,
@@ -418,7 +430,7 @@ pub fn run(prepared: Prepared) -> Result<(), StartError> {
             identity_key: Some(gateway.pipeline.signer.key_id().to_owned()),
             connections: Some(connections),
             certs: Some(certs),
-            token: config.admin_token()?,
+            token: admin_token,
         },
     );
     admin.add_tcp(&config.listen.admin.to_string());
@@ -432,6 +444,10 @@ pub fn run(prepared: Prepared) -> Result<(), StartError> {
     );
     ignore_hangup_until_served();
     server.run(RunArgs::default());
+    // Served and drained: the last requests' spans go to the collector before the exit.
+    if let Some(tracing) = &gateway.pipeline.tracing {
+        tracing.shutdown();
+    }
     Ok(())
 }
 
