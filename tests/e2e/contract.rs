@@ -60,5 +60,30 @@ fn the_served_contract_holds_for_every_operation() {
             .collect::<Vec<_>>()
             .join("\n")
     );
-    assert!(said.contains("contract-check: done"), "{said}");
+    // Every pass ran: all operations but those that end the run's credentials, those, then
+    // logout.
+    assert!(said.contains("now those"), "{said}");
+    assert!(
+        said.contains("contract-check: done: all operations"),
+        "{said}"
+    );
+    // schemathesis prints `Operations: N selected / M total` per pass: together, all of them.
+    let passes: Vec<(usize, usize)> = said
+        .lines()
+        .filter_map(|l| l.trim_start().strip_prefix("Operations:"))
+        .filter_map(|l| {
+            let (selected, total) = l.split_once("selected /")?;
+            Some((
+                selected.trim().parse().ok()?,
+                total.trim().trim_end_matches("total").trim().parse().ok()?,
+            ))
+        })
+        .collect();
+    assert_eq!(passes.len(), 3, "{said}");
+    let total = passes[0].1;
+    assert_eq!(
+        passes.iter().map(|p| p.0).sum::<usize>(),
+        total,
+        "{passes:?}"
+    );
 }

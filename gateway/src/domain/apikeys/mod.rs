@@ -260,9 +260,9 @@ impl ApiKeys {
         let now = self.now();
         let until = now + self.roll_grace;
         let key = format::with_new_secret(key_id);
-        let secret = format::parse(&key)
-            .ok_or(KeyError::Invalid("internal key format"))?
-            .secret;
+        // An id no key could have (wrong characters or length) names no key: 404, like an
+        // unknown one, rather than a complaint about formats the caller never sent.
+        let secret = format::parse(&key).ok_or(KeyError::NotFound)?.secret;
         let mac = self
             .mac(&self.active_pepper, &secret)
             .ok_or(KeyError::Invalid("no pepper"))?;
@@ -458,6 +458,13 @@ mod tests {
             "old secret after grace"
         );
         assert!(keys.verify(&rolled.key).await.is_some());
+        // An id no key could have is not found, like an unknown one (schemathesis sent `\u{84}`).
+        for id in ["\u{84}", "not_a_key_id", "", "k2"] {
+            assert!(
+                matches!(keys.roll(&org, id, "u").await, Err(KeyError::NotFound)),
+                "{id:?}"
+            );
+        }
     }
 
     #[tokio::test]
