@@ -52,6 +52,16 @@ fn metrics_parse_and_move_as_requests_are_made() {
         )
         .assert_problem(401);
     client.get("/no/such/route").assert_problem(404);
+    // A login the account API refuses: an authentication failure of its own kind.
+    let origin = format!("https://localhost:{}", stack.https.port());
+    client
+        .request(
+            "POST",
+            "/auth/login",
+            &[("content-type", "application/json"), ("origin", &origin)],
+            Some(br#"{"email":"nobody@example.com","password":"not the password"}"#),
+        )
+        .assert_problem(401);
 
     let (text, after) = scrape(&stack);
     for (series, moved) in [
@@ -80,6 +90,10 @@ fn metrics_parse_and_move_as_requests_are_made() {
             r#"zonegate_authentication_failures_total{kind="api_key"}"#,
             1.0,
         ),
+        (
+            r#"zonegate_authentication_failures_total{kind="account"}"#,
+            1.0,
+        ),
         (r#"zonegate_refusals_total{reason="not_found"}"#, 1.0),
         (r#"zonegate_refusals_total{reason="forbidden"}"#, 1.0),
         (
@@ -106,7 +120,14 @@ fn metrics_parse_and_move_as_requests_are_made() {
         "{text}"
     );
     // Labels are names, never what a client sent.
-    for sent in ["/v1/orgs", "/no/such", "zgk_not_a_real_key", "acme"] {
+    for sent in [
+        "/v1/orgs",
+        "/no/such",
+        "zgk_not_a_real_key",
+        "acme",
+        "nobody@example.com",
+        "not the password",
+    ] {
         assert!(!text.contains(sent), "{sent} in\n{text}");
     }
 }

@@ -421,12 +421,13 @@ fn exchange_failed(e: &pingora::Error) -> Rejection {
     }
 }
 
-/// Answer an authorised request with the gateway's own API, in process.
+/// Answer an authorised request with the gateway's own API, in process. Returns the code of
+/// the API's refusal, when it answered with one.
 pub async fn answer_in_process(
     p: &Pipeline,
     session: &mut ServerSession,
     ctx: &RequestCtx,
-) -> Result<(), Rejection> {
+) -> Result<Option<&'static str>, Rejection> {
     let body = read_body(session, p.max_gateway_body_bytes).await?;
     let req = session.req_header();
     let mut builder = http::Request::builder()
@@ -452,9 +453,14 @@ pub async fn answer_in_process(
     let response = context
         .scope(p.api.dispatch(request, caller, 1 << 20))
         .await?;
+    let refused = response
+        .extensions()
+        .get::<crate::web::rejection::Refused>()
+        .map(|r| r.0);
     respond::write(session, &p.security, &ctx.id, response, head_only)
         .await
-        .map_err(|_| Rejection::Internal)
+        .map_err(|_| Rejection::Internal)?;
+    Ok(refused)
 }
 
 /// Read a whole request body, refusing more than `limit` bytes (a declared length over it

@@ -189,7 +189,8 @@ impl Metrics {
             .inc();
     }
 
-    /// A credential that did not authenticate: `api_key`, `session`, `missing`, `csrf`.
+    /// A credential that did not authenticate: `api_key`, `session`, `missing`, `csrf` (the
+    /// pipeline's own check), or one the account API refused ([`account_failure_kind`]).
     pub fn authentication_failed(&self, kind: &'static str) {
         self.authentication_failures
             .get_or_create(&KindLabel { kind })
@@ -314,6 +315,20 @@ impl Metrics {
 
 fn gauge(n: usize) -> ConstGauge {
     ConstGauge::new(i64::try_from(n).unwrap_or(i64::MAX))
+}
+
+/// The kind of authentication failure an account API refusal (by its code) is, if it is one:
+/// `account` (a password, refresh token or pending login presented to `/auth/*` did not
+/// authenticate), `password` (a wrong current password on re-authentication), `totp` (a wrong
+/// code) and `locked` (an account locked out).
+pub fn account_failure_kind(code: &str) -> Option<&'static str> {
+    match code {
+        "unauthenticated" => Some("account"),
+        "wrong_password" => Some("password"),
+        "invalid_code" => Some("totp"),
+        "account_locked" => Some("locked"),
+        _ => None,
+    }
 }
 
 #[cfg(test)]

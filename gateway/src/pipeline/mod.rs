@@ -262,7 +262,14 @@ impl GatewayApp {
             }
             Target::Gateway => {
                 ctx.stage("gateway_api");
-                forward::answer_in_process(p, session, ctx).await?;
+                // The API's own refusals (a wrong password, an expired token) are logged and
+                // counted like the stages' ones.
+                if let Some(code) = forward::answer_in_process(p, session, ctx).await? {
+                    ctx.rejection = Some(code);
+                    if let Some(kind) = metrics::account_failure_kind(code) {
+                        p.metrics.authentication_failed(kind);
+                    }
+                }
                 Ok(Forwarded::Complete)
             }
         }

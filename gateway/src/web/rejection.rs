@@ -367,9 +367,16 @@ impl Rejection {
     }
 }
 
+/// Left in a response's extensions by a refusal from the gateway's own API, so the pipeline
+/// can log and count it like a refusal of its own stages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refused(pub &'static str);
+
 impl axum::response::IntoResponse for Rejection {
     fn into_response(self) -> axum::response::Response {
-        self.response().map(axum::body::Body::from)
+        let mut response = self.response().map(axum::body::Body::from);
+        response.extensions_mut().insert(Refused(self.code()));
+        response
     }
 }
 
