@@ -18,6 +18,8 @@
 #   traced    a third zonegate, as apikey with [tracing] on (every request sampled, spans
 #             exported over OTLP/HTTP to the static nginx, which answers 200 and discards them):
 #             tracing's cost is traced against apikey
+#   nometrics a fourth, as apikey with [metrics] enabled = false: the metrics' cost is apikey
+#             against nometrics
 # The account, org, session and key are made through the public API, as an integrator would.
 # Limits are raised in the bench config only. Also measured: p99 at a fixed rate (half of
 # nginx's saturated rate), RSS with 10,000 idle TLS connections, syscalls and context switches
@@ -59,7 +61,7 @@ cleanup() {
 trap cleanup EXIT
 
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-STATIC=$(port); NGINX=$(port); GATEWAY=$(port); ADMIN=$(port); GATEWAY2=$(port); ADMIN2=$(port); GATEWAY3=$(port); ADMIN3=$(port)
+STATIC=$(port); NGINX=$(port); GATEWAY=$(port); ADMIN=$(port); GATEWAY2=$(port); ADMIN2=$(port); GATEWAY3=$(port); ADMIN3=$(port); GATEWAY4=$(port); ADMIN4=$(port)
 
 "$bin/zonegate" keys init --dir "$work/keys" >/dev/null
 openssl ecparam -name prime256v1 -genkey -noout -out "$work/key.pem" 2>/dev/null
@@ -165,6 +167,10 @@ cat >> "$work/zonegate-traced.toml" <<TOML
 otlp_endpoint = "http://127.0.0.1:$STATIC/v1/traces"
 sample_ratio = 1.0
 TOML
+# And with metrics off.
+sed -e "s/127.0.0.1:$GATEWAY/127.0.0.1:$GATEWAY4/; s/localhost:$GATEWAY/localhost:$GATEWAY4/" \
+  -e "s/127.0.0.1:$ADMIN/127.0.0.1:$ADMIN4/" "$work/zonegate.toml" > "$work/zonegate-nometrics.toml"
+printf '[metrics]\nenabled = false\n' >> "$work/zonegate-nometrics.toml"
 
 nginx -c "$work/static.conf" -p "$work"
 nginx -c "$work/proxy.conf" -p "$work"
@@ -188,6 +194,10 @@ ready "https://127.0.0.1:$GATEWAY2/bench/pass"
 GW3_PID=$!
 pids+=("$GW3_PID")
 ready "https://127.0.0.1:$GATEWAY3/bench/pass"
+"$bin/zonegate" serve --config "$work/zonegate-nometrics.toml" >"$work/gateway-nometrics.log" 2>&1 &
+GW4_PID=$!
+pids+=("$GW4_PID")
+ready "https://127.0.0.1:$GATEWAY4/bench/pass"
 
 # ---- An integrator's setup, through the public API -----------------------------------------
 G="https://localhost:$GATEWAY"
@@ -210,10 +220,11 @@ ZONES="/v1/orgs/$ORG/zones"
 curl -skf -H "Authorization: Bearer $KEY" "https://127.0.0.1:$GATEWAY$ZONES" >/dev/null
 curl -skf -H "Authorization: Bearer $KEY" "https://127.0.0.1:$GATEWAY2$ZONES" >/dev/null
 curl -skf -H "Authorization: Bearer $KEY" "https://127.0.0.1:$GATEWAY3$ZONES" >/dev/null
+curl -skf -H "Authorization: Bearer $KEY" "https://127.0.0.1:$GATEWAY4$ZONES" >/dev/null
 curl -skf -H "Cookie: __Host-zonegate-session=$SESSION" "https://127.0.0.1:$GATEWAY$ZONES" >/dev/null
 
 # ---- Measuring ------------------------------------------------------------------------------
-targets=(static nginx pass apikey session nolog traced)
+targets=(static nginx pass apikey session nolog traced nometrics)
 declare -A url=(
   [static]="http://127.0.0.1:$STATIC$ZONES"
   [nginx]="https://127.0.0.1:$NGINX$ZONES"
@@ -222,6 +233,7 @@ declare -A url=(
   [session]="https://127.0.0.1:$GATEWAY$ZONES"
   [nolog]="https://127.0.0.1:$GATEWAY2$ZONES"
   [traced]="https://127.0.0.1:$GATEWAY3$ZONES"
+  [nometrics]="https://127.0.0.1:$GATEWAY4$ZONES"
 )
 declare -A hdr=(
   [static]="X-Bench: 1" [nginx]="X-Bench: 1" [pass]="X-Bench: 1"
@@ -229,6 +241,7 @@ declare -A hdr=(
   [session]="Cookie: __Host-zonegate-session=$SESSION"
   [nolog]="Authorization: Bearer $KEY"
   [traced]="Authorization: Bearer $KEY"
+  [nometrics]="Authorization: Bearer $KEY"
 )
 
 # The processes whose CPU counts as the proxy's, for a target.
@@ -238,6 +251,7 @@ proxy_pids() {
     nginx) cat "$work/nginx-proxy.pid"; pgrep -P "$(cat "$work/nginx-proxy.pid")" ;;
     nolog) echo "$GW2_PID" ;;
     traced) echo "$GW3_PID" ;;
+    nometrics) echo "$GW4_PID" ;;
     *) echo "$GW_PID" ;;
   esac
 }
@@ -393,6 +407,8 @@ mkdir -p bench/results
   echo "| session req/s vs pass-through | $(ratio "$(col session 1)" "$(col pass 1)") | >= 0.85 |"
   echo "| API-key req/s, decision log on vs off | $(ratio "$(col apikey 1)" "$(col nolog 1)") | >= 0.97 |"
   echo "| API-key CPU/req, decision log on vs off | $(ratio "$(col apikey 4)" "$(col nolog 4)") | <= 1.03 |"
+  echo "| API-key req/s, metrics on vs off | $(ratio "$(col apikey 1)" "$(col nometrics 1)") | >= 0.97 |"
+  echo "| API-key CPU/req, metrics on vs off | $(ratio "$(col apikey 4)" "$(col nometrics 4)") | <= 1.03 |"
   echo "| API-key req/s, tracing on (all sampled) vs off | $(ratio "$(col traced 1)" "$(col apikey 1)") | (reported) |"
   echo "| API-key CPU/req, tracing on (all sampled) vs off | $(ratio "$(col traced 4)" "$(col apikey 4)") | (reported) |"
   echo

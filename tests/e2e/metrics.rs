@@ -131,3 +131,15 @@ fn metrics_parse_and_move_as_requests_are_made() {
         assert!(!text.contains(sent), "{sent} in\n{text}");
     }
 }
+
+#[test]
+fn with_metrics_off_nothing_is_served_and_requests_are_unaffected() {
+    let stack = zonegate_e2e::Stack::start_with(zonegate_e2e::StackOptions {
+        extra_config: "[metrics]\nenabled = false\n".into(),
+        ..zonegate_e2e::StackOptions::default()
+    });
+    assert_eq!(stack.client().get("/v1/orgs/acme/zones").status, 200);
+    let resp = plain_get(stack.admin, "/metrics", &[]).unwrap();
+    assert_eq!(resp.status, 404);
+    assert_eq!(plain_get(stack.admin, "/readyz", &[]).unwrap().status, 200);
+}

@@ -41,6 +41,21 @@ pub(super) struct RawConfig {
     pub(super) decision_log: RawDecisionLog,
     #[serde(default)]
     pub(super) tracing: RawTracing,
+    #[serde(default)]
+    pub(super) metrics: RawMetrics,
+}
+
+/// Prometheus metrics on the admin listener.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawMetrics {
+    pub(super) enabled: bool,
+}
+
+impl Default for RawMetrics {
+    fn default() -> Self {
+        RawMetrics { enabled: true }
+    }
 }
 
 /// OpenTelemetry traces, off unless `otlp_endpoint` is set.

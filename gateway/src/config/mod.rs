@@ -63,6 +63,8 @@ pub struct Config {
     pub decision_log: DecisionLogConfig,
     /// Traces, when an OTLP endpoint is configured.
     pub tracing: Option<crate::pipeline::trace::TracingConfig>,
+    /// Prometheus metrics recorded and served at the admin listener's `/metrics` (default on).
+    pub metrics_enabled: bool,
 }
 
 /// The `[decision_log]` section, validated.
@@ -458,6 +460,7 @@ impl Config {
             audit,
             decision_log,
             tracing,
+            metrics_enabled: raw.metrics.enabled,
         })
     }
 }

@@ -95,11 +95,14 @@ pub struct Metrics {
     refusals: Family<ReasonLabel, Counter>,
     rate_limited: Family<LimiterLabel, Counter>,
     authentication_failures: Family<KindLabel, Counter>,
+    /// Off (`[metrics] enabled = false`): nothing is recorded and `/metrics` is not served.
+    enabled: bool,
 }
 
 impl Default for Metrics {
     fn default() -> Metrics {
         Metrics {
+            enabled: true,
             requests: Family::default(),
             request_seconds: Family::new_with_constructor(latency),
             upstream_seconds: Family::new_with_constructor(latency),
@@ -141,6 +144,18 @@ fn method_label(method: &http::Method) -> &'static str {
 }
 
 impl Metrics {
+    /// Metrics that record nothing: what the bench compares the default against.
+    pub fn off() -> Metrics {
+        Metrics {
+            enabled: false,
+            ..Metrics::default()
+        }
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.enabled
+    }
+
     /// One answered request. `route` is `None` for a request refused before it was routed.
     pub fn request(
         &self,
@@ -150,6 +165,9 @@ impl Metrics {
         elapsed: Duration,
         refusal: Option<&'static str>,
     ) {
+        if !self.enabled {
+            return;
+        }
         let route = route.unwrap_or_else(|| "none".to_owned());
         self.request_seconds
             .get_or_create(&RouteLabel {
@@ -170,6 +188,9 @@ impl Metrics {
 
     /// A decision of the one authorise call, and the policies that determined it.
     pub fn decision(&self, decision: &Decision) {
+        if !self.enabled {
+            return;
+        }
         let effect = decision.label();
         self.decisions.get_or_create(&EffectLabel { effect }).inc();
         for policy in &decision.policies {
@@ -184,6 +205,9 @@ impl Metrics {
 
     /// A request refused by a rate limiter (`api_key`, `org`, `user`, `auth_strict`, ...).
     pub fn rate_limited(&self, limiter: &'static str) {
+        if !self.enabled {
+            return;
+        }
         self.rate_limited
             .get_or_create(&LimiterLabel { limiter })
             .inc();
@@ -192,6 +216,9 @@ impl Metrics {
     /// A credential that did not authenticate: `api_key`, `session`, `missing`, `csrf` (the
     /// pipeline's own check), or one the account API refused ([`account_failure_kind`]).
     pub fn authentication_failed(&self, kind: &'static str) {
+        if !self.enabled {
+            return;
+        }
         self.authentication_failures
             .get_or_create(&KindLabel { kind })
             .inc();
@@ -200,6 +227,9 @@ impl Metrics {
     /// One exchange with an upstream: whether its connection came from the pool, and the time
     /// from taking the connection to the response head.
     pub fn upstream(&self, upstream: &str, reused: bool, elapsed: Duration) {
+        if !self.enabled {
+            return;
+        }
         self.upstream_connections
             .get_or_create(&ConnectionLabels {
                 upstream: upstream.to_owned(),

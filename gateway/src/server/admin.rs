@@ -155,6 +155,8 @@ impl AdminApp {
                 // The reasons are in the gateway's log and the audit trail.
                 Err(_) => Err(Rejection::InvalidPolicySet),
             },
+            // Reached only with metrics off (`[metrics] enabled = false`).
+            ("GET", "/metrics") => Err(Rejection::NotFound),
             (_, "/healthz" | "/policies" | "/readyz" | "/metrics") => {
                 Err(Rejection::MethodNotAllowed {
                     allow: "GET".into(),
@@ -172,7 +174,10 @@ impl AdminApp {
 impl ServeHttp for AdminApp {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         let req = session.req_header();
-        if req.uri.path() == "/metrics" && req.method == http::Method::GET {
+        if req.uri.path() == "/metrics"
+            && req.method == http::Method::GET
+            && self.gateway.pipeline.metrics.enabled()
+        {
             let mut r = Response::new(Bytes::from(self.metrics()));
             r.headers_mut().insert(
                 http::header::CONTENT_TYPE,

@@ -36,6 +36,7 @@ use crate::domain::policy::{PolicyEngine, PolicyError, PolicyStore};
 use crate::domain::storage::{Db, DbError};
 use crate::domain::Services;
 use crate::pipeline::admit::RequestIds;
+use crate::pipeline::metrics::Metrics;
 use crate::pipeline::route::{RouteError, RouteTable, Target};
 use crate::pipeline::throttle::Limits;
 use crate::pipeline::upstream::{UpstreamConfig, UpstreamTls, Upstreams};
@@ -296,7 +297,11 @@ pub fn prepare(config: Config, clock: Arc<dyn Clock>) -> Result<Prepared, StartE
         limits: limits.clone(),
         audit: audit.clone(),
         client: config.server.client.clone(),
-        metrics: Default::default(),
+        metrics: if config.metrics_enabled {
+            Metrics::default()
+        } else {
+            Metrics::off()
+        },
         tracing: config
             .tracing
             .as_ref()
