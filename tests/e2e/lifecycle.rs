@@ -70,6 +70,13 @@ fn check_config_accepts_the_stack_config_and_names_bad_keys() {
             ),
             "`ZONEGATE_E2E_UNSET_SMTP_PASSWORD` is not set",
         ),
+        // An expired security.txt is never served.
+        (
+            format!(
+                "{text}\n[security_txt]\ncontact = [\"mailto:s@example.com\"]\nexpires = \"2020-01-01T00:00:00Z\"\n"
+            ),
+            "security_txt.expires",
+        ),
     ];
     for (bad, needle) in cases {
         let path = stack.dir.path().join("bad.toml");

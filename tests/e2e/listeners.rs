@@ -222,3 +222,42 @@ fn sighup_serves_a_renewed_certificate_to_new_connections() {
     assert_eq!(renewed.get("/healthz").status, 200);
     assert_eq!(served(), new_fingerprint);
 }
+
+#[test]
+fn security_txt_is_served_from_config_and_404_without_it() {
+    let stack = Stack::start();
+    stack
+        .client()
+        .get("/.well-known/security.txt")
+        .assert_problem(404);
+    drop(stack);
+
+    let stack = Stack::start_with(zonegate_e2e::StackOptions {
+        extra_config: r#"[security_txt]
+contact = ["mailto:security@zones.example.com"]
+expires = "2099-01-01T00:00:00Z"
+policy = "https://zones.example.com/security-policy"
+preferred_languages = ["en"]
+"#
+        .into(),
+        ..zonegate_e2e::StackOptions::default()
+    });
+    let resp = stack.client().get("/.well-known/security.txt");
+    assert_eq!(resp.status, 200);
+    assert_eq!(
+        resp.header("content-type"),
+        Some("text/plain; charset=utf-8")
+    );
+    let text = String::from_utf8(resp.body.clone()).unwrap();
+    let origin = format!("https://localhost:{}", stack.https.port());
+    assert_eq!(
+        text,
+        format!(
+            "Contact: mailto:security@zones.example.com\nExpires: 2099-01-01T00:00:00Z\n\
+             Policy: https://zones.example.com/security-policy\nPreferred-Languages: en\n\
+             Canonical: {origin}/.well-known/security.txt\n"
+        )
+    );
+    // Exactly one Expires, as RFC 9116 requires.
+    assert_eq!(text.matches("Expires:").count(), 1);
+}

@@ -19,6 +19,7 @@ pub mod keys;
 pub mod mfa;
 pub mod orgs;
 pub mod platform;
+pub mod security_txt;
 
 use std::sync::Arc;
 
@@ -139,7 +140,12 @@ pub struct Api {
 }
 
 impl Api {
-    pub fn new(services: &Services, policy: Arc<PolicyEngine>) -> Api {
+    /// `security_txt` is the rendered `/.well-known/security.txt`, when configured.
+    pub fn new(
+        services: &Services,
+        policy: Arc<PolicyEngine>,
+        security_txt: Option<Arc<str>>,
+    ) -> Api {
         let authorizer = Authorizer::new(
             policy,
             services.orgs.clone(),
@@ -149,6 +155,10 @@ impl Api {
         let handlers = Handlers::new()
             .get("/healthz", health)
             .get("/openapi.json", contract::openapi)
+            .get("/.well-known/security.txt", move || {
+                let text = security_txt.clone();
+                async move { security_txt::answer(text) }
+            })
             .merge(auth::handlers(services.accounts.clone()))
             .merge(mfa::handlers(services.accounts.clone()))
             .merge(orgs::handlers(services.orgs.clone(), authorizer))

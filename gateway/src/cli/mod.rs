@@ -162,6 +162,9 @@ fn check_config(path: &std::path::Path) -> ExitCode {
     };
     match server::check(config) {
         Ok(p) => {
+            for warning in &p.warnings {
+                eprintln!("zonegate: warning: {warning}");
+            }
             println!(
                 "config OK: {} routes, policy set {}",
                 p.gateway.routes.routes().len(),

@@ -43,6 +43,20 @@ pub(super) struct RawConfig {
     pub(super) tracing: RawTracing,
     #[serde(default)]
     pub(super) metrics: RawMetrics,
+    pub(super) security_txt: Option<RawSecurityTxt>,
+}
+
+/// `/.well-known/security.txt` (RFC 9116); 404 without this section.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSecurityTxt {
+    pub(super) contact: Vec<String>,
+    /// RFC 3339, in the future.
+    pub(super) expires: String,
+    pub(super) encryption: Option<String>,
+    pub(super) policy: Option<String>,
+    #[serde(default)]
+    pub(super) preferred_languages: Vec<String>,
 }
 
 /// Prometheus metrics on the admin listener.

@@ -65,6 +65,8 @@ pub struct Config {
     pub tracing: Option<crate::pipeline::trace::TracingConfig>,
     /// Prometheus metrics recorded and served at the admin listener's `/metrics` (default on).
     pub metrics_enabled: bool,
+    /// `/.well-known/security.txt`, when configured.
+    pub security_txt: Option<crate::api::security_txt::SecurityTxt>,
 }
 
 /// The `[decision_log]` section, validated.
@@ -393,6 +395,11 @@ impl Config {
         let audit = validate_audit(&raw.audit)?;
         let decision_log = validate_decision_log(&raw.decision_log)?;
         let tracing = validate_tracing(&raw.tracing)?;
+        let security_txt = raw
+            .security_txt
+            .as_ref()
+            .map(|s| validate_security_txt(s, raw.public_origin.trim_end_matches('/')))
+            .transpose()?;
         let json = match raw.log.format.as_str() {
             "json" => true,
             "text" => false,
@@ -461,6 +468,7 @@ impl Config {
             decision_log,
             tracing,
             metrics_enabled: raw.metrics.enabled,
+            security_txt,
         })
     }
 }
@@ -570,6 +578,88 @@ fn validate_decision_log(d: &file::RawDecisionLog) -> Result<DecisionLogConfig, 
         retention_days: d.retention_days,
         flush: Duration::from_secs(d.flush_seconds),
         max_pending: d.max_pending,
+    })
+}
+
+fn validate_security_txt(
+    s: &file::RawSecurityTxt,
+    origin: &str,
+) -> Result<crate::api::security_txt::SecurityTxt, ConfigError> {
+    use time::format_description::well_known::Rfc3339;
+    let https_url = |key: &'static str, v: &str| -> Result<String, ConfigError> {
+        let ok = v.strip_prefix("https://").is_some_and(|rest| {
+            !rest.is_empty() && !rest.contains(char::is_whitespace) && !rest.contains('\n')
+        });
+        if ok {
+            Ok(v.to_owned())
+        } else {
+            Err(invalid(key, format!("`{v}` is not an https:// URL")))
+        }
+    };
+    if s.contact.is_empty() {
+        return Err(invalid(
+            "security_txt.contact",
+            "name at least one (mailto:, https:// or tel:)",
+        ));
+    }
+    let contact = s
+        .contact
+        .iter()
+        .map(|c| {
+            let scheme_ok = ["mailto:", "https://", "tel:"]
+                .iter()
+                .any(|p| c.strip_prefix(p).is_some_and(|rest| !rest.is_empty()));
+            if scheme_ok && !c.contains(char::is_whitespace) {
+                Ok(c.clone())
+            } else {
+                Err(invalid(
+                    "security_txt.contact",
+                    format!("`{c}` is not a mailto:, https:// or tel: URI"),
+                ))
+            }
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let expires = time::OffsetDateTime::parse(&s.expires, &Rfc3339).map_err(|_| {
+        invalid(
+            "security_txt.expires",
+            format!(
+                "`{}` is not an RFC 3339 time, e.g. 2027-06-01T00:00:00Z",
+                s.expires
+            ),
+        )
+    })?;
+    let preferred_languages = s
+        .preferred_languages
+        .iter()
+        .map(|l| {
+            if !l.is_empty()
+                && l.len() <= 35
+                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            {
+                Ok(l.clone())
+            } else {
+                Err(invalid(
+                    "security_txt.preferred_languages",
+                    format!("`{l}` is not a language tag"),
+                ))
+            }
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(crate::api::security_txt::SecurityTxt {
+        contact,
+        expires,
+        encryption: s
+            .encryption
+            .as_deref()
+            .map(|v| https_url("security_txt.encryption", v))
+            .transpose()?,
+        policy: s
+            .policy
+            .as_deref()
+            .map(|v| https_url("security_txt.policy", v))
+            .transpose()?,
+        preferred_languages,
+        canonical: format!("{origin}/.well-known/security.txt"),
     })
 }
 

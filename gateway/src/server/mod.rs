@@ -132,6 +132,9 @@ pub struct Prepared {
     pub decision_writer: Option<DecisionWriter>,
     /// The bearer token the admin listener requires for changes, when configured.
     pub admin_token: Option<crate::config::secrets::Secret>,
+    /// What an operator should act on soon, though the gateway can run (check-config prints
+    /// them, serve logs them).
+    pub warnings: Vec<String>,
 }
 
 /// Load a policy directory and hold it against the route table.
@@ -269,7 +272,26 @@ pub fn prepare(config: Config, clock: Arc<dyn Clock>) -> Result<Prepared, StartE
         trail: AuditTrail::new(db.clone()),
         decisions: decisions.clone(),
     };
-    let api = Api::new(&services, policy.clone());
+    let mut warnings = Vec::new();
+    let security_txt = match &config.security_txt {
+        Some(txt) => {
+            use crate::api::security_txt::Expiry;
+            match txt.expiry(i64::try_from(clock.unix_seconds()).unwrap_or(i64::MAX)) {
+                Expiry::Past => {
+                    return Err(StartError::Other(
+                        "config key `security_txt.expires`: is in the past; a security.txt must not be served expired (RFC 9116)".into(),
+                    ))
+                }
+                Expiry::Soon { days } => warnings.push(format!(
+                    "security_txt.expires is in {days} days: renew it (RFC 9116 suggests less than a year ahead)"
+                )),
+                Expiry::Fine => {}
+            }
+            Some(Arc::from(txt.render()))
+        }
+        None => None,
+    };
+    let api = Api::new(&services, policy.clone(), security_txt);
     api.check(routes.routes().iter().flat_map(|r| {
         let gateway = r.target == Target::Gateway;
         r.methods
@@ -327,6 +349,7 @@ pub fn prepare(config: Config, clock: Arc<dyn Clock>) -> Result<Prepared, StartE
         audit_writer,
         decision_writer,
         admin_token,
+        warnings,
     })
 }
 
@@ -345,7 +368,11 @@ pub fn run(prepared: Prepared) -> Result<(), StartError> {
         audit_writer,
         decision_writer,
         admin_token,
+        warnings,
     } = prepared;
+    for warning in &warnings {
+        tracing::warn!(target: "zonegate::server", event = "config_warning", warning = %warning);
+    }
     let mut conf = ServerConf {
         threads: config.server.threads,
         grace_period_seconds: Some(config.server.shutdown_grace.as_secs()),
