@@ -70,6 +70,17 @@ fn check_config_accepts_the_stack_config_and_names_bad_keys() {
             ),
             "`ZONEGATE_E2E_UNSET_SMTP_PASSWORD` is not set",
         ),
+        // Every missing secret is named at once.
+        (
+            format!(
+                "{}\n[mail.smtp]\nhost = \"127.0.0.1\"\nusername = \"z\"\npassword_env = \"ZONEGATE_E2E_UNSET_SMTP_PASSWORD\"\n",
+                text.replace(
+                    "[mail]",
+                    "[database]\nurl = \"postgres://z@127.0.0.1/z\"\npassword_env = \"ZONEGATE_E2E_UNSET_DB_PASSWORD\"\n[mail]"
+                )
+            ),
+            "`ZONEGATE_E2E_UNSET_DB_PASSWORD` is not set\n  config key `mail.smtp.password_env`",
+        ),
         // An expired security.txt is never served.
         (
             format!(
@@ -215,4 +226,26 @@ fn a_gateway_route_without_a_handler_refuses_to_start_naming_the_route() {
         stderr.contains("/v1/orgs/{org}/audit-events") && stderr.contains("no route"),
         "{stderr}"
     );
+}
+
+#[test]
+fn what_the_gateway_writes_is_readable_by_its_own_user_only() {
+    // Whatever umask the gateway was started with (the test runner's is usually 022).
+    let stack = Stack::start();
+    assert_eq!(stack.client().get("/healthz").status, 200);
+    let data = stack.dir.path();
+    let written: Vec<_> = std::fs::read_dir(data)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("zonegate.db"))
+        })
+        .collect();
+    assert!(!written.is_empty(), "no database in {}", data.display());
+    for file in written {
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode & 0o077, 0, "{} is {mode:o}", file.display());
+    }
 }

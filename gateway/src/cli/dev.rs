@@ -55,7 +55,8 @@ pub fn run(config_path: &Path) -> ExitCode {
         Ok(p) => p,
         Err(e) => return fail(2, &e),
     };
-    println!(
+    // stderr: stdout carries the JSON log lines only.
+    eprintln!(
         "zonegate dev: https on {} (public origin {}), admin on {}",
         prepared.config.listen.https, prepared.config.public_origin, prepared.config.listen.admin
     );

@@ -127,6 +127,9 @@ enum PolicyCommand {
 
 /// Parse the command line and run the chosen command.
 pub fn main() -> ExitCode {
+    // Everything the gateway writes (database, exports, outbox, keys, certificates) is for its
+    // own user only, whatever umask it was started with.
+    zonegate_sys::files::owner_only();
     let cli = Cli::parse();
     match cli.command {
         Command::Serve { config } => serve(&config),

@@ -55,6 +55,8 @@ const UPSTREAM_IDLE: std::time::Duration = std::time::Duration::from_secs(30);
 pub enum StartError {
     #[error("{0}")]
     Config(#[from] crate::config::ConfigError),
+    #[error("secrets the config names are missing:\n  {0}")]
+    Secrets(String),
     #[error("{0}")]
     Tracing(#[from] crate::pipeline::trace::TracingError),
     #[error("key ring: {0}")]
@@ -210,11 +212,24 @@ pub fn prepare(config: Config, clock: Arc<dyn Clock>) -> Result<Prepared, StartE
             },
         )
     }));
-    // Secrets named by the config, read now so that a missing one stops the start by name.
+    // Secrets named by the config, read now so that missing ones stop the start, all named
+    // at once (an operator fixing them one start at a time is slow).
     let env = crate::config::secrets::process_env;
-    let database_url = config.database_connect_url(&env)?;
-    let smtp_password = config.smtp_password(&env)?;
-    let admin_token = config.admin_token()?;
+    let (database_url, smtp_password, admin_token) = match (
+        config.database_connect_url(&env),
+        config.smtp_password(&env),
+        config.admin_token(),
+    ) {
+        (Ok(db), Ok(smtp), Ok(admin)) => (db, smtp, admin),
+        (db, smtp, admin) => {
+            let missing: Vec<String> = [db.err(), smtp.err(), admin.err()]
+                .into_iter()
+                .flatten()
+                .map(|e| e.to_string())
+                .collect();
+            return Err(StartError::Secrets(missing.join("\n  ")));
+        }
+    };
     let db = Db::prepare_blocking(database_url.expose(), config.database_max_connections)?;
     let mailer = Arc::new(match &config.smtp {
         Some(smtp) => Mailer::smtp(
