@@ -261,3 +261,46 @@ preferred_languages = ["en"]
     // Exactly one Expires, as RFC 9116 requires.
     assert_eq!(text.matches("Expires:").count(), 1);
 }
+
+#[test]
+fn the_admin_listener_reloads_the_certificate_and_refuses_a_broken_one() {
+    let stack = Stack::start();
+    let reload = || {
+        zonegate_e2e::client::plain(
+            stack.admin,
+            "POST /certificates/reload HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\ncontent-length: 0\r\n\r\n",
+        )
+        .unwrap()
+    };
+    let before = plain_get(stack.admin, "/readyz", &[]).unwrap().json()["tls_certificate_sha256"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let key = stack.cert.with_file_name("key.pem");
+    std::fs::remove_file(&stack.cert).unwrap();
+    std::fs::remove_file(&key).unwrap();
+    zonegate::server::tls::ensure_dev_certificate(&stack.cert, &key).unwrap();
+
+    let resp = reload();
+    assert_eq!(resp.status, 200, "{}", String::from_utf8_lossy(&resp.body));
+    let renewed = resp.json()["tls_certificate_sha256"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_ne!(renewed, before);
+    assert_eq!(
+        Client::new(stack.https, &stack.cert).get("/healthz").status,
+        200
+    );
+
+    std::fs::write(&stack.cert, "not a certificate").unwrap();
+    let refused = reload();
+    let problem = refused.assert_problem(422);
+    assert_eq!(problem["type"], "urn:zonegate:problem:invalid-certificate");
+    assert_eq!(
+        plain_get(stack.admin, "/readyz", &[]).unwrap().json()["tls_certificate_sha256"],
+        renewed.as_str(),
+        "the renewed certificate stays"
+    );
+    assert!(stack.gateway_logged("tls_certificate_reload_failed"));
+}

@@ -1,6 +1,7 @@
 //! The admin listener: health, readiness and Prometheus metrics for operators and
 //! orchestrators, and the policy set (`GET /policies`, with the shadow set's disagreements
-//! grouped as `policy diff` groups them; `POST /policies/reload`). It binds its own address
+//! grouped as `policy diff` groups them; `POST /policies/reload`), and `POST
+//! /certificates/reload` (what SIGHUP does for both, one at a time). It binds its own address
 //! (loopback by default) and is never reachable through the public listener. With
 //! `listen.admin_token_file` set (required off loopback), every change needs
 //! `Authorization: Bearer <token>`; reads stay open so that probes and scrapers need no secret.
@@ -162,7 +163,18 @@ impl AdminApp {
                     allow: "GET".into(),
                 })
             }
-            (_, "/policies/reload") => Err(Rejection::MethodNotAllowed {
+            ("POST", "/certificates/reload") => {
+                let certs = self.certs.as_ref().ok_or(Rejection::NotFound)?;
+                match certs.reload_logged("admin") {
+                    Ok(()) => Ok(json!({
+                        "status": "reloaded",
+                        "tls_certificate_sha256": certs.fingerprint(),
+                    })),
+                    // The reason is in the gateway's log.
+                    Err(_) => Err(Rejection::InvalidCertificate),
+                }
+            }
+            (_, "/policies/reload" | "/certificates/reload") => Err(Rejection::MethodNotAllowed {
                 allow: "POST".into(),
             }),
             _ => Err(Rejection::NotFound),

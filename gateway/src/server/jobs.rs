@@ -40,19 +40,7 @@ impl BackgroundService for ReloadOnHangup {
                     let _ = self.gateway.reload_policies("sighup");
                     // A renewed certificate applies to new connections; a broken pair of
                     // files leaves the old certificate in use.
-                    match self.certs.reload() {
-                        Ok(()) => tracing::info!(
-                            target: "zonegate::tls",
-                            event = "tls_certificate_reloaded",
-                            "the TLS certificate was re-read; new connections get it"
-                        ),
-                        Err(e) => tracing::error!(
-                            target: "zonegate::tls",
-                            event = "tls_certificate_reload_failed",
-                            error = %e,
-                            "the TLS certificate files could not be loaded; the old certificate stays in use"
-                        ),
-                    }
+                    let _ = self.certs.reload_logged("sighup");
                 }
                 _ = shutdown.changed() => return,
             }

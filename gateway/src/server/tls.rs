@@ -60,6 +60,29 @@ impl CertResolver {
         Ok(())
     }
 
+    /// [`reload`](Self::reload), logged: `tls_certificate_reloaded` with the new fingerprint,
+    /// or `tls_certificate_reload_failed` (an error) naming why. `trigger` says who asked.
+    pub fn reload_logged(&self, trigger: &str) -> Result<(), TlsError> {
+        let outcome = self.reload();
+        match &outcome {
+            Ok(()) => tracing::info!(
+                target: "zonegate::tls",
+                event = "tls_certificate_reloaded",
+                trigger,
+                tls_certificate_sha256 = %self.fingerprint(),
+                "the TLS certificate was re-read; new connections get it"
+            ),
+            Err(e) => tracing::error!(
+                target: "zonegate::tls",
+                event = "tls_certificate_reload_failed",
+                trigger,
+                error = %e,
+                "the TLS certificate files could not be loaded; the old certificate stays in use"
+            ),
+        }
+        outcome
+    }
+
     /// The SHA-256 of the served leaf certificate (DER), hex: what `openssl x509 -fingerprint
     /// -sha256` prints, so an operator can tell which certificate a reload left in use.
     pub fn fingerprint(&self) -> String {

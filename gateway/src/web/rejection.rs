@@ -74,6 +74,8 @@ pub enum Rejection {
     /// A policy set offered for reload failed validation; the previous set stays in force.
     /// The reasons go to the operator's log, not into the body.
     InvalidPolicySet,
+    /// The certificate files did not load; the served certificate stays.
+    InvalidCertificate,
     /// Too much password work is queued (a login storm): retry shortly.
     Busy,
     /// The upstream could not be reached or broke the exchange.
@@ -120,7 +122,9 @@ impl Rejection {
             | Rejection::CsrfRejected => 403,
             Rejection::Conflict(_) => 409,
             Rejection::UnsupportedMediaType => 415,
-            Rejection::Unprocessable(_) | Rejection::InvalidPolicySet => 422,
+            Rejection::Unprocessable(_)
+            | Rejection::InvalidPolicySet
+            | Rejection::InvalidCertificate => 422,
             Rejection::NotFound => 404,
             Rejection::MethodNotAllowed { .. } => 405,
             Rejection::PayloadTooLarge => 413,
@@ -157,6 +161,7 @@ impl Rejection {
             Rejection::UnsupportedMediaType => "unsupported_media_type",
             Rejection::Unprocessable(_) => "unprocessable",
             Rejection::InvalidPolicySet => "invalid_policy_set",
+            Rejection::InvalidCertificate => "invalid_certificate",
             Rejection::EmailNotVerified => "email_not_verified",
             Rejection::WrongPassword => "wrong_password",
             Rejection::InvalidToken => "invalid_token",
@@ -279,6 +284,11 @@ impl Rejection {
                 "urn:zonegate:problem:invalid-policy-set",
                 "Invalid policy set",
                 "The policy set was refused; the previous set stays in force. The gateway's log names the errors.",
+            ),
+            Rejection::InvalidCertificate => (
+                "urn:zonegate:problem:invalid-certificate",
+                "Invalid certificate",
+                "The certificate files were refused; the served certificate stays in use. The gateway's log names the error.",
             ),
             Rejection::BadGateway => (
                 "urn:zonegate:problem:bad-gateway",
@@ -489,6 +499,7 @@ pub(crate) fn every_kind() -> Vec<Rejection> {
         Rejection::AccountLocked,
         Rejection::Busy,
         Rejection::InvalidPolicySet,
+        Rejection::InvalidCertificate,
         Rejection::BadGateway,
         Rejection::GatewayTimeout,
         Rejection::Internal,
