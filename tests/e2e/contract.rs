@@ -50,15 +50,17 @@ fn the_served_contract_holds_for_every_operation() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    // On failure: every warning and error the gateway logged during the run, then the tail.
+    let log = dev.log_text();
+    let trouble: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("\"level\":\"WARN\"") || l.contains("\"level\":\"ERROR\""))
+        .collect();
     assert!(
         out.status.success(),
-        "the contract check failed:\n{said}\n--- zonegate dev log (tail) ---\n{}",
-        dev.log_text()
-            .lines()
-            .rev()
-            .take(40)
-            .collect::<Vec<_>>()
-            .join("\n")
+        "the contract check failed:\n{said}\n--- zonegate dev warnings and errors ---\n{}\n--- zonegate dev log (tail) ---\n{}",
+        trouble.join("\n"),
+        log.lines().rev().take(40).collect::<Vec<_>>().join("\n")
     );
     // Every pass ran: all operations but those that end the run's credentials, those, then
     // logout.
