@@ -13,7 +13,7 @@
 use std::fmt;
 use std::fs;
 use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use base64::engine::general_purpose::STANDARD;
@@ -307,7 +307,10 @@ fn write_public_key(dir: &Path, id: &str, seed: &SecretKey) -> Result<(), KeyRin
         .mode(0o644)
         .open(&path)
         .map_err(io(&path))?;
+    // Readable by all: it is copied to backends that may run as other users. Set explicitly,
+    // since the process umask (077, see the CLI) masks the mode given to open.
     file.write_all(format!("{public}\n").as_bytes())
+        .and_then(|()| file.set_permissions(fs::Permissions::from_mode(0o644)))
         .and_then(|()| file.sync_all())
         .map_err(io(&path))
 }
@@ -316,7 +319,6 @@ fn write_public_key(dir: &Path, id: &str, seed: &SecretKey) -> Result<(), KeyRin
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
-    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn init_creates_owner_only_keys_for_every_purpose() {
