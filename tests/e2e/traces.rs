@@ -24,6 +24,32 @@ fn client_traceparent() -> String {
     format!("00-{CLIENT_TRACE}-{CLIENT_SPAN}-01")
 }
 
+/// `GET /v1/orgs/acme/echo` carrying the client trace context `00-CLIENT_TRACE-CLIENT_SPAN-01`
+/// and `tracestate`: the answer's request id, and the `traceparent` and `tracestate` values
+/// the upstream received.
+fn echo_with_trace_context(stack: &Stack, tracestate: &str) -> (String, Vec<String>, Vec<String>) {
+    let resp = stack.client().request(
+        "GET",
+        "/v1/orgs/acme/echo",
+        &[
+            ("traceparent", &client_traceparent()),
+            ("tracestate", tracestate),
+        ],
+        None,
+    );
+    assert_eq!(resp.status, 200);
+    let request_id = resp.header("x-request-id").unwrap().to_owned();
+    let seen = stack.echo.seen();
+    let values = |name: &str| -> Vec<String> {
+        seen[0]
+            .header_values(name)
+            .iter()
+            .map(|v| v.to_string())
+            .collect()
+    };
+    (request_id, values("traceparent"), values("tracestate"))
+}
+
 /// The server span of the request with this id.
 fn server_span<'a>(spans: &'a [ReceivedSpan], request_id: &str) -> Option<&'a ReceivedSpan> {
     spans.iter().find(|s| {
@@ -45,23 +71,12 @@ fn children<'a>(spans: &'a [ReceivedSpan], parent: &ReceivedSpan) -> Vec<&'a Rec
 fn a_forwarded_request_is_a_server_span_with_its_stages_and_the_upstream_is_its_child() {
     let receiver = OtlpReceiver::start();
     let stack = traced(&receiver, Vec::new());
-    let c = stack.client();
-    let forged = client_traceparent();
-    let resp = c.request(
-        "GET",
-        "/v1/orgs/acme/echo",
-        &[("traceparent", &forged), ("tracestate", "evil=1")],
-        None,
-    );
-    assert_eq!(resp.status, 200);
-    let request_id = resp.header("x-request-id").unwrap().to_owned();
+    let (request_id, traceparent, tracestate) = echo_with_trace_context(&stack, "evil=1");
 
     // The upstream got the gateway's trace context, not the client's.
-    let seen = stack.echo.seen();
-    let traceparent = seen[0].header_values("traceparent");
-    assert_eq!(traceparent.len(), 1, "{:?}", seen[0].headers);
+    assert_eq!(traceparent.len(), 1, "{traceparent:?}");
     assert!(!traceparent[0].contains(CLIENT_TRACE), "{traceparent:?}");
-    assert!(seen[0].header_values("tracestate").is_empty());
+    assert!(tracestate.is_empty(), "{tracestate:?}");
     let parts: Vec<&str> = traceparent[0].split('-').collect();
     assert_eq!(
         (parts.len(), parts[0], parts[3]),
@@ -166,18 +181,7 @@ fn a_trusted_proxys_trace_context_is_continued_and_passed_on() {
     let receiver = OtlpReceiver::start();
     // The test client connects from loopback: here, that is a trusted proxy.
     let stack = traced(&receiver, vec!["127.0.0.1/32".into()]);
-    let c = stack.client();
-    let parent = client_traceparent();
-    let resp = c.request(
-        "GET",
-        "/v1/orgs/acme/echo",
-        &[("traceparent", &parent), ("tracestate", "vendor=1")],
-        None,
-    );
-    assert_eq!(resp.status, 200);
-    let request_id = resp.header("x-request-id").unwrap().to_owned();
-    let seen = stack.echo.seen();
-    let traceparent = seen[0].header_values("traceparent");
+    let (request_id, traceparent, tracestate) = echo_with_trace_context(&stack, "vendor=1");
     assert_eq!(traceparent.len(), 1);
     assert!(
         traceparent[0].starts_with(&format!("00-{CLIENT_TRACE}-")),
@@ -187,7 +191,7 @@ fn a_trusted_proxys_trace_context_is_continued_and_passed_on() {
         !traceparent[0].contains(CLIENT_SPAN),
         "the gateway's span is the parent"
     );
-    assert_eq!(seen[0].header_values("tracestate"), ["vendor=1"]);
+    assert_eq!(tracestate, ["vendor=1"]);
 
     let spans = receiver.wait_for("the continued trace", |spans| {
         server_span(spans, &request_id).is_some()
@@ -199,28 +203,9 @@ fn a_trusted_proxys_trace_context_is_continued_and_passed_on() {
 
 #[test]
 fn without_tracing_trace_context_reaches_the_upstream_only_from_a_trusted_proxy() {
-    let parent = client_traceparent();
     let send = |stack: &Stack| {
-        let resp = stack.client().request(
-            "GET",
-            "/v1/orgs/acme/echo",
-            &[("traceparent", &parent), ("tracestate", "vendor=1")],
-            None,
-        );
-        assert_eq!(resp.status, 200);
-        let seen = stack.echo.seen();
-        (
-            seen[0]
-                .header_values("traceparent")
-                .iter()
-                .map(|v| v.to_string())
-                .collect::<Vec<_>>(),
-            seen[0]
-                .header_values("tracestate")
-                .iter()
-                .map(|v| v.to_string())
-                .collect::<Vec<_>>(),
-        )
+        let (_, traceparent, tracestate) = echo_with_trace_context(stack, "vendor=1");
+        (traceparent, tracestate)
     };
     let untrusted = Stack::start();
     assert_eq!(
@@ -235,6 +220,6 @@ fn without_tracing_trace_context_reaches_the_upstream_only_from_a_trusted_proxy(
     });
     assert_eq!(
         send(&trusted),
-        (vec![parent.clone()], vec!["vendor=1".to_owned()])
+        (vec![client_traceparent()], vec!["vendor=1".to_owned()])
     );
 }
