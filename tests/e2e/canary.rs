@@ -210,26 +210,9 @@ fn no_secret_reaches_a_log_the_audit_table_or_another_response() {
     }
 
     // The audit table, through the incident export.
-    let out = stack.dir.path().join("export.jsonl");
     let mut audit = String::new();
     for _ in 0..50 {
-        let status = Command::new(zonegate_bin())
-            .args([
-                "audit",
-                "export",
-                "--from",
-                "2000-01-01T00:00:00Z",
-                "--to",
-                "2100-01-01T00:00:00Z",
-            ])
-            .arg("--config")
-            .arg(&stack.config)
-            .arg("--out")
-            .arg(&out)
-            .status()
-            .unwrap();
-        assert!(status.success());
-        audit = std::fs::read_to_string(&out).unwrap();
+        audit = stack.audit_export(&[]);
         if audit.contains("authn_mfa_recovery_used") {
             break;
         }

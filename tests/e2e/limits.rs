@@ -227,26 +227,8 @@ fn a_flood_of_one_denial_is_one_audit_row_and_a_counted_summary() {
     // Stopping records the open window's summary, then writes what is queued.
     let (status, _) = stack.terminate_gateway();
     assert!(status.success());
-    let out = stack.dir.path().join("audit.jsonl");
-    let export = std::process::Command::new(zonegate_e2e::stack::zonegate_bin())
-        .args([
-            "audit",
-            "export",
-            "--from",
-            "2000-01-01T00:00:00Z",
-            "--to",
-            "2100-01-01T00:00:00Z",
-        ])
-        .args(["--org", &org])
-        .arg("--config")
-        .arg(&stack.config)
-        .arg("--out")
-        .arg(&out)
-        .status()
-        .unwrap();
-    assert!(export.success());
-    let denials: Vec<serde_json::Value> = std::fs::read_to_string(&out)
-        .unwrap()
+    let denials: Vec<serde_json::Value> = stack
+        .audit_export(&["--org", &org])
         .lines()
         .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
         .filter(|e| e["event"] == "authz_fail" && e["principal_id"] == mallory_id.as_str())

@@ -518,6 +518,25 @@ flush_seconds = 1
     pub fn gateway_log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("gateway.log")).unwrap_or_default()
     }
+
+    /// The stored audit trail, all of it (narrowed by `filters`, e.g. `["--org", id]`), as
+    /// `zonegate audit export` writes it: JSON lines, oldest first.
+    pub fn audit_export(&self, filters: &[&str]) -> String {
+        let out = Command::new(zonegate_bin())
+            .args(["audit", "export", "--from", "2000-01-01T00:00:00Z"])
+            .args(["--to", "2100-01-01T00:00:00Z"])
+            .args(filters)
+            .arg("--config")
+            .arg(&self.config)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
 }
 
 impl Drop for Stack {
