@@ -17,6 +17,7 @@ mod mfa;
 mod orgs;
 mod platform;
 mod policy;
+mod rotation;
 mod slow_clients;
 mod traces;
 mod upstream_tls;

@@ -11,7 +11,6 @@ use super::{fail, output};
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::domain::audit::AuditTrail;
-use crate::domain::storage::Db;
 
 #[derive(Debug, Subcommand)]
 pub(super) enum AuditCommand {
@@ -69,15 +68,9 @@ pub(super) fn run(command: AuditCommand) -> ExitCode {
         Err(e) => return fail(1, &AuditCliError::Runtime(e)),
     };
     runtime.block_on(async {
-        // connect() also brings the schema up to date, so a purge or export never meets an
-        // older table layout.
-        let url = match config.database_connect_url(&crate::config::secrets::process_env) {
-            Ok(url) => url,
-            Err(e) => return fail(2, &e),
-        };
-        let trail = match Db::connect(url.expose(), 2).await {
+        let trail = match super::connect(&config).await {
             Ok(db) => AuditTrail::new(db),
-            Err(e) => return fail(1, &e),
+            Err(code) => return code,
         };
         match command {
             AuditCommand::Purge { .. } => {

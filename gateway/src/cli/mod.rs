@@ -142,6 +142,18 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// The configured database, for a command that works on it. Connecting also brings the schema
+/// up to date, so a command never meets an older table layout. A failure is printed, and its
+/// exit code returned.
+async fn connect(config: &Config) -> Result<crate::domain::storage::Db, ExitCode> {
+    let url = config
+        .database_connect_url(&crate::config::secrets::process_env)
+        .map_err(|e| fail(2, &e))?;
+    crate::domain::storage::Db::connect(url.expose(), 2)
+        .await
+        .map_err(|e| fail(1, &e))
+}
+
 fn serve(path: &std::path::Path) -> ExitCode {
     let config = match Config::load(path) {
         Ok(c) => c,

@@ -106,6 +106,10 @@ pub enum KeyRingError {
     Invalid { path: PathBuf, reason: &'static str },
     #[error("{path} already holds keys; use `zonegate keys rotate` to add new ones")]
     AlreadyInitialised { path: PathBuf },
+    #[error("no key `{id}` in {path}")]
+    NotFound { path: PathBuf, id: String },
+    #[error("{id} is the active {purpose} key; it cannot be retired")]
+    Active { id: String, purpose: &'static str },
     #[error("key directory {path} has no {purpose} key; run `zonegate keys init --dir {path}`")]
     Missing {
         path: PathBuf,
@@ -220,6 +224,46 @@ impl KeyRing {
             .iter()
             .filter(|k| k.purpose == purpose)
             .max_by_key(|k| k.number)
+    }
+
+    /// Every key, by purpose and then number.
+    pub fn keys(&self) -> impl Iterator<Item = &Key> {
+        self.keys.iter()
+    }
+
+    /// The ids of the keys that make new material, one per purpose present.
+    pub fn active_ids(&self) -> Vec<String> {
+        Purpose::ALL
+            .into_iter()
+            .filter_map(|p| self.active(p).map(|k| k.id.clone()))
+            .collect()
+    }
+
+    /// Delete an old key's file (and a signing key's public half), after the caller has made
+    /// sure nothing depends on it (`crate::domain::rotation`). The active key of a purpose is
+    /// refused: deleting it would make an older key active again.
+    pub fn retire(dir: &Path, id: &str) -> Result<(), KeyRingError> {
+        let ring = KeyRing::load(dir)?;
+        let key = ring
+            .keys()
+            .find(|k| k.id == id)
+            .ok_or_else(|| KeyRingError::NotFound {
+                path: dir.to_owned(),
+                id: id.to_owned(),
+            })?;
+        if ring.active(key.purpose).map(|a| a.number) == Some(key.number) {
+            return Err(KeyRingError::Active {
+                id: id.to_owned(),
+                purpose: key.purpose.name(),
+            });
+        }
+        let path = dir.join(format!("{id}.key"));
+        fs::remove_file(&path).map_err(io(&path))?;
+        let public = dir.join(format!("{id}.pub"));
+        match fs::remove_file(&public) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io(&public)(e)),
+            _ => Ok(()),
+        }
     }
 
     /// Every key of a purpose, for verifying what older keys made.
@@ -363,6 +407,32 @@ mod tests {
         assert!(ring
             .all(Purpose::Identity)
             .any(|k| k.id == old_key.id && k.secret.expose() == old_key.secret.expose()));
+    }
+
+    #[test]
+    fn retire_deletes_an_old_key_and_refuses_the_active_one() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("keys");
+        KeyRing::init(&dir).unwrap();
+        KeyRing::rotate(&dir).unwrap();
+        assert!(matches!(
+            KeyRing::retire(&dir, "signing-2"),
+            Err(KeyRingError::Active { .. })
+        ));
+        assert!(matches!(
+            KeyRing::retire(&dir, "signing-7"),
+            Err(KeyRingError::NotFound { .. })
+        ));
+        KeyRing::retire(&dir, "signing-1").unwrap();
+        assert!(!dir.join("signing-1.key").exists());
+        assert!(!dir.join("signing-1.pub").exists());
+        assert!(dir.join("signing-2.pub").exists());
+        let ring = KeyRing::load(&dir).unwrap();
+        assert_eq!(ring.all(Purpose::Signing).count(), 1);
+        assert_eq!(
+            ring.active_ids(),
+            ["identity-2", "pepper-2", "totp-2", "signing-2"]
+        );
     }
 
     #[test]

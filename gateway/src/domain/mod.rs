@@ -16,6 +16,7 @@ pub mod orgs;
 pub mod policy;
 pub mod principal;
 pub mod ratelimit;
+pub mod rotation;
 pub mod stats;
 pub mod storage;
 

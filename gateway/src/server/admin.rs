@@ -21,6 +21,7 @@ use super::connections::ConnectionCounter;
 use super::tls::CertResolver;
 use super::Gateway;
 use crate::config::secrets::Secret;
+use crate::domain::keyring::KeyRing;
 use crate::domain::stats::CacheStats;
 use crate::pipeline::metrics::{self, Samples};
 use crate::web::security::SecurityHeaders;
@@ -37,11 +38,57 @@ pub struct AdminApp {
     pub certs: Option<Arc<CertResolver>>,
     /// The bearer token changes need, when one is configured.
     pub token: Option<Secret>,
+    /// The key directory and the ids of the keys this process loaded from it at start.
+    pub key_ring: Option<KeyRingInUse>,
+}
+
+/// What readiness re-checks of the key ring.
+#[derive(Debug, Clone)]
+pub struct KeyRingInUse {
+    pub dir: std::path::PathBuf,
+    /// The active key of each purpose, as loaded.
+    pub active: Vec<String>,
+}
+
+impl KeyRingInUse {
+    /// Re-read the directory: an instance whose key directory became unreadable (or whose keys
+    /// were damaged) could not start again, so it is not ready. A newer active key on disk is
+    /// not a fault, only a restart pending after `keys rotate`; it is listed so operators can
+    /// tell when every instance uses the new keys before `keys retire`.
+    async fn check(&self) -> (bool, serde_json::Value) {
+        let dir = self.dir.clone();
+        let loaded = tokio::task::spawn_blocking(move || KeyRing::load(&dir)).await;
+        match loaded {
+            Ok(Ok(ring)) => {
+                let pending: Vec<String> = ring
+                    .active_ids()
+                    .into_iter()
+                    .filter(|id| !self.active.contains(id))
+                    .collect();
+                (
+                    true,
+                    json!({ "status": "ok", "active": self.active, "restart_to_use": pending }),
+                )
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(target: "zonegate::server", event = "readiness_key_ring_failed", error = %e);
+                (
+                    false,
+                    json!({ "status": "unreadable", "error": e.to_string(), "active": self.active }),
+                )
+            }
+            Err(_) => (
+                false,
+                json!({ "status": "unreadable", "active": self.active }),
+            ),
+        }
+    }
 }
 
 impl AdminApp {
-    /// Ready when the database answers within a second and the key ring gave an identity key: what
-    /// every request that reaches an upstream or the gateway's own API needs. Not ready is 503,
+    /// Ready when the database answers within a second, the key directory still loads and the
+    /// key ring gave an identity key: what every request that reaches an upstream or the
+    /// gateway's own API needs, and what a restart needs. Not ready is 503,
     /// so an orchestrator takes the instance out of rotation rather than let it fail requests.
     async fn readiness(&self) -> (bool, serde_json::Value) {
         let database =
@@ -54,7 +101,11 @@ impl AdminApp {
             }
             Err(_) => "timeout",
         };
-        let ready = database == "ok" && self.identity_key.is_some();
+        let (key_ring_ok, key_ring) = match &self.key_ring {
+            Some(ring) => ring.check().await,
+            None => (true, serde_json::Value::Null),
+        };
+        let ready = database == "ok" && key_ring_ok && self.identity_key.is_some();
         (
             ready,
             json!({
@@ -62,6 +113,7 @@ impl AdminApp {
                 "database": database,
                 "policy_hash": self.gateway.policy.active_hash(),
                 "identity_key": self.identity_key,
+                "key_ring": key_ring,
                 "tls_certificate_sha256": self.certs.as_ref().map(|c| c.fingerprint()),
             }),
         )

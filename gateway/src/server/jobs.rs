@@ -1,6 +1,7 @@
 //! Background work of a running gateway, each a pingora background service on its own
 //! runtime: reloading policies on SIGHUP, and maintenance (the audit and decision log writers,
-//! their retention purges, the rate limiters' idle-key sweep, the shutdown record).
+//! their retention purges, the rate limiters' idle-key sweep, re-sealing TOTP seeds after a key
+//! rotation, the shutdown record).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -50,6 +51,10 @@ impl BackgroundService for ReloadOnHangup {
 
 /// How often idle rate-limit keys are dropped and ended windows of repeated denials summarised.
 const LIMITER_SWEEP: Duration = Duration::from_secs(60);
+
+/// How often seeds sealed under an older `totp` key are re-sealed (also once at start), so a
+/// rotated key can be retired within the hour.
+const RESEAL_EVERY: Duration = Duration::from_secs(60 * 60);
 
 /// The background writers the maintenance service runs.
 #[derive(Debug)]
@@ -111,6 +116,37 @@ impl Maintenance {
     }
 }
 
+impl Maintenance {
+    /// Re-seal TOTP seeds made under an older key (`keys rotate`); the outcome is logged, and
+    /// recorded when anything moved or cannot be read.
+    async fn reseal_seeds(&self) {
+        let g = &self.gateway;
+        match g.pipeline.services.accounts.mfa().reseal_all().await {
+            Ok(done) => {
+                tracing::info!(
+                    target: "zonegate::mfa",
+                    event = "totp_reseal",
+                    resealed = done.resealed,
+                    unreadable = done.unreadable,
+                    pruned_enrolments = done.pruned
+                );
+                if done.resealed > 0 || done.unreadable > 0 {
+                    g.audit.record(
+                        AuditEvent::new(SecurityEvent::TotpSeedsResealed)
+                            .detail("resealed", done.resealed)
+                            .detail("unreadable", done.unreadable),
+                    );
+                }
+            }
+            Err(e) => tracing::error!(
+                target: "zonegate::mfa",
+                event = "totp_reseal_fail",
+                error = %e
+            ),
+        }
+    }
+}
+
 #[async_trait]
 impl BackgroundService for Maintenance {
     async fn start(&self, mut shutdown: ShutdownWatch) {
@@ -135,6 +171,8 @@ impl BackgroundService for Maintenance {
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut purge = tokio::time::interval(self.retention.every.max(Duration::from_secs(1)));
         purge.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut reseal = tokio::time::interval(RESEAL_EVERY);
+        reseal.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = sweep.tick() => {
@@ -142,6 +180,7 @@ impl BackgroundService for Maintenance {
                     self.gateway.audit.sweep_repeats();
                 }
                 _ = purge.tick(), if decision_writer.is_some() => self.purge_decisions().await,
+                _ = reseal.tick() => self.reseal_seeds().await,
                 _ = shutdown.changed() => break,
             }
         }

@@ -137,6 +137,8 @@ pub struct Prepared {
     /// What an operator should act on soon, though the gateway can run (check-config prints
     /// them, serve logs them).
     pub warnings: Vec<String>,
+    /// The active key of each purpose as loaded (readiness shows them).
+    pub key_ring_active: Vec<String>,
 }
 
 /// Load a policy directory and hold it against the route table.
@@ -365,6 +367,7 @@ pub fn prepare(config: Config, clock: Arc<dyn Clock>) -> Result<Prepared, StartE
         decision_writer,
         admin_token,
         warnings,
+        key_ring_active: ring.active_ids(),
     })
 }
 
@@ -384,6 +387,7 @@ pub fn run(prepared: Prepared) -> Result<(), StartError> {
         decision_writer,
         admin_token,
         warnings,
+        key_ring_active,
     } = prepared;
     for warning in &warnings {
         tracing::warn!(target: "zonegate::server", event = "config_warning", warning = %warning);
@@ -478,6 +482,10 @@ pub fn run(prepared: Prepared) -> Result<(), StartError> {
             connections: Some(connections),
             certs: Some(certs),
             token: admin_token,
+            key_ring: Some(admin::KeyRingInUse {
+                dir: config.key_dir.clone(),
+                active: key_ring_active,
+            }),
         },
     );
     admin.add_tcp(&config.listen.admin.to_string());

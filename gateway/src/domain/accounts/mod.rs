@@ -165,7 +165,10 @@ pub struct Accounts {
     cache: SessionCache,
     /// Keys for CSRF tokens, derived from every pepper (newest first) so rotation does not
     /// break existing logins.
+    /// CSRF MAC keys, newest first, each derived from a pepper key.
     csrf_keys: Vec<[u8; 32]>,
+    /// The id of the pepper key new CSRF tokens are made with, recorded with each login.
+    csrf_key_id: String,
     audit: AuditLog,
     /// Slots for work done after the answer (detached.rs).
     detached: Arc<tokio::sync::Semaphore>,
@@ -251,6 +254,7 @@ impl Accounts {
             .iter()
             .map(|k| hmac_sha256(k.secret.expose(), b"zonegate csrf v1"))
             .collect();
+        let csrf_key_id = peppers.first().map(|k| k.id.clone()).unwrap_or_default();
         let mfa = crate::domain::mfa::Mfa::new(
             db.clone(),
             Arc::new(ring.clone()),
@@ -266,6 +270,7 @@ impl Accounts {
             clock,
             cfg,
             csrf_keys,
+            csrf_key_id,
             audit,
             detached: Arc::new(tokio::sync::Semaphore::new(detached::SLOTS)),
         })
@@ -283,6 +288,11 @@ impl Accounts {
 
     async fn conn(&self) -> Result<sqlx::pool::PoolConnection<sqlx::Any>, AccountError> {
         Ok(self.db.acquire().await?)
+    }
+
+    /// The second-factor service (its background re-seal runs from the server's maintenance).
+    pub fn mfa(&self) -> &crate::domain::mfa::Mfa {
+        &self.mfa
     }
 
     pub fn config(&self) -> &AccountsConfig {
@@ -508,6 +518,8 @@ impl Accounts {
             return Err(AccountError::InvalidCredentials);
         }
         let device = self.login_succeeded(&user.id, client, device).await?;
+        self.rehash_if_due(&user.id, password, &user.password_hash)
+            .await;
         if user.email_verified_at.is_none() {
             return Err(AccountError::EmailNotVerified);
         }
@@ -519,6 +531,38 @@ impl Accounts {
             device,
             device_expires_at: self.now() + lockout::DEVICE_TTL_SECS,
         })
+    }
+
+    /// After a right password: a hash made under an old pepper (after `keys rotate`) or at an
+    /// old bcrypt cost is replaced, so the old pepper stops being needed as its users log in.
+    /// A failure (the bcrypt pool full, the database) is logged and tried again at the next
+    /// login; the login itself goes on.
+    async fn rehash_if_due(&self, user_id: &str, password: &str, stored: &str) {
+        if !self.hasher.needs_rehash(stored) {
+            return;
+        }
+        let replaced = async {
+            let rehashed = self.hasher.hash(password).await?;
+            let mut conn = self.conn().await?;
+            Ok::<_, AccountError>(
+                store::replace_password_hash(&mut conn, user_id, stored, &rehashed).await?,
+            )
+        }
+        .await;
+        match replaced {
+            Ok(replaced) => tracing::info!(
+                target: "zonegate::accounts",
+                event = "password_rehashed",
+                user_id,
+                replaced
+            ),
+            Err(e) => tracing::warn!(
+                target: "zonegate::accounts",
+                event = "password_rehash_fail",
+                user_id,
+                error = %e
+            ),
+        }
     }
 
     async fn start_family(
@@ -533,7 +577,16 @@ impl Accounts {
         let absolute = now + self.cfg.refresh_absolute;
         let refresh = Token::generate();
         let mut tx = self.db.begin().await?;
-        store::insert_family(&mut tx, &family, user_id, mfa, now, absolute).await?;
+        store::insert_family(
+            &mut tx,
+            &family,
+            user_id,
+            mfa,
+            now,
+            absolute,
+            &self.csrf_key_id,
+        )
+        .await?;
         store::insert_refresh(&mut tx, &refresh.hash(), &family, None, now).await?;
         let (session, session_expires_at) = self
             .insert_session(&mut tx, user_id, &family, absolute, user_agent)
@@ -645,7 +698,7 @@ impl Accounts {
         let next = Token::generate();
         let mut tx = self.db.begin().await?;
         store::insert_refresh(&mut tx, &next.hash(), &row.family_id, Some(&hash), now).await?;
-        store::touch_family(&mut tx, &row.family_id, now).await?;
+        store::touch_family(&mut tx, &row.family_id, now, &self.csrf_key_id).await?;
         let (session, session_expires_at) = self
             .insert_session(
                 &mut tx,

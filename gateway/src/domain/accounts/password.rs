@@ -235,6 +235,23 @@ impl PasswordHasher {
         Ok(format!("zg1${kid}${hashed}"))
     }
 
+    /// Whether a stored hash should be replaced after the password was verified against it:
+    /// made under a pepper other than the active one (after `keys rotate`, so the old pepper
+    /// can be retired), or at another bcrypt cost than configured (a raised cost reaches every
+    /// account that logs in). A malformed hash never verifies, so it never gets here.
+    pub fn needs_rehash(&self, stored: &str) -> bool {
+        let Some((kid, hashed)) = stored
+            .strip_prefix("zg1$")
+            .and_then(|rest| rest.split_once('$'))
+        else {
+            return false;
+        };
+        let active = self.peppers.get(self.active).map(|(id, _)| id.as_str());
+        // `$2b$12$...`: the cost is the second field.
+        let cost = hashed.split('$').nth(2).and_then(|c| c.parse::<u32>().ok());
+        active != Some(kid) || cost != Some(self.cost)
+    }
+
     /// Verify a password against a stored hash. Malformed hashes or unknown peppers are a
     /// mismatch (`Ok(false)`), never an error the caller could tell apart; the only error is a
     /// pool too busy to check at all, which says nothing about the password.
@@ -436,6 +453,28 @@ mod tests {
         let stored = hasher.hash(&e).await.unwrap();
         assert!(hasher.verify(&e, &stored).await.unwrap());
         assert!(!hasher.verify(&"é".repeat(63), &stored).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_hash_under_an_old_pepper_or_cost_needs_rehashing_and_still_verifies() {
+        const PW: &str = "correct horse battery staple";
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("keys");
+        KeyRing::init(&dir).unwrap();
+        let before = PasswordHasher::new(&KeyRing::load(&dir).unwrap(), 4, 1).unwrap();
+        let old = before.hash(PW).await.unwrap();
+        assert!(!before.needs_rehash(&old));
+        KeyRing::rotate(&dir).unwrap();
+        let after = PasswordHasher::new(&KeyRing::load(&dir).unwrap(), 4, 1).unwrap();
+        assert!(after.needs_rehash(&old));
+        assert!(after.verify(PW, &old).await.unwrap());
+        let new = after.hash(PW).await.unwrap();
+        assert!(new.starts_with("zg1$pepper-2$"), "{new}");
+        assert!(!after.needs_rehash(&new));
+        // A raised cost reaches existing hashes the same way.
+        let costlier = PasswordHasher::new(&KeyRing::load(&dir).unwrap(), 5, 1).unwrap();
+        assert!(costlier.needs_rehash(&new));
+        assert!(!costlier.needs_rehash("garbage"));
     }
 
     #[tokio::test]

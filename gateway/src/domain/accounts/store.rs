@@ -62,6 +62,55 @@ pub async fn set_password(
     Ok(())
 }
 
+/// Replace a hash after a login verified the password against it (a new pepper or cost). Only
+/// if it is still the hash that was verified: a password changed meanwhile wins. Unlike
+/// [`set_password`] this is not a password change, so sessions are untouched.
+pub async fn replace_password_hash(
+    c: &mut Conn,
+    user_id: &str,
+    verified: &str,
+    rehashed: &str,
+) -> Result<bool, sqlx::Error> {
+    let done =
+        sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2 AND password_hash = $3")
+            .bind(rehashed)
+            .bind(user_id)
+            .bind(verified)
+            .execute(c)
+            .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Passwords hashed under the pepper `key_id`.
+pub async fn count_passwords_under(c: &mut Conn, key_id: &str) -> Result<i64, sqlx::Error> {
+    let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM users WHERE password_hash LIKE $1")
+        .bind(format!("zg1${key_id}$%"))
+        .fetch_one(c)
+        .await?;
+    Ok(n)
+}
+
+/// Live logins (not revoked, not past their absolute or idle expiry) whose CSRF token was
+/// made under the pepper `key_id`, or under an unrecorded one (logins older than the record).
+pub async fn count_logins_under(
+    c: &mut Conn,
+    key_id: &str,
+    now: i64,
+    idle_since: i64,
+) -> Result<i64, sqlx::Error> {
+    let (n,): (i64,) = sqlx::query_as(
+        "SELECT COUNT(*) FROM refresh_families
+         WHERE (csrf_key = $1 OR csrf_key IS NULL)
+           AND revoked_at IS NULL AND absolute_expires_at > $2 AND last_used_at >= $3",
+    )
+    .bind(key_id)
+    .bind(now)
+    .bind(idle_since)
+    .fetch_one(c)
+    .await?;
+    Ok(n)
+}
+
 pub async fn mark_verified(c: &mut Conn, user_id: &str, now: i64) -> Result<(), sqlx::Error> {
     sqlx::query(
         "UPDATE users SET email_verified_at = $1 WHERE id = $2 AND email_verified_at IS NULL",
@@ -180,6 +229,7 @@ pub async fn void_email_tokens(
 
 // ---- Refresh families and tokens ---------------------------------------------------------
 
+/// A new login's family; `csrf_key` is the pepper key id its CSRF token is made with.
 pub async fn insert_family(
     c: &mut Conn,
     id: &str,
@@ -187,16 +237,18 @@ pub async fn insert_family(
     mfa: bool,
     now: i64,
     absolute_expires_at: i64,
+    csrf_key: &str,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "INSERT INTO refresh_families (id, user_id, mfa, created_at, absolute_expires_at, last_used_at)
-         VALUES ($1, $2, $3, $4, $5, $4)",
+        "INSERT INTO refresh_families (id, user_id, mfa, created_at, absolute_expires_at, last_used_at, csrf_key)
+         VALUES ($1, $2, $3, $4, $5, $4, $6)",
     )
     .bind(id)
     .bind(user_id)
     .bind(mfa)
     .bind(now)
     .bind(absolute_expires_at)
+    .bind(csrf_key)
     .execute(c)
     .await?;
     Ok(())
@@ -270,9 +322,16 @@ pub async fn claim_grace(c: &mut Conn, hash: &str, since: i64) -> Result<bool, s
     Ok(done.rows_affected() == 1)
 }
 
-pub async fn touch_family(c: &mut Conn, family_id: &str, now: i64) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE refresh_families SET last_used_at = $1 WHERE id = $2")
+/// A refresh: the family was used now, and its CSRF token is re-issued under `csrf_key`.
+pub async fn touch_family(
+    c: &mut Conn,
+    family_id: &str,
+    now: i64,
+    csrf_key: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE refresh_families SET last_used_at = $1, csrf_key = $2 WHERE id = $3")
         .bind(now)
+        .bind(csrf_key)
         .bind(family_id)
         .execute(c)
         .await?;

@@ -202,3 +202,18 @@ pub async fn touch(db: &Db, batch: &[(String, i64)]) -> Result<(), sqlx::Error> 
     }
     Ok(())
 }
+
+/// Usable API keys whose MAC was made with the pepper `key_id`: live keys (not revoked, not
+/// expired) under it, and rolled keys whose previous secret still verifies under it.
+pub async fn count_under(c: &mut Conn, key_id: &str, now: i64) -> Result<i64, sqlx::Error> {
+    let (n,): (i64,) = sqlx::query_as(
+        "SELECT COUNT(*) FROM api_keys
+         WHERE revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $2)
+           AND (pepper_id = $1 OR (previous_pepper_id = $1 AND previous_valid_until > $2))",
+    )
+    .bind(key_id)
+    .bind(now)
+    .fetch_one(c)
+    .await?;
+    Ok(n)
+}

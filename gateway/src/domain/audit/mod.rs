@@ -198,6 +198,12 @@ security_events! {
     Startup => "sys_startup",
     /// The gateway stopped.
     Shutdown => "sys_shutdown",
+    /// An operator retired an old key (`details.key`) with `zonegate keys retire`, once nothing
+    /// stored depended on it.
+    KeyRetired => "sys_key_retired",
+    /// Seeds sealed under older `totp` keys were re-sealed under the active one
+    /// (`details.resealed`, `details.unreadable`).
+    TotpSeedsResealed => "sys_totp_seeds_resealed",
 }
 
 impl SecurityEvent {

@@ -21,7 +21,7 @@ pub mod store;
 pub mod totp;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use std::sync::Arc;
 
@@ -60,6 +60,17 @@ pub enum Factor {
     RecoveryCode,
 }
 
+/// What [`Mfa::reseal_all`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Resealed {
+    /// Seeds now sealed under the active key.
+    pub resealed: u64,
+    /// Seeds under a key no longer in the ring; they cannot be used until re-enrolled.
+    pub unreadable: u64,
+    /// Unconfirmed enrolments past their window, deleted.
+    pub pruned: u64,
+}
+
 /// Seconds within which a started enrolment must be confirmed.
 pub const ENROLMENT_TTL: i64 = 15 * 60;
 
@@ -91,6 +102,58 @@ impl Mfa {
     fn now(&self) -> (u64, i64) {
         let now = self.clock.unix_seconds();
         (now, i64::try_from(now).unwrap_or(i64::MAX))
+    }
+
+    /// Re-seal every seed made under an older `totp` key with the active one (after
+    /// `keys rotate`), so the old key can be retired; enrolments past their confirmation window
+    /// are deleted first. Each seed is replaced only if unchanged since it was read. A seed that
+    /// cannot be opened (its key is gone) is counted and left as it is.
+    ///
+    /// A login checking a code in the same instant as its seed is re-sealed is refused once
+    /// (the step is accepted only against the seed it was checked with); it never succeeds twice.
+    pub async fn reseal_all(&self) -> Result<Resealed, MfaError> {
+        const BATCH: i64 = 500;
+        let active = self
+            .keys
+            .active(crate::domain::keyring::Purpose::Totp)
+            .ok_or(MfaError::Crypto)?
+            .id
+            .clone();
+        let mut c = self.db.acquire().await?;
+        let mut done = Resealed {
+            pruned: store::prune_stale_enrolments(&mut c, self.now().1 - ENROLMENT_TTL).await?,
+            ..Resealed::default()
+        };
+        let mut after = (String::new(), String::new());
+        loop {
+            let batch =
+                store::sealed_not_under(&mut c, &active, (&after.0, &after.1), BATCH).await?;
+            for seed in &batch {
+                let resealed = seal::open(&self.keys, &seed.user_id, &seed.sealed)
+                    .and_then(|secret| seal::seal(&self.keys, &seed.user_id, &secret));
+                match resealed {
+                    // Not replaced when changed meanwhile: whatever replaced it was sealed
+                    // under the active key.
+                    Ok(text) => {
+                        done.resealed += u64::from(store::reseal(&mut c, seed, &text).await?)
+                    }
+                    Err(_) => done.unreadable += 1,
+                }
+            }
+            match batch.last() {
+                Some(last) if i64::try_from(batch.len()).unwrap_or(i64::MAX) == BATCH => {
+                    after = (last.user_id.clone(), last.state.clone());
+                }
+                _ => return Ok(done),
+            }
+        }
+    }
+
+    /// Usable seeds sealed under the `totp` key `key_id` (what `keys retire` waits for).
+    pub async fn count_sealed_under(&self, key_id: &str) -> Result<i64, MfaError> {
+        let mut c = self.db.acquire().await?;
+        let pending_since = self.now().1 - ENROLMENT_TTL;
+        Ok(store::count_sealed_under(&mut c, key_id, pending_since).await?)
     }
 
     /// Start (or restart) enrolment: a new seed, stored sealed as pending. Returns what the user

@@ -207,3 +207,82 @@ pub async fn disable(c: &mut Conn, user_id: &str) -> Result<bool, sqlx::Error> {
     tx.commit().await?;
     Ok(active.rows_affected() == 1)
 }
+
+/// A stored seed, for re-sealing under the active key.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct SealedSeed {
+    pub user_id: String,
+    pub state: String,
+    #[sqlx(rename = "sealed_secret")]
+    pub sealed: String,
+}
+
+fn sealed_under(key_id: &str) -> String {
+    format!("zt1${key_id}$%")
+}
+
+/// Up to `limit` seeds not sealed under `key_id`, ordered by (user, state) and starting after
+/// `after` (a page's last row; `("", "")` for the first page).
+pub async fn sealed_not_under(
+    c: &mut Conn,
+    key_id: &str,
+    after: (&str, &str),
+    limit: i64,
+) -> Result<Vec<SealedSeed>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT user_id, state, sealed_secret FROM totp_credentials
+         WHERE sealed_secret NOT LIKE $1 AND (user_id > $2 OR (user_id = $2 AND state > $3))
+         ORDER BY user_id, state LIMIT $4",
+    )
+    .bind(sealed_under(key_id))
+    .bind(after.0)
+    .bind(after.1)
+    .bind(limit)
+    .fetch_all(c)
+    .await
+}
+
+/// Replace a seed's sealed text with `resealed` (the same seed under another key), only if it
+/// is still `seed.sealed`: a re-enrolment, confirmation or disable meanwhile wins.
+pub async fn reseal(c: &mut Conn, seed: &SealedSeed, resealed: &str) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE totp_credentials SET sealed_secret = $1
+         WHERE user_id = $2 AND state = $3 AND sealed_secret = $4",
+    )
+    .bind(resealed)
+    .bind(&seed.user_id)
+    .bind(&seed.state)
+    .bind(&seed.sealed)
+    .execute(c)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Delete enrolments never confirmed and made before `before`: they can no longer be confirmed.
+pub async fn prune_stale_enrolments(c: &mut Conn, before: i64) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query("DELETE FROM totp_credentials WHERE state = $1 AND created_at < $2")
+        .bind(PENDING)
+        .bind(before)
+        .execute(c)
+        .await?;
+    Ok(done.rows_affected())
+}
+
+/// Seeds sealed under `key_id` that can still be used: active ones, and pending ones made at
+/// or after `pending_since`.
+pub async fn count_sealed_under(
+    c: &mut Conn,
+    key_id: &str,
+    pending_since: i64,
+) -> Result<i64, sqlx::Error> {
+    let (n,): (i64,) = sqlx::query_as(
+        "SELECT COUNT(*) FROM totp_credentials
+         WHERE sealed_secret LIKE $1 AND (state = $2 OR created_at >= $3)",
+    )
+    .bind(sealed_under(key_id))
+    .bind(ACTIVE)
+    .bind(pending_since)
+    .fetch_one(c)
+    .await?;
+    Ok(n)
+}

@@ -61,7 +61,7 @@ async fn fixture(backend: Backend) -> Fixture {
 
 /// The code an authenticator app shows for `secret` at `time`, computed independently of the
 /// code under test.
-fn app_code(secret: &Secret, time: u64) -> String {
+pub(crate) fn app_code(secret: &Secret, time: u64) -> String {
     TOTP::new_unchecked(
         Algorithm::SHA1,
         6,

@@ -1,0 +1,179 @@
+//! Key rotation that finishes: what stored material still depends on each key of the ring, so
+//! an old key can be retired (its file deleted) without breaking anything it made.
+//!
+//! After `zonegate keys rotate` the newest key of each purpose makes all new material, and the
+//! old keys move out of use on their own:
+//!
+//! - **pepper**: a password hashed under it is re-hashed under the new pepper at the owner's
+//!   next successful login (accounts); an API key's MAC keeps verifying under it until the key
+//!   is rolled or revoked (its holder has the only copy of the secret, so nothing can re-MAC
+//!   it); a login's CSRF token is re-made at its next refresh, and the login ends at its idle
+//!   or absolute expiry anyway.
+//! - **totp**: seeds are re-sealed under the new key by a background job of every running
+//!   instance ([`crate::domain::mfa::Mfa::reseal_all`]).
+//! - **identity** and **signing**: nothing is stored; they only sign assertions, each verified
+//!   as it is forwarded. A backend must hold the new key (or `.pub`) before an instance loads
+//!   the rotated ring.
+//!
+//! [`dependents`] counts, per key, what is still stored under it. `keys retire` refuses the
+//! active key of a purpose and any key with a dependent. Counts come from the shared database,
+//! so they cover every instance; an instance that has not reloaded the ring since the rotation
+//! still makes material under the old key, so instances are restarted before retiring (their
+//! `/readyz` shows the key ids in use).
+
+use std::fmt;
+
+use crate::domain::accounts::store as accounts_store;
+use crate::domain::apikeys::store as apikeys_store;
+use crate::domain::keyring::{KeyRing, Purpose};
+use crate::domain::mfa::store as mfa_store;
+use crate::domain::mfa::ENROLMENT_TTL;
+use crate::domain::storage::Db;
+
+/// What still depends on one key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyUse {
+    pub id: String,
+    pub purpose: Purpose,
+    /// The newest key of its purpose: it makes new material and cannot be retired.
+    pub active: bool,
+    /// Password hashes made with this pepper.
+    pub passwords: i64,
+    /// Usable API keys whose MAC (or rolled predecessor's MAC) was made with this pepper.
+    pub api_keys: i64,
+    /// Live logins whose CSRF token was made with this pepper (or an unrecorded one).
+    pub logins: i64,
+    /// Usable TOTP seeds sealed under this key.
+    pub totp_seeds: i64,
+}
+
+impl KeyUse {
+    /// Stored things that would break if the key were deleted now.
+    pub fn dependents(&self) -> i64 {
+        self.passwords + self.api_keys + self.logins + self.totp_seeds
+    }
+}
+
+impl fmt::Display for KeyUse {
+    /// "3 passwords, 1 API key, 2 logins", or "nothing stored".
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let parts: Vec<String> = [
+            (self.passwords, "password", "passwords"),
+            (self.api_keys, "API key", "API keys"),
+            (self.logins, "login", "logins"),
+            (self.totp_seeds, "TOTP seed", "TOTP seeds"),
+        ]
+        .into_iter()
+        .filter(|(n, _, _)| *n > 0)
+        .map(|(n, one, many)| format!("{n} {}", if n == 1 { one } else { many }))
+        .collect();
+        if parts.is_empty() {
+            f.write_str("nothing stored")
+        } else {
+            f.write_str(&parts.join(", "))
+        }
+    }
+}
+
+/// Count, for every key of `ring`, what the database still holds under it. `now` is Unix
+/// seconds; a login unused for `refresh_idle` seconds has ended and is not counted.
+pub async fn dependents(
+    db: &Db,
+    ring: &KeyRing,
+    now: i64,
+    refresh_idle: i64,
+) -> Result<Vec<KeyUse>, sqlx::Error> {
+    let mut c = db.acquire().await?;
+    let mut uses = Vec::new();
+    for key in ring.keys() {
+        let active = ring
+            .active(key.purpose)
+            .is_some_and(|a| a.number == key.number);
+        let mut usage = KeyUse {
+            id: key.id.clone(),
+            purpose: key.purpose,
+            active,
+            passwords: 0,
+            api_keys: 0,
+            logins: 0,
+            totp_seeds: 0,
+        };
+        match key.purpose {
+            Purpose::Pepper => {
+                usage.passwords = accounts_store::count_passwords_under(&mut c, &key.id).await?;
+                usage.api_keys = apikeys_store::count_under(&mut c, &key.id, now).await?;
+                // Logins made before CSRF keys were recorded could be under any old pepper;
+                // the active one needs no count (it cannot be retired anyway).
+                if !active {
+                    usage.logins = accounts_store::count_logins_under(
+                        &mut c,
+                        &key.id,
+                        now,
+                        now - refresh_idle,
+                    )
+                    .await?;
+                }
+            }
+            Purpose::Totp => {
+                usage.totp_seeds =
+                    mfa_store::count_sealed_under(&mut c, &key.id, now - ENROLMENT_TTL).await?;
+            }
+            Purpose::Identity | Purpose::Signing => {}
+        }
+        uses.push(usage);
+    }
+    Ok(uses)
+}
+
+/// Why a key cannot be retired.
+#[derive(Debug, thiserror::Error)]
+pub enum RetireError {
+    #[error("no key `{0}` in the key directory; `zonegate keys status` lists them")]
+    Unknown(String),
+    #[error("{0} is the active {1} key; run `zonegate keys rotate` first, then retire it once nothing depends on it")]
+    Active(String, &'static str),
+    #[error("{id} still protects {what}; {how}")]
+    InUse {
+        id: String,
+        what: String,
+        how: &'static str,
+    },
+    #[error("database: {0}")]
+    Store(#[from] sqlx::Error),
+    #[error(transparent)]
+    KeyRing(#[from] crate::domain::keyring::KeyRingError),
+}
+
+/// Check that the key `id` can be retired: it exists, is not active, and nothing depends on
+/// it. Returns its counts (all zero) for the caller to record.
+pub async fn check_retire(
+    db: &Db,
+    ring: &KeyRing,
+    id: &str,
+    now: i64,
+    refresh_idle: i64,
+) -> Result<KeyUse, RetireError> {
+    let usage = dependents(db, ring, now, refresh_idle)
+        .await?
+        .into_iter()
+        .find(|u| u.id == id)
+        .ok_or_else(|| RetireError::Unknown(id.to_owned()))?;
+    if usage.active {
+        return Err(RetireError::Active(usage.id, usage.purpose.name()));
+    }
+    if usage.dependents() > 0 {
+        let how = match usage.purpose {
+            Purpose::Totp => "running instances re-seal seeds in the background (at start and every hour); check again shortly",
+            _ => "passwords move to the new pepper as their users log in, API keys as they are rolled or revoked, logins as they refresh or expire",
+        };
+        return Err(RetireError::InUse {
+            what: usage.to_string(),
+            id: usage.id,
+            how,
+        });
+    }
+    Ok(usage)
+}
+
+#[cfg(test)]
+mod tests;
