@@ -249,3 +249,72 @@ fn what_the_gateway_writes_is_readable_by_its_own_user_only() {
         assert_eq!(mode & 0o077, 0, "{} is {mode:o}", file.display());
     }
 }
+
+#[test]
+fn a_graceful_upgrade_replaces_the_process_without_failing_a_request() {
+    let mut stack = Stack::start_with(StackOptions {
+        upgrades: true,
+        ..StackOptions::default()
+    });
+    let old_pid = stack.gateway_pid().unwrap();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let client = stack.client();
+    let outcomes = std::thread::scope(|s| {
+        let load: Vec<_> = (0..2)
+            .map(|_| {
+                s.spawn(|| {
+                    // A new connection per request: what the upgrade must never refuse.
+                    let c = &client;
+                    let mut seen = Vec::new();
+                    while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                        let answer = c.raw(
+                            b"GET /v1/orgs/acme/echo HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n",
+                        );
+                        seen.push(match answer {
+                            Ok(raw) => zonegate_e2e::client::parse_response(&raw)
+                                .map_or_else(|| "no answer".to_owned(), |r| r.status.to_string()),
+                            Err(e) => format!("{:?}", e.kind()),
+                        });
+                    }
+                    seen
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(300));
+        let status = stack.upgrade_gateway();
+        // The new process serves alone now; keep the load on it a little longer.
+        std::thread::sleep(Duration::from_millis(300));
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        assert!(status.success(), "the old gateway exited with {status:?}");
+        load.into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect::<Vec<_>>()
+    });
+    let failed: Vec<&String> = outcomes.iter().filter(|o| *o != "200").collect();
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests failed during the upgrade: {:?}",
+        failed.len(),
+        outcomes.len(),
+        &failed[..failed.len().min(10)]
+    );
+    assert!(outcomes.len() > 50, "only {} requests ran", outcomes.len());
+    assert_ne!(stack.gateway_pid(), Some(old_pid));
+    assert_eq!(stack.client().get("/v1/orgs/acme/echo").status, 200);
+    let ready = zonegate_e2e::client::plain_get(stack.admin, "/readyz", &[]).unwrap();
+    assert_eq!(ready.status, 200, "the admin listener moved too");
+}
+
+#[test]
+fn serve_upgrade_without_an_upgrade_socket_is_refused() {
+    let stack = Stack::start();
+    let out = Command::new(zonegate_bin())
+        .args(["serve", "--upgrade", "--config"])
+        .arg(&stack.config)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("upgrade_socket"));
+    // The running gateway was not disturbed.
+    assert_eq!(stack.client().get("/healthz").status, 200);
+}

@@ -98,6 +98,8 @@ pub struct StackOptions {
     /// Give the backend a key directory of its own holding only the `signing-*.pub` files, as
     /// a production backend with Ed25519 assertions has.
     pub backend_public_keys_only: bool,
+    /// Configure `[server] upgrade_socket` in the stack's directory, for graceful upgrades.
+    pub upgrades: bool,
 }
 
 /// The echo upstream behind TLS, and what the gateway is told about it.
@@ -136,6 +138,7 @@ impl Default for StackOptions {
             identity_config: String::new(),
             echo_tls: EchoTls::Off,
             backend_public_keys_only: false,
+            upgrades: false,
             policies: None,
             routes: None,
             shadow_policies: None,
@@ -270,6 +273,7 @@ admin = "{admin}"
 [server]
 threads = 2
 shutdown_grace_seconds = {grace}
+{upgrade}
 {server}
 [tls]
 cert = "{cert}"
@@ -311,6 +315,11 @@ flush_seconds = 1
                 extra = options.extra_config,
                 listen = options.listen_config,
                 server = options.server_config,
+                upgrade = if options.upgrades {
+                    format!("upgrade_socket = \"{}\"", upgrade_socket(root).display())
+                } else {
+                    String::new()
+                },
                 outbox = root.join("outbox").display(),
                 https_port = https.port(),
                 grace = options.shutdown_grace_seconds,
@@ -423,6 +432,49 @@ flush_seconds = 1
                 );
                 std::thread::sleep(Duration::from_millis(20));
             }
+        }
+    }
+
+    /// Replace the running gateway as README says: start `serve --upgrade`, and once it waits
+    /// for the sockets, send the old process SIGQUIT. Returns the old process's exit status
+    /// once it has drained and exited; the new one is then the stack's gateway.
+    pub fn upgrade_gateway(&mut self) -> ExitStatus {
+        let mut old = self.gateway.take().expect("gateway running");
+        let socket = upgrade_socket(self.dir.path());
+        let _ = std::fs::remove_file(&socket);
+        let new = Command::new(zonegate_bin())
+            .args(["serve", "--upgrade", "--config"])
+            .arg(&self.config)
+            .stdout(self.log_file("gateway.log"))
+            .stderr(self.log_file("gateway.log"))
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.gateway = Some(new);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !socket.exists() {
+            assert!(
+                Instant::now() < deadline,
+                "the new gateway never waited on the upgrade socket; log:\n{}",
+                self.gateway_log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let sent = Command::new("kill")
+            .args(["-QUIT", &old.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = old.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = old.kill();
+                panic!("the old gateway did not exit within 60 s of SIGQUIT");
+            }
+            std::thread::sleep(Duration::from_millis(50));
         }
     }
 
@@ -544,6 +596,17 @@ impl Drop for Stack {
         self.stop_gateway();
         self.stop_backend();
     }
+}
+
+/// Where a stack with `upgrades` keeps its upgrade socket: a directory of its own, 0700, as
+/// the gateway requires.
+fn upgrade_socket(root: &Path) -> PathBuf {
+    use std::os::unix::fs::DirBuilderExt;
+    let dir = root.join("run");
+    if !dir.exists() {
+        std::fs::DirBuilder::new().mode(0o700).create(&dir).unwrap();
+    }
+    dir.join("upgrade.sock")
 }
 
 pub fn wait_for(addr: SocketAddr, path: &str, what: &str, log: PathBuf) {

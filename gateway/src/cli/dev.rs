@@ -60,7 +60,7 @@ pub fn run(config_path: &Path) -> ExitCode {
         "zonegate dev: https on {} (public origin {}), admin on {}",
         prepared.config.listen.https, prepared.config.public_origin, prepared.config.listen.admin
     );
-    match server::run(prepared) {
+    match server::run(prepared, false) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(1, &e),
     }

@@ -40,6 +40,10 @@ enum Command {
     Serve {
         #[arg(long, env = "ZONEGATE_CONFIG")]
         config: PathBuf,
+        /// Take the listening sockets over from the running gateway instead of binding them:
+        /// start this, then send the old process SIGQUIT (needs [server] upgrade_socket).
+        #[arg(long)]
+        upgrade: bool,
     },
     /// Validate the config, the key ring, TLS files, the route table and the policies, then exit.
     CheckConfig {
@@ -132,7 +136,7 @@ pub fn main() -> ExitCode {
     zonegate_sys::files::owner_only();
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve { config } => serve(&config),
+        Command::Serve { config, upgrade } => serve(&config, upgrade),
         Command::CheckConfig { config } => check_config(&config),
         Command::Dev { config } => dev::run(&config),
         Command::Keys { command } => keys::run(command),
@@ -154,17 +158,20 @@ async fn connect(config: &Config) -> Result<crate::domain::storage::Db, ExitCode
         .map_err(|e| fail(1, &e))
 }
 
-fn serve(path: &std::path::Path) -> ExitCode {
+fn serve(path: &std::path::Path, upgrade: bool) -> ExitCode {
     let config = match Config::load(path) {
         Ok(c) => c,
         Err(e) => return fail(2, &e),
     };
+    if upgrade && config.server.upgrade_socket.is_none() {
+        return fail(2, &server::process::UpgradeError::NotConfigured);
+    }
     let _guard = telemetry::init(&config.log.level, config.log.json);
     let prepared = match server::prepare(config, Arc::new(SystemClock)) {
         Ok(p) => p,
         Err(e) => return fail(2, &e),
     };
-    match server::run(prepared) {
+    match server::run(prepared, upgrade) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(1, &e),
     }

@@ -335,6 +335,9 @@ pub(super) struct RawServer {
     pub(super) max_connections: usize,
     /// Client connections open at once from one address (an IPv6 client by its prefix).
     pub(super) max_connections_per_address: usize,
+    /// Where a new process started with `serve --upgrade` receives the listening sockets of
+    /// the running one; unset, there are no graceful upgrades.
+    pub(super) upgrade_socket: Option<PathBuf>,
 }
 
 impl Default for RawServer {
@@ -354,6 +357,7 @@ impl Default for RawServer {
             max_headers: 100,
             max_connections: 20_000,
             max_connections_per_address: 256,
+            upgrade_socket: None,
         }
     }
 }

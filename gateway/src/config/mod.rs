@@ -106,6 +106,8 @@ pub struct Server {
     /// Largest request body the gateway reads for the endpoints it answers itself.
     pub max_gateway_body_bytes: usize,
     pub client: ClientLimits,
+    /// The Unix socket graceful upgrades hand the listening sockets over (`serve --upgrade`).
+    pub upgrade_socket: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -424,6 +426,7 @@ impl Config {
                 upstream_read_timeout: Duration::from_millis(raw.server.upstream_read_timeout_ms),
                 max_gateway_body_bytes: raw.server.max_gateway_body_bytes,
                 client: validate_client_limits(&raw.server)?,
+                upgrade_socket: validate_upgrade_socket(raw.server.upgrade_socket)?,
             },
             tls: Tls {
                 cert: raw.tls.cert,
@@ -486,6 +489,21 @@ fn rate(
         PolicyError::ZeroWindow => invalid(key, "`window_seconds` must be at least 1"),
         PolicyError::TooFine { .. } => invalid(key, e.to_string()),
     })
+}
+
+/// A Unix socket path must fit `sockaddr_un` (108 bytes with its NUL); pingora would panic on
+/// a longer one mid-upgrade, so it is refused here.
+fn validate_upgrade_socket(path: Option<PathBuf>) -> Result<Option<PathBuf>, ConfigError> {
+    match path {
+        Some(p) if p.as_os_str().len() > 100 || p.file_name().is_none() => Err(invalid(
+            "server.upgrade_socket",
+            format!(
+                "`{}` must name a file, in at most 100 bytes (a Unix socket path)",
+                p.display()
+            ),
+        )),
+        other => Ok(other),
+    }
 }
 
 fn validate_client_limits(s: &file::RawServer) -> Result<ClientLimits, ConfigError> {

@@ -9,6 +9,7 @@ pub mod admin;
 pub mod connections;
 pub mod heads;
 pub mod jobs;
+pub mod process;
 pub mod redirect;
 pub mod telemetry;
 pub mod tls;
@@ -73,6 +74,8 @@ pub enum StartError {
     Db(#[from] DbError),
     #[error("mail: {0}")]
     Mail(#[from] MailError),
+    #[error("{0}")]
+    Upgrade(#[from] process::UpgradeError),
     #[error("{0}")]
     Other(String),
 }
@@ -151,6 +154,9 @@ fn load_policies(dir: &std::path::Path, routes: &RouteTable) -> Result<PolicySto
 /// Load and check everything the config points at.
 pub fn prepare(config: Config, clock: Arc<dyn Clock>) -> Result<Prepared, StartError> {
     let ring = KeyRing::load(&config.key_dir)?;
+    if let Some(socket) = &config.server.upgrade_socket {
+        process::check_upgrade_socket(socket)?;
+    }
     let certs = Arc::new(CertResolver::load(&config.tls.cert, &config.tls.key)?);
     let upstream_names: BTreeSet<String> = config.upstreams.keys().cloned().collect();
     let routes = Arc::new(RouteTable::load(&config.routes_file, &upstream_names)?);
@@ -378,7 +384,9 @@ pub fn check(config: Config) -> Result<Prepared, StartError> {
 
 /// Serve until SIGTERM (graceful: stop accepting, let in-flight requests finish within the
 /// grace period) or SIGINT (immediate).
-pub fn run(prepared: Prepared) -> Result<(), StartError> {
+/// Serve until a signal stops the process. `upgrade`: take the listening sockets over from a
+/// running gateway (`serve --upgrade`, see [`process`]) instead of binding them.
+pub fn run(prepared: Prepared, upgrade: bool) -> Result<(), StartError> {
     let Prepared {
         config,
         gateway,
@@ -400,13 +408,23 @@ pub fn run(prepared: Prepared) -> Result<(), StartError> {
         upstream_keepalive_pool_size: config.server.upstream_keepalive_pool,
         ..ServerConf::default()
     };
-    // No daemonising or upgrade socket: the process manager owns the process.
+    // No daemonising: the process manager owns the process.
     conf.daemon = false;
+    let upgrades = config.server.upgrade_socket.is_some();
+    if let Some(socket) = &config.server.upgrade_socket {
+        conf.upgrade_sock = socket.display().to_string();
+    } else if upgrade {
+        return Err(process::UpgradeError::NotConfigured.into());
+    }
     // One single-threaded runtime per thread: a connection's requests run start to end on the
     // thread that accepted it (no cross-thread wake-ups), and the per-thread upstream
     // connection pools stay local to it.
     conf.work_stealing = false;
-    let mut server = Server::new_with_opt_and_conf(None, conf);
+    let opt = pingora::server::configuration::Opt {
+        upgrade,
+        ..Default::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(Some(opt), conf);
     server.bootstrap();
 
     let mut tls = TlsSettings::intermediate("", "")
@@ -498,7 +516,9 @@ pub fn run(prepared: Prepared) -> Result<(), StartError> {
             .detail("policy_hash", gateway.policy.active_hash()),
     );
     ignore_hangup_until_served();
-    server.run(RunArgs::default());
+    server.run(RunArgs {
+        shutdown_signal: Box::new(process::Signals { upgrades }),
+    });
     // Served and drained: the last requests' spans go to the collector before the exit.
     if let Some(tracing) = &gateway.pipeline.tracing {
         tracing.shutdown();
