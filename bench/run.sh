@@ -121,6 +121,8 @@ https = "127.0.0.1:$GATEWAY"
 admin = "127.0.0.1:$ADMIN"
 [server]
 threads = 2
+# Whoever runs the bench (root on CI machines) is who the gateway runs as.
+user = "$(id -un)"
 shutdown_grace_seconds = 0
 upstream_keepalive_pool = 256
 # Every bench client is 127.0.0.1: the idle test holds $IDLE_CONNECTIONS connections from it.

@@ -318,3 +318,103 @@ fn serve_upgrade_without_an_upgrade_socket_is_refused() {
     // The running gateway was not disturbed.
     assert_eq!(stack.client().get("/healthz").status, 200);
 }
+
+fn as_root() -> bool {
+    let out = Command::new("id").arg("-u").output().unwrap();
+    String::from_utf8_lossy(&out.stdout).trim() == "0"
+}
+
+/// `Uid:` and `Gid:` (real, effective, saved, filesystem) and `Groups:` of a process.
+fn ids_of(pid: u32) -> (String, String, String) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .unwrap_or_default()
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    (field("Uid:"), field("Gid:"), field("Groups:"))
+}
+
+#[test]
+fn started_as_root_it_binds_a_privileged_port_then_runs_as_the_configured_user() {
+    if !as_root() {
+        eprintln!("skipping: privilege drop is tested when the suite runs as root");
+        return;
+    }
+    let mut stack = Stack::start();
+    stack.stop_gateway();
+    // A port only root may bind, free now.
+    let low = (800..1000)
+        .find(|p| std::net::TcpListener::bind(("127.0.0.1", *p)).is_ok())
+        .expect("a free port below 1024");
+    let config = std::fs::read_to_string(&stack.config).unwrap();
+    let config = config
+        .replace(
+            &format!("https = \"{}\"", stack.https),
+            &format!("https = \"127.0.0.1:{low}\""),
+        )
+        .replace("user = \"root\"", "user = \"nobody\"");
+    std::fs::write(&stack.config, config).unwrap();
+    stack.https = format!("127.0.0.1:{low}").parse().unwrap();
+    // Everything the gateway reads or writes belongs to the account it becomes.
+    let chown = Command::new("chown")
+        .args(["-R", "nobody:"])
+        .arg(stack.dir.path())
+        .status()
+        .unwrap();
+    assert!(chown.success());
+
+    stack.start_gateway();
+    let pid = stack.gateway_pid().unwrap();
+    let (uid, gid, groups) = ids_of(pid);
+    assert_eq!(uid, "65534 65534 65534 65534", "{}", stack.gateway_log());
+    assert_eq!(gid, "65534 65534 65534 65534");
+    assert_eq!(groups, "65534", "root's supplementary groups are gone");
+    assert!(stack.gateway_logged("privileges_dropped"));
+    // Served on the privileged port, through the whole pipeline, by the unprivileged process.
+    assert_eq!(stack.client().get("/healthz").status, 200);
+    assert_eq!(stack.client().get("/v1/orgs/acme/echo").status, 200);
+    let signup = stack.client().send_json(
+        "POST",
+        "/auth/signup",
+        &serde_json::json!({"email": "ada@example.com", "password": "correct horse battery staple"}),
+    );
+    assert_eq!(signup.status, 202);
+    stack.mailed_token("ada@example.com");
+    let (status, _) = stack.terminate_gateway();
+    assert!(status.success());
+}
+
+#[test]
+fn as_root_without_a_configured_user_it_refuses_to_start() {
+    if !as_root() {
+        eprintln!("skipping: the root refusal is tested when the suite runs as root");
+        return;
+    }
+    let stack = Stack::start();
+    let config = stack.dir.path().join("no-user.toml");
+    let text = std::fs::read_to_string(&stack.config)
+        .unwrap()
+        .replace("user = \"root\"", "");
+    std::fs::write(&config, text).unwrap();
+    let out = Command::new(zonegate_bin())
+        .args(["serve", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("running as root"), "{stderr}");
+    // check-config warns, since the file may be meant for another account.
+    let out = Command::new(zonegate_bin())
+        .args(["check-config", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("running as root"));
+}

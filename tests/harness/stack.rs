@@ -273,6 +273,7 @@ admin = "{admin}"
 [server]
 threads = 2
 shutdown_grace_seconds = {grace}
+user = "{user}"
 {upgrade}
 {server}
 [tls]
@@ -315,6 +316,7 @@ flush_seconds = 1
                 extra = options.extra_config,
                 listen = options.listen_config,
                 server = options.server_config,
+                user = current_user(),
                 upgrade = if options.upgrades {
                     format!("upgrade_socket = \"{}\"", upgrade_socket(root).display())
                 } else {
@@ -596,6 +598,13 @@ impl Drop for Stack {
         self.stop_gateway();
         self.stop_backend();
     }
+}
+
+/// The name of the user running the tests: the gateway runs as it (root on CI machines, where
+/// it must be named to be allowed).
+pub fn current_user() -> String {
+    let out = Command::new("id").arg("-un").output().unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
 
 /// Where a stack with `upgrades` keeps its upgrade socket: a directory of its own, 0700, as

@@ -60,7 +60,8 @@ pub fn run(config_path: &Path) -> ExitCode {
         "zonegate dev: https on {} (public origin {}), admin on {}",
         prepared.config.listen.https, prepared.config.public_origin, prepared.config.listen.admin
     );
-    match server::run(prepared, false) {
+    // Local development: whoever runs it, root included, is who the product runs as.
+    match server::run(prepared, server::process::Sockets::Bind) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(1, &e),
     }

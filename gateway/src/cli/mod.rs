@@ -167,11 +167,20 @@ fn serve(path: &std::path::Path, upgrade: bool) -> ExitCode {
         return fail(2, &server::process::UpgradeError::NotConfigured);
     }
     let _guard = telemetry::init(&config.log.level, config.log.json);
+    // Before anything is opened or created: what the gateway makes belongs to its own user.
+    let sockets = match server::process::become_configured_user(
+        &config.server,
+        &config.listen.addresses(),
+        upgrade,
+    ) {
+        Ok(sockets) => sockets,
+        Err(e) => return fail(2, &e),
+    };
     let prepared = match server::prepare(config, Arc::new(SystemClock)) {
         Ok(p) => p,
         Err(e) => return fail(2, &e),
     };
-    match server::run(prepared, upgrade) {
+    match server::run(prepared, sockets) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(1, &e),
     }
@@ -182,9 +191,17 @@ fn check_config(path: &std::path::Path) -> ExitCode {
         Ok(c) => c,
         Err(e) => return fail(2, &e),
     };
+    // Who `serve` would run as: unknown names are errors; root without a user is what `serve`
+    // refuses, though the config may be meant for another account.
+    let root_warning =
+        match server::process::plan(&config.server, zonegate_sys::users::effective_uid()) {
+            Ok(_) | Err(server::process::IdentityError::CannotSwitch { .. }) => None,
+            Err(e @ server::process::IdentityError::Root) => Some(e.to_string()),
+            Err(e) => return fail(2, &e),
+        };
     match server::check(config) {
         Ok(p) => {
-            for warning in &p.warnings {
+            for warning in p.warnings.iter().chain(&root_warning) {
                 eprintln!("zonegate: warning: {warning}");
             }
             println!(

@@ -233,6 +233,8 @@ pub(super) struct RawDatabase {
     pub(super) url: Option<String>,
     /// Name of the environment variable holding the database password.
     pub(super) password_env: Option<String>,
+    /// Or a file holding it (a container secret, e.g. `/run/secrets/db-password`).
+    pub(super) password_file: Option<PathBuf>,
     #[serde(default = "default_max_connections")]
     pub(super) max_connections: u32,
 }
@@ -259,6 +261,8 @@ pub(super) struct RawSmtp {
     pub(super) username: Option<String>,
     /// Name of the environment variable holding the SMTP password.
     pub(super) password_env: Option<String>,
+    /// Or a file holding it.
+    pub(super) password_file: Option<PathBuf>,
 }
 
 fn default_smtp_port() -> u16 {
@@ -338,6 +342,11 @@ pub(super) struct RawServer {
     /// Where a new process started with `serve --upgrade` receives the listening sockets of
     /// the running one; unset, there are no graceful upgrades.
     pub(super) upgrade_socket: Option<PathBuf>,
+    /// The user the gateway runs as. Started as root, it binds its listeners and then becomes
+    /// this user; as root without it, it refuses to start.
+    pub(super) user: Option<String>,
+    /// The group it then runs as; default the user's primary group.
+    pub(super) group: Option<String>,
 }
 
 impl Default for RawServer {
@@ -358,6 +367,8 @@ impl Default for RawServer {
             max_connections: 20_000,
             max_connections_per_address: 256,
             upgrade_socket: None,
+            user: None,
+            group: None,
         }
     }
 }

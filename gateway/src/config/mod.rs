@@ -45,11 +45,11 @@ pub struct Config {
     pub identity: Identity,
     pub upstreams: BTreeMap<String, Upstream>,
     pub log: Log,
-    /// Never holds a password: that comes from `database_password_env`
+    /// Never holds a password: that comes from `database_password`
     /// ([`Config::database_connect_url`]).
     pub database_url: String,
-    /// The environment variable holding the database password, if it needs one.
-    pub database_password_env: Option<String>,
+    /// Where the database password comes from, if it needs one.
+    pub database_password: Option<secrets::SecretSource>,
     pub database_max_connections: u32,
     pub mail_from: String,
     pub outbox_dir: PathBuf,
@@ -96,6 +96,17 @@ pub struct Listen {
     pub admin_token_file: Option<PathBuf>,
 }
 
+impl Listen {
+    /// Every address the gateway listens on, as its listeners are named (`ip:port`).
+    pub fn addresses(&self) -> Vec<String> {
+        std::iter::once(self.https)
+            .chain(self.http)
+            .chain(std::iter::once(self.admin))
+            .map(|a| a.to_string())
+            .collect()
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Server {
     pub threads: usize,
@@ -108,6 +119,9 @@ pub struct Server {
     pub client: ClientLimits,
     /// The Unix socket graceful upgrades hand the listening sockets over (`serve --upgrade`).
     pub upgrade_socket: Option<PathBuf>,
+    /// Who the gateway runs as (`[server] user` and `group`); see `server::process`.
+    pub user: Option<String>,
+    pub group: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -427,6 +441,8 @@ impl Config {
                 max_gateway_body_bytes: raw.server.max_gateway_body_bytes,
                 client: validate_client_limits(&raw.server)?,
                 upgrade_socket: validate_upgrade_socket(raw.server.upgrade_socket)?,
+                user: raw.server.user,
+                group: raw.server.group,
             },
             tls: Tls {
                 cert: raw.tls.cert,
@@ -450,19 +466,34 @@ impl Config {
                 json,
             },
             database_url,
-            database_password_env: raw.database.password_env.clone(),
+            database_password: secrets::SecretSource::either(
+                "database.password_file",
+                raw.database.password_env.clone(),
+                raw.database.password_file.clone(),
+            )?,
             database_max_connections: raw.database.max_connections.max(1),
             outbox_dir: raw
                 .mail
                 .outbox_dir
                 .unwrap_or_else(|| raw.paths.data_dir.join("outbox")),
             mail_from,
-            smtp: raw.mail.smtp.map(|s| crate::domain::mail::SmtpSettings {
-                host: s.host,
-                port: s.port,
-                username: s.username,
-                password_env: s.password_env,
-            }),
+            smtp: match raw.mail.smtp {
+                Some(s) => {
+                    secrets::SecretSource::either(
+                        "mail.smtp.password_file",
+                        s.password_env.clone(),
+                        s.password_file.clone(),
+                    )?;
+                    Some(crate::domain::mail::SmtpSettings {
+                        host: s.host,
+                        port: s.port,
+                        username: s.username,
+                        password_env: s.password_env,
+                        password_file: s.password_file,
+                    })
+                }
+                None => None,
+            },
             bcrypt_cost: raw.accounts.bcrypt_cost,
             accounts,
             api_key_roll_grace: raw.api_keys.roll_grace_seconds,
@@ -1140,5 +1171,36 @@ address = "127.0.0.1:8081"
         assert_eq!(prod.smtp_password(&smtp).unwrap().unwrap().expose(), "pw");
         let e = prod.database_connect_url(&none).unwrap_err().to_string();
         assert!(e.contains("ZONEGATE_DATABASE_PASSWORD"), "{e}");
+    }
+
+    #[test]
+    fn passwords_come_from_a_file_as_containers_mount_secrets() {
+        let tmp = tempfile::tempdir().unwrap();
+        let file = tmp.path().join("db-password");
+        let with_file = |extra: &str| {
+            format!(
+                "{MINIMAL}\n[database]\nurl = \"postgres://z@db/z?sslmode=verify-full\"\npassword_file = \"{}\"\n{extra}",
+                file.display()
+            )
+        };
+        let c = Config::parse(&with_file(""), Path::new("t.toml")).unwrap();
+        let none = |_: &str| None;
+        let e = c.database_connect_url(&none).unwrap_err().to_string();
+        assert!(
+            e.contains("database.password_file") && e.contains("db-password"),
+            "{e}"
+        );
+        std::fs::write(&file, "\n").unwrap();
+        let e = c.database_connect_url(&none).unwrap_err().to_string();
+        assert!(e.contains("is empty"), "{e}");
+        std::fs::write(&file, "s3cret\n").unwrap();
+        assert_eq!(
+            c.database_connect_url(&none).unwrap().expose(),
+            "postgres://z:s3cret@db/z?sslmode=verify-full"
+        );
+        let both = Config::parse(&with_file("password_env = \"DB_PW\""), Path::new("t.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(both.contains("not both"), "{both}");
     }
 }

@@ -1,5 +1,6 @@
 //! Secrets the config names but never holds: the database and SMTP passwords come from
-//! environment variables, the admin listener's bearer token from a file. The config file can
+//! environment variables or files (container secrets), the admin listener's bearer token from
+//! a file. The config file can
 //! then be committed, printed and shared; a secret written into it is refused by validation.
 //!
 //! Each is read when the gateway is prepared (by `serve` and `check-config` alike), so a
@@ -55,20 +56,76 @@ fn from_env(key: &'static str, var: &str, env: Env<'_>) -> Result<Secret, Config
     }
 }
 
+/// Where a password comes from: `password_env` or `password_file`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretSource {
+    Env(String),
+    File(std::path::PathBuf),
+}
+
+impl SecretSource {
+    /// The source named by a section's `password_env` and `password_file`: at most one.
+    pub(super) fn either(
+        key: &'static str,
+        env: Option<String>,
+        file: Option<std::path::PathBuf>,
+    ) -> Result<Option<SecretSource>, ConfigError> {
+        match (env, file) {
+            (Some(_), Some(_)) => Err(invalid(
+                key,
+                "name the password's environment variable (password_env) or its file (password_file), not both",
+            )),
+            (Some(var), None) => Ok(Some(SecretSource::Env(var))),
+            (None, Some(path)) => Ok(Some(SecretSource::File(path))),
+            (None, None) => Ok(None),
+        }
+    }
+
+    /// Read the secret. A file's content is trimmed of surrounding white space (a trailing
+    /// newline, as `echo` writes); an empty value is refused. Errors name the variable or
+    /// file, never the content.
+    fn read(&self, key: &'static str, env: Env<'_>) -> Result<Secret, ConfigError> {
+        match self {
+            SecretSource::Env(var) => from_env(key, var, env),
+            SecretSource::File(path) => {
+                let text =
+                    Zeroizing::new(std::fs::read_to_string(path).map_err(|e| {
+                        invalid(key, format!("cannot read {}: {e}", path.display()))
+                    })?);
+                let value = Zeroizing::new(text.trim().to_owned());
+                if value.is_empty() {
+                    return Err(invalid(key, format!("{} is empty", path.display())));
+                }
+                Ok(Secret(value))
+            }
+        }
+    }
+
+    /// The config key that names it, for errors.
+    fn key(&self, section: &'static str) -> &'static str {
+        match (section, self) {
+            ("database", SecretSource::Env(_)) => "database.password_env",
+            ("database", SecretSource::File(_)) => "database.password_file",
+            (_, SecretSource::Env(_)) => "mail.smtp.password_env",
+            (_, SecretSource::File(_)) => "mail.smtp.password_file",
+        }
+    }
+}
+
 impl Config {
     /// The URL to connect to the database with: the configured URL, plus the password from
-    /// `database.password_env` when one is named.
+    /// `database.password_env` or `password_file` when one is named.
     pub fn database_connect_url(&self, env: Env<'_>) -> Result<Secret, ConfigError> {
-        let Some(var) = &self.database_password_env else {
+        let Some(source) = &self.database_password else {
             return Ok(Secret(Zeroizing::new(self.database_url.clone())));
         };
-        let password = from_env("database.password_env", var, env)?;
+        let password = source.read(source.key("database"), env)?;
         with_password(&self.database_url, password.expose())
             .map(|url| Secret(Zeroizing::new(url)))
             .ok_or_else(|| {
                 invalid(
                     "database.url",
-                    "a password from database.password_env needs a postgres:// URL with a user",
+                    "a database password (password_env or password_file) needs a postgres:// URL with a user",
                 )
             })
     }
@@ -76,13 +133,19 @@ impl Config {
     /// The SMTP password, when the relay takes a user name.
     pub fn smtp_password(&self, env: Env<'_>) -> Result<Option<Secret>, ConfigError> {
         match &self.smtp {
-            Some(smtp) if smtp.username.is_some() => match &smtp.password_env {
-                Some(var) => from_env("mail.smtp.password_env", var, env).map(Some),
-                None => Err(invalid(
-                    "mail.smtp.password_env",
-                    "mail.smtp.username is set: name the environment variable holding its password",
-                )),
-            },
+            Some(smtp) if smtp.username.is_some() => {
+                match (&smtp.password_env, &smtp.password_file) {
+                    (Some(var), _) => from_env("mail.smtp.password_env", var, env).map(Some),
+                    (None, Some(path)) => {
+                        let source = SecretSource::File(path.clone());
+                        source.read(source.key("smtp"), env).map(Some)
+                    }
+                    (None, None) => Err(invalid(
+                        "mail.smtp.password_env",
+                        "mail.smtp.username is set: name the environment variable (password_env) or file (password_file) holding its password",
+                    )),
+                }
+            }
             _ => Ok(None),
         }
     }

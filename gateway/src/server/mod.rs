@@ -384,9 +384,10 @@ pub fn check(config: Config) -> Result<Prepared, StartError> {
 
 /// Serve until SIGTERM (graceful: stop accepting, let in-flight requests finish within the
 /// grace period) or SIGINT (immediate).
-/// Serve until a signal stops the process. `upgrade`: take the listening sockets over from a
-/// running gateway (`serve --upgrade`, see [`process`]) instead of binding them.
-pub fn run(prepared: Prepared, upgrade: bool) -> Result<(), StartError> {
+/// Serve until a signal stops the process, with the listening sockets as
+/// [`process::become_configured_user`] arranged (bound by pingora, taken over from a running
+/// gateway, or handed over after dropping root).
+pub fn run(prepared: Prepared, sockets: process::Sockets) -> Result<(), StartError> {
     let Prepared {
         config,
         gateway,
@@ -400,32 +401,59 @@ pub fn run(prepared: Prepared, upgrade: bool) -> Result<(), StartError> {
     for warning in &warnings {
         tracing::warn!(target: "zonegate::server", event = "config_warning", warning = %warning);
     }
-    let mut conf = ServerConf {
-        threads: config.server.threads,
-        grace_period_seconds: Some(config.server.shutdown_grace.as_secs()),
-        // After the grace period, runtimes get one more second to unwind.
-        graceful_shutdown_timeout_seconds: Some(1),
-        upstream_keepalive_pool_size: config.server.upstream_keepalive_pool,
-        ..ServerConf::default()
-    };
-    // No daemonising: the process manager owns the process.
-    conf.daemon = false;
     let upgrades = config.server.upgrade_socket.is_some();
-    if let Some(socket) = &config.server.upgrade_socket {
-        conf.upgrade_sock = socket.display().to_string();
-    } else if upgrade {
+    if matches!(sockets, process::Sockets::Upgrade) && !upgrades {
         return Err(process::UpgradeError::NotConfigured.into());
     }
-    // One single-threaded runtime per thread: a connection's requests run start to end on the
-    // thread that accepted it (no cross-thread wake-ups), and the per-thread upstream
-    // connection pools stay local to it.
-    conf.work_stealing = false;
+    let server_conf = |upgrade_sock: Option<&std::path::Path>| {
+        let mut conf = ServerConf {
+            threads: config.server.threads,
+            grace_period_seconds: Some(config.server.shutdown_grace.as_secs()),
+            // After the grace period, runtimes get one more second to unwind.
+            graceful_shutdown_timeout_seconds: Some(1),
+            upstream_keepalive_pool_size: config.server.upstream_keepalive_pool,
+            ..ServerConf::default()
+        };
+        // No daemonising: the process manager owns the process.
+        conf.daemon = false;
+        if let Some(socket) = upgrade_sock {
+            conf.upgrade_sock = socket.display().to_string();
+        }
+        // One single-threaded runtime per thread: a connection's requests run start to end on
+        // the thread that accepted it (no cross-thread wake-ups), and the per-thread upstream
+        // connection pools stay local to it.
+        conf.work_stealing = false;
+        conf
+    };
+    let configured = config.server.upgrade_socket.as_deref();
+    // Sockets bound before dropping root arrive the way an upgrade's do, on a private socket;
+    // afterwards the configured socket is the one SIGQUIT sends to.
+    let receive_from = match &sockets {
+        process::Sockets::Handover(h) => Some(h.socket()),
+        _ => configured.map(std::path::Path::to_owned),
+    };
     let opt = pingora::server::configuration::Opt {
-        upgrade,
+        upgrade: !matches!(sockets, process::Sockets::Bind),
         ..Default::default()
     };
-    let mut server = Server::new_with_opt_and_conf(Some(opt), conf);
-    server.bootstrap();
+    let mut server = Server::new_with_opt_and_conf(Some(opt), server_conf(receive_from.as_deref()));
+    if let process::Sockets::Handover(handover) = sockets {
+        server.configuration = Arc::new(server_conf(configured));
+        let dir = handover.dir().to_owned();
+        let sender = std::thread::spawn(move || handover.send());
+        // Blocks until the sender has handed the listeners over (or exits the process, as
+        // pingora does when an upgrade finds no sockets).
+        server.bootstrap();
+        let sent = sender.join();
+        process::Handover::clean_up(&dir);
+        match sent {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(StartError::Other(format!("listener hand-over: {e}"))),
+            Err(_) => return Err(StartError::Other("listener hand-over failed".into())),
+        }
+    } else {
+        server.bootstrap();
+    }
 
     let mut tls = TlsSettings::intermediate("", "")
         .map_err(|e| StartError::Other(format!("tls settings: {e}")))?;

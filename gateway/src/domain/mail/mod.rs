@@ -34,6 +34,8 @@ pub struct SmtpSettings {
     pub username: Option<String>,
     /// The environment variable holding the password (read when the gateway starts).
     pub password_env: Option<String>,
+    /// Or the file holding it.
+    pub password_file: Option<std::path::PathBuf>,
 }
 
 enum Transport {
