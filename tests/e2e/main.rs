@@ -8,6 +8,7 @@ mod assertions;
 mod canary;
 mod contract;
 mod decisions;
+mod deploy;
 mod hygiene;
 mod lifecycle;
 mod limits;
