@@ -16,6 +16,7 @@ mod listeners;
 mod metrics;
 mod mfa;
 mod orgs;
+mod outages;
 mod platform;
 mod policy;
 mod rotation;

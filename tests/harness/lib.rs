@@ -14,8 +14,10 @@ pub mod client;
 pub mod dev;
 pub mod echo;
 pub mod otlp;
+pub mod pg;
 pub mod pki;
 pub mod stack;
+pub mod tcp_proxy;
 
 pub use client::{Client, Response};
 pub use echo::EchoUpstream;

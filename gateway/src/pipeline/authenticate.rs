@@ -13,7 +13,8 @@ use super::route::{CredentialKind, Route};
 use super::{Pipeline, RequestCtx};
 use crate::domain::audit::SecurityEvent;
 use crate::domain::principal::Principal;
-use crate::web::{cookies, csrf, Challenge, Rejection};
+use crate::domain::accounts::AccountError;
+use crate::web::{cookies, csrf, rejection, Challenge, Rejection};
 
 /// Authenticate a request for a route.
 pub async fn authenticate(
@@ -78,8 +79,11 @@ async fn credentials(
                 .and_then(|v| v.strip_prefix("Bearer "))
                 .ok_or_else(|| unauthenticated.clone())?;
             return match p.services.keys.verify(key.trim()).await {
-                Some(principal) => Ok(Principal::ApiKey(std::sync::Arc::new(principal))),
-                None => Err(unauthenticated),
+                Ok(Some(principal)) => Ok(Principal::ApiKey(std::sync::Arc::new(principal))),
+                Ok(None) => Err(unauthenticated),
+                // Not checked is not refused: the integrator is told to retry, not that the
+                // key is bad (and no failure is counted against it).
+                Err(e) => Err(rejection::storage(&e)),
             };
         }
     }
@@ -90,7 +94,10 @@ async fn credentials(
                 .accounts
                 .authenticate_session(token)
                 .await
-                .map_err(|_| unauthenticated.clone())?;
+                .map_err(|e| match e {
+                    AccountError::Storage(e) => rejection::storage(&e),
+                    _ => unauthenticated.clone(),
+                })?;
             if !csrf::is_safe(method) {
                 csrf::check_origin(&p.public_origin, method, headers, true)?;
                 if !p

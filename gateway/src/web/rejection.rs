@@ -82,6 +82,9 @@ pub enum Rejection {
     BadGateway,
     /// The upstream did not answer in time.
     GatewayTimeout,
+    /// A service the gateway depends on (its database) is not answering: retry shortly.
+    /// Nothing was decided or changed.
+    Unavailable,
     /// A fault inside the gateway; details go to the log, never to the client.
     Internal,
 }
@@ -130,7 +133,7 @@ impl Rejection {
             Rejection::PayloadTooLarge => 413,
             Rejection::HeaderFieldsTooLarge => 431,
             Rejection::Internal => 500,
-            Rejection::Busy => 503,
+            Rejection::Busy | Rejection::Unavailable => 503,
             Rejection::BadGateway => 502,
             Rejection::GatewayTimeout => 504,
         }
@@ -174,6 +177,7 @@ impl Rejection {
             Rejection::Busy => "busy",
             Rejection::BadGateway => "bad_gateway",
             Rejection::GatewayTimeout => "gateway_timeout",
+            Rejection::Unavailable => "unavailable",
             Rejection::Internal => "internal",
         }
     }
@@ -300,6 +304,11 @@ impl Rejection {
                 "Gateway timeout",
                 "The service behind the gateway did not answer in time.",
             ),
+            Rejection::Unavailable => (
+                "urn:zonegate:problem:unavailable",
+                "Service unavailable",
+                "A service the gateway depends on is not answering; nothing was changed. Retry after the number of seconds in the Retry-After header.",
+            ),
             Rejection::Internal => (
                 "urn:zonegate:problem:internal",
                 "Internal error",
@@ -344,6 +353,7 @@ impl Rejection {
                 vec![("retry-after", (*retry_after_secs).max(1).to_string())]
             }
             Rejection::Busy => vec![("retry-after", "2".to_owned())],
+            Rejection::Unavailable => vec![("retry-after", "5".to_owned())],
             _ => Vec::new(),
         }
     }
@@ -390,6 +400,17 @@ impl axum::response::IntoResponse for Rejection {
     }
 }
 
+/// A storage error: the database out of reach is 503 `unavailable` (retry shortly); anything
+/// else is an internal fault. The detail goes to the log only.
+pub fn storage(err: &sqlx::Error) -> Rejection {
+    if crate::domain::storage::is_unavailable(err) {
+        tracing::warn!(event = "storage_unavailable", error = %err);
+        Rejection::Unavailable
+    } else {
+        internal("storage", err)
+    }
+}
+
 /// A storage or other internal fault: the detail goes to the log, the client gets a fixed 500.
 fn internal(what: &'static str, error: &dyn std::fmt::Display) -> Rejection {
     tracing::error!(event = "internal_error", what, error = %error);
@@ -421,7 +442,7 @@ impl From<AccountError> for Rejection {
             },
             AccountError::LoginBlocked => Rejection::AccountLocked,
             AccountError::Busy => Rejection::Busy,
-            AccountError::Storage(err) => internal("storage", &err),
+            AccountError::Storage(err) => storage(&err),
             AccountError::Internal(what) => internal(what, &"account service"),
         }
     }
@@ -443,7 +464,7 @@ impl From<OrgError> for Rejection {
             OrgError::NotFound => Rejection::NotFound,
             OrgError::LastOwner => Rejection::Conflict("An org must keep at least one owner."),
             OrgError::InvalidInvitation => Rejection::InvalidToken,
-            OrgError::Storage(err) => internal("storage", &err),
+            OrgError::Storage(err) => storage(&err),
         }
     }
 }
@@ -453,7 +474,7 @@ impl From<KeyError> for Rejection {
         match e {
             KeyError::Invalid(msg) => Rejection::Unprocessable(msg),
             KeyError::NotFound => Rejection::NotFound,
-            KeyError::Storage(err) => internal("storage", &err),
+            KeyError::Storage(err) => storage(&err),
         }
     }
 }
@@ -502,6 +523,7 @@ pub(crate) fn every_kind() -> Vec<Rejection> {
         Rejection::InvalidCertificate,
         Rejection::BadGateway,
         Rejection::GatewayTimeout,
+        Rejection::Unavailable,
         Rejection::Internal,
     ]
 }

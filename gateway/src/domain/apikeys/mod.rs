@@ -322,9 +322,13 @@ impl ApiKeys {
         &self.cache_stats
     }
 
-    /// The hot path: a presented key to a principal, or `None` (one answer for every failure).
-    pub async fn verify(&self, presented: &str) -> Option<ApiKeyPrincipal> {
-        let parsed = format::parse(presented)?;
+    /// The hot path: a presented key to a principal, or `None` (one answer for every refusal).
+    /// An error only when the key could not be checked (the database is out of reach): that is
+    /// no verdict on the key, and the caller must not treat it as one.
+    pub async fn verify(&self, presented: &str) -> Result<Option<ApiKeyPrincipal>, sqlx::Error> {
+        let Some(parsed) = format::parse(presented) else {
+            return Ok(None);
+        };
         let now = self.now();
         let cached = self.cache_stats.count(self.cache.read().ok().and_then(|c| {
             c.get(&parsed.id)
@@ -334,7 +338,9 @@ impl ApiKeys {
         let record = match cached {
             Some(r) => r,
             None => {
-                let r = self.load(&parsed.id).await.ok()??;
+                let Some(r) = self.load(&parsed.id).await? else {
+                    return Ok(None);
+                };
                 if let Ok(mut cache) = self.cache.write() {
                     if cache.len() >= 100_000 {
                         cache.clear();
@@ -346,7 +352,7 @@ impl ApiKeys {
         };
         let revoked_here = self.revoked.read().map_or(true, |r| r.contains(&parsed.id));
         if record.revoked || revoked_here || record.expires_at.is_some_and(|t| now >= t) {
-            return None;
+            return Ok(None);
         }
         let matches = |mac: &str, pepper: &str| {
             self.mac(pepper, &parsed.secret)
@@ -358,14 +364,14 @@ impl ApiKeys {
             .as_ref()
             .is_some_and(|(mac, pepper, until)| now < *until && matches(mac, pepper));
         if !(current || previous) {
-            return None;
+            return Ok(None);
         }
         self.note_use(&parsed.id, now);
-        Some(ApiKeyPrincipal {
+        Ok(Some(ApiKeyPrincipal {
             key_id: parsed.id,
             org_id: record.org_id,
             scopes: record.scopes,
-        })
+        }))
     }
 
     /// Remember a use; every LAST_USED_FLUSH_SECONDS one request spawns the batched write,
@@ -444,20 +450,20 @@ mod tests {
         let (_tmp, keys, clock, org) = setup().await;
         let scopes = vec!["zones:read".to_owned()];
         let first = keys.create(&org, "u", "ci", &scopes, None).await.unwrap();
-        assert_eq!(keys.verify(&first.key).await.unwrap().org_id, org);
+        assert_eq!(keys.verify(&first.key).await.unwrap().unwrap().org_id, org);
         let rolled = keys.roll(&org, &first.view.id, "u").await.unwrap();
         assert_eq!(rolled.view.id, first.view.id);
         assert!(
-            keys.verify(&first.key).await.is_some(),
+            keys.verify(&first.key).await.unwrap().is_some(),
             "old secret within grace"
         );
-        assert!(keys.verify(&rolled.key).await.is_some());
+        assert!(keys.verify(&rolled.key).await.unwrap().is_some());
         clock.advance(3600);
         assert!(
-            keys.verify(&first.key).await.is_none(),
+            keys.verify(&first.key).await.unwrap().is_none(),
             "old secret after grace"
         );
-        assert!(keys.verify(&rolled.key).await.is_some());
+        assert!(keys.verify(&rolled.key).await.unwrap().is_some());
         // An id no key could have is not found, like an unknown one (schemathesis sent `\u{84}`).
         for id in ["\u{84}", "not_a_key_id", "", "k2"] {
             assert!(
@@ -479,14 +485,14 @@ mod tests {
             .create(&org, "u", "other", &scopes, None)
             .await
             .unwrap();
-        assert!(keys.verify(&expiring.key).await.is_some());
+        assert!(keys.verify(&expiring.key).await.unwrap().is_some());
         clock.advance(100);
-        assert!(keys.verify(&expiring.key).await.is_none(), "expired");
+        assert!(keys.verify(&expiring.key).await.unwrap().is_none(), "expired");
         // Same id, different secret (valid checksum): the MAC does not match.
         let forged = format::with_new_secret(&other.view.id);
-        assert!(keys.verify(&forged).await.is_none());
+        assert!(keys.verify(&forged).await.unwrap().is_none());
         keys.revoke(&org, &other.view.id, "u").await.unwrap();
-        assert!(keys.verify(&other.key).await.is_none(), "revoked, at once");
+        assert!(keys.verify(&other.key).await.unwrap().is_none(), "revoked, at once");
         assert!(matches!(
             keys.revoke(&org, &other.view.id, "u").await,
             Err(KeyError::NotFound)

@@ -84,6 +84,27 @@ impl Dialect {
     }
 }
 
+/// Whether an error means the database cannot be reached or used right now (down, restarting,
+/// the pool exhausted), as opposed to a statement the database refused. Callers answer the
+/// first with "retry shortly" and never with a decision that depends on data they could not
+/// read.
+pub fn is_unavailable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::WorkerCrashed => true,
+        // SQLSTATE classes 08 (connection exception) and 57 (operator intervention: shutdown,
+        // restart, cancelled).
+        sqlx::Error::Database(db) => db
+            .code()
+            .is_some_and(|c| c.starts_with("08") || c.starts_with("57")),
+        _ => false,
+    }
+}
+
 /// The database handle: a pool and its dialect. Cheap to clone.
 #[derive(Clone)]
 pub struct Db {
