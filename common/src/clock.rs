@@ -53,6 +53,17 @@ impl ManualClock {
     pub fn advance_millis(&self, millis: u64) {
         self.0.fetch_add(millis, Ordering::SeqCst);
     }
+
+    /// Jump back by whole seconds, as a wall clock corrected by NTP or an operator can: for
+    /// tests that what was used, revoked or spent stays so.
+    pub fn rewind(&self, seconds: u64) {
+        let millis = seconds.saturating_mul(1000);
+        let _ = self
+            .0
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |now| {
+                Some(now.saturating_sub(millis))
+            });
+    }
 }
 
 impl Clock for ManualClock {

@@ -129,3 +129,101 @@ fn with_the_database_down_nothing_is_forwarded_without_an_allow_and_readiness_sa
         200
     );
 }
+
+fn admin_post(stack: &Stack, path: &str) -> u16 {
+    zonegate_e2e::client::plain(
+        stack.admin,
+        &format!("POST {path} HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\ncontent-length: 0\r\n\r\n"),
+    )
+    .unwrap()
+    .status
+}
+
+fn fault_components(body: &serde_json::Value) -> Vec<String> {
+    body["faults"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["component"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn refused_policy_and_certificate_reloads_keep_the_old_ones_and_readiness_reports_them() {
+    let stack = Stack::start();
+    let c = stack.client();
+    let (status, body) = ready(&stack);
+    assert_eq!((status, fault_components(&body)), (200, vec![]));
+    let fingerprint = body["tls_certificate_sha256"].clone();
+
+    // A policy set that does not validate, and certificate files that do not load.
+    let broken = stack.policies.join("broken.cedar");
+    std::fs::write(
+        &broken,
+        "@id(\"typo\")\npermit (principal, action == Zonegate::Action::\"zones:lisst\", resource);\n",
+    )
+    .unwrap();
+    assert_eq!(admin_post(&stack, "/policies/reload"), 422);
+    let cert = std::fs::read(&stack.cert).unwrap();
+    std::fs::write(&stack.cert, "not a certificate").unwrap();
+    assert_eq!(admin_post(&stack, "/certificates/reload"), 422);
+
+    // Still serving, with the old policies and certificate; readiness names both faults.
+    let (status, body) = ready(&stack);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        fault_components(&body),
+        ["policies", "tls_certificate"],
+        "{body}"
+    );
+    assert!(
+        body["faults"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("typo"),
+        "{body}"
+    );
+    assert_eq!(body["tls_certificate_sha256"], fingerprint);
+    let denied = c.get("/v1/orgs/locked/echo/outage-old-policy");
+    fail_closed(&stack, "outage-old-policy", &denied);
+    assert_eq!(denied.status, 403);
+    assert_eq!(c.get("/v1/orgs/acme/echo/outage-allowed").status, 200);
+
+    // Mended, reloaded: the faults clear.
+    std::fs::remove_file(&broken).unwrap();
+    std::fs::write(&stack.cert, cert).unwrap();
+    assert_eq!(admin_post(&stack, "/policies/reload"), 200);
+    assert_eq!(admin_post(&stack, "/certificates/reload"), 200);
+    assert_eq!(fault_components(&ready(&stack).1), Vec::<String>::new());
+}
+
+#[test]
+fn with_the_mail_relay_down_signup_still_answers_and_readiness_reports_the_mail_fault() {
+    // A relay address nothing listens on.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let stack = Stack::start_with(StackOptions {
+        extra_config: format!("[mail.smtp]\nhost = \"127.0.0.1\"\nport = {port}\n"),
+        ..StackOptions::default()
+    });
+    assert_eq!(fault_components(&ready(&stack).1), Vec::<String>::new());
+    let signup = stack.client().send_json(
+        "POST",
+        "/auth/signup",
+        &serde_json::json!({"email": "ada@example.com", "password": crate::accounts::PASSWORD}),
+    );
+    // Answered before the mail is sent, alike for every address.
+    assert_eq!(signup.status, 202);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, body) = ready(&stack);
+        if fault_components(&body) == ["mail"] {
+            assert_eq!(status, 200, "mail is sent after answering: still ready");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no mail fault reported: {body}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(stack.echo.seen().is_empty());
+}

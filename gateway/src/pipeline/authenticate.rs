@@ -11,9 +11,9 @@ use http::{HeaderMap, Method};
 
 use super::route::{CredentialKind, Route};
 use super::{Pipeline, RequestCtx};
+use crate::domain::accounts::AccountError;
 use crate::domain::audit::SecurityEvent;
 use crate::domain::principal::Principal;
-use crate::domain::accounts::AccountError;
 use crate::web::{cookies, csrf, rejection, Challenge, Rejection};
 
 /// Authenticate a request for a route.

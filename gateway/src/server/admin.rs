@@ -106,6 +106,25 @@ impl AdminApp {
             None => (true, serde_json::Value::Null),
         };
         let ready = database == "ok" && key_ring_ok && self.identity_key.is_some();
+        // Faults that leave the instance serving correctly (the old policies or certificate
+        // stay in force; mail is sent after answering), reported for the operator.
+        let g = &self.gateway;
+        let faults: Vec<serde_json::Value> = [
+            (
+                "policies",
+                g.policy_reload_fault.lock().ok().and_then(|f| f.clone()),
+            ),
+            (
+                "tls_certificate",
+                self.certs.as_ref().and_then(|c| c.reload_fault()),
+            ),
+            ("mail", g.mailer.failing()),
+        ]
+        .into_iter()
+        .filter_map(|(component, error)| {
+            error.map(|error| json!({ "component": component, "error": error }))
+        })
+        .collect();
         (
             ready,
             json!({
@@ -115,6 +134,7 @@ impl AdminApp {
                 "identity_key": self.identity_key,
                 "key_ring": key_ring,
                 "tls_certificate_sha256": self.certs.as_ref().map(|c| c.fingerprint()),
+                "faults": faults,
             }),
         )
     }

@@ -96,6 +96,10 @@ pub struct Gateway {
     pub clock: Arc<dyn Clock>,
     /// The gateway's database, for readiness.
     pub db: Db,
+    /// The mail transport, whose failing deliveries readiness reports.
+    pub mailer: Arc<Mailer>,
+    /// Why the last policy reload was refused, until one succeeds (readiness reports it).
+    pub policy_reload_fault: std::sync::Mutex<Option<String>>,
 }
 
 impl Gateway {
@@ -120,6 +124,9 @@ impl Gateway {
                 .detail("error", e.to_string()),
         };
         self.audit.record(event.detail("trigger", trigger));
+        if let Ok(mut fault) = self.policy_reload_fault.lock() {
+            *fault = outcome.as_ref().err().map(ToString::to_string);
+        }
         outcome
     }
 }
@@ -276,7 +283,7 @@ pub fn prepare(config: Config, clock: Arc<dyn Clock>) -> Result<Prepared, StartE
         orgs: Arc::new(Orgs::new(
             db.clone(),
             clock.clone(),
-            mailer,
+            mailer.clone(),
             audit.clone(),
             config.accounts.clone(),
         )),
@@ -364,6 +371,8 @@ pub fn prepare(config: Config, clock: Arc<dyn Clock>) -> Result<Prepared, StartE
         decision_table,
         clock,
         db,
+        mailer,
+        policy_reload_fault: std::sync::Mutex::new(None),
     };
     Ok(Prepared {
         config,

@@ -33,6 +33,7 @@ pub struct CertResolver {
     current: ArcSwap<CertifiedKey>,
     cert_path: PathBuf,
     key_path: PathBuf,
+    reload_fault: std::sync::Mutex<Option<String>>,
 }
 
 impl fmt::Debug for CertResolver {
@@ -48,6 +49,7 @@ impl CertResolver {
         let key = load_certified_key(cert_path, key_path)?;
         Ok(CertResolver {
             current: ArcSwap::from_pointee(key),
+            reload_fault: std::sync::Mutex::new(None),
             cert_path: cert_path.to_owned(),
             key_path: key_path.to_owned(),
         })
@@ -64,6 +66,9 @@ impl CertResolver {
     /// or `tls_certificate_reload_failed` (an error) naming why. `trigger` says who asked.
     pub fn reload_logged(&self, trigger: &str) -> Result<(), TlsError> {
         let outcome = self.reload();
+        if let Ok(mut fault) = self.reload_fault.lock() {
+            *fault = outcome.as_ref().err().map(ToString::to_string);
+        }
         match &outcome {
             Ok(()) => tracing::info!(
                 target: "zonegate::tls",
@@ -81,6 +86,11 @@ impl CertResolver {
             ),
         }
         outcome
+    }
+
+    /// Why the last reload was refused, until one succeeds (the old certificate serves).
+    pub fn reload_fault(&self) -> Option<String> {
+        self.reload_fault.lock().ok().and_then(|f| f.clone())
     }
 
     /// The SHA-256 of the served leaf certificate (DER), hex: what `openssl x509 -fingerprint

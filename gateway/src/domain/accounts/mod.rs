@@ -675,7 +675,7 @@ impl Accounts {
         let won = row.rotated_at.is_none() && store::claim_rotation(&mut conn, &hash, now).await?;
         if !won {
             let in_grace =
-                store::claim_grace(&mut conn, &hash, now - self.cfg.refresh_grace).await?;
+                store::claim_grace(&mut conn, &hash, now - self.cfg.refresh_grace, now).await?;
             if !in_grace {
                 store::revoke_family(&mut conn, &row.family_id, "reuse", now).await?;
                 self.cache.remove_family(&row.family_id);

@@ -307,16 +307,25 @@ pub async fn claim_rotation(c: &mut Conn, hash: &str, now: i64) -> Result<bool, 
     Ok(done.rows_affected() == 1)
 }
 
-/// Claim the one concurrent-refresh sibling of a token rotated at or after `since`.
-pub async fn claim_grace(c: &mut Conn, hash: &str, since: i64) -> Result<bool, sqlx::Error> {
+/// Claim the one concurrent-refresh sibling of a token rotated between `since` and `now`. A
+/// rotation after `now` means the clock was set back since: that is no concurrent refresh,
+/// and the presentation is treated as reuse.
+pub async fn claim_grace(
+    c: &mut Conn,
+    hash: &str,
+    since: i64,
+    now: i64,
+) -> Result<bool, sqlx::Error> {
     let done = sqlx::query(
         "UPDATE refresh_tokens SET grace_used = $1
-         WHERE token_hash = $2 AND rotated_at IS NOT NULL AND rotated_at >= $3 AND grace_used = $4",
+         WHERE token_hash = $2 AND rotated_at IS NOT NULL AND rotated_at >= $3
+           AND rotated_at <= $5 AND grace_used = $4",
     )
     .bind(true)
     .bind(hash)
     .bind(since)
     .bind(false)
+    .bind(now)
     .execute(c)
     .await?;
     Ok(done.rows_affected() == 1)

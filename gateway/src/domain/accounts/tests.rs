@@ -1186,3 +1186,71 @@ async fn pending_logins_limit_attempts_expire_and_never_act_as_sessions() {
         );
     }
 }
+
+/// The wall clock can jump (an NTP step, an operator's `date`): going back must not revive a
+/// spent refresh token, a revoked session or an accepted TOTP step, and going forward ends
+/// what expired on the way; no jump is an error.
+#[tokio::test]
+async fn clock_jumps_never_revive_what_was_spent_or_revoked() {
+    for backend in backends() {
+        let f = fixture(backend).await;
+        f.verified_user("ada@example.com").await;
+        let login = || f.accounts.login("ada@example.com", PASSWORD, None, None);
+        let a = login().await.unwrap().issued().unwrap();
+        f.clock.advance(60);
+        let b = f
+            .accounts
+            .refresh(a.refresh.expose(), &a.csrf, None, None)
+            .await
+            .unwrap();
+        let other = login().await.unwrap().issued().unwrap();
+        let user = f
+            .accounts
+            .authenticate_session(other.session.expose())
+            .await
+            .unwrap();
+        f.accounts.logout(&user).await.unwrap();
+
+        // An hour back: the rotated token is still spent. Its grace window (for a concurrent
+        // refresh) is not reopened: presenting it is reuse, which ends its family.
+        f.clock.rewind(3600);
+        assert!(matches!(
+            f.accounts
+                .refresh(a.refresh.expose(), &a.csrf, None, None)
+                .await,
+            Err(AccountError::InvalidCredentials)
+        ));
+        assert!(
+            f.accounts
+                .authenticate_session(b.session.expose())
+                .await
+                .is_err(),
+            "reuse ended the family"
+        );
+        // The logged-out session stays out.
+        assert!(f
+            .accounts
+            .authenticate_session(other.session.expose())
+            .await
+            .is_err());
+        // A login made before the jump and refreshed "in the past" is not reuse by itself.
+        let c = login().await.unwrap().issued().unwrap();
+        f.clock.advance(3600 + 120);
+        assert!(
+            f.accounts
+                .authenticate_session(c.session.expose())
+                .await
+                .is_err(),
+            "past its 15 minutes"
+        );
+
+        // A year forward: every login has ended.
+        f.clock.advance(365 * 24 * 3600);
+        assert!(f
+            .accounts
+            .refresh(c.refresh.expose(), &c.csrf, None, None)
+            .await
+            .is_err());
+        login().await.unwrap();
+    }
+}

@@ -487,12 +487,18 @@ mod tests {
             .unwrap();
         assert!(keys.verify(&expiring.key).await.unwrap().is_some());
         clock.advance(100);
-        assert!(keys.verify(&expiring.key).await.unwrap().is_none(), "expired");
+        assert!(
+            keys.verify(&expiring.key).await.unwrap().is_none(),
+            "expired"
+        );
         // Same id, different secret (valid checksum): the MAC does not match.
         let forged = format::with_new_secret(&other.view.id);
         assert!(keys.verify(&forged).await.unwrap().is_none());
         keys.revoke(&org, &other.view.id, "u").await.unwrap();
-        assert!(keys.verify(&other.key).await.unwrap().is_none(), "revoked, at once");
+        assert!(
+            keys.verify(&other.key).await.unwrap().is_none(),
+            "revoked, at once"
+        );
         assert!(matches!(
             keys.revoke(&org, &other.view.id, "u").await,
             Err(KeyError::NotFound)

@@ -48,6 +48,8 @@ pub struct Mailer {
     from: Mailbox,
     transport: Transport,
     outbox: Option<PathBuf>,
+    /// Why the last delivery failed, until one succeeds (readiness shows it).
+    last_failure: std::sync::Mutex<Option<String>>,
 }
 
 impl std::fmt::Debug for Mailer {
@@ -69,6 +71,7 @@ impl Mailer {
                 .map_err(|_| MailError::Address(from.to_owned()))?,
             transport: Transport::Outbox(AsyncFileTransport::new(&dir)),
             outbox: Some(dir),
+            last_failure: std::sync::Mutex::new(None),
         })
     }
 
@@ -92,6 +95,7 @@ impl Mailer {
                 .map_err(|_| MailError::Address(from.to_owned()))?,
             transport: Transport::Smtp(builder.build()),
             outbox: None,
+            last_failure: std::sync::Mutex::new(None),
         })
     }
 
@@ -114,7 +118,7 @@ impl Mailer {
             .header(ContentType::TEXT_PLAIN)
             .body(body)
             .map_err(|_| MailError::Build)?;
-        match &self.transport {
+        let sent = match &self.transport {
             Transport::Outbox(t) => t
                 .send(message)
                 .await
@@ -125,6 +129,16 @@ impl Mailer {
                 .await
                 .map(drop)
                 .map_err(|e| MailError::Send(e.to_string())),
+        };
+        if let Ok(mut last) = self.last_failure.lock() {
+            *last = sent.as_ref().err().map(ToString::to_string);
         }
+        sent
+    }
+
+    /// Why the last delivery failed, if it did (the relay down, the outbox unwritable); cleared
+    /// by the next delivery that succeeds.
+    pub fn failing(&self) -> Option<String> {
+        self.last_failure.lock().ok().and_then(|l| l.clone())
     }
 }

@@ -487,3 +487,27 @@ async fn an_enrolment_left_unconfirmed_expires() {
         assert!(f.mfa.confirm("u1", &f.code(e.secret())).await.is_ok());
     }
 }
+
+/// A wall clock set back does not reopen an accepted step: codes for it, or for any earlier
+/// step, stay refused until time has passed it again.
+#[tokio::test]
+async fn a_clock_set_back_never_accepts_a_used_step_again() {
+    for backend in backends() {
+        let f = fixture(backend).await;
+        let (e, _) = f.enrolled("u1", "ada@example.com").await;
+        let used = f.code(e.secret());
+        f.mfa.verify("u1", &used).await.unwrap();
+        f.clock.rewind(90);
+        let earlier = f.code(e.secret());
+        assert!(matches!(
+            f.mfa.verify("u1", &earlier).await,
+            Err(MfaError::InvalidCode)
+        ));
+        assert!(matches!(
+            f.mfa.verify("u1", &used).await,
+            Err(MfaError::InvalidCode)
+        ));
+        f.clock.advance(90 + 30);
+        f.mfa.verify("u1", &f.code(e.secret())).await.unwrap();
+    }
+}
