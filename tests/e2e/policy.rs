@@ -3,6 +3,7 @@
 //! independently of the policies; policy reloads (admin listener and SIGHUP) under load; shadow
 //! mode; and the `zonegate policy` commands as CI runs them.
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -611,10 +612,25 @@ fn with_an_admin_token_a_reload_needs_it_and_reads_do_not() {
     let token = "c0ffee".repeat(8);
     let file = secrets.path().join("admin-token");
     std::fs::write(&file, format!("{token}\n")).unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
     let stack = Stack::start_with(StackOptions {
         listen_config: format!("admin_token_file = \"{}\"", file.display()),
         ..StackOptions::default()
     });
+    // A token readable by others is refused, naming the file.
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let loose = std::process::Command::new(zonegate_e2e::stack::zonegate_bin())
+        .args(["check-config", "--config"])
+        .arg(&stack.config)
+        .output()
+        .unwrap();
+    assert_eq!(loose.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&loose.stderr);
+    assert!(
+        stderr.contains("chmod 600") && stderr.contains("admin-token"),
+        "{stderr}"
+    );
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
     let reload = |authorization: &str| {
         plain(
             stack.admin,

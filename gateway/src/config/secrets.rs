@@ -156,6 +156,21 @@ impl Config {
         let Some(path) = &self.listen.admin_token_file else {
             return Ok(None);
         };
+        // A token others on the host can read is no credential: refused like a loose key.
+        if let Ok(meta) = std::fs::metadata(path) {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = meta.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                return Err(invalid(
+                    "listen.admin_token_file",
+                    format!(
+                        "{} is readable or writable by group or others (mode {mode:o}); run `chmod 600 {}`",
+                        path.display(),
+                        path.display()
+                    ),
+                ));
+            }
+        }
         let text = std::fs::read_to_string(path).map_err(|e| {
             invalid(
                 "listen.admin_token_file",
