@@ -391,11 +391,10 @@ pub fn check(config: Config) -> Result<Prepared, StartError> {
     prepare(config, Arc::new(SystemClock))
 }
 
-/// Serve until SIGTERM (graceful: stop accepting, let in-flight requests finish within the
-/// grace period) or SIGINT (immediate).
-/// Serve until a signal stops the process, with the listening sockets as
-/// [`process::become_configured_user`] arranged (bound by pingora, taken over from a running
-/// gateway, or handed over after dropping root).
+/// Serve until a signal stops the process (see [`process::Signals`]: SIGTERM drains within the
+/// grace period, SIGINT stops at once, SIGQUIT hands over to a new process when upgrades are
+/// configured), with the listening sockets as [`process::become_configured_user`] arranged:
+/// bound by pingora, taken over from a running gateway, or handed over after dropping root.
 pub fn run(prepared: Prepared, sockets: process::Sockets) -> Result<(), StartError> {
     let Prepared {
         config,
