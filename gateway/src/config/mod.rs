@@ -1114,7 +1114,12 @@ address = "127.0.0.1:8081"
             .unwrap_err()
             .to_string()
             .contains("listen.admin_token_file"));
+        use std::os::unix::fs::PermissionsExt;
+        let owner_only = || {
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        };
         std::fs::write(&file, "short\n").unwrap();
+        owner_only();
         assert!(c
             .admin_token()
             .unwrap_err()
@@ -1122,6 +1127,10 @@ address = "127.0.0.1:8081"
             .contains("at least 32"));
         std::fs::write(&file, format!("{}\n", "a1".repeat(32))).unwrap();
         assert_eq!(c.admin_token().unwrap().unwrap().expose(), "a1".repeat(32));
+        // Readable by others: no credential, refused with the fix.
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let e = c.admin_token().unwrap_err().to_string();
+        assert!(e.contains("chmod 600"), "{e}");
         // Loopback needs none.
         let c = Config::parse(MINIMAL, Path::new("t.toml")).unwrap();
         assert!(c.admin_token().unwrap().is_none());
