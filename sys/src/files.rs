@@ -13,6 +13,25 @@ pub fn owner_only() -> u32 {
     u32::from(previous)
 }
 
+/// Block until this process holds an exclusive lock on `file` (`flock`), released when the
+/// file is closed or the process ends. (`File::lock` does the same from Rust 1.89, above the
+/// workspace's minimum Rust version.)
+#[cfg(unix)]
+pub fn lock_exclusive(file: &std::fs::File) -> std::io::Result<()> {
+    use std::os::unix::io::AsRawFd;
+    loop {
+        // SAFETY: the descriptor belongs to `file`, which outlives the call; flock only
+        // changes the lock the kernel keeps for it.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } == 0 {
+            return Ok(());
+        }
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
 /// Elsewhere, nothing to set.
 #[cfg(not(unix))]
 pub fn owner_only() -> u32 {

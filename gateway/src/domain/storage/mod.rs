@@ -84,6 +84,37 @@ impl Dialect {
     }
 }
 
+/// SQLite has no advisory lock like the one sqlx takes around PostgreSQL migrations, so
+/// instances started together on one file each applied the first migration ("table users
+/// already exists"). An exclusive lock on a file beside the database (`<file>.migrate-lock`,
+/// left in place) lets one migrate while the others wait, then find nothing to do. Released
+/// when the returned file is dropped, or by the system if the process dies.
+async fn sqlite_migration_lock(url: &str) -> Result<Option<std::fs::File>, DbError> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+        .unwrap_or(url);
+    let path = rest.split('?').next().unwrap_or_default();
+    if path.is_empty() || path == ":memory:" {
+        return Ok(None);
+    }
+    let lock_path = format!("{path}.migrate-lock");
+    let locked = tokio::task::spawn_blocking(move || {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(false)
+            .open(&lock_path)?;
+        zonegate_sys::files::lock_exclusive(&file)?;
+        Ok::<_, std::io::Error>(file)
+    })
+    .await
+    .map_err(|e| DbError::Sqlx(sqlx::Error::Io(std::io::Error::other(e))))?;
+    locked
+        .map(Some)
+        .map_err(|e| DbError::Sqlx(sqlx::Error::Io(e)))
+}
+
 /// Whether an error means the database cannot be reached or used right now (down, restarting,
 /// the pool exhausted), as opposed to a statement the database refused. Callers answer the
 /// first with "retry shortly" and never with a decision that depends on data they could not
@@ -132,6 +163,11 @@ impl Db {
             .connect(&url)
             .await?;
         let db = Db { pool, dialect };
+        // Held until the migrations are applied (SQLite only; see the function).
+        let _lock = match dialect {
+            Dialect::Sqlite => sqlite_migration_lock(&url).await?,
+            Dialect::Postgres => None,
+        };
         db.migrate().await?;
         Ok(db)
     }

@@ -308,3 +308,30 @@ async fn ping_answers_while_the_database_does_and_fails_once_it_is_gone() {
         assert!(db.ping().await.is_err(), "{backend:?}");
     }
 }
+
+/// Several instances started at once on one fresh SQLite file (a single-host fleet, or a
+/// restart racing a CLI command) all come up on the same, fully migrated schema.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn instances_started_together_migrate_a_sqlite_file_once() {
+    for round in 0..5 {
+        let tmp = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", tmp.path().join("t.db").display());
+        let starts: Vec<_> = (0..4)
+            .map(|_| {
+                let url = url.clone();
+                tokio::spawn(async move { super::Db::connect(&url, 2).await })
+            })
+            .collect();
+        for start in starts {
+            let db = start.await.unwrap();
+            assert!(db.is_ok(), "round {round}: {:?}", db.err());
+        }
+        let db = super::Db::connect(&url, 1).await.unwrap();
+        let (applied,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM _sqlx_migrations")
+            .fetch_one(db.pool())
+            .await
+            .unwrap();
+        let expected = i64::try_from(db.dialect().migrator().iter().count()).unwrap();
+        assert_eq!(applied, expected);
+    }
+}
