@@ -320,8 +320,7 @@ fn serve_upgrade_without_an_upgrade_socket_is_refused() {
 }
 
 fn as_root() -> bool {
-    let out = Command::new("id").arg("-u").output().unwrap();
-    String::from_utf8_lossy(&out.stdout).trim() == "0"
+    zonegate_e2e::stack::current_user() == "root"
 }
 
 /// `Uid:` and `Gid:` (real, effective, saved, filesystem) and `Groups:` of a process.

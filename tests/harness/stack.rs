@@ -405,17 +405,22 @@ flush_seconds = 1
         );
     }
 
-    pub fn start_gateway(&mut self) {
-        let child = Command::new(zonegate_bin())
+    /// `zonegate serve` on the stack's config with `extra` arguments, logging to gateway.log.
+    fn spawn_gateway(&self, extra: &[&str]) -> Child {
+        Command::new(zonegate_bin())
             .arg("serve")
+            .args(extra)
             .arg("--config")
             .arg(&self.config)
             .stdout(self.log_file("gateway.log"))
             .stderr(self.log_file("gateway.log"))
             .stdin(Stdio::null())
             .spawn()
-            .unwrap();
-        self.gateway = Some(child);
+            .unwrap()
+    }
+
+    pub fn start_gateway(&mut self) {
+        self.gateway = Some(self.spawn_gateway(&[]));
         wait_for(
             self.admin,
             "/readyz",
@@ -444,15 +449,7 @@ flush_seconds = 1
         let mut old = self.gateway.take().expect("gateway running");
         let socket = upgrade_socket(self.dir.path());
         let _ = std::fs::remove_file(&socket);
-        let new = Command::new(zonegate_bin())
-            .args(["serve", "--upgrade", "--config"])
-            .arg(&self.config)
-            .stdout(self.log_file("gateway.log"))
-            .stderr(self.log_file("gateway.log"))
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap();
-        self.gateway = Some(new);
+        self.gateway = Some(self.spawn_gateway(&["--upgrade"]));
         let deadline = Instant::now() + Duration::from_secs(30);
         while !socket.exists() {
             assert!(
