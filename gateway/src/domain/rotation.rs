@@ -15,11 +15,11 @@
 //!   as it is forwarded. A backend must hold the new key (or `.pub`) before an instance loads
 //!   the rotated ring.
 //!
-//! [`dependents`] counts, per key, what is still stored under it. `keys retire` refuses the
-//! active key of a purpose and any key with a dependent. Counts come from the shared database,
-//! so they cover every instance; an instance that has not reloaded the ring since the rotation
-//! still makes material under the old key, so instances are restarted before retiring (their
-//! `/readyz` shows the key ids in use).
+//! [`dependents`] counts, per key, what is still stored under it, and the running instances
+//! that still make new material with it (an instance started before the rotation keeps the
+//! old key active until it restarts; each records its active keys, [`note_in_use`]). `keys
+//! retire` refuses the active key of a purpose and any key with a dependent. Counts come from
+//! the shared database, so they cover every instance.
 
 use std::fmt;
 
@@ -29,6 +29,42 @@ use crate::domain::keyring::{KeyRing, Purpose};
 use crate::domain::mfa::store as mfa_store;
 use crate::domain::mfa::ENROLMENT_TTL;
 use crate::domain::storage::Db;
+
+/// Seconds after its last heartbeat that an instance still counts as using its keys: three
+/// missed minutes (an instance records its keys every minute, see [`note_in_use`]).
+pub const INSTANCE_SEEN_WITHIN: i64 = 180;
+
+/// Record that the running instance `instance` makes new material with `active` (its active
+/// key ids), now. Called at start and every minute; the rows go with [`forget_instance`].
+pub async fn note_in_use(
+    db: &Db,
+    instance: &str,
+    active: &[String],
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    let mut c = db.acquire().await?;
+    for key in active {
+        sqlx::query(
+            "INSERT INTO key_ring_users (instance_id, key_id, seen_at) VALUES ($1, $2, $3)
+             ON CONFLICT (instance_id, key_id) DO UPDATE SET seen_at = excluded.seen_at",
+        )
+        .bind(instance)
+        .bind(key)
+        .bind(now)
+        .execute(&mut *c)
+        .await?;
+    }
+    Ok(())
+}
+
+/// An instance stopping: it makes nothing with any key any more.
+pub async fn forget_instance(db: &Db, instance: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM key_ring_users WHERE instance_id = $1")
+        .bind(instance)
+        .execute(db.pool())
+        .await?;
+    Ok(())
+}
 
 /// What still depends on one key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,12 +81,15 @@ pub struct KeyUse {
     pub logins: i64,
     /// Usable TOTP seeds sealed under this key.
     pub totp_seeds: i64,
+    /// Running instances seen using it as an active key (they make new material with it
+    /// until restarted on the rotated ring).
+    pub instances: i64,
 }
 
 impl KeyUse {
     /// Stored things that would break if the key were deleted now.
     pub fn dependents(&self) -> i64 {
-        self.passwords + self.api_keys + self.logins + self.totp_seeds
+        self.passwords + self.api_keys + self.logins + self.totp_seeds + self.instances
     }
 }
 
@@ -62,6 +101,7 @@ impl fmt::Display for KeyUse {
             (self.api_keys, "API key", "API keys"),
             (self.logins, "login", "logins"),
             (self.totp_seeds, "TOTP seed", "TOTP seeds"),
+            (self.instances, "running instance", "running instances"),
         ]
         .into_iter()
         .filter(|(n, _, _)| *n > 0)
@@ -97,7 +137,16 @@ pub async fn dependents(
             api_keys: 0,
             logins: 0,
             totp_seeds: 0,
+            instances: 0,
         };
+        let (n,): (i64,) = sqlx::query_as(
+            "SELECT COUNT(*) FROM key_ring_users WHERE key_id = $1 AND seen_at > $2",
+        )
+        .bind(&key.id)
+        .bind(now - INSTANCE_SEEN_WITHIN)
+        .fetch_one(&mut *c)
+        .await?;
+        usage.instances = n;
         match key.purpose {
             Purpose::Pepper => {
                 usage.passwords = accounts_store::count_passwords_under(&mut c, &key.id).await?;
@@ -132,7 +181,7 @@ pub enum RetireError {
     Unknown(String),
     #[error("{0} is the active {1} key; run `zonegate keys rotate` first, then retire it once nothing depends on it")]
     Active(String, &'static str),
-    #[error("{id} still protects {what}; {how}")]
+    #[error("{id} is still needed by {what}; {how}")]
     InUse {
         id: String,
         what: String,
@@ -163,6 +212,7 @@ pub async fn check_retire(
     }
     if usage.dependents() > 0 {
         let how = match usage.purpose {
+            _ if usage.instances > 0 => "restart every instance on the rotated key ring first (each stops counting when it stops, or three minutes after it was last seen)",
             Purpose::Totp => "running instances re-seal seeds in the background (at start and every hour); check again shortly",
             _ => "passwords move to the new pepper as their users log in, API keys as they are rolled or revoked, logins as they refresh or expire",
         };

@@ -117,6 +117,20 @@ impl Maintenance {
 }
 
 impl Maintenance {
+    /// Record the keys this instance makes new material with (at start and every minute), so
+    /// `keys retire` waits until it runs on a rotated ring. A failure is logged; the record
+    /// then ages out, which only lets a retirement go ahead later than it could.
+    async fn note_keys_in_use(&self) {
+        let g = &self.gateway;
+        let now = i64::try_from(g.clock.unix_seconds()).unwrap_or(i64::MAX);
+        if let Err(e) =
+            crate::domain::rotation::note_in_use(&g.db, &g.instance_id, &g.key_ring_active, now)
+                .await
+        {
+            tracing::warn!(target: "zonegate::server", event = "key_use_record_fail", error = %e);
+        }
+    }
+
     /// Re-seal TOTP seeds made under an older key (`keys rotate`); the outcome is logged, and
     /// recorded when anything moved or cannot be read.
     async fn reseal_seeds(&self) {
@@ -178,6 +192,7 @@ impl BackgroundService for Maintenance {
                 _ = sweep.tick() => {
                     self.gateway.limits.maintain();
                     self.gateway.audit.sweep_repeats();
+                    self.note_keys_in_use().await;
                 }
                 _ = purge.tick(), if decision_writer.is_some() => self.purge_decisions().await,
                 _ = reseal.tick() => self.reseal_seeds().await,
@@ -200,6 +215,9 @@ impl BackgroundService for Maintenance {
         // Write what is queued before the process ends (bounded: a stuck database must not
         // hold up shutdown).
         let flushed = tokio::time::timeout(Duration::from_secs(2), async {
+            // Stopped: it makes nothing with its keys any more.
+            let g = &self.gateway;
+            let _ = crate::domain::rotation::forget_instance(&g.db, &g.instance_id).await;
             let audit = self.gateway.audit.flush().await.is_ok();
             let decisions = self.gateway.decisions.flush().await.is_ok();
             audit && decisions

@@ -100,6 +100,20 @@ pub struct Gateway {
     pub mailer: Arc<Mailer>,
     /// Why the last policy reload was refused, until one succeeds (readiness reports it).
     pub policy_reload_fault: std::sync::Mutex<Option<String>>,
+    /// This process among the fleet (`host/pid/random`), and the active key ids it makes new
+    /// material with: recorded in the database so `keys retire` waits for its restart.
+    pub instance_id: String,
+    pub key_ring_active: Vec<String>,
+}
+
+/// A name for this process that is unique across the fleet and tells an operator where it
+/// runs.
+fn instance_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "unknown-host".to_owned());
+    let random = uuid::Uuid::new_v4().simple().to_string();
+    format!("{host}/{}/{}", std::process::id(), &random[..8])
 }
 
 impl Gateway {
@@ -373,6 +387,8 @@ pub fn prepare(config: Config, clock: Arc<dyn Clock>) -> Result<Prepared, StartE
         db,
         mailer,
         policy_reload_fault: std::sync::Mutex::new(None),
+        instance_id: instance_id(),
+        key_ring_active: ring.active_ids(),
     };
     Ok(Prepared {
         config,

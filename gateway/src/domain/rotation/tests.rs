@@ -136,7 +136,32 @@ async fn old_keys_retire_only_once_nothing_depends_on_them() {
             check_retire(&db, &ring, "pepper-9", now(), IDLE).await,
             Err(RetireError::Unknown(_))
         ));
-        // Nothing is stored under an identity key: the old one may go at once.
+        // Nothing is stored under an identity key: the old one may go at once, unless an
+        // instance started before the rotation still signs with it.
+        check_retire(&db, &ring, "identity-1", now(), IDLE)
+            .await
+            .unwrap();
+        let old_ids = ["identity-1", "pepper-1", "totp-1", "signing-1"].map(str::to_owned);
+        note_in_use(&db, "host/1/old", &old_ids, now())
+            .await
+            .unwrap();
+        let refused = check_retire(&db, &ring, "identity-1", now(), IDLE)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            refused.contains("1 running instance") && refused.contains("restart"),
+            "{refused}"
+        );
+        // Not seen for three minutes (it died), or stopped: no longer counted.
+        clock.advance(u64::try_from(INSTANCE_SEEN_WITHIN).unwrap());
+        check_retire(&db, &ring, "identity-1", now(), IDLE)
+            .await
+            .unwrap();
+        note_in_use(&db, "host/1/old", &old_ids, now())
+            .await
+            .unwrap();
+        forget_instance(&db, "host/1/old").await.unwrap();
         check_retire(&db, &ring, "identity-1", now(), IDLE)
             .await
             .unwrap();
