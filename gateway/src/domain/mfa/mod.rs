@@ -149,13 +149,6 @@ impl Mfa {
         }
     }
 
-    /// Usable seeds sealed under the `totp` key `key_id` (what `keys retire` waits for).
-    pub async fn count_sealed_under(&self, key_id: &str) -> Result<i64, MfaError> {
-        let mut c = self.db.acquire().await?;
-        let pending_since = self.now().1 - ENROLMENT_TTL;
-        Ok(store::count_sealed_under(&mut c, key_id, pending_since).await?)
-    }
-
     /// Start (or restart) enrolment: a new seed, stored sealed as pending. Returns what the user
     /// needs to add it to an app; it is not usable for login until [`Mfa::confirm`].
     pub async fn enrol(&self, user_id: &str, email: &str) -> Result<Enrolment, MfaError> {
