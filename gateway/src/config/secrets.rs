@@ -81,35 +81,38 @@ impl SecretSource {
         }
     }
 
-    /// Read the secret. A file's content is trimmed of surrounding white space (a trailing
-    /// newline, as `echo` writes); an empty value is refused. Errors name the variable or
-    /// file, never the content.
-    fn read(&self, key: &'static str, env: Env<'_>) -> Result<Secret, ConfigError> {
+    /// Read the secret; errors name `env_key` or `file_key` (whichever this source came
+    /// from) and the variable or file, never the content.
+    fn read(
+        &self,
+        env_key: &'static str,
+        file_key: &'static str,
+        env: Env<'_>,
+    ) -> Result<Secret, ConfigError> {
         match self {
-            SecretSource::Env(var) => from_env(key, var, env),
+            SecretSource::Env(var) => from_env(env_key, var, env),
             SecretSource::File(path) => {
-                let text =
-                    Zeroizing::new(std::fs::read_to_string(path).map_err(|e| {
-                        invalid(key, format!("cannot read {}: {e}", path.display()))
-                    })?);
-                let value = Zeroizing::new(text.trim().to_owned());
+                let value = read_trimmed(file_key, path)?;
                 if value.is_empty() {
-                    return Err(invalid(key, format!("{} is empty", path.display())));
+                    return Err(invalid(file_key, format!("{} is empty", path.display())));
                 }
                 Ok(Secret(value))
             }
         }
     }
+}
 
-    /// The config key that names it, for errors.
-    fn key(&self, section: &'static str) -> &'static str {
-        match (section, self) {
-            ("database", SecretSource::Env(_)) => "database.password_env",
-            ("database", SecretSource::File(_)) => "database.password_file",
-            (_, SecretSource::Env(_)) => "mail.smtp.password_env",
-            (_, SecretSource::File(_)) => "mail.smtp.password_file",
-        }
-    }
+/// A secret file's content, trimmed of surrounding white space (a trailing newline, as `echo`
+/// writes). The error names the file, never the content.
+fn read_trimmed(
+    key: &'static str,
+    path: &std::path::Path,
+) -> Result<Zeroizing<String>, ConfigError> {
+    let text = Zeroizing::new(
+        std::fs::read_to_string(path)
+            .map_err(|e| invalid(key, format!("cannot read {}: {e}", path.display())))?,
+    );
+    Ok(Zeroizing::new(text.trim().to_owned()))
 }
 
 impl Config {
@@ -119,7 +122,7 @@ impl Config {
         let Some(source) = &self.database_password else {
             return Ok(Secret(Zeroizing::new(self.database_url.clone())));
         };
-        let password = source.read(source.key("database"), env)?;
+        let password = source.read("database.password_env", "database.password_file", env)?;
         with_password(&self.database_url, password.expose())
             .map(|url| Secret(Zeroizing::new(url)))
             .ok_or_else(|| {
@@ -134,17 +137,21 @@ impl Config {
     pub fn smtp_password(&self, env: Env<'_>) -> Result<Option<Secret>, ConfigError> {
         match &self.smtp {
             Some(smtp) if smtp.username.is_some() => {
-                match (&smtp.password_env, &smtp.password_file) {
-                    (Some(var), _) => from_env("mail.smtp.password_env", var, env).map(Some),
-                    (None, Some(path)) => {
-                        let source = SecretSource::File(path.clone());
-                        source.read(source.key("smtp"), env).map(Some)
-                    }
-                    (None, None) => Err(invalid(
+                // Parsing refused naming both, so this is the one named, if any.
+                let source = SecretSource::either(
+                    "mail.smtp.password_file",
+                    smtp.password_env.clone(),
+                    smtp.password_file.clone(),
+                )?
+                .ok_or_else(|| {
+                    invalid(
                         "mail.smtp.password_env",
                         "mail.smtp.username is set: name the environment variable (password_env) or file (password_file) holding its password",
-                    )),
-                }
+                    )
+                })?;
+                source
+                    .read("mail.smtp.password_env", "mail.smtp.password_file", env)
+                    .map(Some)
             }
             _ => Ok(None),
         }
@@ -171,14 +178,7 @@ impl Config {
                 ));
             }
         }
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            invalid(
-                "listen.admin_token_file",
-                format!("cannot read {}: {e}", path.display()),
-            )
-        })?;
-        let token = Zeroizing::new(text.trim().to_owned());
-        drop(Zeroizing::new(text));
+        let token = read_trimmed("listen.admin_token_file", path)?;
         if token.chars().count() < MIN_ADMIN_TOKEN_CHARS
             || token.chars().any(|c| c.is_whitespace() || c.is_control())
         {
