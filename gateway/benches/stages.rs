@@ -38,7 +38,6 @@ fn cedar_decision(c: &mut Criterion) {
         mfa: false,
         session_id: "s".into(),
         family_id: "f".into(),
-        platform_admin: false,
     }));
     let org = OrgContext {
         facts: OrgFacts {

@@ -50,6 +50,11 @@ impl Browser {
         }
     }
 
+    /// The session cookie's value this browser holds, if any.
+    pub fn session_cookie(&self) -> Option<String> {
+        self.session.clone()
+    }
+
     /// A request as the dashboard page would send it: cookies, Origin, and the CSRF header.
     pub fn send(&mut self, method: &str, path: &str, body: Option<serde_json::Value>) -> Response {
         let mut cookies = Vec::new();

@@ -59,7 +59,11 @@ fn the_compose_file_keeps_the_backend_and_database_internal_and_the_gateway_unpr
     let mut nets = networks(gateway);
     nets.sort();
     assert_eq!(nets, ["edge", "internal"]);
-    assert_eq!(strings(&gateway["ports"]), ["443:8443"]);
+    // Public HTTPS to the world; the platform listener (operators) on the host's loopback only.
+    assert_eq!(
+        strings(&gateway["ports"]),
+        ["443:8443", "127.0.0.1:8445:8445"]
+    );
     for name in ["gateway", "backend"] {
         let s = &services[name];
         assert_eq!(s["read_only"], Value::Bool(true), "{name}: read-only root");

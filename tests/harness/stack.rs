@@ -162,11 +162,21 @@ pub fn copy_policies(sources: &[PathBuf], dest: &Path) {
     }
 }
 
+/// What `zonegate operators add` printed.
+#[derive(Debug, Clone)]
+pub struct NewOperator {
+    pub id: String,
+    pub password: String,
+    pub totp_secret: String,
+}
+
 pub struct Stack {
     pub dir: tempfile::TempDir,
     pub https: SocketAddr,
     pub http: SocketAddr,
     pub admin: SocketAddr,
+    /// The platform listener (operators only).
+    pub platform: SocketAddr,
     pub backend: SocketAddr,
     pub echo: EchoUpstream,
     pub key_dir: PathBuf,
@@ -253,6 +263,7 @@ impl Stack {
             }
         };
         let (https, http, admin, backend) = (free_port(), free_port(), free_port(), free_port());
+        let platform = free_port();
         let trusted = options
             .trusted_proxies
             .iter()
@@ -269,6 +280,7 @@ public_origin = "https://localhost:{https_port}"
 https = "{https}"
 http = "{http}"
 admin = "{admin}"
+platform = "{platform}"
 {listen}
 [server]
 threads = 2
@@ -354,6 +366,7 @@ flush_seconds = 1
             https,
             http,
             admin,
+            platform,
             backend,
             echo,
             key_dir,
@@ -372,6 +385,44 @@ flush_seconds = 1
 
     pub fn client(&self) -> Client {
         Client::new(self.https, &self.cert)
+    }
+
+    /// A TLS client of the platform listener.
+    pub fn platform_client(&self) -> Client {
+        Client::new(self.platform, &self.cert)
+    }
+
+    /// `zonegate operators add EMAIL` against this stack's config, as an operator would run
+    /// it: the password and TOTP secret it printed once.
+    pub fn add_operator(&self, email: &str) -> NewOperator {
+        let out = Command::new(zonegate_bin())
+            .args(["operators", "add", email, "--config"])
+            .arg(&self.config)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "operators add: {stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let field = |name: &str| {
+            stdout
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .unwrap_or_else(|| panic!("no `{name}` in {stdout}"))
+                .trim()
+                .to_owned()
+        };
+        NewOperator {
+            id: field("added operator ")
+                .split_whitespace()
+                .next()
+                .unwrap()
+                .to_owned(),
+            password: field("password:"),
+            totp_secret: field("totp_secret:"),
+        }
     }
 
     fn log_file(&self, name: &str) -> std::fs::File {

@@ -36,6 +36,18 @@ pub struct AuditQuery {
 
 /// Parse the query string; every error is a fixed 400 message naming the parameter.
 pub fn parse_query(raw: Option<&str>) -> Result<AuditQuery, Rejection> {
+    parse_query_with(raw, &[]).map(|(q, _)| q)
+}
+
+/// Query parameters beyond the common ones, by name, with their decoded values.
+pub type Extras = Vec<(&'static str, String)>;
+
+/// [`parse_query`], also accepting the parameters named in `extra` (each at most once).
+pub fn parse_query_with(
+    raw: Option<&str>,
+    extra: &[&'static str],
+) -> Result<(AuditQuery, Extras), Rejection> {
+    let mut extras = Vec::new();
     let mut q = AuditQuery {
         limit: DEFAULT_LIMIT,
         ..AuditQuery::default()
@@ -75,11 +87,14 @@ pub fn parse_query(raw: Option<&str>) -> Result<AuditQuery, Rejection> {
                         "`limit` must be a whole number from 1 to 200.",
                     ))?;
             }
-            _ => {
-                return Err(Rejection::BadRequest(
-                    "Unknown query parameter: use from, to, event, cursor or limit.",
-                ))
-            }
+            other => match extra.iter().find(|e| **e == other) {
+                Some(name) => extras.push((*name, value)),
+                None => {
+                    return Err(Rejection::BadRequest(
+                        "Unknown query parameter: use from, to, event, cursor or limit (and on the platform, org and principal).",
+                    ))
+                }
+            },
         }
         seen.push(key);
     }
@@ -88,10 +103,10 @@ pub fn parse_query(raw: Option<&str>) -> Result<AuditQuery, Rejection> {
             return Err(Rejection::BadRequest("`from` must not be after `to`."));
         }
     }
-    Ok(q)
+    Ok((q, extras))
 }
 
-fn url_pairs(raw: &str) -> Result<Vec<(String, String)>, Rejection> {
+pub(super) fn url_pairs(raw: &str) -> Result<Vec<(String, String)>, Rejection> {
     let decode = |s: &str| {
         percent_encoding::percent_decode_str(&s.replace('+', " "))
             .decode_utf8()

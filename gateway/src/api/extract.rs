@@ -3,6 +3,7 @@
 //! - [`Caller`]: what the pipeline established (principal, request id, client address);
 //! - [`CurrentUser`]: the signed-in user, or a 401 (a route that takes only sessions never
 //!   reaches a handler without one; this is the typed guarantee);
+//! - [`CurrentOperator`]: the platform operator, likewise, on the platform listener;
 //! - [`JsonBody`]: a JSON body, 415 unless `application/json`, 400 if unparseable, 422 if it
 //!   does not have the expected fields, with fixed texts (never serde's message).
 
@@ -12,7 +13,7 @@ use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 
-use crate::domain::principal::{Principal, UserPrincipal};
+use crate::domain::principal::{OperatorPrincipal, Principal, UserPrincipal};
 pub use crate::web::authz::Authorizer;
 use crate::web::{Challenge, Rejection};
 
@@ -50,7 +51,24 @@ impl<S: Send + Sync> FromRequestParts<S> for CurrentUser {
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Rejection> {
         match Caller::from_request_parts(parts, state).await?.principal {
             Principal::User(user) => Ok(CurrentUser(user)),
-            Principal::Anonymous | Principal::ApiKey(_) => {
+            Principal::Anonymous | Principal::ApiKey(_) | Principal::Operator(_) => {
+                Err(Rejection::Unauthenticated(Challenge::Cookie))
+            }
+        }
+    }
+}
+
+/// The platform operator making the request (platform listener only).
+#[derive(Debug, Clone)]
+pub struct CurrentOperator(pub Arc<OperatorPrincipal>);
+
+impl<S: Send + Sync> FromRequestParts<S> for CurrentOperator {
+    type Rejection = Rejection;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Rejection> {
+        match Caller::from_request_parts(parts, state).await?.principal {
+            Principal::Operator(operator) => Ok(CurrentOperator(operator)),
+            Principal::Anonymous | Principal::ApiKey(_) | Principal::User(_) => {
                 Err(Rejection::Unauthenticated(Challenge::Cookie))
             }
         }

@@ -31,7 +31,7 @@ use http::Method;
 use http_body_util::BodyExt;
 use serde_json::json;
 
-pub use extract::{Authorizer, Caller, CurrentUser, JsonBody};
+pub use extract::{Authorizer, Caller, CurrentOperator, CurrentUser, JsonBody};
 
 use crate::domain::policy::PolicyEngine;
 use crate::domain::Services;
@@ -140,7 +140,8 @@ pub struct Api {
 }
 
 impl Api {
-    /// `security_txt` is the rendered `/.well-known/security.txt`, when configured.
+    /// The public listener's application. `security_txt` is the rendered
+    /// `/.well-known/security.txt`, when configured.
     pub fn new(
         services: &Services,
         policy: Arc<PolicyEngine>,
@@ -162,9 +163,17 @@ impl Api {
             .merge(auth::handlers(services.accounts.clone()))
             .merge(mfa::handlers(services.accounts.clone()))
             .merge(orgs::handlers(services.orgs.clone(), authorizer))
-            .merge(platform::handlers(services.orgs.clone()))
             .merge(keys::handlers(services.keys.clone()))
             .merge(audit::handlers(services.trail.clone()));
+        Api::serving(handlers)
+    }
+
+    /// The platform listener's application: `/platform/` and nothing else.
+    pub fn platform(state: platform::PlatformState) -> Api {
+        Api::serving(platform::handlers(state))
+    }
+
+    fn serving(handlers: Handlers) -> Api {
         Api {
             router: handlers.router.fallback(|| async { Rejection::NotFound }),
             served: Arc::new(handlers.served),

@@ -112,7 +112,7 @@ async fn show(
 ) -> Result<Response, Rejection> {
     let viewer = match &caller.principal {
         Principal::User(u) => Some(u.user_id.as_str()),
-        Principal::Anonymous | Principal::ApiKey(_) => None,
+        Principal::Anonymous | Principal::ApiKey(_) | Principal::Operator(_) => None,
     };
     Ok(Json(api.orgs.get(&org, viewer).await?).into_response())
 }

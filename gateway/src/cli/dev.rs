@@ -57,8 +57,11 @@ pub fn run(config_path: &Path) -> ExitCode {
     };
     // stderr: stdout carries the JSON log lines only.
     eprintln!(
-        "zonegate dev: https on {} (public origin {}), admin on {}",
-        prepared.config.listen.https, prepared.config.public_origin, prepared.config.listen.admin
+        "zonegate dev: https on {} (public origin {}), admin on {}, platform on {} (operators: `zonegate operators add EMAIL`)",
+        prepared.config.listen.https,
+        prepared.config.public_origin,
+        prepared.config.listen.admin,
+        prepared.config.listen.platform
     );
     // Local development: whoever runs it, root included, is who the product runs as.
     match server::run(prepared, server::process::Sockets::Bind) {

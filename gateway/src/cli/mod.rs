@@ -13,6 +13,7 @@ mod decisions;
 pub mod dev;
 mod exit;
 mod keys;
+mod operators;
 pub mod policy;
 
 use crate::clock::SystemClock;
@@ -22,6 +23,7 @@ use audit::AuditCommand;
 use decisions::DecisionsCommand;
 pub(crate) use exit::{fail, output};
 use keys::KeysCommand;
+use operators::OperatorsCommand;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -60,6 +62,11 @@ enum Command {
     Keys {
         #[command(subcommand)]
         command: KeysCommand,
+    },
+    /// Platform operators: the accounts of the platform listener (password and TOTP).
+    Operators {
+        #[command(subcommand)]
+        command: OperatorsCommand,
     },
     /// The security team's tools: validate, test, explain and diff a policy set.
     Policy {
@@ -140,6 +147,7 @@ pub fn main() -> ExitCode {
         Command::CheckConfig { config } => check_config(&config),
         Command::Dev { config } => dev::run(&config),
         Command::Keys { command } => keys::run(command),
+        Command::Operators { command } => operators::run(command),
         Command::Policy { command } => policy(command),
         Command::Audit { command } => audit::run(command),
         Command::Decisions { command } => decisions::run(command),

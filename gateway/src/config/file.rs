@@ -203,12 +203,30 @@ impl Default for RawDecisionLog {
     }
 }
 
-/// Platform administration: who may use the `/platform/` surface (with MFA, by policy).
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// The platform surface (`listen.platform`): operators' sessions and the origin their
+/// browsers send.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub(super) struct RawPlatform {
-    #[serde(default)]
-    pub(super) admins: Vec<String>,
+    /// Replaced by operator accounts; present only to say so.
+    pub(super) admins: Option<Vec<String>>,
+    /// The https origin operators reach the platform listener at (default
+    /// `https://localhost:<platform port>`).
+    pub(super) origin: Option<String>,
+    pub(super) session_idle_seconds: i64,
+    pub(super) session_absolute_seconds: i64,
+}
+
+impl Default for RawPlatform {
+    fn default() -> Self {
+        let d = crate::domain::operators::OperatorsConfig::default();
+        RawPlatform {
+            admins: None,
+            origin: None,
+            session_idle_seconds: d.idle,
+            session_absolute_seconds: d.absolute,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -312,6 +330,13 @@ pub(super) struct RawListen {
     pub(super) http: Option<String>,
     pub(super) admin: String,
     pub(super) admin_token_file: Option<PathBuf>,
+    /// The platform listener (operators only); loopback by default.
+    #[serde(default = "default_platform_listener")]
+    pub(super) platform: String,
+}
+
+fn default_platform_listener() -> String {
+    "127.0.0.1:8445".into()
 }
 
 #[derive(Debug, Deserialize)]

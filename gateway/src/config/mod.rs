@@ -32,6 +32,7 @@ pub struct Config {
     /// `host[:port]` of the public origin, sent upstream as Host.
     pub public_authority: String,
     pub listen: Listen,
+    pub platform: Platform,
     pub server: Server,
     pub tls: Tls,
     pub data_dir: PathBuf,
@@ -94,6 +95,8 @@ pub struct Listen {
     /// The file holding the bearer token the admin listener requires for changes; needed when
     /// `admin` is not a loopback address.
     pub admin_token_file: Option<PathBuf>,
+    /// The platform listener: `/platform/` for operators, and nothing else.
+    pub platform: SocketAddr,
 }
 
 impl Listen {
@@ -101,10 +104,18 @@ impl Listen {
     pub fn addresses(&self) -> Vec<String> {
         std::iter::once(self.https)
             .chain(self.http)
-            .chain(std::iter::once(self.admin))
+            .chain([self.admin, self.platform])
             .map(|a| a.to_string())
             .collect()
     }
+}
+
+/// The platform listener's surface.
+#[derive(Debug, Clone)]
+pub struct Platform {
+    /// The only Origin an operator's browser may send on a change.
+    pub origin: String,
+    pub operators: crate::domain::operators::OperatorsConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -197,7 +208,9 @@ impl Config {
                 .transpose()?,
             admin: addr("listen.admin", &raw.listen.admin)?,
             admin_token_file: raw.listen.admin_token_file.clone(),
+            platform: addr("listen.platform", &raw.listen.platform)?,
         };
+        let platform = validate_platform(&raw.platform, listen.platform)?;
         // Whoever reaches the admin listener can reload policies: off loopback, only with a
         // token.
         if !listen.admin.ip().is_loopback() && listen.admin_token_file.is_none() {
@@ -296,12 +309,6 @@ impl Config {
                 "accounts.bcrypt_cost",
                 "must be between 4 and 31 (12 for production)",
             ));
-        }
-        let mut platform_admins = std::collections::BTreeSet::new();
-        for email in &raw.platform.admins {
-            let normalised = crate::domain::accounts::normalise_email(email)
-                .map_err(|_| invalid("platform.admins", "must be email addresses"))?;
-            platform_admins.insert(normalised);
         }
         let issuer = a.mfa_issuer.trim();
         if issuer.is_empty()
@@ -405,7 +412,6 @@ impl Config {
             resend_interval: a.resend_interval_seconds,
             cache_revalidate: a.cache_revalidate_seconds,
             mfa_issuer: a.mfa_issuer.clone(),
-            platform_admins,
         };
         let rate_limits = validate_rate_limits(&raw.rate_limits)?;
         let audit = validate_audit(&raw.audit)?;
@@ -430,6 +436,7 @@ impl Config {
             public_origin: raw.public_origin.trim_end_matches('/').to_owned(),
             public_authority,
             listen,
+            platform,
             server: Server {
                 threads: raw.server.threads,
                 shutdown_grace: Duration::from_secs(raw.server.shutdown_grace_seconds),
@@ -800,6 +807,53 @@ fn host_of(authority: &str) -> &str {
 }
 
 /// Accept only `https://host[:port]` with nothing after it; return `host[:port]`.
+/// `[platform]`: the origin operators' browsers send, and session lifetimes within sane bounds.
+fn validate_platform(
+    raw: &file::RawPlatform,
+    listener: SocketAddr,
+) -> Result<Platform, ConfigError> {
+    if raw.admins.is_some() {
+        return Err(invalid(
+            "platform.admins",
+            "is gone: operators have accounts of their own on the platform listener (listen.platform); create them with `zonegate operators add EMAIL` and remove this key",
+        ));
+    }
+    let origin = match &raw.origin {
+        Some(origin) => {
+            parse_https_origin(origin).map_err(|_| {
+                invalid(
+                    "platform.origin",
+                    "must be an https origin (scheme and host only), like https://platform.internal:8445",
+                )
+            })?;
+            origin.trim_end_matches('/').to_owned()
+        }
+        None => format!("https://localhost:{}", listener.port()),
+    };
+    let idle = raw.session_idle_seconds;
+    let absolute = raw.session_absolute_seconds;
+    if !(60..=3600).contains(&idle) {
+        return Err(invalid(
+            "platform.session_idle_seconds",
+            "must be between 60 and 3600 (15 minutes is the default)",
+        ));
+    }
+    if !(idle..=24 * 3600).contains(&absolute) {
+        return Err(invalid(
+            "platform.session_absolute_seconds",
+            "must be at least the idle time and at most 86400 (12 hours is the default)",
+        ));
+    }
+    Ok(Platform {
+        origin,
+        operators: crate::domain::operators::OperatorsConfig {
+            idle,
+            absolute,
+            ..Default::default()
+        },
+    })
+}
+
 fn parse_https_origin(origin: &str) -> Result<String, ConfigError> {
     let origin = origin.trim_end_matches('/');
     let rest = origin.strip_prefix("https://").ok_or_else(|| {
@@ -1092,6 +1146,42 @@ address = "127.0.0.1:8081"
         assert!(
             err(&with(&format!("{local}\nexport_interval_ms = 1"))).contains("export_interval_ms")
         );
+    }
+
+    #[test]
+    fn the_platform_listener_defaults_to_loopback_and_platform_admins_are_gone() {
+        let c = Config::parse(MINIMAL, Path::new("t.toml")).unwrap();
+        assert_eq!(c.listen.platform.to_string(), "127.0.0.1:8445");
+        assert_eq!(c.platform.origin, "https://localhost:8445");
+        assert_eq!(
+            (c.platform.operators.idle, c.platform.operators.absolute),
+            (900, 43200)
+        );
+        assert!(c.listen.addresses().contains(&"127.0.0.1:8445".to_owned()));
+        let moved = Config::parse(
+            &MINIMAL.replace("[listen]", "[listen]\nplatform = \"127.0.0.1:9445\""),
+            Path::new("t.toml"),
+        )
+        .unwrap();
+        assert_eq!(moved.platform.origin, "https://localhost:9445");
+        let old = err(&format!(
+            "{MINIMAL}\n[platform]\nadmins = [\"ops@example.com\"]\n"
+        ));
+        assert!(
+            old.contains("platform.admins") && old.contains("operators add"),
+            "{old}"
+        );
+        for (key, bad) in [
+            ("platform.origin", "origin = \"http://ops.example\""),
+            ("platform.session_idle_seconds", "session_idle_seconds = 10"),
+            (
+                "platform.session_absolute_seconds",
+                "session_absolute_seconds = 100",
+            ),
+        ] {
+            let e = err(&format!("{MINIMAL}\n[platform]\n{bad}\n"));
+            assert!(e.contains(key), "{key}: {e}");
+        }
     }
 
     #[test]

@@ -249,7 +249,6 @@ mod tests {
             mfa: false,
             session_id: "s".into(),
             family_id: "f".into(),
-            platform_admin: false,
         }))
     }
 

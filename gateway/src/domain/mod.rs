@@ -12,6 +12,7 @@ pub mod keyring;
 pub mod mac;
 pub mod mail;
 pub mod mfa;
+pub mod operators;
 pub mod orgs;
 pub mod policy;
 pub mod principal;
@@ -28,6 +29,8 @@ pub struct Services {
     pub accounts: Arc<accounts::Accounts>,
     pub orgs: Arc<orgs::Orgs>,
     pub keys: Arc<apikeys::ApiKeys>,
+    /// Platform operators (the platform listener's principals).
+    pub operators: Arc<operators::Operators>,
     /// Where security events are recorded.
     pub audit: audit::AuditLog,
     /// Where they are read back.

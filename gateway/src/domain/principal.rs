@@ -17,9 +17,16 @@ pub struct UserPrincipal {
     pub session_id: String,
     /// The refresh family (one per login) the session belongs to.
     pub family_id: String,
-    /// Listed in `[platform] admins`: a member of `PlatformRole::"admin"` in Cedar, which only
-    /// the platform surface's policies consult.
-    pub platform_admin: bool,
+}
+
+/// A platform operator, authenticated by a platform session cookie on the platform listener
+/// (password and TOTP at login). Never a user: it has no org role and no customer session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OperatorPrincipal {
+    pub operator_id: String,
+    pub email: String,
+    /// The platform session's public id, never its token.
+    pub session_id: String,
 }
 
 /// An authenticated (or deliberately anonymous) caller.
@@ -32,6 +39,8 @@ pub enum Principal {
     User(Arc<UserPrincipal>),
     /// An integrator's API key, acting within its org and scopes.
     ApiKey(Arc<crate::domain::apikeys::ApiKeyPrincipal>),
+    /// A platform operator (platform listener only).
+    Operator(Arc<OperatorPrincipal>),
 }
 
 impl Principal {
@@ -41,6 +50,7 @@ impl Principal {
             Principal::Anonymous => "anonymous",
             Principal::User(_) => "user",
             Principal::ApiKey(_) => "api_key",
+            Principal::Operator(_) => "operator",
         }
     }
 
@@ -50,6 +60,7 @@ impl Principal {
             Principal::Anonymous => "anonymous",
             Principal::User(u) => &u.user_id,
             Principal::ApiKey(k) => &k.key_id,
+            Principal::Operator(o) => &o.operator_id,
         }
     }
 }

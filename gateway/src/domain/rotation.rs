@@ -28,6 +28,7 @@ use crate::domain::apikeys::store as apikeys_store;
 use crate::domain::keyring::{KeyRing, Purpose};
 use crate::domain::mfa::store as mfa_store;
 use crate::domain::mfa::ENROLMENT_TTL;
+use crate::domain::operators::store as operators_store;
 use crate::domain::storage::Db;
 
 /// Seconds after its last heartbeat that an instance still counts as using its keys: three
@@ -149,7 +150,8 @@ pub async fn dependents(
         usage.instances = n;
         match key.purpose {
             Purpose::Pepper => {
-                usage.passwords = accounts_store::count_passwords_under(&mut c, &key.id).await?;
+                usage.passwords = accounts_store::count_passwords_under(&mut c, &key.id).await?
+                    + operators_store::count_passwords_under(&mut c, &key.id).await?;
                 usage.api_keys = apikeys_store::count_under(&mut c, &key.id, now).await?;
                 // Logins made before CSRF keys were recorded could be under any old pepper;
                 // the active one needs no count (it cannot be retired anyway).
@@ -165,7 +167,8 @@ pub async fn dependents(
             }
             Purpose::Totp => {
                 usage.totp_seeds =
-                    mfa_store::count_sealed_under(&mut c, &key.id, now - ENROLMENT_TTL).await?;
+                    mfa_store::count_sealed_under(&mut c, &key.id, now - ENROLMENT_TTL).await?
+                        + operators_store::count_sealed_under(&mut c, &key.id).await?;
             }
             Purpose::Identity | Purpose::Signing => {}
         }

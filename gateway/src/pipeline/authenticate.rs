@@ -13,6 +13,7 @@ use super::route::{CredentialKind, Route};
 use super::{Pipeline, RequestCtx};
 use crate::domain::accounts::AccountError;
 use crate::domain::audit::SecurityEvent;
+use crate::domain::operators::OperatorError;
 use crate::domain::principal::Principal;
 use crate::web::{cookies, csrf, rejection, Challenge, Rejection};
 
@@ -43,6 +44,8 @@ pub async fn authenticate(
                 "api_key"
             } else if cookies::read(headers, cookies::SESSION).is_some() {
                 "session"
+            } else if cookies::read(headers, cookies::PLATFORM).is_some() {
+                "operator"
             } else {
                 "missing"
             },
@@ -111,6 +114,22 @@ async fn credentials(
             return Ok(Principal::User(user));
         }
     }
+    if route.accepts(CredentialKind::Operator) {
+        if let Some(token) = cookies::read(headers, cookies::PLATFORM) {
+            let operators = &p.services.operators;
+            let operator = operators.authenticate(token).await.map_err(|e| match e {
+                OperatorError::Storage(e) => rejection::storage(&e),
+                _ => unauthenticated.clone(),
+            })?;
+            if !csrf::is_safe(method) {
+                csrf::check_origin(&p.public_origin, method, headers, true)?;
+                if !operators.csrf_matches(&operator.session_id, csrf::presented(headers)) {
+                    return Err(Rejection::CsrfRejected);
+                }
+            }
+            return Ok(Principal::Operator(operator));
+        }
+    }
     if route.accepts(CredentialKind::Anonymous) {
         Ok(Principal::Anonymous)
     } else {
@@ -122,7 +141,7 @@ async fn credentials(
 fn challenge(route: &Route) -> Challenge {
     match (
         route.accepts(CredentialKind::ApiKey),
-        route.accepts(CredentialKind::Session),
+        route.accepts(CredentialKind::Session) || route.accepts(CredentialKind::Operator),
     ) {
         (true, false) => Challenge::Bearer,
         (false, true) => Challenge::Cookie,

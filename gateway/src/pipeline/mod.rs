@@ -83,7 +83,8 @@ pub struct Pipeline {
     pub audit: AuditLog,
     /// Time, size and connection limits for clients.
     pub client: ClientLimits,
-    pub metrics: metrics::Metrics,
+    /// Shared by the public and platform listeners' pipelines.
+    pub metrics: Arc<metrics::Metrics>,
     /// Spans per request and stage, when an OTLP endpoint is configured.
     pub tracing: Option<trace::Tracing>,
 }

@@ -163,6 +163,27 @@ pub enum CredentialKind {
     Anonymous,
     Session,
     ApiKey,
+    /// A platform operator's session (platform routes only).
+    Operator,
+}
+
+/// Which listener answers a route. Told by the path: everything under `/platform/` is the
+/// platform listener's and nothing else is, so the public listener cannot serve a platform
+/// route whatever the table says, and the platform listener serves nothing else.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Surface {
+    Public,
+    Platform,
+}
+
+impl Surface {
+    pub fn of_path(path: &str) -> Surface {
+        if path == "/platform" || path.starts_with("/platform/") {
+            Surface::Platform
+        } else {
+            Surface::Public
+        }
+    }
 }
 
 impl FromStr for CredentialKind {
@@ -172,6 +193,7 @@ impl FromStr for CredentialKind {
             "anonymous" => Ok(CredentialKind::Anonymous),
             "session" => Ok(CredentialKind::Session),
             "api_key" => Ok(CredentialKind::ApiKey),
+            "operator" => Ok(CredentialKind::Operator),
             _ => Err(()),
         }
     }
@@ -208,6 +230,8 @@ pub struct Route {
     pub credentials: Vec<CredentialKind>,
     /// The per-client-address bucket (`rate_limit` in the file, or from the action).
     pub address_limit: AddressLimit,
+    /// The listener that answers it.
+    pub surface: Surface,
 }
 
 impl Route {
@@ -325,12 +349,7 @@ impl RouteTable {
             }
             routes.push(route);
         }
-        let mut by_length = vec![Vec::new(); MAX_SEGMENTS + 1];
-        for (i, route) in routes.iter().enumerate() {
-            if let Some(bucket) = by_length.get_mut(route.segments.len()) {
-                bucket.push(i);
-            }
-        }
+        let by_length = index_by_length(&routes);
         Ok(RouteTable { routes, by_length })
     }
 
@@ -346,6 +365,19 @@ impl RouteTable {
 
     pub fn routes(&self) -> &[Route] {
         &self.routes
+    }
+
+    /// The routes one listener answers: a table of their own, so the other listener's routes
+    /// are not even looked at (a 404, like any path nobody serves).
+    pub fn surface(&self, surface: Surface) -> RouteTable {
+        let routes: Vec<Route> = self
+            .routes
+            .iter()
+            .filter(|r| r.surface == surface)
+            .cloned()
+            .collect();
+        let by_length = index_by_length(&routes);
+        RouteTable { routes, by_length }
     }
 
     /// Match a canonical path (no query) and method. The path is split once, on the stack.
@@ -386,6 +418,17 @@ impl RouteTable {
             Match::MethodNotAllowed(allow.join(", "))
         }
     }
+}
+
+/// Route indexes by segment count, in table order.
+fn index_by_length(routes: &[Route]) -> Vec<Vec<usize>> {
+    let mut by_length = vec![Vec::new(); MAX_SEGMENTS + 1];
+    for (i, route) in routes.iter().enumerate() {
+        if let Some(bucket) = by_length.get_mut(route.segments.len()) {
+            bucket.push(i);
+        }
+    }
+    by_length
 }
 
 fn parse_raw(text: &str, path: &Path) -> Result<RawFile, RouteError> {
@@ -560,12 +603,36 @@ fn compile(r: &RawRoute, upstreams: &BTreeSet<String>) -> Result<Route, String> 
         .iter()
         .map(|c| {
             c.parse().map_err(|()| {
-                format!("unknown credential kind `{c}` (anonymous, session, api_key)")
+                format!("unknown credential kind `{c}` (anonymous, session, api_key, operator)")
             })
         })
         .collect::<Result<Vec<CredentialKind>, _>>()?;
     if credentials.is_empty() {
         return Err("`credentials` must name at least one kind".into());
+    }
+    let surface = Surface::of_path(&r.path);
+    match surface {
+        // Operators never reach the customer surface, and nothing but an operator (or the
+        // anonymous login and contract) reaches the platform's; its answers come from the
+        // gateway itself, never an upstream.
+        Surface::Public if credentials.contains(&CredentialKind::Operator) => {
+            return Err("the `operator` credential is for /platform/ routes only".into())
+        }
+        Surface::Platform
+            if credentials
+                .iter()
+                .any(|c| !matches!(c, CredentialKind::Operator | CredentialKind::Anonymous)) =>
+        {
+            return Err(
+                "a /platform/ route accepts only `operator` (or `anonymous`) credentials".into(),
+            )
+        }
+        Surface::Platform if target != Target::Gateway => {
+            return Err(
+                "a /platform/ route is answered by the gateway (upstream = \"gateway\")".into(),
+            )
+        }
+        _ => {}
     }
     let address_limit = match r.rate_limit.as_deref() {
         Some(v) => v
@@ -586,6 +653,7 @@ fn compile(r: &RawRoute, upstreams: &BTreeSet<String>) -> Result<Route, String> 
         org: r.org.as_deref().map(|o| template("org", o)).transpose()?,
         credentials,
         param_names,
+        surface,
     })
 }
 
@@ -594,9 +662,9 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use super::*;
 
-    /// (operationId, METHOD, path) of every operation in the document.
-    fn operations() -> std::collections::BTreeSet<(String, String, String)> {
-        let doc: serde_json::Value = serde_json::from_str(crate::api::contract::OPENAPI).unwrap();
+    /// (operationId, METHOD, path) of every operation in a document.
+    fn operations(document: &str) -> std::collections::BTreeSet<(String, String, String)> {
+        let doc: serde_json::Value = serde_json::from_str(document).unwrap();
         assert_eq!(doc["openapi"], "3.1.0");
         let mut out = std::collections::BTreeSet::new();
         for (path, item) in doc["paths"].as_object().unwrap() {
@@ -613,11 +681,22 @@ mod tests {
         out
     }
 
+    /// Each listener's routes are the operations of its own contract: the public one
+    /// (`openapi.json`) and the platform's (`platform-openapi.json`).
     #[test]
     fn every_route_is_an_operation_and_every_operation_a_route() {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
         let upstreams = std::collections::BTreeSet::from(["zones".to_owned()]);
         let table = RouteTable::load(&root.join("policies/routes.toml"), &upstreams).unwrap();
+        for (surface, document) in [
+            (Surface::Public, crate::api::contract::OPENAPI),
+            (Surface::Platform, crate::api::platform::OPENAPI),
+        ] {
+            routes_are_operations(&table.surface(surface), document);
+        }
+    }
+
+    fn routes_are_operations(table: &RouteTable, document: &str) {
         let mut routes = std::collections::BTreeSet::new();
         for route in table.routes() {
             for method in &route.methods {
@@ -630,7 +709,7 @@ mod tests {
                 routes.insert((id, method.to_string(), route.pattern.clone()));
             }
         }
-        let documented = operations();
+        let documented = operations(document);
         let undocumented: Vec<_> = routes.difference(&documented).collect();
         let unrouted: Vec<_> = documented.difference(&routes).collect();
         assert!(
@@ -792,6 +871,62 @@ credentials = ["anonymous"]
             let e = table(&text).unwrap_err().to_string();
             assert!(e.contains(needle) && e.contains("route `"), "{needle}: {e}");
         }
+    }
+
+    const PLATFORM: &str = r#"
+[[route]]
+name = "platform-orgs-read"
+methods = ["GET"]
+path = "/platform/v1/orgs/{org}"
+upstream = "gateway"
+action = "platform:orgs-read"
+resource = { type = "Platform", id = "orgs" }
+credentials = ["operator"]
+"#;
+
+    #[test]
+    fn each_listener_serves_its_own_surface_and_operators_stay_on_theirs() {
+        let both = table(&format!("{TABLE}{PLATFORM}")).unwrap();
+        let public = both.surface(Surface::Public);
+        let platform = both.surface(Surface::Platform);
+        assert!(matches!(
+            public.find(&http::Method::GET, "/platform/v1/orgs/acme"),
+            Match::NotFound
+        ));
+        assert!(matches!(
+            platform.find(&http::Method::GET, "/platform/v1/orgs/acme"),
+            Match::Found(r, _) if r.name == "platform-orgs-read"
+        ));
+        for path in ["/healthz", "/v1/orgs/acme/zones"] {
+            assert!(matches!(
+                platform.find(&http::Method::GET, path),
+                Match::NotFound
+            ));
+            assert!(matches!(
+                public.find(&http::Method::GET, path),
+                Match::Found(..)
+            ));
+        }
+        let refused = [
+            (
+                PLATFORM.replace("[\"operator\"]", "[\"session\"]"),
+                "accepts only `operator`",
+            ),
+            (
+                PLATFORM.replace("upstream = \"gateway\"", "upstream = \"zones\""),
+                "answered by the gateway",
+            ),
+            (
+                TABLE.replace("[\"session\", \"api_key\"]", "[\"operator\"]"),
+                "for /platform/ routes only",
+            ),
+        ];
+        for (text, needle) in refused {
+            let e = table(&text).unwrap_err().to_string();
+            assert!(e.contains(needle), "{needle}: {e}");
+        }
+        assert_eq!(Surface::of_path("/platform"), Surface::Platform);
+        assert_eq!(Surface::of_path("/platformx/a"), Surface::Public);
     }
 
     #[test]

@@ -161,6 +161,18 @@ pub fn by_principal(
                 Some(principal),
             )
         })?,
+        // Operators share the per-user allowance (their ids never collide with users').
+        Principal::Operator(op) => p.limits.user.check(&op.operator_id).map_err(|limited| {
+            refuse(
+                p,
+                ctx,
+                route,
+                "user",
+                &op.operator_id,
+                limited,
+                Some(principal),
+            )
+        })?,
         Principal::Anonymous => {}
     }
     Ok(())
@@ -204,6 +216,7 @@ fn refuse(
         match principal {
             Some(Principal::ApiKey(k)) => event = event.principal(&k.key_id).org(&k.org_id),
             Some(Principal::User(u)) => event = event.principal(&u.user_id),
+            Some(Principal::Operator(o)) => event = event.principal(&o.operator_id),
             _ => {}
         }
         p.audit.record(event);

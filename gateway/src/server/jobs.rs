@@ -158,6 +158,20 @@ impl Maintenance {
                 error = %e
             ),
         }
+        match g.pipeline.services.operators.reseal_all().await {
+            Ok(0) => {}
+            Ok(resealed) => g.audit.record(
+                AuditEvent::new(SecurityEvent::TotpSeedsResealed)
+                    .detail("resealed", resealed)
+                    .detail("unreadable", 0)
+                    .detail("of", "operators"),
+            ),
+            Err(e) => tracing::error!(
+                target: "zonegate::operators",
+                event = "totp_reseal_fail",
+                error = %e
+            ),
+        }
     }
 }
 

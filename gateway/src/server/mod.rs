@@ -32,13 +32,14 @@ use crate::domain::decisions::{DecisionLog, DecisionTable, DecisionWriter};
 use crate::domain::identity::Signer;
 use crate::domain::keyring::{KeyRing, KeyRingError};
 use crate::domain::mail::{MailError, Mailer};
+use crate::domain::operators::Operators;
 use crate::domain::orgs::Orgs;
 use crate::domain::policy::{PolicyEngine, PolicyError, PolicyStore};
 use crate::domain::storage::{Db, DbError};
 use crate::domain::Services;
 use crate::pipeline::admit::RequestIds;
 use crate::pipeline::metrics::Metrics;
-use crate::pipeline::route::{RouteError, RouteTable, Target};
+use crate::pipeline::route::{RouteError, RouteTable, Surface, Target};
 use crate::pipeline::throttle::Limits;
 use crate::pipeline::upstream::{UpstreamConfig, UpstreamTls, Upstreams};
 use crate::pipeline::{GatewayApp, Pipeline};
@@ -123,6 +124,16 @@ impl Gateway {
         &self,
         trigger: &str,
     ) -> Result<crate::domain::policy::Reloaded, PolicyError> {
+        self.reload_policies_by(trigger, None)
+    }
+
+    /// [`Self::reload_policies`], asked for by `principal` (an operator on the platform
+    /// surface), who is recorded as the actor.
+    pub fn reload_policies_by(
+        &self,
+        trigger: &str,
+        principal: Option<&str>,
+    ) -> Result<crate::domain::policy::Reloaded, PolicyError> {
         let routes = self.routes.clone();
         let outcome = self
             .policy
@@ -137,7 +148,11 @@ impl Gateway {
                 .detail("policy_hash", self.policy.active_hash())
                 .detail("error", e.to_string()),
         };
-        self.audit.record(event.detail("trigger", trigger));
+        let event = event.detail("trigger", trigger);
+        self.audit.record(match principal {
+            Some(id) => event.principal(id),
+            None => event,
+        });
         if let Ok(mut fault) = self.policy_reload_fault.lock() {
             *fault = outcome.as_ref().err().map(ToString::to_string);
         }
@@ -150,6 +165,9 @@ impl Gateway {
 pub struct Prepared {
     pub config: Config,
     pub gateway: Arc<Gateway>,
+    /// The platform listener's pipeline: the platform routes, operators' credentials, the
+    /// platform origin and the platform API.
+    pub platform: Arc<Pipeline>,
     pub certs: Arc<CertResolver>,
     /// The audit writer, started by [`run`] on the maintenance service's runtime (there is no
     /// runtime yet when the gateway is prepared; events recorded before it runs wait queued).
@@ -180,20 +198,25 @@ pub fn prepare(config: Config, clock: Arc<dyn Clock>) -> Result<Prepared, StartE
     }
     let certs = Arc::new(CertResolver::load(&config.tls.cert, &config.tls.key)?);
     let upstream_names: BTreeSet<String> = config.upstreams.keys().cloned().collect();
+    // The whole table is what policies are checked against; each listener serves its share.
     let routes = Arc::new(RouteTable::load(&config.routes_file, &upstream_names)?);
+    let public_routes = Arc::new(routes.surface(Surface::Public));
+    let platform_routes = Arc::new(routes.surface(Surface::Platform));
     let store = load_policies(&config.policies_dir, &routes)?;
     let shadow = match &config.shadow_policies_dir {
         Some(dir) => Some(load_policies(dir, &routes)?),
         None => None,
     };
     let policy = Arc::new(PolicyEngine::with_shadow(store, shadow));
-    let signer = Signer::new(
-        &ring,
-        config.identity.algorithm,
-        &config.identity.audience,
-        config.identity.ttl,
-    )
-    .map_err(|e| StartError::Other(e.to_string()))?;
+    let signer = || {
+        Signer::new(
+            &ring,
+            config.identity.algorithm,
+            &config.identity.audience,
+            config.identity.ttl,
+        )
+        .map_err(|e| StartError::Other(e.to_string()))
+    };
     for (name, up) in &config.upstreams {
         if let Some(h) = up
             .forward_headers
@@ -312,6 +335,17 @@ pub fn prepare(config: Config, clock: Arc<dyn Clock>) -> Result<Prepared, StartE
             )
             .ok_or_else(|| StartError::Other("the key ring has no pepper key".into()))?,
         ),
+        operators: Arc::new(
+            Operators::new(
+                db.clone(),
+                &ring,
+                config.bcrypt_cost,
+                clock.clone(),
+                audit.clone(),
+                config.platform.operators.clone(),
+            )
+            .map_err(|e| StartError::Other(format!("operators: {e}")))?,
+        ),
         audit: audit.clone(),
         trail: AuditTrail::new(db.clone()),
         decisions: decisions.clone(),
@@ -335,20 +369,30 @@ pub fn prepare(config: Config, clock: Arc<dyn Clock>) -> Result<Prepared, StartE
         }
         None => None,
     };
+    if !config.listen.platform.ip().is_loopback() {
+        warnings.push(format!(
+            "listen.platform `{}` is not a loopback address: the platform surface should be reachable only from Delivery Zone's own network",
+            config.listen.platform
+        ));
+    }
     let api = Api::new(&services, policy.clone(), security_txt);
-    api.check(routes.routes().iter().flat_map(|r| {
-        let gateway = r.target == Target::Gateway;
-        r.methods
-            .iter()
-            .filter(move |_| gateway)
-            .map(move |m| (r.name.as_str(), m, r.pattern.as_str()))
-    }))?;
+    api.check(gateway_routes(&public_routes))?;
     let limits = Arc::new(Limits::new(&config.rate_limits));
+    let metrics = Arc::new(if config.metrics_enabled {
+        Metrics::default()
+    } else {
+        Metrics::off()
+    });
+    let tracing = config
+        .tracing
+        .as_ref()
+        .map(crate::pipeline::trace::Tracing::new)
+        .transpose()?;
     let pipeline = Pipeline {
-        routes: routes.clone(),
+        routes: public_routes,
         policy: policy.clone(),
         services: services.clone(),
-        signer,
+        signer: signer()?,
         upstreams,
         trusted_proxies: config.trusted_proxies.clone(),
         public_origin: config.public_origin.clone(),
@@ -363,23 +407,15 @@ pub fn prepare(config: Config, clock: Arc<dyn Clock>) -> Result<Prepared, StartE
         limits: limits.clone(),
         audit: audit.clone(),
         client: config.server.client.clone(),
-        metrics: if config.metrics_enabled {
-            Metrics::default()
-        } else {
-            Metrics::off()
-        },
-        tracing: config
-            .tracing
-            .as_ref()
-            .map(crate::pipeline::trace::Tracing::new)
-            .transpose()?,
+        metrics: metrics.clone(),
+        tracing: tracing.clone(),
     };
     let gateway = Gateway {
         pipeline: Arc::new(pipeline),
         routes,
         policy,
         limits,
-        audit,
+        audit: audit.clone(),
         trail: services.trail.clone(),
         decisions,
         decision_table,
@@ -390,9 +426,55 @@ pub fn prepare(config: Config, clock: Arc<dyn Clock>) -> Result<Prepared, StartE
         instance_id: instance_id(),
         key_ring_active: ring.active_ids(),
     };
+    let gateway = Arc::new(gateway);
+    // The platform surface: its own routes, credentials and origin, the same policies,
+    // services, limits and security headers.
+    let platform_api = Api::platform(crate::api::platform::PlatformState {
+        operators: services.operators.clone(),
+        accounts: services.accounts.clone(),
+        orgs: services.orgs.clone(),
+        keys: services.keys.clone(),
+        trail: services.trail.clone(),
+        audit: audit.clone(),
+        reload: Arc::new(ReloadBoth {
+            gateway: gateway.clone(),
+            certs: certs.clone(),
+        }),
+        clock: gateway.clock.clone(),
+        retention_days: config.audit.retention_days,
+    });
+    platform_api.check(gateway_routes(&platform_routes))?;
+    let platform_authority = config
+        .platform
+        .origin
+        .trim_start_matches("https://")
+        .to_owned();
+    let platform = Pipeline {
+        routes: platform_routes,
+        policy: gateway.policy.clone(),
+        services,
+        signer: signer()?,
+        upstreams: Upstreams::default(),
+        trusted_proxies: config.trusted_proxies.clone(),
+        public_origin: config.platform.origin.clone(),
+        public_authority_value: http::HeaderValue::from_str(&platform_authority)
+            .map_err(|_| StartError::Other("platform.origin is not a header value".into()))?,
+        public_authority: platform_authority,
+        security: SecurityHeaders::new(config.tls.hsts_max_age_seconds),
+        api: platform_api,
+        clock: gateway.clock.clone(),
+        max_gateway_body_bytes: config.server.max_gateway_body_bytes,
+        request_ids: RequestIds::default(),
+        limits: gateway.limits.clone(),
+        audit: gateway.audit.clone(),
+        client: config.server.client.clone(),
+        metrics,
+        tracing,
+    };
     Ok(Prepared {
         config,
-        gateway: Arc::new(gateway),
+        gateway,
+        platform: Arc::new(platform),
         certs,
         audit_writer,
         decision_writer,
@@ -400,6 +482,43 @@ pub fn prepare(config: Config, clock: Arc<dyn Clock>) -> Result<Prepared, StartE
         warnings,
         key_ring_active: ring.active_ids(),
     })
+}
+
+/// The routes of a table the gateway answers itself, as [`Api::check`] takes them.
+fn gateway_routes(table: &RouteTable) -> impl Iterator<Item = (&str, &http::Method, &str)> {
+    table.routes().iter().flat_map(|r| {
+        let gateway = r.target == Target::Gateway;
+        r.methods
+            .iter()
+            .filter(move |_| gateway)
+            .map(move |m| (r.name.as_str(), m, r.pattern.as_str()))
+    })
+}
+
+/// What the platform surface's reload does: policies, then the certificate, each validated
+/// before it replaces what serves (as SIGHUP does).
+#[derive(Debug)]
+struct ReloadBoth {
+    gateway: Arc<Gateway>,
+    certs: Arc<CertResolver>,
+}
+
+impl crate::api::platform::Reload for ReloadBoth {
+    fn reload(&self, operator: &str) -> crate::api::platform::Reloaded {
+        let trigger = "platform";
+        crate::api::platform::Reloaded {
+            policies: self
+                .gateway
+                .reload_policies_by(trigger, Some(operator))
+                .map(|r| r.hash)
+                .map_err(|e| e.to_string()),
+            certificate: self
+                .certs
+                .reload_logged(trigger)
+                .map(|()| self.certs.fingerprint())
+                .map_err(|e| e.to_string()),
+        }
+    }
 }
 
 /// Check a config without serving: what `zonegate check-config` runs.
@@ -415,6 +534,7 @@ pub fn run(prepared: Prepared, sockets: process::Sockets) -> Result<(), StartErr
     let Prepared {
         config,
         gateway,
+        platform,
         certs,
         audit_writer,
         decision_writer,
@@ -479,9 +599,13 @@ pub fn run(prepared: Prepared, sockets: process::Sockets) -> Result<(), StartErr
         server.bootstrap();
     }
 
-    let mut tls = TlsSettings::intermediate("", "")
-        .map_err(|e| StartError::Other(format!("tls settings: {e}")))?;
-    tls.set_cert_resolver(certs.clone());
+    // One acceptor per listener, both serving the one reloadable certificate.
+    let acceptor = || -> Result<_, StartError> {
+        let mut tls = TlsSettings::intermediate("", "")
+            .map_err(|e| StartError::Other(format!("tls settings: {e}")))?;
+        tls.set_cert_resolver(certs.clone());
+        Ok(tls.build())
+    };
     let client = &config.server.client;
     let connections = Arc::new(connections::ConnectionCounter::new(connections::Caps {
         total: client.max_connections,
@@ -496,7 +620,7 @@ pub fn run(prepared: Prepared, sockets: process::Sockets) -> Result<(), StartErr
             }),
             counter: connections.clone(),
             tls: Some(connections::Tls {
-                acceptor: tls.build(),
+                acceptor: acceptor()?,
                 handshake_timeout: client.tls_handshake_timeout,
                 heads: heads::HeadLimits {
                     max_bytes: client.max_header_bytes,
@@ -508,6 +632,31 @@ pub fn run(prepared: Prepared, sockets: process::Sockets) -> Result<(), StartErr
     // Plain TCP: the TLS handshake runs in `Capped`, within its own timeout.
     public.add_tcp(&config.listen.https.to_string());
     server.add_service(public);
+
+    // The platform listener: the same certificate and client limits, its own connection
+    // counts (a flood on the public listener does not lock operators out).
+    let platform_connections = Arc::new(connections::ConnectionCounter::new(connections::Caps {
+        total: client.max_connections,
+        per_address: client.max_connections_per_address,
+        ipv6_prefix: config.rate_limits.ipv6_prefix,
+    }));
+    let mut platform_service = Service::new(
+        "zonegate platform https".into(),
+        connections::Capped {
+            app: Arc::new(GatewayApp { pipeline: platform }),
+            counter: platform_connections,
+            tls: Some(connections::Tls {
+                acceptor: acceptor()?,
+                handshake_timeout: client.tls_handshake_timeout,
+                heads: heads::HeadLimits {
+                    max_bytes: client.max_header_bytes,
+                    max_fields: client.max_headers,
+                },
+            }),
+        },
+    );
+    platform_service.add_tcp(&config.listen.platform.to_string());
+    server.add_service(platform_service);
 
     if let Some(http) = config.listen.http {
         let mut redirect = Service::new(
@@ -565,6 +714,7 @@ pub fn run(prepared: Prepared, sockets: process::Sockets) -> Result<(), StartErr
         AuditEvent::new(SecurityEvent::Startup)
             .detail("https", config.listen.https.to_string())
             .detail("admin", config.listen.admin.to_string())
+            .detail("platform", config.listen.platform.to_string())
             .detail("policy_hash", gateway.policy.active_hash()),
     );
     ignore_hangup_until_served();

@@ -32,7 +32,7 @@ pub async fn org_context(
     let facts = orgs.facts(org_id).await?;
     let role = match principal {
         Principal::User(u) => orgs.role_of(&u.user_id, org_id).await?,
-        Principal::Anonymous | Principal::ApiKey(_) => None,
+        Principal::Anonymous | Principal::ApiKey(_) | Principal::Operator(_) => None,
     };
     let member_role = match member {
         Some(user_id) => orgs.role_of(user_id, org_id).await?,

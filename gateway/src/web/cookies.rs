@@ -28,6 +28,11 @@ pub const REFRESH_PATH: &str = "/auth/refresh";
 pub const PENDING_MFA: &str = "__Host-zonegate-mfa";
 /// The device cookie: the browser's own failed-login allowance for an account it logged in to.
 pub const DEVICE: &str = "__Host-zonegate-device";
+/// A platform operator's session (platform listener only). Its own name, so a customer
+/// session is never mistaken for one, and the reverse.
+pub const PLATFORM: &str = "__Host-zonegate-platform";
+/// The platform session's CSRF token, readable by the operator's page script.
+pub const PLATFORM_CSRF: &str = "__Host-zonegate-platform-csrf";
 
 /// The value of the named cookie, if the request carries exactly one. Parsed by the `cookie`
 /// crate (RFC 6265 pairs separated by `;`); values are not percent-decoded, since ours never
@@ -92,6 +97,19 @@ pub fn csrf(value: &str, max_age: i64) -> String {
 }
 
 /// Set-Cookie values that delete all three cookies.
+/// The platform session cookie: `SameSite=Strict`, as nothing links into the platform surface.
+pub fn platform(value: &str, max_age: i64) -> String {
+    build(PLATFORM, value, "/", true, SameSite::Strict, max_age)
+}
+
+pub fn platform_csrf(value: &str, max_age: i64) -> String {
+    build(PLATFORM_CSRF, value, "/", false, SameSite::Strict, max_age)
+}
+
+pub fn platform_cleared() -> [String; 2] {
+    [platform("", 0), platform_csrf("", 0)]
+}
+
 pub fn cleared() -> [String; 3] {
     [session("", 0), refresh("", 0), csrf("", 0)]
 }

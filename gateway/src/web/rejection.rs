@@ -19,6 +19,7 @@ use crate::domain::accounts::AccountError;
 use crate::domain::apikeys::KeyError;
 use crate::domain::audit::AuditError;
 use crate::domain::mfa::MfaError;
+use crate::domain::operators::OperatorError;
 use crate::domain::orgs::OrgError;
 use crate::domain::ratelimit::Limited;
 
@@ -444,6 +445,26 @@ impl From<AccountError> for Rejection {
             AccountError::Busy => Rejection::Busy,
             AccountError::Storage(err) => storage(&err),
             AccountError::Internal(what) => internal(what, &"account service"),
+        }
+    }
+}
+
+impl From<OperatorError> for Rejection {
+    fn from(e: OperatorError) -> Rejection {
+        match e {
+            OperatorError::InvalidEmail => {
+                Rejection::Unprocessable("The email address is not valid.")
+            }
+            OperatorError::WeakPassword(p) => Rejection::Unprocessable(p.message()),
+            OperatorError::InvalidCredentials => Rejection::Unauthenticated(Challenge::Cookie),
+            OperatorError::LoginDelayed(secs) => Rejection::LoginDelayed {
+                retry_after_secs: secs,
+            },
+            OperatorError::NotFound => Rejection::NotFound,
+            OperatorError::Exists => Rejection::Conflict("An operator with this email exists."),
+            OperatorError::Busy => Rejection::Busy,
+            OperatorError::Storage(err) => storage(&err),
+            OperatorError::Internal(what) => internal(what, &"operator service"),
         }
     }
 }

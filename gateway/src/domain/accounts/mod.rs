@@ -60,8 +60,6 @@ pub struct AccountsConfig {
     pub cache_revalidate: i64,
     /// The issuer authenticator apps show beside the account's email.
     pub mfa_issuer: String,
-    /// Normalised emails of the platform administrators (`[platform] admins`).
-    pub platform_admins: std::collections::BTreeSet<String>,
 }
 
 impl Default for AccountsConfig {
@@ -78,7 +76,6 @@ impl Default for AccountsConfig {
             resend_interval: 60,
             cache_revalidate: 30,
             mfa_issuer: "Delivery Zone".into(),
-            platform_admins: std::collections::BTreeSet::new(),
         }
     }
 }
@@ -517,6 +514,14 @@ impl Accounts {
             self.count_login_failure(&user.id, client).await?;
             return Err(AccountError::InvalidCredentials);
         }
+        // A disabled account gets the answer a wrong password gets (after the same work),
+        // and its failure is not counted: the password was right.
+        if user.disabled_at.is_some() {
+            self.audit(
+                login_event(SecurityEvent::LoginFail, Some(&user.id)).detail("reason", "disabled"),
+            );
+            return Err(AccountError::InvalidCredentials);
+        }
         let device = self.login_succeeded(&user.id, client, device).await?;
         self.rehash_if_due(&user.id, password, &user.password_hash)
             .await;
@@ -771,7 +776,6 @@ impl Accounts {
         let row = store::live_session(&mut *self.conn().await?, &hash, now)
             .await?
             .ok_or(AccountError::InvalidCredentials)?;
-        let platform_admin = self.cfg.platform_admins.contains(&row.email);
         let user = Arc::new(UserPrincipal {
             user_id: row.user_id,
             email: row.email,
@@ -779,10 +783,88 @@ impl Accounts {
             mfa: row.mfa,
             session_id: row.public_id,
             family_id: row.family_id,
-            platform_admin,
         });
         self.cache.put(hash, user.clone(), row.expires_at, now);
         Ok(user)
+    }
+
+    // ---- Platform administration ------------------------------------------------------------
+
+    /// What a platform operator sees of a user.
+    pub async fn platform_user(&self, id: &str) -> Result<store::PlatformUserRow, AccountError> {
+        store::platform_user(&mut *self.conn().await?, id, self.now())
+            .await?
+            .ok_or(AccountError::NotFound)
+    }
+
+    /// Users whose id is `query` or whose email contains it, at most `limit`.
+    pub async fn find_users(
+        &self,
+        query: &str,
+        limit: u32,
+    ) -> Result<Vec<store::PlatformUserRow>, AccountError> {
+        Ok(store::find_users(
+            &mut *self.conn().await?,
+            query,
+            i64::from(limit),
+            self.now(),
+        )
+        .await?)
+    }
+
+    /// Disable a user (every login and session ends, and logging in is refused) or enable
+    /// them again, by `operator`.
+    pub async fn set_disabled(
+        &self,
+        user_id: &str,
+        disabled: bool,
+        operator: &str,
+    ) -> Result<(), AccountError> {
+        let now = self.now();
+        let mut tx = self.db.begin().await?;
+        if !store::set_disabled(&mut tx, user_id, disabled.then_some(now)).await? {
+            return Err(AccountError::NotFound);
+        }
+        if disabled {
+            store::revoke_user_families(&mut tx, user_id, None, "disabled", now).await?;
+            store::void_pending_logins(&mut tx, user_id, now).await?;
+        }
+        tx.commit().await?;
+        self.cache.remove_user(user_id, None);
+        let event = if disabled {
+            SecurityEvent::UserDisabled
+        } else {
+            SecurityEvent::UserEnabled
+        };
+        self.audit(
+            AuditEvent::new(event)
+                .principal(operator)
+                .detail("user", user_id),
+        );
+        Ok(())
+    }
+
+    /// End every login and session of a user, by `operator`.
+    pub async fn end_all_sessions(
+        &self,
+        user_id: &str,
+        operator: &str,
+    ) -> Result<(), AccountError> {
+        let now = self.now();
+        let mut tx = self.db.begin().await?;
+        if store::user_by_id(&mut tx, user_id).await?.is_none() {
+            return Err(AccountError::NotFound);
+        }
+        store::revoke_user_families(&mut tx, user_id, None, "ended_by_operator", now).await?;
+        store::void_pending_logins(&mut tx, user_id, now).await?;
+        tx.commit().await?;
+        self.cache.remove_user(user_id, None);
+        self.audit(
+            AuditEvent::new(SecurityEvent::UserSessionsEnded)
+                .principal(operator)
+                .detail("user", user_id),
+        );
+        Ok(())
     }
 
     // ---- Self-service ---------------------------------------------------------------------

@@ -12,9 +12,11 @@ pub struct UserRow {
     pub email: String,
     pub password_hash: String,
     pub email_verified_at: Option<i64>,
+    /// Set while a platform operator has the account disabled.
+    pub disabled_at: Option<i64>,
 }
 
-const USER_COLUMNS: &str = "id, email, password_hash, email_verified_at";
+const USER_COLUMNS: &str = "id, email, password_hash, email_verified_at, disabled_at";
 
 pub async fn user_by_email(c: &mut Conn, email: &str) -> Result<Option<UserRow>, sqlx::Error> {
     let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE email = $1");
@@ -451,7 +453,7 @@ pub async fn live_session(
          JOIN users u ON u.id = s.user_id
          JOIN refresh_families f ON f.id = s.family_id
          WHERE s.token_hash = $1 AND s.revoked_at IS NULL AND s.expires_at > $2
-           AND f.revoked_at IS NULL",
+           AND f.revoked_at IS NULL AND u.disabled_at IS NULL",
     )
     .bind(hash)
     .bind(now)
@@ -716,4 +718,78 @@ pub async fn device_login(
         .execute(c)
         .await?;
     Ok(())
+}
+
+// ---- Platform administration ---------------------------------------------------------------
+
+/// What a platform operator sees of a user: no hash, no token.
+#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow)]
+pub struct PlatformUserRow {
+    pub id: String,
+    pub email: String,
+    pub created_at: i64,
+    pub email_verified_at: Option<i64>,
+    pub disabled_at: Option<i64>,
+    #[sqlx(try_from = "Flag")]
+    pub mfa: bool,
+    /// Logins (refresh families) not revoked and not past their absolute expiry.
+    pub live_logins: i64,
+    /// Orgs the user is a member of.
+    pub orgs: i64,
+}
+
+const PLATFORM_USER_COLUMNS: &str = "u.id, u.email, u.created_at, u.email_verified_at, u.disabled_at,
+    EXISTS (SELECT 1 FROM totp_credentials t WHERE t.user_id = u.id AND t.state = 'active') AS mfa,
+    (SELECT COUNT(*) FROM refresh_families f
+      WHERE f.user_id = u.id AND f.revoked_at IS NULL AND f.absolute_expires_at > $1) AS live_logins,
+    (SELECT COUNT(*) FROM memberships m WHERE m.user_id = u.id) AS orgs";
+
+pub async fn platform_user(
+    c: &mut Conn,
+    id: &str,
+    now: i64,
+) -> Result<Option<PlatformUserRow>, sqlx::Error> {
+    let sql = format!("SELECT {PLATFORM_USER_COLUMNS} FROM users u WHERE u.id = $2");
+    sqlx::query_as(&sql)
+        .bind(now)
+        .bind(id)
+        .fetch_optional(c)
+        .await
+}
+
+/// Users whose id is `query` or whose email contains it (case-insensitive), by email.
+pub async fn find_users(
+    c: &mut Conn,
+    query: &str,
+    limit: i64,
+    now: i64,
+) -> Result<Vec<PlatformUserRow>, sqlx::Error> {
+    let sql = format!(
+        "SELECT {PLATFORM_USER_COLUMNS} FROM users u
+         WHERE u.id = $2 OR u.email LIKE $3 ESCAPE '\\'
+         ORDER BY u.email LIMIT $4"
+    );
+    sqlx::query_as(&sql)
+        .bind(now)
+        .bind(query)
+        .bind(crate::domain::storage::contains_pattern(
+            &query.to_lowercase(),
+        ))
+        .bind(limit)
+        .fetch_all(c)
+        .await
+}
+
+/// Disable (`Some(now)`) or re-enable (`None`) a user; whether the user exists.
+pub async fn set_disabled(
+    c: &mut Conn,
+    id: &str,
+    disabled_at: Option<i64>,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query("UPDATE users SET disabled_at = $1 WHERE id = $2")
+        .bind(disabled_at)
+        .bind(id)
+        .execute(c)
+        .await?;
+    Ok(done.rows_affected() == 1)
 }

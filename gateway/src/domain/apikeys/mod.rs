@@ -250,6 +250,24 @@ impl ApiKeys {
         Ok(())
     }
 
+    /// Revoke every live key of an org (platform administration, by `actor`); returns how
+    /// many. Each key is refused from the next request on this instance, as for [`Self::revoke`].
+    pub async fn revoke_all(&self, org_id: &str, actor: &str) -> Result<usize, KeyError> {
+        let ids = store::revoke_all(&mut *self.db.acquire().await?, org_id, self.now()).await?;
+        if let Ok(mut revoked) = self.revoked.write() {
+            revoked.extend(ids.iter().cloned());
+        }
+        if let Ok(mut cache) = self.cache.write() {
+            for id in &ids {
+                cache.remove(id);
+            }
+        }
+        for id in &ids {
+            self.audit(SecurityEvent::ApiKeyRevoked, id, org_id, actor);
+        }
+        Ok(ids.len())
+    }
+
     /// Issue a new secret for a key; the old one keeps working for the roll grace period.
     pub async fn roll(
         &self,

@@ -141,6 +141,18 @@ pub async fn revoke(
     Ok(done.rows_affected() == 1)
 }
 
+/// Revoke every live key of an org; returns the ids revoked.
+pub async fn revoke_all(c: &mut Conn, org_id: &str, now: i64) -> Result<Vec<String>, sqlx::Error> {
+    let rows: Vec<(String,)> = sqlx::query_as(
+        "UPDATE api_keys SET revoked_at = $1 WHERE org_id = $2 AND revoked_at IS NULL RETURNING id",
+    )
+    .bind(now)
+    .bind(org_id)
+    .fetch_all(c)
+    .await?;
+    Ok(rows.into_iter().map(|(id,)| id).collect())
+}
+
 /// A new secret for a live key of the org, keeping the current one valid until
 /// `previous_valid_until`. False if there is no such key.
 #[allow(clippy::too_many_arguments)]

@@ -204,6 +204,32 @@ security_events! {
     /// Seeds sealed under older `totp` keys were re-sealed under the active one
     /// (`details.resealed`, `details.unreadable`).
     TotpSeedsResealed => "sys_totp_seeds_resealed",
+    // ---- The platform surface (operators) --------------------------------------------------
+    /// `zonegate operators add` created an operator (`details.operator`: the email).
+    OperatorAdded => "platform_operator_added",
+    /// `zonegate operators disable`: the operator's sessions ended and logins are refused.
+    OperatorDisabled => "platform_operator_disabled",
+    OperatorEnabled => "platform_operator_enabled",
+    OperatorLogin => "authn_platform_login_success",
+    /// A failed operator login (`details.reason`: credentials, delayed or disabled).
+    OperatorLoginFail => "authn_platform_login_fail",
+    OperatorLogout => "authn_platform_logout",
+    /// An operator session passed its idle or absolute time and was ended when next used.
+    OperatorSessionExpired => "session_platform_expired",
+    /// An operator disabled a user: every session and login of theirs ended.
+    UserDisabled => "platform_user_disabled",
+    UserEnabled => "platform_user_enabled",
+    /// An operator ended every session and login of a user.
+    UserSessionsEnded => "platform_user_sessions_ended",
+    /// An operator revoked every API key of an org (`details.revoked`: how many).
+    OrgKeysRevoked => "platform_org_keys_revoked",
+    /// An operator reloaded policies and the certificate (`details.policies`,
+    /// `details.certificate`: each `reloaded` or `refused`).
+    PlatformReload => "platform_reload",
+    /// An operator ran the audit retention purge (`details.deleted`).
+    AuditPurged => "platform_audit_purged",
+    /// An operator read audit events across orgs (`details` holds the filters).
+    AuditExported => "platform_audit_exported",
 }
 
 impl SecurityEvent {
@@ -226,6 +252,9 @@ impl SecurityEvent {
                 | SecurityEvent::RateLimitExceeded
                 | SecurityEvent::ApiKeyInUrl
                 | SecurityEvent::OrgSuspended
+                | SecurityEvent::OperatorLoginFail
+                | SecurityEvent::UserDisabled
+                | SecurityEvent::OrgKeysRevoked
         )
     }
 }

@@ -252,9 +252,25 @@ impl AuditTrail {
     /// Keyset pagination on `(at, seq)`: events inserted while a client pages through land
     /// before its cursor (they are newer), so pages never repeat or skip a row.
     pub async fn query(&self, org_id: &str, q: &OrgQuery) -> Result<Page, AuditError> {
+        self.search(Some(org_id), None, q).await
+    }
+
+    /// Events of every org (or of `org`, or acting principal `principal`), newest first: the
+    /// platform's view of the trail. Paged as [`Self::query`].
+    pub async fn search(
+        &self,
+        org: Option<&str>,
+        principal: Option<&str>,
+        q: &OrgQuery,
+    ) -> Result<Page, AuditError> {
         let limit = q.limit.clamp(1, MAX_PAGE);
         let mut f = Filter::default();
-        f.eq("org_id", org_id);
+        if let Some(org) = org {
+            f.eq("org_id", org);
+        }
+        if let Some(principal) = principal {
+            f.eq("principal_id", principal);
+        }
         f.range(q.from, q.to);
         if let Some(event) = q.event {
             f.eq("event", event.as_str());

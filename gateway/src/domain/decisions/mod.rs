@@ -67,12 +67,17 @@ pub enum LoggedPrincipal {
         id: String,
         email_verified: bool,
         mfa: bool,
+        /// Logged by gateways before operators had accounts of their own; read and ignored.
+        #[serde(default, skip_serializing)]
         platform_admin: bool,
     },
     ApiKey {
         id: String,
         org: String,
         scopes: Vec<String>,
+    },
+    Operator {
+        id: String,
     },
 }
 
@@ -84,12 +89,15 @@ impl LoggedPrincipal {
                 id: u.user_id.clone(),
                 email_verified: u.email_verified,
                 mfa: u.mfa,
-                platform_admin: u.platform_admin,
+                platform_admin: false,
             },
             Principal::ApiKey(k) => LoggedPrincipal::ApiKey {
                 id: k.key_id.clone(),
                 org: k.org_id.clone(),
                 scopes: k.scopes.clone(),
+            },
+            Principal::Operator(o) => LoggedPrincipal::Operator {
+                id: o.operator_id.clone(),
             },
         }
     }
@@ -103,7 +111,7 @@ impl LoggedPrincipal {
                 id,
                 email_verified,
                 mfa,
-                platform_admin,
+                ..
             } => Principal::User(Arc::new(UserPrincipal {
                 user_id: id.clone(),
                 email: String::new(),
@@ -111,13 +119,19 @@ impl LoggedPrincipal {
                 mfa: *mfa,
                 session_id: String::new(),
                 family_id: String::new(),
-                platform_admin: *platform_admin,
             })),
             LoggedPrincipal::ApiKey { id, org, scopes } => {
                 Principal::ApiKey(Arc::new(ApiKeyPrincipal {
                     key_id: id.clone(),
                     org_id: org.clone(),
                     scopes: scopes.clone(),
+                }))
+            }
+            LoggedPrincipal::Operator { id } => {
+                Principal::Operator(Arc::new(crate::domain::principal::OperatorPrincipal {
+                    operator_id: id.clone(),
+                    email: String::new(),
+                    session_id: String::new(),
                 }))
             }
         }
@@ -132,15 +146,11 @@ impl LoggedPrincipal {
                     id,
                     email_verified,
                     mfa,
-                    platform_admin,
+                    ..
                 },
                 Principal::User(u),
-            ) => {
-                *id == u.user_id
-                    && *email_verified == u.email_verified
-                    && *mfa == u.mfa
-                    && *platform_admin == u.platform_admin
-            }
+            ) => *id == u.user_id && *email_verified == u.email_verified && *mfa == u.mfa,
+            (LoggedPrincipal::Operator { id }, Principal::Operator(o)) => *id == o.operator_id,
             (LoggedPrincipal::ApiKey { id, org, scopes }, Principal::ApiKey(k)) => {
                 *id == k.key_id && *org == k.org_id && *scopes == k.scopes
             }
@@ -148,12 +158,13 @@ impl LoggedPrincipal {
         }
     }
 
-    /// `anonymous`, `user` or `api_key`, as in logs.
+    /// `anonymous`, `user`, `api_key` or `operator`, as in logs.
     pub fn kind(&self) -> &'static str {
         match self {
             LoggedPrincipal::Anonymous => "anonymous",
             LoggedPrincipal::User { .. } => "user",
             LoggedPrincipal::ApiKey { .. } => "api_key",
+            LoggedPrincipal::Operator { .. } => "operator",
         }
     }
 }

@@ -25,7 +25,6 @@ fn user(id: &str, verified: bool, mfa: bool) -> Principal {
         mfa,
         session_id: format!("{id}-session-id"),
         family_id: format!("{id}-family-id"),
-        platform_admin: false,
     }))
 }
 

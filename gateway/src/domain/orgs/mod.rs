@@ -306,11 +306,16 @@ impl Orgs {
         Ok(())
     }
 
-    /// What a platform admin sees of an org: its settings, suspension and size.
+    /// What a platform operator sees of an org: its settings, suspension and size.
     pub async fn platform_view(&self, org_id: &str) -> Result<PlatformOrgRow, OrgError> {
         store::platform_view(&mut *self.db.acquire().await?, org_id)
             .await?
             .ok_or(OrgError::NotFound)
+    }
+
+    /// Orgs whose id is `query` or whose name contains it, at most `limit` (platform).
+    pub async fn find(&self, query: &str, limit: u32) -> Result<Vec<PlatformOrgRow>, OrgError> {
+        Ok(store::find(&mut *self.db.acquire().await?, query, i64::from(limit)).await?)
     }
 
     fn forget_facts(&self, org_id: &str) {

@@ -150,6 +150,27 @@ pub async fn platform_view(
     .await
 }
 
+/// Orgs whose id is `query` or whose name contains it (case-insensitive), by name.
+pub async fn find(
+    c: &mut Conn,
+    query: &str,
+    limit: i64,
+) -> Result<Vec<PlatformOrgRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT o.id, o.name, o.created_at, o.suspended_at, o.require_mfa,
+                (SELECT COUNT(*) FROM memberships m WHERE m.org_id = o.id) AS members
+         FROM orgs o WHERE o.id = $1 OR LOWER(o.name) LIKE $2 ESCAPE '\\'
+         ORDER BY o.name, o.id LIMIT $3",
+    )
+    .bind(query)
+    .bind(crate::domain::storage::contains_pattern(
+        &query.to_lowercase(),
+    ))
+    .bind(limit)
+    .fetch_all(c)
+    .await
+}
+
 /// Create an org with `owner` as its first owner.
 pub async fn create(
     c: &mut Conn,

@@ -59,9 +59,9 @@ static API_KEY_TYPE: LazyLock<EntityTypeName> = LazyLock::new(|| {
 });
 
 #[allow(clippy::expect_used)]
-static PLATFORM_ADMIN: LazyLock<EntityUid> = LazyLock::new(|| {
-    // Invariant: a constant, syntactically valid Cedar entity uid (covered by a unit test).
-    EntityUid::from_str(r#"Zonegate::PlatformRole::"admin""#).expect("valid Cedar uid literal")
+static OPERATOR_TYPE: LazyLock<EntityTypeName> = LazyLock::new(|| {
+    // Invariant: a constant, syntactically valid Cedar type name (covered by a unit test).
+    EntityTypeName::from_str("Zonegate::Operator").expect("valid Cedar type literal")
 });
 
 #[allow(clippy::expect_used)]
@@ -86,6 +86,7 @@ impl CedarPrincipal for Principal {
             Principal::Anonymous => &ANONYMOUS_TYPE,
             Principal::User(_) => &USER_TYPE,
             Principal::ApiKey(_) => &API_KEY_TYPE,
+            Principal::Operator(_) => &OPERATOR_TYPE,
         }
     }
 
@@ -99,6 +100,10 @@ impl CedarPrincipal for Principal {
             Principal::ApiKey(k) => {
                 EntityUid::from_type_name_and_id(API_KEY_TYPE.clone(), EntityId::new(&k.key_id))
             }
+            Principal::Operator(o) => EntityUid::from_type_name_and_id(
+                OPERATOR_TYPE.clone(),
+                EntityId::new(&o.operator_id),
+            ),
         }
     }
 
@@ -112,10 +117,6 @@ impl CedarPrincipal for Principal {
         match self {
             Principal::Anonymous => Entity::new_no_attrs(ANONYMOUS.clone(), parents),
             Principal::User(u) => {
-                let mut parents = parents;
-                if u.platform_admin {
-                    parents.insert(PLATFORM_ADMIN.clone());
-                }
                 let uid =
                     EntityUid::from_type_name_and_id(USER_TYPE.clone(), EntityId::new(&u.user_id));
                 let attrs = HashMap::from([
@@ -130,6 +131,8 @@ impl CedarPrincipal for Principal {
                 Entity::new(uid.clone(), attrs, parents)
                     .unwrap_or_else(|_| Entity::new_no_attrs(uid, HashSet::new()))
             }
+            // An operator has no attributes and no groups: policies decide on the type alone.
+            Principal::Operator(_) => Entity::new_no_attrs(self.uid(), parents),
             Principal::ApiKey(k) => {
                 let uid = EntityUid::from_type_name_and_id(
                     API_KEY_TYPE.clone(),
@@ -211,12 +214,14 @@ enum PrincipalKey {
         id: String,
         verified: bool,
         mfa: bool,
-        platform_admin: bool,
     },
     ApiKey {
         id: String,
         org: String,
         scopes: Vec<String>,
+    },
+    Operator {
+        id: String,
     },
 }
 
@@ -228,12 +233,14 @@ impl PrincipalKey {
                 id: u.user_id.clone(),
                 verified: u.email_verified,
                 mfa: u.mfa,
-                platform_admin: u.platform_admin,
             },
             Principal::ApiKey(k) => PrincipalKey::ApiKey {
                 id: k.key_id.clone(),
                 org: k.org_id.clone(),
                 scopes: k.scopes.clone(),
+            },
+            Principal::Operator(o) => PrincipalKey::Operator {
+                id: o.operator_id.clone(),
             },
         }
     }
@@ -415,7 +422,6 @@ mod tests {
             mfa: false,
             session_id: "s".into(),
             family_id: "f".into(),
-            platform_admin: true,
         }));
         assert_eq!(user.entity().uid().to_string(), r#"Zonegate::User::"u1""#);
         assert_eq!(user.kind(), "user");
@@ -424,10 +430,16 @@ mod tests {
             Principal::Anonymous.type_name(),
             Principal::Anonymous.uid().type_name()
         );
-        assert!(user
-            .entity()
-            .into_inner()
-            .2
-            .contains(&PLATFORM_ADMIN.clone()));
+        let operator = Principal::Operator(Arc::new(crate::domain::principal::OperatorPrincipal {
+            operator_id: "op-1".into(),
+            email: "ops@example.com".into(),
+            session_id: "s".into(),
+        }));
+        assert_eq!(
+            operator.entity().uid().to_string(),
+            r#"Zonegate::Operator::"op-1""#
+        );
+        assert_eq!(operator.type_name(), operator.uid().type_name());
+        assert_eq!(operator.kind(), "operator");
     }
 }

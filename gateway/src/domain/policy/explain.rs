@@ -188,6 +188,7 @@ fn describe_principal(subject: &Subject) -> String {
                 k.scopes.join(", ")
             }
         ),
+        Principal::Operator(_) => format!("{uid} (platform operator)"),
     }
 }
 

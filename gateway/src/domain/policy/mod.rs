@@ -586,7 +586,6 @@ policies = ["zones-write-zone"]
                 mfa: false,
                 session_id: String::new(),
                 family_id: String::new(),
-                platform_admin: false,
             },
         ));
         let org = OrgContext {
@@ -719,7 +718,6 @@ policies = ["zones-write-zone"]
                 mfa,
                 session_id: String::new(),
                 family_id: String::new(),
-                platform_admin: false,
             }));
             let org = OrgContext {
                 facts: OrgFacts { id: "acme".into(), suspended, require_mfa },

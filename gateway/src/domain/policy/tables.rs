@@ -11,7 +11,7 @@
 //! ```
 //!
 //! Principals: `{ anonymous = true }`; `{ user = "id", role = "viewer"|"developer"|"admin"|
-//! "owner", verified = true, mfa = false, platform_admin = false }`; `{ api_key = "id", org = "acme", scopes = [...] }`.
+//! "owner", verified = true, mfa = false }`; `{ api_key = "id", org = "acme", scopes = [...] }`; `{ operator = "id" }`.
 //! Resources: `{ gateway = "auth" }`; `{ org = "acme", suspended = false, require_mfa = false }`;
 //! `{ zone = "z1", org = "acme" }`; `{ type = "Member", id = "u2", org = "acme", member_role =
 //! "owner" }`; or any type: `{ type = "ApiKey", id = "k1", org = "acme" }`.
@@ -98,8 +98,8 @@ pub struct PrincipalSpec {
     pub verified: Option<bool>,
     #[serde(default)]
     pub mfa: bool,
-    #[serde(default)]
-    pub platform_admin: bool,
+    /// A platform operator's id.
+    pub operator: Option<String>,
     pub api_key: Option<String>,
     pub org: Option<String>,
     #[serde(default)]
@@ -159,9 +159,14 @@ pub fn action_uid(action: &str) -> Result<EntityUid, String> {
 
 impl PrincipalSpec {
     fn build(&self) -> Result<(Principal, Option<Role>), String> {
-        let kinds = [self.anonymous, self.user.is_some(), self.api_key.is_some()];
+        let kinds = [
+            self.anonymous,
+            self.user.is_some(),
+            self.api_key.is_some(),
+            self.operator.is_some(),
+        ];
         if kinds.iter().filter(|k| **k).count() != 1 {
-            return Err("principal: give exactly one of anonymous = true, user = \"id\" or api_key = \"id\"".into());
+            return Err("principal: give exactly one of anonymous = true, user = \"id\", api_key = \"id\" or operator = \"id\"".into());
         }
         if let Some(user) = &self.user {
             if self.org.is_some() || !self.scopes.is_empty() {
@@ -185,15 +190,23 @@ impl PrincipalSpec {
                 mfa: self.mfa,
                 session_id: String::new(),
                 family_id: String::new(),
-                platform_admin: self.platform_admin,
             }));
             return Ok((principal, role));
         }
-        if self.role.is_some() || self.verified.is_some() || self.mfa || self.platform_admin {
-            return Err(
-                "principal: role, verified, mfa and platform_admin belong to user principals"
-                    .into(),
-            );
+        if self.role.is_some() || self.verified.is_some() || self.mfa {
+            return Err("principal: role, verified and mfa belong to user principals".into());
+        }
+        if let Some(operator) = &self.operator {
+            if self.org.is_some() || !self.scopes.is_empty() {
+                return Err("principal: an operator has no org or scopes".into());
+            }
+            let principal =
+                Principal::Operator(Arc::new(crate::domain::principal::OperatorPrincipal {
+                    operator_id: operator.clone(),
+                    email: String::new(),
+                    session_id: String::new(),
+                }));
+            return Ok((principal, None));
         }
         if let Some(key) = &self.api_key {
             let org = self

@@ -274,3 +274,18 @@ impl<'r> Decode<'r, Any> for Flag {
         }
     }
 }
+
+/// A `LIKE ... ESCAPE '\'` pattern matching any text that contains `text` literally: its own
+/// `%`, `_` and `\` are escaped, so a search for `50%` finds "50%" and not everything.
+pub fn contains_pattern(text: &str) -> String {
+    let mut pattern = String::with_capacity(text.len() + 2);
+    pattern.push('%');
+    for c in text.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            pattern.push('\\');
+        }
+        pattern.push(c);
+    }
+    pattern.push('%');
+    pattern
+}
