@@ -103,14 +103,22 @@ impl Client {
 
     /// Send raw request bytes and read until the server closes the connection.
     pub fn raw(&self, request: &[u8]) -> std::io::Result<Vec<u8>> {
+        use std::io::ErrorKind;
         let mut tls = self.connect()?;
-        tls.write_all(request)?;
-        tls.flush()?;
+        match tls.write_all(request).and_then(|()| tls.flush()) {
+            Ok(()) => {}
+            // A server may answer and close before the whole request is sent (a body over its
+            // limit, say): what it answered is still there to read.
+            Err(e) if matches!(e.kind(), ErrorKind::BrokenPipe | ErrorKind::ConnectionReset) => {}
+            Err(e) => return Err(e),
+        }
         let mut out = Vec::new();
         match tls.read_to_end(&mut out) {
             Ok(_) => Ok(out),
-            // A server that closes without close_notify still gave us its answer.
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(out),
+            // A server that closes without close_notify still gave us its answer; one that
+            // closed with our unread bytes pending resets, after its answer.
+            Err(e) if e.kind() == ErrorKind::UnexpectedEof => Ok(out),
+            Err(e) if e.kind() == ErrorKind::ConnectionReset && !out.is_empty() => Ok(out),
             Err(e) => Err(e),
         }
     }
