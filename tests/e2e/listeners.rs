@@ -124,7 +124,7 @@ fn every_response_carries_the_security_headers() {
         assert_eq!(resp.header("x-content-type-options"), Some("nosniff"));
         assert_eq!(
             resp.header("content-security-policy"),
-            Some("frame-ancestors 'none'")
+            Some(zonegate::web::security::CONTENT_SECURITY_POLICY)
         );
         assert_eq!(resp.header("referrer-policy"), Some("no-referrer"));
         assert_eq!(resp.header("cache-control"), Some("no-store"));

@@ -7,6 +7,7 @@ mod apikeys;
 mod assertions;
 mod canary;
 mod contract;
+mod dashboard;
 mod decisions;
 mod deploy;
 mod hygiene;

@@ -14,6 +14,7 @@
 pub mod audit;
 pub mod auth;
 pub mod contract;
+pub mod dashboard;
 pub mod extract;
 pub mod keys;
 pub mod mfa;
@@ -164,7 +165,8 @@ impl Api {
             .merge(mfa::handlers(services.accounts.clone()))
             .merge(orgs::handlers(services.orgs.clone(), authorizer))
             .merge(keys::handlers(services.keys.clone()))
-            .merge(audit::handlers(services.trail.clone()));
+            .merge(audit::handlers(services.trail.clone()))
+            .merge(dashboard::handlers());
         Api::serving(handlers)
     }
 

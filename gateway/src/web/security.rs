@@ -3,6 +3,9 @@
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 
+/// No inline script or style, no eval, nothing from another origin, never framed.
+pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+
 /// Response headers removed from every answer: internal plumbing that must not reach clients
 /// (the upstream's server banner, the identity assertion if an upstream echoed it).
 pub const INTERNAL_RESPONSE_HEADERS: &[&str] = &["server", "x-powered-by", "zonegate-identity"];
@@ -29,7 +32,10 @@ impl SecurityHeaders {
             headers: vec![
                 (http::header::STRICT_TRANSPORT_SECURITY, hsts),
                 fixed("x-content-type-options", "nosniff"),
-                fixed("content-security-policy", "frame-ancestors 'none'"),
+                // The dashboard's policy, on every answer: its pages load script, style and
+                // data from this origin only, with nothing inline; an API answer rendered as a
+                // page by mistake can do nothing either.
+                fixed("content-security-policy", CONTENT_SECURITY_POLICY),
                 fixed("referrer-policy", "no-referrer"),
                 // Every answer is an API answer: none may be stored by a cache.
                 fixed("cache-control", "no-store"),
