@@ -108,8 +108,10 @@ impl Client {
         match tls.write_all(request).and_then(|()| tls.flush()) {
             Ok(()) => {}
             // A server may answer and close before the whole request is sent (a body over its
-            // limit, say): what it answered is still there to read.
-            Err(e) if matches!(e.kind(), ErrorKind::BrokenPipe | ErrorKind::ConnectionReset) => {}
+            // limit, say): what it answered is still there to read, without writing again.
+            Err(e) if matches!(e.kind(), ErrorKind::BrokenPipe | ErrorKind::ConnectionReset) => {
+                return read_without_writing(&mut tls);
+            }
             Err(e) => return Err(e),
         }
         let mut out = Vec::new();
@@ -160,6 +162,37 @@ impl Client {
         }
         parse_response(&self.raw(&bytes).unwrap())
             .unwrap_or_else(|| panic!("no HTTP response to {method} {path}"))
+    }
+}
+
+/// Read what the server sent until it closed, never writing: the stream's own `read` first
+/// flushes pending TLS records, which fails once the server has stopped reading.
+fn read_without_writing(
+    tls: &mut StreamOwned<ClientConnection, TcpStream>,
+) -> std::io::Result<Vec<u8>> {
+    use std::io::ErrorKind;
+    let mut out = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        loop {
+            match tls.conn.reader().read(&mut buf) {
+                Ok(0) => return Ok(out),
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == ErrorKind::UnexpectedEof => return Ok(out),
+                Err(e) => return Err(e),
+            }
+        }
+        match tls.conn.read_tls(&mut tls.sock) {
+            Ok(0) => return Ok(out),
+            Ok(_) => {
+                tls.conn
+                    .process_new_packets()
+                    .map_err(std::io::Error::other)?;
+            }
+            Err(e) if e.kind() == ErrorKind::ConnectionReset && !out.is_empty() => return Ok(out),
+            Err(e) => return Err(e),
+        }
     }
 }
 
