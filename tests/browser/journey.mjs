@@ -172,10 +172,10 @@ async function signUpAndVerify(page, email) {
   await audit(page, 'verify-email');
 }
 
-async function logIn(page, email, code) {
+async function logIn(page, email, code, password = PASSWORD) {
   await page.goto(`${BASE}/login`);
   await heading(page, 'Log in');
-  await submit(page, { Email: email, Password: PASSWORD }, 'Log in');
+  await submit(page, { Email: email, Password: password }, 'Log in');
   if (code) {
     await page.getByLabel('Authentication code').waitFor();
     await submit(page, { 'Authentication code': code }, 'Verify');
@@ -339,6 +339,14 @@ async function journey(browser) {
   await audit(page, 'audit');
   await shot(page, 'audit');
 
+  // Settings: the owner (signed in with a second factor) requires it of every member.
+  await page.goto(`${BASE}/orgs/${org}/settings`);
+  await heading(page, 'Settings');
+  await page.getByLabel('Require two-factor authentication for every member').check();
+  await page.getByRole('button', { name: 'Save', exact: true }).click();
+  await page.getByText('Two-factor authentication is required for every member.').waitFor();
+  await audit(page, 'settings');
+
   // A forged cross-site form post (another site's Origin, the user's own cookies) is refused.
   const forged = await page.context().request.post(`${BASE}/v1/orgs`, {
     headers: { origin: 'https://evil.example', 'content-type': 'application/x-www-form-urlencoded' },
@@ -352,6 +360,23 @@ async function journey(browser) {
   await page.goto(`${BASE}/orgs/${org}/zones`);
   await heading(page, 'Log in');
   await page.getByText('Your session has ended. Please log in again.').waitFor();
+
+  // Forgot the password: the reset mail's link lands on the dashboard, and the new password
+  // (with the second factor) logs in.
+  const resetAsked = Date.now() - 1000;
+  await page.goto(`${BASE}/forgot-password`);
+  await heading(page, 'Reset your password');
+  await audit(page, 'forgot-password');
+  await submit(page, { Email: ada }, 'Send reset link');
+  const reset = await mailedLink(ada, resetAsked);
+  check(reset.startsWith(`${BASE}/reset-password#token=`), `the reset link lands on the dashboard: ${reset}`);
+  await page.goto(reset);
+  await heading(page, 'Choose a new password');
+  check(!page.url().includes('token'), 'the reset token left the address bar');
+  await audit(page, 'reset-password');
+  await submit(page, { 'New password': 'a brand new passphrase' }, 'Set new password');
+  await page.getByText('Your new password is set.', { exact: false }).waitFor();
+  await logIn(page, ada, await freshCode(secret), 'a brand new passphrase');
 
   // Every page reviewed, and what each weighs.
   for (const path of ['/', '/login', '/assets/app.js', '/assets/app.css']) {

@@ -6,6 +6,7 @@ mod accounts;
 mod apikeys;
 mod assertions;
 mod canary;
+mod cluster;
 mod contract;
 mod dashboard;
 mod decisions;

@@ -21,4 +21,4 @@ pub mod tcp_proxy;
 
 pub use client::{Client, Response};
 pub use echo::EchoUpstream;
-pub use stack::{copy_policies, EchoTls, NewOperator, Stack, StackOptions};
+pub use stack::{copy_policies, EchoTls, NewOperator, Peer, Stack, StackOptions};

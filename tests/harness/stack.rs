@@ -91,6 +91,8 @@ pub struct StackOptions {
     /// The body of the config's `[rate_limits]` section. Every test talks from 127.0.0.1, so
     /// the default is generous enough that only tests about limits ever meet one.
     pub rate_limits: String,
+    /// Lines added to the config's `[accounts]` section (e.g. `cache_revalidate_seconds`).
+    pub accounts_config: String,
     /// Lines added to the config's `[identity]` section (e.g. `algorithm = "EdDSA"`).
     pub identity_config: String,
     /// How the echo upstream speaks to the gateway: plain HTTP by default.
@@ -135,6 +137,7 @@ impl Default for StackOptions {
             server_config: String::new(),
             listen_config: String::new(),
             rate_limits: GENEROUS_RATE_LIMITS.to_owned(),
+            accounts_config: String::new(),
             identity_config: String::new(),
             echo_tls: EchoTls::Off,
             backend_public_keys_only: false,
@@ -159,6 +162,27 @@ pub fn copy_policies(sources: &[PathBuf], dest: &Path) {
                 std::fs::copy(&path, dest.join(path.file_name().unwrap())).unwrap();
             }
         }
+    }
+}
+
+/// Another gateway instance of a [`Stack`] ([`Stack::start_peer`]).
+pub struct Peer {
+    pub https: SocketAddr,
+    pub admin: SocketAddr,
+    child: Child,
+    pub log: PathBuf,
+}
+
+impl Peer {
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -316,6 +340,7 @@ outbox_dir = "{outbox}"
 [accounts]
 # The minimum cost keeps the suite fast; production uses 12.
 bcrypt_cost = 4
+{accounts}
 [decision_log]
 # Windows of a second, so tests read what they just did without waiting long.
 flush_seconds = 1
@@ -324,6 +349,7 @@ flush_seconds = 1
 {extra}
 "#,
                 rate_limits = options.rate_limits,
+                accounts = options.accounts_config,
                 identity = options.identity_config,
                 extra = options.extra_config,
                 listen = options.listen_config,
@@ -454,6 +480,51 @@ flush_seconds = 1
             "backend",
             self.dir.path().join("backend.log"),
         );
+    }
+
+    /// Another gateway instance on this stack's config and database, as a fleet runs them
+    /// behind one load balancer: the same public origin, keys, policies and backend, its own
+    /// listening ports. Stopped when dropped.
+    pub fn start_peer(&self, name: &str) -> Peer {
+        let (https, http, admin, platform) = (free_port(), free_port(), free_port(), free_port());
+        let text = std::fs::read_to_string(&self.config).unwrap();
+        let text = text
+            .replace(
+                &format!("https = \"{}\"", self.https),
+                &format!("https = \"{https}\""),
+            )
+            .replace(
+                &format!("http = \"{}\"", self.http),
+                &format!("http = \"{http}\""),
+            )
+            .replace(
+                &format!("admin = \"{}\"", self.admin),
+                &format!("admin = \"{admin}\""),
+            )
+            .replace(
+                &format!("platform = \"{}\"", self.platform),
+                &format!("platform = \"{platform}\""),
+            );
+        let config = self.dir.path().join(format!("{name}.toml"));
+        std::fs::write(&config, text).unwrap();
+        let log = self.dir.path().join(format!("{name}.log"));
+        let child = Command::new(zonegate_bin())
+            .arg("serve")
+            .arg("--config")
+            .arg(&config)
+            .stdout(self.log_file(&format!("{name}.log")))
+            .stderr(self.log_file(&format!("{name}.log")))
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        let peer = Peer {
+            https,
+            admin,
+            child,
+            log: log.clone(),
+        };
+        wait_for(admin, "/healthz", name, log);
+        peer
     }
 
     /// `zonegate serve` on the stack's config with `extra` arguments, logging to gateway.log.

@@ -8,6 +8,7 @@ pub mod apikeys;
 pub mod audit;
 pub mod decisions;
 pub mod identity;
+pub mod invalidation;
 pub mod keyring;
 pub mod mac;
 pub mod mail;

@@ -105,10 +105,28 @@ impl AdminApp {
             Some(ring) => ring.check().await,
             None => (true, serde_json::Value::Null),
         };
-        let ready = database == "ok" && key_ring_ok && self.identity_key.is_some();
+        // On PostgreSQL: whether this instance hears what other instances change.
+        let g = &self.gateway;
+        let now = i64::try_from(g.clock.unix_seconds()).unwrap_or(i64::MAX);
+        let (invalidation_ok, invalidation) = match &g.invalidation {
+            None => (true, json!({ "status": "in process" })),
+            Some(l) if l.state.is_up() => (
+                true,
+                json!({ "status": "listening", "received": l.state.received() }),
+            ),
+            Some(l) => {
+                let down = l.state.down_for(now);
+                let bound = crate::domain::invalidation::READY_BOUND.as_secs();
+                (
+                    u64::try_from(down).unwrap_or(0) < bound,
+                    json!({ "status": "down", "down_seconds": down, "caches": "distrusted" }),
+                )
+            }
+        };
+        let ready =
+            database == "ok" && key_ring_ok && invalidation_ok && self.identity_key.is_some();
         // Faults that leave the instance serving correctly (the old policies or certificate
         // stay in force; mail is sent after answering), reported for the operator.
-        let g = &self.gateway;
         let faults: Vec<serde_json::Value> = [
             (
                 "policies",
@@ -133,6 +151,7 @@ impl AdminApp {
                 "policy_hash": self.gateway.policy.active_hash(),
                 "identity_key": self.identity_key,
                 "key_ring": key_ring,
+                "invalidation": invalidation,
                 "tls_certificate_sha256": self.certs.as_ref().map(|c| c.fingerprint()),
                 "faults": faults,
             }),

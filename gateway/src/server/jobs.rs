@@ -49,6 +49,37 @@ impl BackgroundService for ReloadOnHangup {
     }
 }
 
+/// Listens for what other instances change (PostgreSQL), for as long as the server runs.
+#[derive(Debug)]
+pub struct ListenForInvalidations {
+    pub gateway: Arc<Gateway>,
+}
+
+#[async_trait]
+impl BackgroundService for ListenForInvalidations {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let g = &self.gateway;
+        let Some(listener) = &g.invalidation else {
+            return;
+        };
+        let clock = g.clock.clone();
+        let gateway = g.clone();
+        let listening = listener.run(
+            g.pipeline.services.clone(),
+            move || {
+                // Another instance loaded a new policy set from its files; this one loads its
+                // own (a refusal is recorded and the old set stays, as for SIGHUP).
+                let _ = gateway.reload_policies(super::PEER_TRIGGER);
+            },
+            move || i64::try_from(clock.unix_seconds()).unwrap_or(i64::MAX),
+        );
+        tokio::select! {
+            () = listening => {}
+            _ = shutdown.changed() => {}
+        }
+    }
+}
+
 /// How often idle rate-limit keys are dropped and ended windows of repeated denials summarised.
 const LIMITER_SWEEP: Duration = Duration::from_secs(60);
 

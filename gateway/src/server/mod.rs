@@ -105,7 +105,13 @@ pub struct Gateway {
     /// material with: recorded in the database so `keys retire` waits for its restart.
     pub instance_id: String,
     pub key_ring_active: Vec<String>,
+    /// On PostgreSQL, the listener for other instances' changes
+    /// ([`crate::domain::invalidation`]); `None` on SQLite (one machine).
+    pub invalidation: Option<crate::domain::invalidation::Listener>,
 }
+
+/// The trigger of a policy reload another instance announced.
+pub const PEER_TRIGGER: &str = "peer";
 
 /// A name for this process that is unique across the fleet and tells an operator where it
 /// runs.
@@ -155,6 +161,19 @@ impl Gateway {
         });
         if let Ok(mut fault) = self.policy_reload_fault.lock() {
             *fault = outcome.as_ref().err().map(ToString::to_string);
+        }
+        // The other instances reload theirs too (never in answer to theirs: no echo).
+        if outcome.is_ok() && trigger != PEER_TRIGGER && self.invalidation.is_some() {
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                let (db, instance) = (self.db.clone(), self.instance_id.clone());
+                runtime.spawn(async move {
+                    if let Err(e) =
+                        crate::domain::invalidation::announce_policies(&db, &instance).await
+                    {
+                        tracing::warn!(target: "zonegate::invalidation", event = "policy_announce_fail", error = %e);
+                    }
+                });
+            }
         }
         outcome
     }
@@ -410,6 +429,14 @@ pub fn prepare(config: Config, clock: Arc<dyn Clock>) -> Result<Prepared, StartE
         metrics: metrics.clone(),
         tracing: tracing.clone(),
     };
+    let instance = instance_id();
+    let invalidation = (db.dialect() == crate::domain::storage::Dialect::Postgres).then(|| {
+        crate::domain::invalidation::Listener::new(
+            crate::domain::invalidation::ListenUrl::new(database_url.expose()),
+            &instance,
+            i64::try_from(clock.unix_seconds()).unwrap_or(i64::MAX),
+        )
+    });
     let gateway = Gateway {
         pipeline: Arc::new(pipeline),
         routes,
@@ -423,7 +450,8 @@ pub fn prepare(config: Config, clock: Arc<dyn Clock>) -> Result<Prepared, StartE
         db,
         mailer,
         policy_reload_fault: std::sync::Mutex::new(None),
-        instance_id: instance_id(),
+        invalidation,
+        instance_id: instance,
         key_ring_active: ring.active_ids(),
     };
     let gateway = Arc::new(gateway);
@@ -669,6 +697,14 @@ pub fn run(prepared: Prepared, sockets: process::Sockets) -> Result<(), StartErr
         server.add_service(redirect);
     }
 
+    if gateway.invalidation.is_some() {
+        server.add_service(pingora::services::background::background_service(
+            "invalidation listener (PostgreSQL LISTEN)",
+            jobs::ListenForInvalidations {
+                gateway: gateway.clone(),
+            },
+        ));
+    }
     server.add_service(pingora::services::background::background_service(
         "policy and certificate reload on SIGHUP",
         jobs::ReloadOnHangup {

@@ -756,6 +756,27 @@ impl Accounts {
         self.hasher.queued()
     }
 
+    // ---- What other instances changed (crate::domain::invalidation) ---------------------
+
+    /// A session ended elsewhere (by its public id): never believed from the cache again.
+    pub fn forget_session(&self, public_id: &str) {
+        self.cache.remove_public_id(public_id);
+    }
+
+    /// A login ended elsewhere, with its sessions.
+    pub fn forget_family(&self, family_id: &str) {
+        self.cache.remove_family(family_id);
+    }
+
+    /// A user changed elsewhere (disabled, enabled, verified): their sessions are re-read.
+    pub fn forget_user(&self, user_id: &str) {
+        self.cache.remove_user(user_id, None);
+    }
+
+    pub fn forget_all(&self) {
+        self.cache.clear();
+    }
+
     /// Lookups in the session cache.
     pub fn session_cache_stats(&self) -> &crate::domain::stats::CacheStats {
         &self.cache.stats

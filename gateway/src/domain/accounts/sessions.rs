@@ -91,6 +91,13 @@ impl SessionCache {
         }
     }
 
+    /// Drop every entry (the listener for other instances' changes was down).
+    pub fn clear(&self) {
+        if let Ok(mut entries) = self.entries.write() {
+            entries.clear();
+        }
+    }
+
     /// Drop every session of a user except those of `keep_family`.
     pub fn remove_user(&self, user_id: &str, keep_family: Option<&str>) {
         if let Ok(mut entries) = self.entries.write() {

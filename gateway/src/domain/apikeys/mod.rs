@@ -250,6 +250,20 @@ impl ApiKeys {
         Ok(())
     }
 
+    /// A key revoked or rolled elsewhere: its record is re-read at its next use.
+    pub fn forget(&self, key_id: &str) {
+        if let Ok(mut cache) = self.cache.write() {
+            cache.remove(key_id);
+        }
+    }
+
+    /// Empty the cache.
+    pub fn forget_all(&self) {
+        if let Ok(mut cache) = self.cache.write() {
+            cache.clear();
+        }
+    }
+
     /// Revoke every live key of an org (platform administration, by `actor`); returns how
     /// many. Each key is refused from the next request on this instance, as for [`Self::revoke`].
     pub async fn revoke_all(&self, org_id: &str, actor: &str) -> Result<usize, KeyError> {

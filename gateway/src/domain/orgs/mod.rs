@@ -318,6 +318,26 @@ impl Orgs {
         Ok(store::find(&mut *self.db.acquire().await?, query, i64::from(limit)).await?)
     }
 
+    /// An org changed elsewhere (suspended, reinstated, MFA requirement).
+    pub fn forget_org(&self, org_id: &str) {
+        self.forget_facts(org_id);
+    }
+
+    /// A membership changed elsewhere.
+    pub fn forget_membership(&self, user_id: &str, org_id: &str) {
+        self.forget_role(user_id, org_id);
+    }
+
+    /// Empty both caches.
+    pub fn forget_all(&self) {
+        if let Ok(mut map) = self.facts.write() {
+            map.clear();
+        }
+        if let Ok(mut map) = self.roles.write() {
+            map.clear();
+        }
+    }
+
     fn forget_facts(&self, org_id: &str) {
         if let Ok(mut map) = self.facts.write() {
             map.remove(org_id);
