@@ -7,7 +7,9 @@ use zonegate_e2e::client::plain_get;
 use zonegate_e2e::pg::ScratchDatabase;
 use zonegate_e2e::{Client, Response, Stack, StackOptions};
 
+use crate::accounts::logged_in;
 use crate::apikeys::{create_key, owner_with_org, with_key};
+use crate::mfa::{code_at, now, password_step, with_totp};
 
 /// Ask until `ask` answers `status` (bounded far below the caches' hour); prints how long it
 /// took, a measurement for the record, not an assertion.
@@ -81,6 +83,48 @@ fn what_one_instance_revokes_every_other_refuses_at_once() {
     assert_eq!(session_on_b().status, 200);
     assert!(ada.send("POST", "/auth/logout", None).status < 300);
     eventually("the ended session on another instance", 401, session_on_b);
+
+    // One TOTP code replayed on all three instances at once: exactly one login succeeds.
+    let mut bob = logged_in(&stack, "bob@example.com");
+    let (secret, _) = with_totp(&stack, "bob@example.com", &mut bob);
+    // The step after the one `with_totp` logged in with (accepted within the clock skew).
+    let code = code_at(&secret, now() + 30);
+    let pending: Vec<String> = (0..3)
+        .map(|_| password_step(&stack, "bob@example.com").pending.unwrap())
+        .collect();
+    let origin = format!("https://localhost:{}", stack.https.port());
+    let body = serde_json::to_vec(&serde_json::json!({ "code": code })).unwrap();
+    let cert = &stack.cert;
+    let statuses: Vec<u16> = std::thread::scope(|s| {
+        let tries: Vec<_> = [stack.https, b.https, c.https]
+            .into_iter()
+            .zip(&pending)
+            .map(|(addr, pending)| {
+                let (origin, body) = (&origin, &body);
+                s.spawn(move || {
+                    let cookie = format!("__Host-zonegate-mfa={pending}");
+                    Client::new(addr, cert)
+                        .request(
+                            "POST",
+                            "/auth/login/totp",
+                            &[
+                                ("cookie", cookie.as_str()),
+                                ("origin", origin.as_str()),
+                                ("content-type", "application/json"),
+                            ],
+                            Some(body),
+                        )
+                        .status
+                })
+            })
+            .collect();
+        tries.into_iter().map(|t| t.join().unwrap()).collect()
+    });
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        1,
+        "one code, three instances: {statuses:?}"
+    );
 
     // A policy set reloaded on A is the set B and C enforce, without touching them.
     let before = readiness(b.admin)["policy_hash"].clone();
