@@ -14,11 +14,12 @@ use clap::{Args, Parser, Subcommand};
 use crate::identity::{DEFAULT_AUDIENCE, DEFAULT_REPLAY_CACHE_ENTRIES};
 
 /// Everything the backend needs to run.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct BackendConfig {
     /// Address to listen on; port 0 picks a free port (see [`crate::bind`]).
     pub listen: SocketAddr,
-    /// `sqlite://PATH`; the file is created if missing.
+    /// `sqlite://PATH` (the file is created if missing) or `postgres://...` for several
+    /// instances. May hold a password: never printed (see the Debug impl).
     pub database_url: String,
     /// Directory holding the `identity-<n>.key` files shared with the gateway.
     pub key_dir: PathBuf,
@@ -26,6 +27,20 @@ pub struct BackendConfig {
     pub audience: String,
     /// Assertion ids remembered at once to refuse replays.
     pub replay_cache_entries: usize,
+}
+
+impl std::fmt::Debug for BackendConfig {
+    // The database URL may hold a password: only its scheme is shown.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let scheme = self.database_url.split("://").next().unwrap_or("");
+        f.debug_struct("BackendConfig")
+            .field("listen", &self.listen)
+            .field("database", &format_args!("{scheme}://<redacted>"))
+            .field("key_dir", &self.key_dir)
+            .field("audience", &self.audience)
+            .field("replay_cache_entries", &self.replay_cache_entries)
+            .finish()
+    }
 }
 
 #[derive(Debug, Parser)]
@@ -51,8 +66,9 @@ pub struct ServeArgs {
     #[arg(long, env = "ZONE_BACKEND_LISTEN", default_value = "127.0.0.1:8081")]
     pub listen: SocketAddr,
 
-    /// SQLite database URL, e.g. sqlite:///var/lib/zone-backend/zones.db
-    /// (created if missing).
+    /// Database URL: sqlite:///var/lib/zone-backend/zones.db (created if missing), or
+    /// postgres://zones@db/zones?sslmode=verify-full&sslrootcert=/etc/ca.pem for a fleet. Give
+    /// a URL with a password through ZONE_BACKEND_DATABASE, never on the command line.
     #[arg(
         long,
         env = "ZONE_BACKEND_DATABASE",

@@ -1,4 +1,6 @@
-//! Zone persistence: SQLite through sqlx.
+//! Zone persistence through sqlx: SQLite for one machine (the default), PostgreSQL for a fleet
+//! (`--database postgres://...`). The SQL is the same for both (`$n` placeholders, text and
+//! double columns); each has its own migrations (`migrations/backend/{sqlite,postgres}`).
 //!
 //! Every query that touches zones takes an [`AuthorizedOrg`] and filters on its
 //! id, so one org's data can never be read or changed through another org's
@@ -8,25 +10,27 @@
 //! validate input (it receives an already validated [`Area`]), or answer a
 //! query without the org filter.
 
-use std::str::FromStr;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use serde::Serialize;
+use sqlx::any::AnyPoolOptions;
 use sqlx::migrate::Migrator;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
+use sqlx::AnyPool;
 use uuid::Uuid;
 
 use crate::geometry::Area;
 use crate::identity::AuthorizedOrg;
 use zonegate_common::time::rfc3339_micros;
 
-/// Schema migrations, compiled into the binary and applied at start.
-static MIGRATOR: Migrator = sqlx::migrate!("../migrations/backend");
+/// Schema migrations, compiled into the binary and applied at start (PostgreSQL runs them
+/// under an advisory lock, so instances started together do not race).
+static SQLITE: Migrator = sqlx::migrate!("../migrations/backend/sqlite");
+static POSTGRES: Migrator = sqlx::migrate!("../migrations/backend/postgres");
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("invalid database URL: {0}")]
-    Url(#[source] sqlx::Error),
+    #[error("unsupported database URL: use sqlite://PATH or postgres://...")]
+    Url,
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
     #[error("database migration failed: {0}")]
@@ -80,24 +84,41 @@ impl TryFrom<ZoneRow> for Zone {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Store {
-    pool: SqlitePool,
+    pool: AnyPool,
+}
+
+impl std::fmt::Debug for Store {
+    // The pool's options hold the URL, which may hold a password: never printed.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").finish_non_exhaustive()
+    }
 }
 
 impl Store {
-    /// Opens (creating if missing) the database at a `sqlite://PATH` URL and
-    /// applies pending migrations.
+    /// Opens the database at a `sqlite://PATH` URL (creating the file if missing) or a
+    /// `postgres://` one, and applies pending migrations.
     pub async fn open(database_url: &str) -> Result<Self, StoreError> {
-        let options = SqliteConnectOptions::from_str(database_url)
-            .map_err(StoreError::Url)?
-            .create_if_missing(true)
-            // WAL lets readers proceed while a write is in progress.
-            .journal_mode(SqliteJournalMode::Wal)
-            .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(5));
-        let pool = SqlitePoolOptions::new().connect_with(options).await?;
-        MIGRATOR.run(&pool).await?;
+        sqlx::any::install_default_drivers();
+        let (url, migrator) = if let Some(path) = database_url.strip_prefix("sqlite://") {
+            let sep = if path.contains('?') { '&' } else { '?' };
+            (format!("sqlite://{path}{sep}mode=rwc"), &SQLITE)
+        } else if database_url.starts_with("postgres://")
+            || database_url.starts_with("postgresql://")
+        {
+            (database_url.to_owned(), &POSTGRES)
+        } else {
+            return Err(StoreError::Url);
+        };
+        let pool = AnyPoolOptions::new().connect(&url).await?;
+        if std::ptr::eq(migrator, &SQLITE) {
+            // WAL lets readers proceed while a write is in progress (a property of the file).
+            sqlx::query("PRAGMA journal_mode = WAL")
+                .execute(&pool)
+                .await?;
+        }
+        migrator.run(&pool).await?;
         Ok(Self { pool })
     }
 
@@ -111,7 +132,7 @@ impl Store {
     pub async fn list(&self, org: &AuthorizedOrg) -> Result<Vec<Zone>, StoreError> {
         let rows: Vec<ZoneRow> = sqlx::query_as(
             "SELECT id, org, name, area, created_at, updated_at FROM zones \
-             WHERE org = ? ORDER BY created_at, id",
+             WHERE org = $1 ORDER BY created_at, id",
         )
         .bind(org.id())
         .fetch_all(&self.pool)
@@ -122,7 +143,7 @@ impl Store {
     pub async fn get(&self, org: &AuthorizedOrg, id: Uuid) -> Result<Option<Zone>, StoreError> {
         let row: Option<ZoneRow> = sqlx::query_as(
             "SELECT id, org, name, area, created_at, updated_at FROM zones \
-             WHERE org = ? AND id = ?",
+             WHERE org = $1 AND id = $2",
         )
         .bind(org.id())
         .bind(id.to_string())
@@ -143,7 +164,7 @@ impl Store {
         let bounds = area.bounds();
         sqlx::query(
             "INSERT INTO zones (id, org, name, area, min_lon, min_lat, max_lon, max_lat, \
-             created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         )
         .bind(id.to_string())
         .bind(org.id())
@@ -179,8 +200,8 @@ impl Store {
         let now = rfc3339_micros(now);
         let bounds = area.bounds();
         let created_at: Option<String> = sqlx::query_scalar(
-            "UPDATE zones SET name = ?, area = ?, min_lon = ?, min_lat = ?, max_lon = ?, \
-             max_lat = ?, updated_at = ? WHERE org = ? AND id = ? RETURNING created_at",
+            "UPDATE zones SET name = $1, area = $2, min_lon = $3, min_lat = $4, max_lon = $5, \
+             max_lat = $6, updated_at = $7 WHERE org = $8 AND id = $9 RETURNING created_at",
         )
         .bind(&name)
         .bind(area_json(&area)?)
@@ -218,10 +239,10 @@ impl Store {
         let stored = area.as_ref().map(area_json).transpose()?;
         let bounds = area.as_ref().map(Area::bounds);
         let row: Option<ZoneRow> = sqlx::query_as(
-            "UPDATE zones SET name = COALESCE(?, name), area = COALESCE(?, area), \
-             min_lon = COALESCE(?, min_lon), min_lat = COALESCE(?, min_lat), \
-             max_lon = COALESCE(?, max_lon), max_lat = COALESCE(?, max_lat), updated_at = ? \
-             WHERE org = ? AND id = ? \
+            "UPDATE zones SET name = COALESCE($1, name), area = COALESCE($2, area), \
+             min_lon = COALESCE($3, min_lon), min_lat = COALESCE($4, min_lat), \
+             max_lon = COALESCE($5, max_lon), max_lat = COALESCE($6, max_lat), updated_at = $7 \
+             WHERE org = $8 AND id = $9 \
              RETURNING id, org, name, area, created_at, updated_at",
         )
         .bind(name)
@@ -240,7 +261,7 @@ impl Store {
 
     /// `false` if the org has no such zone.
     pub async fn delete(&self, org: &AuthorizedOrg, id: Uuid) -> Result<bool, StoreError> {
-        let result = sqlx::query("DELETE FROM zones WHERE org = ? AND id = ?")
+        let result = sqlx::query("DELETE FROM zones WHERE org = $1 AND id = $2")
             .bind(org.id())
             .bind(id.to_string())
             .execute(&self.pool)
@@ -258,7 +279,7 @@ impl Store {
     ) -> Result<Vec<Zone>, StoreError> {
         let rows: Vec<ZoneRow> = sqlx::query_as(
             "SELECT id, org, name, area, created_at, updated_at FROM zones \
-             WHERE org = ? AND min_lon <= ? AND max_lon >= ? AND min_lat <= ? AND max_lat >= ? \
+             WHERE org = $1 AND min_lon <= $2 AND max_lon >= $3 AND min_lat <= $4 AND max_lat >= $5 \
              ORDER BY created_at, id",
         )
         .bind(org.id())

@@ -88,7 +88,75 @@ impl Reply {
 async fn harness() -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("zones.db").display());
-    let store = Store::open(&url).await.unwrap();
+    harness_on(&url, dir).await
+}
+
+/// The database URLs the storage tests run on: SQLite always, PostgreSQL (a scratch database,
+/// dropped by the guard) when `ZONEGATE_TEST_POSTGRES_URL` is set.
+async fn databases() -> Vec<(String, tempfile::TempDir, Option<ScratchPg>)> {
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = format!("sqlite://{}", dir.path().join("zones.db").display());
+    let mut out = vec![(sqlite, dir, None)];
+    match std::env::var("ZONEGATE_TEST_POSTGRES_URL") {
+        Ok(admin) => {
+            let pg = ScratchPg::create(&admin).await;
+            out.push((pg.url.clone(), tempfile::tempdir().unwrap(), Some(pg)));
+        }
+        Err(_) => eprintln!(
+            "ZONEGATE_TEST_POSTGRES_URL is not set: skipping the PostgreSQL half of the zone store tests"
+        ),
+    }
+    out
+}
+
+/// A database of its own on the test server, dropped afterwards (best effort).
+struct ScratchPg {
+    admin: String,
+    name: String,
+    url: String,
+}
+
+impl ScratchPg {
+    async fn create(admin: &str) -> ScratchPg {
+        use sqlx::Connection;
+        let name = format!("zb_{}", uuid::Uuid::new_v4().simple());
+        let mut c = sqlx::PgConnection::connect(admin).await.unwrap();
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut c)
+            .await
+            .unwrap();
+        let (base, _) = admin.rsplit_once('/').unwrap();
+        ScratchPg {
+            admin: admin.to_owned(),
+            url: format!("{base}/{name}"),
+            name,
+        }
+    }
+}
+
+impl Drop for ScratchPg {
+    fn drop(&mut self) {
+        let (admin, name) = (self.admin.clone(), self.name.clone());
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                use sqlx::Connection;
+                if let Ok(mut c) = sqlx::PgConnection::connect(&admin).await {
+                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .execute(&mut c)
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+async fn harness_on(url: &str, dir: tempfile::TempDir) -> Harness {
+    let store = Store::open(url).await.unwrap();
     let keys = IdentityKeys::from_keys(vec![
         ("identity-1".to_owned(), KEY_1.to_vec()),
         ("identity-2".to_owned(), KEY_2.to_vec()),
@@ -625,182 +693,188 @@ fn assert_timestamp(value: &Value) {
 
 #[tokio::test]
 async fn crud_round_trip() {
-    let h = harness().await;
-    let area = square(10.0, 50.0, 1.0);
-    let body = json!({"name": "Centre", "area": area});
-    let reply = h
-        .call("POST", "/v1/orgs/org-a/zones", "org-a", Some(&body))
-        .await
-        .expect(StatusCode::CREATED);
-    let created = reply.json();
-    let id = created["id"].as_str().unwrap().to_owned();
-    let uuid = uuid::Uuid::parse_str(&id).unwrap();
-    assert_eq!(uuid.get_version_num(), 4);
-    assert_eq!(
-        reply.header("location"),
-        format!("/v1/orgs/org-a/zones/{id}")
-    );
-    assert_eq!(reply.header("content-type"), "application/json");
-    assert_eq!(created["org"], "org-a");
-    assert_eq!(created["name"], "Centre");
-    assert_eq!(created["area"], area);
-    assert_eq!(created["created_at"], "2023-11-14T22:13:20.000000Z");
-    assert_eq!(created["updated_at"], created["created_at"]);
-    let keys: Vec<&String> = created.as_object().unwrap().keys().collect();
-    assert_eq!(keys.len(), 6, "{keys:?}");
+    for (url, dir, _pg) in databases().await {
+        let h = harness_on(&url, dir).await;
+        let area = square(10.0, 50.0, 1.0);
+        let body = json!({"name": "Centre", "area": area});
+        let reply = h
+            .call("POST", "/v1/orgs/org-a/zones", "org-a", Some(&body))
+            .await
+            .expect(StatusCode::CREATED);
+        let created = reply.json();
+        let id = created["id"].as_str().unwrap().to_owned();
+        let uuid = uuid::Uuid::parse_str(&id).unwrap();
+        assert_eq!(uuid.get_version_num(), 4);
+        assert_eq!(
+            reply.header("location"),
+            format!("/v1/orgs/org-a/zones/{id}")
+        );
+        assert_eq!(reply.header("content-type"), "application/json");
+        assert_eq!(created["org"], "org-a");
+        assert_eq!(created["name"], "Centre");
+        assert_eq!(created["area"], area);
+        assert_eq!(created["created_at"], "2023-11-14T22:13:20.000000Z");
+        assert_eq!(created["updated_at"], created["created_at"]);
+        let keys: Vec<&String> = created.as_object().unwrap().keys().collect();
+        assert_eq!(keys.len(), 6, "{keys:?}");
 
-    let zone_path = format!("/v1/orgs/org-a/zones/{id}");
-    let fetched = h
-        .call("GET", &zone_path, "org-a", None)
-        .await
-        .expect(StatusCode::OK)
-        .json();
-    assert_eq!(fetched, created);
-    assert_eq!(h.list("org-a").await, vec![created.clone()]);
+        let zone_path = format!("/v1/orgs/org-a/zones/{id}");
+        let fetched = h
+            .call("GET", &zone_path, "org-a", None)
+            .await
+            .expect(StatusCode::OK)
+            .json();
+        assert_eq!(fetched, created);
+        assert_eq!(h.list("org-a").await, vec![created.clone()]);
 
-    h.clock.advance(60);
-    let new_area = json!({"type": "MultiPolygon", "coordinates": [
-        [[[0.0, 0.0], [1.0, 0.0], [1.0, 1.0], [0.0, 0.0]]],
-        [[[5.0, 5.0], [6.0, 5.0], [6.0, 6.0], [5.0, 5.0]]]
-    ]});
-    let replacement = json!({"name": "Two islands", "area": new_area});
-    let updated = h
-        .call("PUT", &zone_path, "org-a", Some(&replacement))
-        .await
-        .expect(StatusCode::OK)
-        .json();
-    assert_eq!(updated["id"], id.as_str());
-    assert_eq!(updated["name"], "Two islands");
-    assert_eq!(updated["area"], new_area);
-    assert_eq!(updated["created_at"], created["created_at"]);
-    assert_timestamp(&updated["updated_at"]);
-    assert_ne!(updated["updated_at"], created["updated_at"]);
-    let fetched = h
-        .call("GET", &zone_path, "org-a", None)
-        .await
-        .expect(StatusCode::OK)
-        .json();
-    assert_eq!(fetched, updated);
+        h.clock.advance(60);
+        let new_area = json!({"type": "MultiPolygon", "coordinates": [
+            [[[0.0, 0.0], [1.0, 0.0], [1.0, 1.0], [0.0, 0.0]]],
+            [[[5.0, 5.0], [6.0, 5.0], [6.0, 6.0], [5.0, 5.0]]]
+        ]});
+        let replacement = json!({"name": "Two islands", "area": new_area});
+        let updated = h
+            .call("PUT", &zone_path, "org-a", Some(&replacement))
+            .await
+            .expect(StatusCode::OK)
+            .json();
+        assert_eq!(updated["id"], id.as_str());
+        assert_eq!(updated["name"], "Two islands");
+        assert_eq!(updated["area"], new_area);
+        assert_eq!(updated["created_at"], created["created_at"]);
+        assert_timestamp(&updated["updated_at"]);
+        assert_ne!(updated["updated_at"], created["updated_at"]);
+        let fetched = h
+            .call("GET", &zone_path, "org-a", None)
+            .await
+            .expect(StatusCode::OK)
+            .json();
+        assert_eq!(fetched, updated);
 
-    let reply = h
-        .call("DELETE", &zone_path, "org-a", None)
-        .await
-        .expect(StatusCode::NO_CONTENT);
-    assert!(reply.body.is_empty());
-    h.call("GET", &zone_path, "org-a", None)
-        .await
-        .expect(StatusCode::NOT_FOUND);
-    h.call("DELETE", &zone_path, "org-a", None)
-        .await
-        .expect(StatusCode::NOT_FOUND);
-    h.call("PUT", &zone_path, "org-a", Some(&replacement))
-        .await
-        .expect(StatusCode::NOT_FOUND);
-    assert!(h.list("org-a").await.is_empty());
+        let reply = h
+            .call("DELETE", &zone_path, "org-a", None)
+            .await
+            .expect(StatusCode::NO_CONTENT);
+        assert!(reply.body.is_empty());
+        h.call("GET", &zone_path, "org-a", None)
+            .await
+            .expect(StatusCode::NOT_FOUND);
+        h.call("DELETE", &zone_path, "org-a", None)
+            .await
+            .expect(StatusCode::NOT_FOUND);
+        h.call("PUT", &zone_path, "org-a", Some(&replacement))
+            .await
+            .expect(StatusCode::NOT_FOUND);
+        assert!(h.list("org-a").await.is_empty());
+    }
 }
 
 #[tokio::test]
 async fn patch_changes_only_the_members_given() {
-    let h = harness().await;
-    let created = h.create("org-a", "Centre", square(0.0, 0.0, 1.0)).await;
-    let path = format!("/v1/orgs/org-a/zones/{}", created["id"].as_str().unwrap());
-    let patch = |body: &str| {
-        let token = h.token_for_body("PATCH", &path, "org-a", body.as_bytes());
-        Request::builder()
-            .method("PATCH")
-            .uri(&path)
-            .header("zonegate-identity", token)
-            .header(header::CONTENT_TYPE, "application/merge-patch+json")
-            .body(Body::from(body.to_owned()))
-            .unwrap()
-    };
-
-    h.clock.advance(60);
-    let renamed = h
-        .send(patch(r#"{"name":"Old town"}"#))
-        .await
-        .expect(StatusCode::OK)
-        .json();
-    assert_eq!(renamed["name"], "Old town");
-    assert_eq!(renamed["area"], created["area"]);
-    assert_eq!(renamed["created_at"], created["created_at"]);
-    assert_ne!(renamed["updated_at"], created["updated_at"]);
-
-    // The area alone, and the bounds move with it: coverage finds the new place.
-    let moved = h
-        .send(patch(&json!({"area": square(20.0, 20.0, 1.0)}).to_string()))
-        .await
-        .expect(StatusCode::OK)
-        .json();
-    assert_eq!(moved["name"], "Old town");
-    assert_eq!(moved["area"], square(20.0, 20.0, 1.0));
-    let covered = h
-        .call(
-            "GET",
-            "/v1/orgs/org-a/coverage?lat=20.5&lon=20.5",
-            "org-a",
-            None,
-        )
-        .await
-        .expect(StatusCode::OK)
-        .json();
-    assert_eq!(covered["zones"].as_array().unwrap().len(), 1);
-
-    // An empty patch changes nothing, not even the time.
-    h.clock.advance(60);
-    let same = h.send(patch("{}")).await.expect(StatusCode::OK).json();
-    assert_eq!(same, moved);
-
-    // Removing a member, an unknown member, a bad value: refused, nothing changed.
-    for (body, status) in [
-        (r#"{"name":null}"#, StatusCode::UNPROCESSABLE_ENTITY),
-        (r#"{"area":null}"#, StatusCode::UNPROCESSABLE_ENTITY),
-        (r#"{"colour":"red"}"#, StatusCode::UNPROCESSABLE_ENTITY),
-        (r#"{"name":""}"#, StatusCode::UNPROCESSABLE_ENTITY),
-        (
-            r#"{"area":{"type":"Point","coordinates":[1,2]}}"#,
-            StatusCode::UNPROCESSABLE_ENTITY,
-        ),
-        ("{", StatusCode::BAD_REQUEST),
-    ] {
-        let reply = h.send(patch(body)).await;
-        assert_eq!(reply.status, status, "{body}");
-        assert!(reply.json()["type"]
-            .as_str()
-            .unwrap()
-            .starts_with("urn:zone-backend:problem:"));
-    }
-    assert_eq!(h.list("org-a").await, vec![moved]);
-
-    // Another org's zone, or none: 404.
-    let other = format!("/v1/orgs/org-b/zones/{}", created["id"].as_str().unwrap());
-    let token = h.token_for_body("PATCH", &other, "org-b", br#"{"name":"x"}"#);
-    let reply = h
-        .send(
+    for (url, dir, _pg) in databases().await {
+        let h = harness_on(&url, dir).await;
+        let created = h.create("org-a", "Centre", square(0.0, 0.0, 1.0)).await;
+        let path = format!("/v1/orgs/org-a/zones/{}", created["id"].as_str().unwrap());
+        let patch = |body: &str| {
+            let token = h.token_for_body("PATCH", &path, "org-a", body.as_bytes());
             Request::builder()
                 .method("PATCH")
-                .uri(&other)
+                .uri(&path)
                 .header("zonegate-identity", token)
-                .header(header::CONTENT_TYPE, "application/json")
-                .body(Body::from(r#"{"name":"x"}"#))
-                .unwrap(),
-        )
-        .await;
-    assert_eq!(reply.status, StatusCode::NOT_FOUND);
+                .header(header::CONTENT_TYPE, "application/merge-patch+json")
+                .body(Body::from(body.to_owned()))
+                .unwrap()
+        };
+
+        h.clock.advance(60);
+        let renamed = h
+            .send(patch(r#"{"name":"Old town"}"#))
+            .await
+            .expect(StatusCode::OK)
+            .json();
+        assert_eq!(renamed["name"], "Old town");
+        assert_eq!(renamed["area"], created["area"]);
+        assert_eq!(renamed["created_at"], created["created_at"]);
+        assert_ne!(renamed["updated_at"], created["updated_at"]);
+
+        // The area alone, and the bounds move with it: coverage finds the new place.
+        let moved = h
+            .send(patch(&json!({"area": square(20.0, 20.0, 1.0)}).to_string()))
+            .await
+            .expect(StatusCode::OK)
+            .json();
+        assert_eq!(moved["name"], "Old town");
+        assert_eq!(moved["area"], square(20.0, 20.0, 1.0));
+        let covered = h
+            .call(
+                "GET",
+                "/v1/orgs/org-a/coverage?lat=20.5&lon=20.5",
+                "org-a",
+                None,
+            )
+            .await
+            .expect(StatusCode::OK)
+            .json();
+        assert_eq!(covered["zones"].as_array().unwrap().len(), 1);
+
+        // An empty patch changes nothing, not even the time.
+        h.clock.advance(60);
+        let same = h.send(patch("{}")).await.expect(StatusCode::OK).json();
+        assert_eq!(same, moved);
+
+        // Removing a member, an unknown member, a bad value: refused, nothing changed.
+        for (body, status) in [
+            (r#"{"name":null}"#, StatusCode::UNPROCESSABLE_ENTITY),
+            (r#"{"area":null}"#, StatusCode::UNPROCESSABLE_ENTITY),
+            (r#"{"colour":"red"}"#, StatusCode::UNPROCESSABLE_ENTITY),
+            (r#"{"name":""}"#, StatusCode::UNPROCESSABLE_ENTITY),
+            (
+                r#"{"area":{"type":"Point","coordinates":[1,2]}}"#,
+                StatusCode::UNPROCESSABLE_ENTITY,
+            ),
+            ("{", StatusCode::BAD_REQUEST),
+        ] {
+            let reply = h.send(patch(body)).await;
+            assert_eq!(reply.status, status, "{body}");
+            assert!(reply.json()["type"]
+                .as_str()
+                .unwrap()
+                .starts_with("urn:zone-backend:problem:"));
+        }
+        assert_eq!(h.list("org-a").await, vec![moved]);
+
+        // Another org's zone, or none: 404.
+        let other = format!("/v1/orgs/org-b/zones/{}", created["id"].as_str().unwrap());
+        let token = h.token_for_body("PATCH", &other, "org-b", br#"{"name":"x"}"#);
+        let reply = h
+            .send(
+                Request::builder()
+                    .method("PATCH")
+                    .uri(&other)
+                    .header("zonegate-identity", token)
+                    .header(header::CONTENT_TYPE, "application/json")
+                    .body(Body::from(r#"{"name":"x"}"#))
+                    .unwrap(),
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::NOT_FOUND);
+    }
 }
 
 #[tokio::test]
 async fn list_is_ordered_by_creation_time_then_id() {
-    let h = harness().await;
-    let first = h.create("org-a", "first", square(0.0, 0.0, 1.0)).await;
-    h.clock.advance(1);
-    let second = h.create("org-a", "second", square(2.0, 0.0, 1.0)).await;
-    let third = h.create("org-a", "third", square(4.0, 0.0, 1.0)).await;
-    let mut same_second = [second, third];
-    same_second.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
-    let listed = h.list("org-a").await;
-    let expected = [first, same_second[0].clone(), same_second[1].clone()];
-    assert_eq!(listed, expected);
+    for (url, dir, _pg) in databases().await {
+        let h = harness_on(&url, dir).await;
+        let first = h.create("org-a", "first", square(0.0, 0.0, 1.0)).await;
+        h.clock.advance(1);
+        let second = h.create("org-a", "second", square(2.0, 0.0, 1.0)).await;
+        let third = h.create("org-a", "third", square(4.0, 0.0, 1.0)).await;
+        let mut same_second = [second, third];
+        same_second.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
+        let listed = h.list("org-a").await;
+        let expected = [first, same_second[0].clone(), same_second[1].clone()];
+        assert_eq!(listed, expected);
+    }
 }
 
 #[tokio::test]
@@ -825,68 +899,72 @@ async fn percent_encoded_org_round_trips() {
 
 #[tokio::test]
 async fn orgs_cannot_see_or_touch_each_others_zones() {
-    let h = harness().await;
-    let zone = h.create("org-a", "A's zone", square(0.0, 0.0, 10.0)).await;
-    let id = zone["id"].as_str().unwrap();
-    let b_path = format!("/v1/orgs/org-b/zones/{id}");
+    for (url, dir, _pg) in databases().await {
+        let h = harness_on(&url, dir).await;
+        let zone = h.create("org-a", "A's zone", square(0.0, 0.0, 10.0)).await;
+        let id = zone["id"].as_str().unwrap();
+        let b_path = format!("/v1/orgs/org-b/zones/{id}");
 
-    assert!(h.list("org-b").await.is_empty());
-    h.call("GET", &b_path, "org-b", None)
-        .await
-        .expect(StatusCode::NOT_FOUND);
-    let takeover = json!({"name": "mine now", "area": square(20.0, 20.0, 1.0)});
-    h.call("PUT", &b_path, "org-b", Some(&takeover))
-        .await
-        .expect(StatusCode::NOT_FOUND);
-    h.call("DELETE", &b_path, "org-b", None)
-        .await
-        .expect(StatusCode::NOT_FOUND);
-    assert!(h.coverage("org-b", 5.0, 5.0).await.is_empty());
-    // Using org-a's path with org-b's identity is forbidden outright.
-    let a_path = format!("/v1/orgs/org-a/zones/{id}");
-    h.call("GET", &a_path, "org-b", None)
-        .await
-        .expect(StatusCode::FORBIDDEN);
-    h.call("DELETE", &a_path, "org-b", None)
-        .await
-        .expect(StatusCode::FORBIDDEN);
+        assert!(h.list("org-b").await.is_empty());
+        h.call("GET", &b_path, "org-b", None)
+            .await
+            .expect(StatusCode::NOT_FOUND);
+        let takeover = json!({"name": "mine now", "area": square(20.0, 20.0, 1.0)});
+        h.call("PUT", &b_path, "org-b", Some(&takeover))
+            .await
+            .expect(StatusCode::NOT_FOUND);
+        h.call("DELETE", &b_path, "org-b", None)
+            .await
+            .expect(StatusCode::NOT_FOUND);
+        assert!(h.coverage("org-b", 5.0, 5.0).await.is_empty());
+        // Using org-a's path with org-b's identity is forbidden outright.
+        let a_path = format!("/v1/orgs/org-a/zones/{id}");
+        h.call("GET", &a_path, "org-b", None)
+            .await
+            .expect(StatusCode::FORBIDDEN);
+        h.call("DELETE", &a_path, "org-b", None)
+            .await
+            .expect(StatusCode::FORBIDDEN);
 
-    // org-a's zone is untouched, and org-b's own zones stay separate.
-    assert_eq!(h.list("org-a").await, vec![zone.clone()]);
-    let b_zone = h.create("org-b", "B's zone", square(0.0, 0.0, 10.0)).await;
-    assert_eq!(h.list("org-b").await, vec![b_zone]);
-    assert_eq!(h.list("org-a").await, vec![zone]);
-    assert_eq!(h.coverage("org-a", 5.0, 5.0).await, ["A's zone"]);
-    assert_eq!(h.coverage("org-b", 5.0, 5.0).await, ["B's zone"]);
+        // org-a's zone is untouched, and org-b's own zones stay separate.
+        assert_eq!(h.list("org-a").await, vec![zone.clone()]);
+        let b_zone = h.create("org-b", "B's zone", square(0.0, 0.0, 10.0)).await;
+        assert_eq!(h.list("org-b").await, vec![b_zone]);
+        assert_eq!(h.list("org-a").await, vec![zone]);
+        assert_eq!(h.coverage("org-a", 5.0, 5.0).await, ["A's zone"]);
+        assert_eq!(h.coverage("org-b", 5.0, 5.0).await, ["B's zone"]);
+    }
 }
 
 #[tokio::test]
 async fn coverage_uses_exact_containment_with_boundary_included() {
-    let h = harness().await;
-    h.create("org-a", "square", square(0.0, 0.0, 10.0)).await;
-    h.clock.advance(1);
-    let triangle = json!({"type": "Polygon", "coordinates": [[[20.0, 0.0], [30.0, 0.0], [20.0, 10.0], [20.0, 0.0]]]});
-    h.create("org-a", "triangle", triangle).await;
-    h.clock.advance(1);
-    h.create("org-a", "overlapping", square(5.0, 5.0, 10.0))
-        .await;
-    h.create("org-b", "elsewhere", square(0.0, 0.0, 10.0)).await;
+    for (url, dir, _pg) in databases().await {
+        let h = harness_on(&url, dir).await;
+        h.create("org-a", "square", square(0.0, 0.0, 10.0)).await;
+        h.clock.advance(1);
+        let triangle = json!({"type": "Polygon", "coordinates": [[[20.0, 0.0], [30.0, 0.0], [20.0, 10.0], [20.0, 0.0]]]});
+        h.create("org-a", "triangle", triangle).await;
+        h.clock.advance(1);
+        h.create("org-a", "overlapping", square(5.0, 5.0, 10.0))
+            .await;
+        h.create("org-b", "elsewhere", square(0.0, 0.0, 10.0)).await;
 
-    assert_eq!(h.coverage("org-a", 1.0, 1.0).await, ["square"]);
-    assert_eq!(
-        h.coverage("org-a", 7.0, 7.0).await,
-        ["square", "overlapping"]
-    );
-    assert_eq!(
-        h.coverage("org-a", 5.0, 10.0).await,
-        ["square", "overlapping"],
-        "edges count"
-    );
-    assert_eq!(h.coverage("org-a", 1.0, 21.0).await, ["triangle"]);
-    // Inside the triangle's bounding box but outside the triangle.
-    assert!(h.coverage("org-a", 9.0, 29.0).await.is_empty());
-    assert!(h.coverage("org-a", -1.0, -1.0).await.is_empty());
-    assert!(h.coverage("org-a", 89.0, 179.0).await.is_empty());
+        assert_eq!(h.coverage("org-a", 1.0, 1.0).await, ["square"]);
+        assert_eq!(
+            h.coverage("org-a", 7.0, 7.0).await,
+            ["square", "overlapping"]
+        );
+        assert_eq!(
+            h.coverage("org-a", 5.0, 10.0).await,
+            ["square", "overlapping"],
+            "edges count"
+        );
+        assert_eq!(h.coverage("org-a", 1.0, 21.0).await, ["triangle"]);
+        // Inside the triangle's bounding box but outside the triangle.
+        assert!(h.coverage("org-a", 9.0, 29.0).await.is_empty());
+        assert!(h.coverage("org-a", -1.0, -1.0).await.is_empty());
+        assert!(h.coverage("org-a", 89.0, 179.0).await.is_empty());
+    }
 }
 
 #[tokio::test]
@@ -1174,7 +1252,7 @@ async fn bad_configuration_names_the_flag() {
     std::fs::write(dir.path().join("identity-1.key"), STANDARD.encode(KEY_1)).unwrap();
     let bad_db = BackendConfig {
         key_dir: dir.path().to_owned(),
-        database_url: "postgres://nope".to_owned(),
+        database_url: "mysql://nope".to_owned(),
         ..config.clone()
     };
     let err = zone_backend::serve(bad_db, std::future::pending())

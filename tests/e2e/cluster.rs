@@ -3,6 +3,7 @@
 //! though their caches would trust it for an hour; a policy reload on one reaches the others.
 //! Skipped, saying so, without `ZONEGATE_TEST_POSTGRES_URL`.
 
+use serde_json::json;
 use zonegate_e2e::client::plain_get;
 use zonegate_e2e::pg::ScratchDatabase;
 use zonegate_e2e::{Client, Response, Stack, StackOptions};
@@ -40,10 +41,15 @@ fn what_one_instance_revokes_every_other_refuses_at_once() {
     let Some(db) = ScratchDatabase::create("the cluster test") else {
         return;
     };
+    let Some(zones_db) = ScratchDatabase::create("the cluster test (zone backend)") else {
+        return;
+    };
     let stack = Stack::start_with(StackOptions {
         extra_config: format!("[database]\nurl = \"{}\"\n", db.url_via(db.server())),
         // Without a notification, the others would trust their caches for an hour.
         accounts_config: "cache_revalidate_seconds = 3600\n".into(),
+        // The zone backend shares PostgreSQL too.
+        backend_database: Some(zones_db.url_via(zones_db.server())),
         ..StackOptions::default()
     });
     let b = stack.start_peer("gateway-b");
@@ -64,6 +70,21 @@ fn what_one_instance_revokes_every_other_refuses_at_once() {
     for client in [&on_b, &on_c] {
         assert_eq!(with_key(client, "GET", &zones, &key, None).status, 200);
     }
+    // A zone written through A (to the backend on PostgreSQL) is read through C.
+    let square = json!({"type": "Polygon", "coordinates": [[[10.0, 50.0], [11.0, 50.0], [11.0, 51.0], [10.0, 51.0], [10.0, 50.0]]]});
+    let created = ada.send(
+        "POST",
+        &zones,
+        Some(json!({"name": "Centre", "area": square})),
+    );
+    assert_eq!(
+        created.status,
+        201,
+        "{}",
+        String::from_utf8_lossy(&created.body)
+    );
+    let listed = with_key(&on_c, "GET", &zones, &key, None);
+    assert_eq!(listed.json()["zones"][0]["name"], "Centre");
 
     // Revoked on A: refused on B and C without waiting out their caches.
     assert_eq!(

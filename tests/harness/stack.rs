@@ -93,6 +93,8 @@ pub struct StackOptions {
     pub rate_limits: String,
     /// Lines added to the config's `[accounts]` section (e.g. `cache_revalidate_seconds`).
     pub accounts_config: String,
+    /// The zone backend's database URL (default: a SQLite file in the stack's directory).
+    pub backend_database: Option<String>,
     /// Lines added to the config's `[identity]` section (e.g. `algorithm = "EdDSA"`).
     pub identity_config: String,
     /// How the echo upstream speaks to the gateway: plain HTTP by default.
@@ -138,6 +140,7 @@ impl Default for StackOptions {
             listen_config: String::new(),
             rate_limits: GENEROUS_RATE_LIMITS.to_owned(),
             accounts_config: String::new(),
+            backend_database: None,
             identity_config: String::new(),
             echo_tls: EchoTls::Off,
             backend_public_keys_only: false,
@@ -212,6 +215,7 @@ pub struct Stack {
     pub policies: PathBuf,
     gateway: Option<Child>,
     backend_proc: Option<Child>,
+    backend_database: Option<String>,
     /// Tokens [`Stack::mailed_token`] already returned.
     handed_out: std::sync::Mutex<std::collections::HashSet<String>>,
 }
@@ -401,6 +405,7 @@ flush_seconds = 1
             policies,
             gateway: None,
             backend_proc: None,
+            backend_database: options.backend_database.clone(),
             handed_out: std::sync::Mutex::default(),
             dir,
         };
@@ -460,13 +465,15 @@ flush_seconds = 1
     }
 
     pub fn start_backend(&mut self) {
-        let db = self.dir.path().join("zones.db");
+        let database = self
+            .backend_database
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", self.dir.path().join("zones.db").display()));
         let child = Command::new(backend_bin())
             .arg("serve")
             .arg("--listen")
             .arg(self.backend.to_string())
-            .arg("--database")
-            .arg(format!("sqlite://{}", db.display()))
+            .env("ZONE_BACKEND_DATABASE", database)
             .arg("--key-dir")
             .arg(&self.backend_key_dir)
             .stdout(self.log_file("backend.log"))
