@@ -32,6 +32,15 @@ pub const DISTRUST_EVERY: Duration = Duration::from_secs(1);
 /// Readiness fails once the listener has been down this long.
 pub const READY_BOUND: Duration = Duration::from_secs(5);
 
+/// Each listener sends itself a notification this often, through the shared pool; one not
+/// heard within [`HEARTBEAT_DEADLINE`] means the listening connection is dead (a half-open
+/// TCP connection never says so itself), and it is treated as down.
+pub const HEARTBEAT: Duration = Duration::from_secs(1);
+pub const HEARTBEAT_DEADLINE: Duration = Duration::from_secs(3);
+
+/// The longest a (re)connection attempt may take before the listener counts as down again.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// What a notification says changed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Invalidation {
@@ -50,6 +59,8 @@ pub enum Invalidation {
     /// An instance reloaded its policies; the others reload theirs. Carries the instance id,
     /// so the sender ignores its own.
     Policies { from: String },
+    /// A listener's heartbeat (see [`HEARTBEAT`]); changes nothing.
+    Heartbeat,
 }
 
 impl Invalidation {
@@ -74,6 +85,7 @@ impl Invalidation {
                 }
             }
             "policies" => Invalidation::Policies { from: id },
+            "heartbeat" => Invalidation::Heartbeat,
             _ => return None,
         })
     }
@@ -95,7 +107,7 @@ impl Services {
             Invalidation::Org(id) => self.orgs.forget_org(id),
             Invalidation::Member { org, user } => self.orgs.forget_membership(user, org),
             // The server reloads policies; nothing cached here depends on them.
-            Invalidation::Policies { .. } => {}
+            Invalidation::Policies { .. } | Invalidation::Heartbeat => {}
         }
     }
 
@@ -133,6 +145,11 @@ impl ListenerState {
 
     pub fn received(&self) -> u64 {
         self.received.load(Ordering::Relaxed)
+    }
+
+    /// The listening task ended (the server is stopping, or it failed): down from now.
+    pub fn mark_down(&self, now: i64) {
+        self.set_down(now);
     }
 
     fn set_up(&self) {
@@ -184,20 +201,45 @@ impl Listener {
     }
 
     /// Listen until the task is dropped: apply each notification to `services`; hand policy
-    /// reloads of other instances to `on_policies`. `now` gives Unix seconds.
-    pub async fn run(&self, services: Services, on_policies: impl Fn(), now: impl Fn() -> i64) {
+    /// reloads of other instances to `on_policies`. `db` sends the heartbeats; `now` gives
+    /// Unix seconds.
+    pub async fn run(
+        &self,
+        services: Services,
+        db: super::storage::Db,
+        on_policies: impl Fn(),
+        now: impl Fn() -> i64,
+    ) {
         use sqlx::postgres::PgListener;
+        // Heartbeats go out whatever the listener does; it notices when they stop arriving.
+        let beats = tokio::spawn(async move {
+            let mut every = tokio::time::interval(HEARTBEAT);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                every.tick().await;
+                let _ = sqlx::query("SELECT pg_notify($1, 'heartbeat:-')")
+                    .bind(CHANNEL)
+                    .execute(db.pool())
+                    .await;
+            }
+        });
+        let _stop_beats = AbortOnDrop(beats);
         loop {
-            let connected = async {
+            let connected = tokio::time::timeout(CONNECT_TIMEOUT, async {
                 let mut listener = PgListener::connect(&self.url.0).await?;
                 listener.listen(CHANNEL).await?;
                 Ok::<_, sqlx::Error>(listener)
-            }
+            })
             .await;
             let mut listener = match connected {
-                Ok(l) => l,
-                Err(e) => {
+                Ok(Ok(l)) => l,
+                Ok(Err(e)) => {
                     self.down(&services, now(), &e);
+                    tokio::time::sleep(DISTRUST_EVERY).await;
+                    continue;
+                }
+                Err(_) => {
+                    self.down(&services, now(), &"connecting timed out");
                     tokio::time::sleep(DISTRUST_EVERY).await;
                     continue;
                 }
@@ -207,7 +249,14 @@ impl Listener {
             self.state.set_up();
             tracing::info!(target: "zonegate::invalidation", event = "invalidation_listening", channel = CHANNEL);
             loop {
-                match listener.try_recv().await {
+                let Ok(received) =
+                    tokio::time::timeout(HEARTBEAT_DEADLINE, listener.try_recv()).await
+                else {
+                    // Not even a heartbeat: the connection is dead without saying so.
+                    self.down(&services, now(), &"no heartbeat");
+                    break;
+                };
+                match received {
                     Ok(Some(n)) => {
                         self.state.received.fetch_add(1, Ordering::Relaxed);
                         match Invalidation::parse(n.payload()) {
@@ -249,6 +298,15 @@ impl Listener {
         }
         self.state.set_down(now);
         services.forget_cached();
+    }
+}
+
+/// Aborts a task when dropped (the heartbeats end with the listener).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

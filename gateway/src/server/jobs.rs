@@ -66,6 +66,7 @@ impl BackgroundService for ListenForInvalidations {
         let gateway = g.clone();
         let listening = listener.run(
             g.pipeline.services.clone(),
+            g.db.clone(),
             move || {
                 // Another instance loaded a new policy set from its files; this one loads its
                 // own (a refusal is recorded and the old set stays, as for SIGHUP).
@@ -77,6 +78,10 @@ impl BackgroundService for ListenForInvalidations {
             () = listening => {}
             _ = shutdown.changed() => {}
         }
+        // No longer listening: readiness must not say otherwise.
+        listener
+            .state
+            .mark_down(i64::try_from(g.clock.unix_seconds()).unwrap_or(i64::MAX));
     }
 }
 
@@ -190,11 +195,11 @@ impl Maintenance {
             ),
         }
         match g.pipeline.services.operators.reseal_all().await {
-            Ok(0) => {}
-            Ok(resealed) => g.audit.record(
+            Ok((0, 0)) => {}
+            Ok((resealed, unreadable)) => g.audit.record(
                 AuditEvent::new(SecurityEvent::TotpSeedsResealed)
                     .detail("resealed", resealed)
-                    .detail("unreadable", 0)
+                    .detail("unreadable", unreadable)
                     .detail("of", "operators"),
             ),
             Err(e) => tracing::error!(

@@ -483,7 +483,10 @@ pub fn prepare(config: Config, clock: Arc<dyn Clock>) -> Result<Prepared, StartE
         services,
         signer: signer()?,
         upstreams: Upstreams::default(),
-        trusted_proxies: config.trusted_proxies.clone(),
+        // Operators connect to it directly (loopback, a tunnel): no forwarded address or
+        // trace context is believed from anyone, so the login's per-address limit and the
+        // audit trail see the real peer.
+        trusted_proxies: Vec::new(),
         public_origin: config.platform.origin.clone(),
         public_authority_value: http::HeaderValue::from_str(&platform_authority)
             .map_err(|_| StartError::Other("platform.origin is not a header value".into()))?,

@@ -794,6 +794,7 @@ impl Accounts {
         if let Some(user) = self.cache.get(&hash, now) {
             return Ok(user);
         }
+        let generation = self.cache.generation();
         let row = store::live_session(&mut *self.conn().await?, &hash, now)
             .await?
             .ok_or(AccountError::InvalidCredentials)?;
@@ -805,7 +806,8 @@ impl Accounts {
             session_id: row.public_id,
             family_id: row.family_id,
         });
-        self.cache.put(hash, user.clone(), row.expires_at, now);
+        self.cache
+            .put(hash, user.clone(), row.expires_at, now, generation);
         Ok(user)
     }
 

@@ -26,6 +26,10 @@ pub struct SessionCache {
     revoked: RwLock<std::collections::HashSet<String>>,
     revalidate: i64,
     capacity: usize,
+    /// Bumped by every removal: a session read from the database before one may describe
+    /// what was just revoked (here or, through the invalidation listener, elsewhere), so it
+    /// is not cached (see [`SessionCache::put`]).
+    generation: std::sync::atomic::AtomicU64,
     pub stats: crate::domain::stats::CacheStats,
 }
 
@@ -36,6 +40,7 @@ impl SessionCache {
             revoked: RwLock::new(std::collections::HashSet::new()),
             revalidate: revalidate_seconds,
             capacity,
+            generation: std::sync::atomic::AtomicU64::new(0),
             stats: Default::default(),
         }
     }
@@ -49,10 +54,38 @@ impl SessionCache {
         self.stats.count(found)
     }
 
-    pub fn put(&self, hash: String, user: Arc<UserPrincipal>, expires_at: i64, now: i64) {
+    /// The current generation: read it before reading a session from the database, and
+    /// hand it to [`SessionCache::put`].
+    pub fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    fn bump(&self) {
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    }
+
+    /// Cache a session read from the database when the cache was at `generation`. Refused if
+    /// anything was removed since (the read may predate a revocation) or if its login or
+    /// session was revoked on this instance.
+    pub fn put(
+        &self,
+        hash: String,
+        user: Arc<UserPrincipal>,
+        expires_at: i64,
+        now: i64,
+        generation: u64,
+    ) {
+        let revoked = self.revoked.read().map_or(true, |r| {
+            r.contains(&user.family_id) || r.contains(&user.session_id)
+        });
         let Ok(mut entries) = self.entries.write() else {
             return;
         };
+        // Checked under the write lock: a removal takes it too, after bumping.
+        if revoked || self.generation() != generation {
+            return;
+        }
         if entries.len() >= self.capacity {
             entries.retain(|_, e| now < e.expires_at && now - e.checked_at < self.revalidate);
             if entries.len() >= self.capacity {
@@ -72,6 +105,7 @@ impl SessionCache {
     }
 
     pub fn remove_session(&self, hash: &str) {
+        self.bump();
         if let Ok(mut entries) = self.entries.write() {
             entries.remove(hash);
         }
@@ -79,6 +113,7 @@ impl SessionCache {
 
     pub fn remove_family(&self, family_id: &str) {
         self.tombstone(family_id);
+        self.bump();
         if let Ok(mut entries) = self.entries.write() {
             entries.retain(|_, e| e.user.family_id != family_id);
         }
@@ -86,6 +121,7 @@ impl SessionCache {
 
     pub fn remove_public_id(&self, public_id: &str) {
         self.tombstone(public_id);
+        self.bump();
         if let Ok(mut entries) = self.entries.write() {
             entries.retain(|_, e| e.user.session_id != public_id);
         }
@@ -93,6 +129,7 @@ impl SessionCache {
 
     /// Drop every entry (the listener for other instances' changes was down).
     pub fn clear(&self) {
+        self.bump();
         if let Ok(mut entries) = self.entries.write() {
             entries.clear();
         }
@@ -100,6 +137,7 @@ impl SessionCache {
 
     /// Drop every session of a user except those of `keep_family`.
     pub fn remove_user(&self, user_id: &str, keep_family: Option<&str>) {
+        self.bump();
         if let Ok(mut entries) = self.entries.write() {
             entries.retain(|_, e| {
                 e.user.user_id != user_id || Some(e.user.family_id.as_str()) == keep_family

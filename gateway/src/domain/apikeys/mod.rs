@@ -98,6 +98,9 @@ pub struct ApiKeys {
     /// Keys revoked on this instance. Checked after every lookup, so a record a concurrent
     /// request read just before the revoke cannot be re-cached into acceptance.
     revoked: RwLock<std::collections::HashSet<String>>,
+    /// Bumped by every removal from `cache`: a record read from the database before one may
+    /// describe a key just revoked or rolled (here or elsewhere), so it is not cached.
+    generation: std::sync::atomic::AtomicU64,
     last_used: Mutex<(HashMap<String, i64>, i64)>,
     audit: AuditLog,
 }
@@ -128,6 +131,7 @@ impl ApiKeys {
             cache: RwLock::new(HashMap::new()),
             cache_stats: Default::default(),
             revoked: RwLock::new(std::collections::HashSet::new()),
+            generation: std::sync::atomic::AtomicU64::new(0),
             last_used: Mutex::new((HashMap::new(), 0)),
         })
     }
@@ -243,15 +247,14 @@ impl ApiKeys {
         if let Ok(mut revoked) = self.revoked.write() {
             revoked.insert(key_id.to_owned());
         }
-        if let Ok(mut cache) = self.cache.write() {
-            cache.remove(key_id);
-        }
+        self.forget(key_id);
         self.audit(SecurityEvent::ApiKeyRevoked, key_id, org_id, actor);
         Ok(())
     }
 
     /// A key revoked or rolled elsewhere: its record is re-read at its next use.
     pub fn forget(&self, key_id: &str) {
+        self.bump();
         if let Ok(mut cache) = self.cache.write() {
             cache.remove(key_id);
         }
@@ -259,9 +262,19 @@ impl ApiKeys {
 
     /// Empty the cache.
     pub fn forget_all(&self) {
+        self.bump();
         if let Ok(mut cache) = self.cache.write() {
             cache.clear();
         }
+    }
+
+    fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    fn bump(&self) {
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     }
 
     /// Revoke every live key of an org (platform administration, by `actor`); returns how
@@ -271,10 +284,8 @@ impl ApiKeys {
         if let Ok(mut revoked) = self.revoked.write() {
             revoked.extend(ids.iter().cloned());
         }
-        if let Ok(mut cache) = self.cache.write() {
-            for id in &ids {
-                cache.remove(id);
-            }
+        for id in &ids {
+            self.forget(id);
         }
         for id in &ids {
             self.audit(SecurityEvent::ApiKeyRevoked, id, org_id, actor);
@@ -312,9 +323,7 @@ impl ApiKeys {
         if !rolled {
             return Err(KeyError::NotFound);
         }
-        if let Ok(mut cache) = self.cache.write() {
-            cache.remove(key_id);
-        }
+        self.forget(key_id);
         self.audit(SecurityEvent::ApiKeyRolled, key_id, org_id, actor);
         let view = self
             .list(org_id)
@@ -370,6 +379,7 @@ impl ApiKeys {
         let record = match cached {
             Some(r) => r,
             None => {
+                let generation = self.generation();
                 let Some(r) = self.load(&parsed.id).await? else {
                     return Ok(None);
                 };
@@ -377,7 +387,10 @@ impl ApiKeys {
                     if cache.len() >= 100_000 {
                         cache.clear();
                     }
-                    cache.insert(parsed.id.clone(), r.clone());
+                    // Not if anything was removed meanwhile: this read may predate it.
+                    if self.generation() == generation {
+                        cache.insert(parsed.id.clone(), r.clone());
+                    }
                 }
                 r
             }

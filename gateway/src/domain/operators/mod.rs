@@ -231,7 +231,8 @@ impl Operators {
         Ok(store::list(&mut *self.db.acquire().await?).await?)
     }
 
-    /// Disable an operator (every session of theirs ends at once) or enable them again.
+    /// Disable an operator (every session of theirs ends at once) or enable them again. Both
+    /// clear the failed-login count (`operators enable` unblocks a slowed-down account).
     pub async fn set_disabled(&self, email: &str, disabled: bool) -> Result<(), OperatorError> {
         let email = normalise_email(email).map_err(|_| OperatorError::InvalidEmail)?;
         let now = self.now();
@@ -271,7 +272,10 @@ impl Operators {
             Err(_) => None,
         };
         let Some(row) = row else {
+            // The same bcrypt work and the same failure write (on an id no row has) as a
+            // known email: neither time nor answer tells which emails are operators'.
             self.hasher.verify_dummy(password).await?;
+            store::record_failure(&mut *self.db.acquire().await?, "", now).await?;
             self.audit.record(
                 AuditEvent::new(SecurityEvent::OperatorLoginFail).detail("reason", "credentials"),
             );
@@ -288,9 +292,11 @@ impl Operators {
         }
         let password_ok = self.hasher.verify(password, &row.password_hash).await?;
         let mut c = self.db.acquire().await?;
-        // The code is checked (and spent) only after a right password, so a wrong password
-        // cannot burn the operator's current code.
-        let code_ok = password_ok && self.accept_code(&mut c, &row, code, now).await?;
+        // The code is checked (and spent) only after a right password of an enabled operator,
+        // so a wrong password cannot burn the operator's current code.
+        let code_ok = password_ok
+            && row.disabled_at.is_none()
+            && self.accept_code(&mut c, &row, code, now).await?;
         if !code_ok || row.disabled_at.is_some() {
             store::record_failure(&mut c, &row.id, now).await?;
             let reason = if row.disabled_at.is_some() {
@@ -438,8 +444,8 @@ impl Operators {
     }
 
     /// Re-seal operators' seeds made under an older `totp` key with the active one (after
-    /// `keys rotate`). Returns how many moved; a seed that does not open is logged and left.
-    pub async fn reseal_all(&self) -> Result<u64, OperatorError> {
+    /// `keys rotate`). Returns how many moved and how many do not open (logged and left).
+    pub async fn reseal_all(&self) -> Result<(u64, u64), OperatorError> {
         const BATCH: i64 = 200;
         let active = self
             .keys
@@ -448,7 +454,7 @@ impl Operators {
             .id
             .clone();
         let mut c = self.db.acquire().await?;
-        let mut moved = 0u64;
+        let (mut moved, mut unreadable) = (0u64, 0u64);
         let mut after = String::new();
         loop {
             let batch = store::sealed_not_under(&mut c, &active, &after, BATCH).await?;
@@ -458,18 +464,21 @@ impl Operators {
                     .and_then(|secret| seal::seal(&self.keys, &subject, &secret))
                 {
                     Ok(new) => moved += u64::from(store::reseal(&mut c, id, sealed, &new).await?),
-                    Err(_) => tracing::error!(
-                        target: "zonegate::operators",
-                        event = "operator_seed_unreadable",
-                        operator_id = %id
-                    ),
+                    Err(_) => {
+                        unreadable += 1;
+                        tracing::error!(
+                            target: "zonegate::operators",
+                            event = "operator_seed_unreadable",
+                            operator_id = %id
+                        );
+                    }
                 }
             }
             match batch.last() {
                 Some((id, _)) if i64::try_from(batch.len()).unwrap_or(i64::MAX) == BATCH => {
                     after = id.clone();
                 }
-                _ => return Ok(moved),
+                _ => return Ok((moved, unreadable)),
             }
         }
     }

@@ -3,7 +3,7 @@
 
 pub use crate::domain::storage::Conn;
 
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Clone, sqlx::FromRow)]
 pub struct OperatorRow {
     pub id: String,
     pub email: String,
@@ -12,6 +12,18 @@ pub struct OperatorRow {
     pub failed_logins: i64,
     pub last_failed_at: Option<i64>,
     pub disabled_at: Option<i64>,
+}
+
+impl std::fmt::Debug for OperatorRow {
+    // The hash and the sealed seed are not for logs.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OperatorRow")
+            .field("id", &self.id)
+            .field("email", &self.email)
+            .field("failed_logins", &self.failed_logins)
+            .field("disabled_at", &self.disabled_at)
+            .finish_non_exhaustive()
+    }
 }
 
 /// What `operators list` shows: no hash, no seed.
@@ -64,18 +76,22 @@ pub async fn list(c: &mut Conn) -> Result<Vec<OperatorListing>, sqlx::Error> {
     .await
 }
 
-/// Disable (`Some(now)`) or re-enable (`None`) an operator; whether one was found.
+/// Disable (`Some(now)`) or re-enable (`None`) an operator; whether one was found. Either
+/// also clears the failed-login count: enabling is how another operator unblocks an account
+/// someone slowed down by guessing.
 pub async fn set_disabled(
     c: &mut Conn,
     email: &str,
     disabled_at: Option<i64>,
 ) -> Result<Option<String>, sqlx::Error> {
-    let row: Option<(String,)> =
-        sqlx::query_as("UPDATE operators SET disabled_at = $1 WHERE email = $2 RETURNING id")
-            .bind(disabled_at)
-            .bind(email)
-            .fetch_optional(c)
-            .await?;
+    let row: Option<(String,)> = sqlx::query_as(
+        "UPDATE operators SET disabled_at = $1, failed_logins = 0, last_failed_at = NULL
+         WHERE email = $2 RETURNING id",
+    )
+    .bind(disabled_at)
+    .bind(email)
+    .fetch_optional(c)
+    .await?;
     Ok(row.map(|(id,)| id))
 }
 

@@ -167,6 +167,9 @@ pub struct Orgs {
     facts: RwLock<HashMap<String, Cached<Option<OrgFacts>>>>,
     /// Lookups in `roles` and `facts` together.
     cache_stats: crate::domain::stats::CacheStats,
+    /// Bumped by every removal from either cache: a value read from the database before one
+    /// may describe what just changed (here or elsewhere), so it is not cached.
+    generation: std::sync::atomic::AtomicU64,
 }
 
 /// Cache entries beyond this are dropped wholesale rather than growing without bound.
@@ -190,6 +193,7 @@ impl Orgs {
             roles: RwLock::new(HashMap::new()),
             facts: RwLock::new(HashMap::new()),
             cache_stats: Default::default(),
+            generation: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -215,13 +219,28 @@ impl Orgs {
         &self.cache_stats
     }
 
+    fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    fn bump(&self) {
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    }
+
+    /// Cache a value read when the caches were at `generation`; not if anything was removed
+    /// since (the read may predate the change that removed it).
     fn remember<K: std::hash::Hash + Eq, T>(
         &self,
         map: &RwLock<HashMap<K, Cached<T>>>,
         key: K,
         value: T,
+        generation: u64,
     ) {
         if let Ok(mut map) = map.write() {
+            if self.generation() != generation {
+                return;
+            }
             if map.len() >= CACHE_CAPACITY {
                 map.clear();
             }
@@ -241,8 +260,9 @@ impl Orgs {
         if let Some(role) = self.fresh(&self.roles, &key) {
             return Ok(role);
         }
+        let generation = self.generation();
         let role = store::role(&mut *self.db.acquire().await?, org_id, user_id).await?;
-        self.remember(&self.roles, key, role);
+        self.remember(&self.roles, key, role, generation);
         Ok(role)
     }
 
@@ -252,8 +272,9 @@ impl Orgs {
         if let Some(facts) = self.fresh(&self.facts, &key) {
             return Ok(facts);
         }
+        let generation = self.generation();
         let facts = store::facts(&mut *self.db.acquire().await?, org_id).await?;
-        self.remember(&self.facts, key, facts.clone());
+        self.remember(&self.facts, key, facts.clone(), generation);
         Ok(facts)
     }
 
@@ -330,6 +351,7 @@ impl Orgs {
 
     /// Empty both caches.
     pub fn forget_all(&self) {
+        self.bump();
         if let Ok(mut map) = self.facts.write() {
             map.clear();
         }
@@ -339,12 +361,14 @@ impl Orgs {
     }
 
     fn forget_facts(&self, org_id: &str) {
+        self.bump();
         if let Ok(mut map) = self.facts.write() {
             map.remove(org_id);
         }
     }
 
     fn forget_role(&self, user_id: &str, org_id: &str) {
+        self.bump();
         if let Ok(mut map) = self.roles.write() {
             map.remove(&(user_id.to_owned(), org_id.to_owned()));
         }
