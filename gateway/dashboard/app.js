@@ -49,6 +49,9 @@ function build(el, attrs, kids) {
   for (const [k, v] of Object.entries(attrs || {})) {
     if (v == null || v === false) continue;
     if (typeof v === 'function') el.addEventListener(k.slice(2), v); // onclick: ... and so on
+    // Defence in depth, should data ever reach here as attributes: no inline handler (the
+    // CSP would block it anyway) and no script URL.
+    else if (/^on/i.test(k) || (/^(href|src|action|formaction)$/i.test(k) && /^\s*(javascript|data):/i.test(String(v)) && !String(v).startsWith('data:image/'))) continue;
     else el.setAttribute(k, v === true ? '' : String(v));
   }
   for (const kid of kids.flat(Infinity)) {

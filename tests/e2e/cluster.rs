@@ -61,6 +61,7 @@ fn what_one_instance_revokes_every_other_refuses_at_once() {
     for admin in [stack.admin, b.admin, c.admin] {
         let ready = readiness(admin);
         assert_eq!(ready["invalidation"]["status"], "listening", "{ready}");
+        assert!(ready["invalidation"]["queue_usage"].is_number(), "{ready}");
     }
 
     // Made on A, used (and cached) on B and C.

@@ -301,6 +301,15 @@ impl Listener {
     }
 }
 
+/// How full PostgreSQL's notification queue is (0 to 1). A listener that stopped reading
+/// (a stopped process still connected) holds it; once full, every write that notifies fails,
+/// so readiness shows it for operators to act on well before.
+pub async fn queue_usage(db: &super::storage::Db) -> Result<f64, sqlx::Error> {
+    sqlx::query_scalar("SELECT pg_notification_queue_usage()")
+        .fetch_one(db.pool())
+        .await
+}
+
 /// Aborts a task when dropped (the heartbeats end with the listener).
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
 

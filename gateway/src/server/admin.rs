@@ -112,7 +112,11 @@ impl AdminApp {
             None => (true, json!({ "status": "in process" })),
             Some(l) if l.state.is_up() => (
                 true,
-                json!({ "status": "listening", "received": l.state.received() }),
+                json!({
+                    "status": "listening",
+                    "received": l.state.received(),
+                    "queue_usage": crate::domain::invalidation::queue_usage(&g.db).await.ok(),
+                }),
             ),
             Some(l) => {
                 let down = l.state.down_for(now);
