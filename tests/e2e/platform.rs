@@ -152,6 +152,19 @@ fn the_platform_answers_only_on_its_listener_and_only_to_operators() {
     let me = op.send("GET", "/platform/v1/auth/session", None);
     assert_eq!(me.status, 200);
     assert_eq!(me.json()["operator"]["email"], "ops@example.com");
+    // Logging in again from the same browser replaces its session.
+    let first = op.session.clone();
+    let again = op.login(
+        "ops@example.com",
+        &new.password,
+        &code_at(&new.totp_secret, now() + 30),
+    );
+    assert_eq!(again.status, 200);
+    let mut stale = Operator::new(&stack);
+    stale.session = first;
+    stale
+        .send("GET", "/platform/v1/auth/session", None)
+        .assert_problem(401);
     // The code was spent: a second login with it fails.
     Operator::new(&stack)
         .login("ops@example.com", &new.password, &code)

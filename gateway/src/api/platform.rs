@@ -117,11 +117,19 @@ struct Login {
     code: String,
 }
 
-async fn login(State(s): Shared, JsonBody(body): JsonBody<Login>) -> Result<Response, Rejection> {
+async fn login(
+    State(s): Shared,
+    presented: HeaderMap,
+    JsonBody(body): JsonBody<Login>,
+) -> Result<Response, Rejection> {
     let login = s
         .operators
         .login(&body.email, &body.password, &body.code)
         .await?;
+    // The browser's previous session, if it still had one, ends with the new login.
+    if let Some(old) = cookies::read(&presented, cookies::PLATFORM) {
+        s.operators.end_presented(old).await?;
+    }
     let max_age = s.operators.config().absolute;
     let mut headers = HeaderMap::new();
     for cookie in [

@@ -131,6 +131,29 @@ impl Maintenance {
         }
     }
 
+    /// Delete operator sessions nothing can use any more (hourly, with the re-seal).
+    async fn purge_operator_sessions(&self) {
+        match self
+            .gateway
+            .pipeline
+            .services
+            .operators
+            .purge_sessions()
+            .await
+        {
+            Ok(deleted) => tracing::info!(
+                target: "zonegate::operators",
+                event = "operator_sessions_purged",
+                deleted
+            ),
+            Err(e) => tracing::warn!(
+                target: "zonegate::operators",
+                event = "operator_sessions_purge_fail",
+                error = %e
+            ),
+        }
+    }
+
     /// Purge decisions past their retention; failures are logged and retried next time.
     async fn purge_decisions(&self) {
         let g = &self.gateway;
@@ -245,7 +268,10 @@ impl BackgroundService for Maintenance {
                     self.note_keys_in_use().await;
                 }
                 _ = purge.tick(), if decision_writer.is_some() => self.purge_decisions().await,
-                _ = reseal.tick() => self.reseal_seeds().await,
+                _ = reseal.tick() => {
+                    self.reseal_seeds().await;
+                    self.purge_operator_sessions().await;
+                }
                 _ = shutdown.changed() => break,
             }
         }

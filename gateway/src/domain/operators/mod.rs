@@ -413,6 +413,22 @@ impl Operators {
         }))
     }
 
+    /// Delete sessions that can no longer be used (ended, or past their absolute time).
+    pub async fn purge_sessions(&self) -> Result<u64, OperatorError> {
+        let before = self.now().saturating_sub(self.cfg.absolute);
+        Ok(store::purge_sessions(&mut *self.db.acquire().await?, before).await?)
+    }
+
+    /// End the session a browser still presented at a new login (it is replaced, not kept
+    /// alive beside the new one). Anything that is not a session token is ignored.
+    pub async fn end_presented(&self, presented: &str) -> Result<(), OperatorError> {
+        if let Some(token) = Token::from_presented(presented) {
+            let mut c = self.db.acquire().await?;
+            store::end_session_by_hash(&mut c, &token.hash(), self.now()).await?;
+        }
+        Ok(())
+    }
+
     /// End the operator's current session.
     pub async fn logout(&self, operator: &OperatorPrincipal) -> Result<(), OperatorError> {
         let mut c = self.db.acquire().await?;

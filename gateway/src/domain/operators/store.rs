@@ -277,6 +277,27 @@ pub async fn end_session(c: &mut Conn, id: &str, now: i64) -> Result<bool, sqlx:
     Ok(done.rows_affected() == 1)
 }
 
+pub async fn end_session_by_hash(c: &mut Conn, hash: &str, now: i64) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE operator_sessions SET ended_at = $1 WHERE token_hash = $2 AND ended_at IS NULL",
+    )
+    .bind(now)
+    .bind(hash)
+    .execute(c)
+    .await?;
+    Ok(())
+}
+
+/// Delete sessions that ended or passed their absolute time before `before` (Unix seconds):
+/// nothing can use them, and they would otherwise pile up. Returns how many.
+pub async fn purge_sessions(c: &mut Conn, before: i64) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query("DELETE FROM operator_sessions WHERE ended_at < $1 OR created_at < $1")
+        .bind(before)
+        .execute(c)
+        .await?;
+    Ok(done.rows_affected())
+}
+
 pub async fn end_sessions_of(
     c: &mut Conn,
     operator_id: &str,

@@ -174,6 +174,14 @@ async fn an_operator_logs_in_with_password_and_code_and_each_code_works_once() {
     }
 }
 
+async fn count_sessions(c: &mut store::Conn) -> i64 {
+    let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM operator_sessions")
+        .fetch_one(c)
+        .await
+        .unwrap();
+    n
+}
+
 #[tokio::test]
 async fn sessions_end_after_15_idle_minutes_or_12_hours() {
     for backend in backends() {
@@ -217,6 +225,17 @@ async fn sessions_end_after_15_idle_minutes_or_12_hours() {
             .await
             .iter()
             .any(|e| e == "session_platform_expired"));
+        // Ended sessions are deleted an absolute time later, not before.
+        let mut c = f.db.acquire().await.unwrap();
+        assert_eq!(count_sessions(&mut c).await, 2);
+        assert_eq!(
+            f.operators.purge_sessions().await.unwrap(),
+            1,
+            "the first, ended 12 h ago"
+        );
+        f.clock.advance(12 * 60 * 60);
+        assert_eq!(f.operators.purge_sessions().await.unwrap(), 1);
+        assert_eq!(count_sessions(&mut c).await, 0);
     }
 }
 
