@@ -63,6 +63,9 @@ use upstream::Upstreams;
 #[derive(Debug)]
 pub struct Pipeline {
     pub routes: Arc<RouteTable>,
+    /// The surface this listener serves: a path of the other one is a 404 whatever the route
+    /// table holds (a route whose first segment is a parameter would otherwise match it).
+    pub surface: route::Surface,
     pub policy: Arc<PolicyEngine>,
     pub services: Services,
     pub signer: Signer,
@@ -201,6 +204,9 @@ impl Pipeline {
         let target = sanitise::sanitise(req, raw_headers)?;
 
         ctx.stage("route");
+        if route::Surface::of_path(&target.path) != self.surface {
+            return Err(Rejection::NotFound);
+        }
         let (route, params) = match self.routes.find(&req.method, &target.path) {
             Match::Found(route, params) => (route, params),
             Match::MethodNotAllowed(allow) => return Err(Rejection::MethodNotAllowed { allow }),

@@ -409,6 +409,7 @@ pub fn prepare(config: Config, clock: Arc<dyn Clock>) -> Result<Prepared, StartE
         .transpose()?;
     let pipeline = Pipeline {
         routes: public_routes,
+        surface: Surface::Public,
         policy: policy.clone(),
         services: services.clone(),
         signer: signer()?,
@@ -479,6 +480,7 @@ pub fn prepare(config: Config, clock: Arc<dyn Clock>) -> Result<Prepared, StartE
         .to_owned();
     let platform = Pipeline {
         routes: platform_routes,
+        surface: Surface::Platform,
         policy: gateway.policy.clone(),
         services,
         signer: signer()?,
