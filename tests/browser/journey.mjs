@@ -39,7 +39,22 @@ function mailsTo(to, after) {
     .sort((a, b) => b.at - a.at)
     .map(({ f }) => readFileSync(f, 'utf8'))
     .filter((raw) => /^to:.*$/im.test(raw) && raw.match(/^to:(.*)$/im)[1].toLowerCase().includes(to))
-    .map((raw) => raw.replace(/=\r?\n/g, '').replace(/=([0-9A-F]{2})/g, (_, h) => String.fromCharCode(parseInt(h, 16))));
+    .map(decodeMail);
+}
+
+/** The mail's text, decoded by its Content-Transfer-Encoding (base64, quoted-printable, or
+ * none): which one the mailer picks depends on the lines, and so on the port in the links. */
+function decodeMail(raw) {
+  const text = raw.replace(/\r\n/g, '\n');
+  const split = text.indexOf('\n\n');
+  const head = split < 0 ? text : text.slice(0, split);
+  const body = split < 0 ? '' : text.slice(split + 2);
+  const encoding = (head.match(/^content-transfer-encoding:\s*(\S+)/im) || [])[1]?.toLowerCase();
+  if (encoding === 'base64') return `${head}\n\n${Buffer.from(body.replace(/\s/g, ''), 'base64').toString('utf8')}`;
+  if (encoding === 'quoted-printable') {
+    return `${head}\n\n${body.replace(/=\n/g, '').replace(/=([0-9A-F]{2})/g, (_, h) => String.fromCharCode(parseInt(h, 16)))}`;
+  }
+  return text;
 }
 
 /** Wait for a mail to `to` with a link to `path` on the dashboard, and return the link. */

@@ -86,9 +86,18 @@ fn parse(text: &str) -> Option<Mail> {
             })
             .unwrap_or_default()
     };
-    let quoted = header("Content-Transfer-Encoding").eq_ignore_ascii_case("quoted-printable");
-    let body = if quoted {
+    // The mailer picks the encoding by the lines (so by the port in a link, say): each is
+    // read back.
+    let encoding = header("Content-Transfer-Encoding");
+    let body = if encoding.eq_ignore_ascii_case("quoted-printable") {
         decode_quoted_printable(body)
+    } else if encoding.eq_ignore_ascii_case("base64") {
+        use base64::Engine;
+        let compact: String = body.split_whitespace().collect();
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(compact)
+            .ok()?;
+        String::from_utf8(bytes).ok()?
     } else {
         body.to_owned()
     };
@@ -135,7 +144,21 @@ fn decode_quoted_printable(body: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn a_base64_body_is_read_back() {
+        let mail = parse(
+            "To: bob@example.com\r\nContent-Transfer-Encoding: base64\r\n\r\nT3BlbiBodHRwczovL3gvYWNjZXB0LWludml0YXRpb24jdG9rZW49QUFBQUFB\r\nQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQQ==\r\n",
+        )
+        .unwrap();
+        assert_eq!(mail.to, "bob@example.com");
+        assert_eq!(
+            mail.link_token(),
+            Some("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA")
+        );
+    }
 
     #[test]
     fn seven_bit_bodies_are_kept_and_quoted_printable_is_decoded() {
