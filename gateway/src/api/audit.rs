@@ -12,7 +12,7 @@ use axum::Json;
 use serde_json::json;
 
 use super::Handlers;
-use crate::domain::audit::{AuditTrail, Cursor, OrgQuery, SecurityEvent, MAX_PAGE};
+use crate::domain::audit::{AuditTrail, OrgQuery, Page, MAX_PAGE};
 use crate::web::Rejection;
 use zonegate_common::time::parse_rfc3339_millis;
 
@@ -24,15 +24,8 @@ pub fn handlers(trail: AuditTrail) -> Handlers {
         .with_state(trail)
 }
 
-/// The parsed query string.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct AuditQuery {
-    pub from: Option<i64>,
-    pub to: Option<i64>,
-    pub event: Option<SecurityEvent>,
-    pub cursor: Option<Cursor>,
-    pub limit: u32,
-}
+/// The parsed query string: what the trail is asked.
+pub type AuditQuery = OrgQuery;
 
 /// Parse the query string; every error is a fixed 400 message naming the parameter.
 pub fn parse_query(raw: Option<&str>) -> Result<AuditQuery, Rejection> {
@@ -128,29 +121,24 @@ async fn list(
     RawQuery(raw): RawQuery,
 ) -> Result<Response, Rejection> {
     let q = parse_query(raw.as_deref())?;
-    let page = trail
-        .query(
-            &org,
-            &OrgQuery {
-                from: q.from,
-                to: q.to,
-                event: q.event,
-                cursor: q.cursor,
-                limit: q.limit,
-            },
-        )
-        .await?;
-    Ok(Json(json!({
+    Ok(page_response(trail.query(&org, &q).await?))
+}
+
+/// A page of events as the API answers it: the events, newest first, and the cursor of the
+/// next page (`null` on the last).
+pub fn page_response(page: Page) -> Response {
+    Json(json!({
         "events": page.events,
         "next_cursor": page.next_cursor.map(|c| c.encode()),
     }))
-    .into_response())
+    .into_response()
 }
 
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use crate::domain::audit::SecurityEvent;
 
     #[test]
     fn query_parameters_are_parsed_and_checked() {

@@ -15,12 +15,12 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::audit::{parse_query_with, url_pairs};
+use super::audit::{page_response, parse_query_with, url_pairs};
 use super::{CurrentOperator, Handlers, JsonBody};
 use crate::clock::Clock;
 use crate::domain::accounts::Accounts;
 use crate::domain::apikeys::ApiKeys;
-use crate::domain::audit::{AuditEvent, AuditLog, AuditTrail, OrgQuery, SecurityEvent};
+use crate::domain::audit::{AuditEvent, AuditLog, AuditTrail, SecurityEvent};
 use crate::domain::operators::Operators;
 use crate::domain::orgs::Orgs;
 use crate::domain::principal::OperatorPrincipal;
@@ -348,20 +348,7 @@ async fn audit_events(
             .map(|(_, v)| v.as_str())
     };
     let (org, principal) = (find("org"), find("principal"));
-    let page = s
-        .trail
-        .search(
-            org,
-            principal,
-            &OrgQuery {
-                from: q.from,
-                to: q.to,
-                event: q.event,
-                cursor: q.cursor,
-                limit: q.limit,
-            },
-        )
-        .await?;
+    let page = s.trail.search(org, principal, &q).await?;
     // Reading the trail across orgs is itself on the record, with what was asked.
     let mut event = by(&operator, SecurityEvent::AuditExported).detail("events", page.events.len());
     for (name, value) in &extras {
@@ -371,11 +358,7 @@ async fn audit_events(
         event = event.detail("event", e.as_str());
     }
     s.audit.record(event);
-    Ok(Json(json!({
-        "events": page.events,
-        "next_cursor": page.next_cursor.map(|c| c.encode()),
-    }))
-    .into_response())
+    Ok(page_response(page))
 }
 
 #[cfg(test)]

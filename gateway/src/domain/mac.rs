@@ -14,6 +14,71 @@ pub fn hmac_sha256(key: &[u8], data: &[u8]) -> [u8; 32] {
     out
 }
 
+/// Keys for CSRF tokens that are a MAC of an id (a login, a platform session), so they need
+/// no storage and are useless for any other id. One key per pepper of the ring, newest first,
+/// each derived under `label`: new tokens use the newest, and tokens made before a rotation
+/// keep matching until their login ends. Debug shows how many keys, never a key.
+#[derive(Clone)]
+pub struct CsrfKeys {
+    keys: Vec<[u8; 32]>,
+    /// The pepper new tokens are made under.
+    newest: String,
+}
+
+impl std::fmt::Debug for CsrfKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CsrfKeys")
+            .field("keys", &self.keys.len())
+            .field("newest", &self.newest)
+            .finish()
+    }
+}
+
+impl CsrfKeys {
+    pub fn derive(ring: &crate::domain::keyring::KeyRing, label: &[u8]) -> CsrfKeys {
+        let mut peppers: Vec<_> = ring.all(crate::domain::keyring::Purpose::Pepper).collect();
+        peppers.sort_by_key(|k| std::cmp::Reverse(k.number));
+        CsrfKeys {
+            keys: peppers
+                .iter()
+                .map(|k| hmac_sha256(k.secret.expose(), label))
+                .collect(),
+            newest: peppers.first().map(|k| k.id.clone()).unwrap_or_default(),
+        }
+    }
+
+    /// The id of the pepper new tokens are made under.
+    pub fn newest_id(&self) -> &str {
+        &self.newest
+    }
+
+    fn token_with(key: &[u8; 32], id: &str) -> String {
+        use base64::Engine;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(hmac_sha256(key, id.as_bytes()))
+    }
+
+    /// The token of `id` under the newest key (empty without a pepper: it matches nothing).
+    pub fn token(&self, id: &str) -> String {
+        self.keys
+            .first()
+            .map(|k| Self::token_with(k, id))
+            .unwrap_or_default()
+    }
+
+    /// Constant-time check of a presented token against `id`, under every key.
+    pub fn matches(&self, id: &str, presented: &str) -> bool {
+        use subtle::ConstantTimeEq;
+        !presented.is_empty()
+            && self.keys.iter().any(|k| {
+                bool::from(
+                    Self::token_with(k, id)
+                        .as_bytes()
+                        .ct_eq(presented.as_bytes()),
+                )
+            })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]

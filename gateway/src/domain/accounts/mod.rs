@@ -25,14 +25,10 @@ mod tests;
 
 use std::sync::Arc;
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
-use subtle::ConstantTimeEq;
-
 use crate::clock::Clock;
 use crate::domain::audit::{AuditEvent, AuditLog, SecurityEvent};
-use crate::domain::keyring::{KeyRing, Purpose};
-use crate::domain::mac::hmac_sha256;
+use crate::domain::keyring::KeyRing;
+use crate::domain::mac::CsrfKeys;
 use crate::domain::mail::Mailer;
 use crate::domain::principal::UserPrincipal;
 use crate::domain::storage::Db;
@@ -160,12 +156,8 @@ pub struct Accounts {
     cfg: AccountsConfig,
     mfa: crate::domain::mfa::Mfa,
     cache: SessionCache,
-    /// Keys for CSRF tokens, derived from every pepper (newest first) so rotation does not
-    /// break existing logins.
-    /// CSRF MAC keys, newest first, each derived from a pepper key.
-    csrf_keys: Vec<[u8; 32]>,
-    /// The id of the pepper key new CSRF tokens are made with, recorded with each login.
-    csrf_key_id: String,
+    /// CSRF tokens of logins (their newest pepper's id is recorded with each login).
+    csrf: CsrfKeys,
     audit: AuditLog,
     /// Slots for work done after the answer (detached.rs).
     detached: Arc<tokio::sync::Semaphore>,
@@ -245,13 +237,7 @@ impl Accounts {
             .max(1);
         let hasher = PasswordHasher::new(ring, bcrypt_cost, workers)
             .map_err(|_| AccountError::Internal("no pepper key"))?;
-        let mut peppers: Vec<_> = ring.all(Purpose::Pepper).collect();
-        peppers.sort_by_key(|k| std::cmp::Reverse(k.number));
-        let csrf_keys = peppers
-            .iter()
-            .map(|k| hmac_sha256(k.secret.expose(), b"zonegate csrf v1"))
-            .collect();
-        let csrf_key_id = peppers.first().map(|k| k.id.clone()).unwrap_or_default();
+        let csrf = CsrfKeys::derive(ring, b"zonegate csrf v1");
         let mfa = crate::domain::mfa::Mfa::new(
             db.clone(),
             Arc::new(ring.clone()),
@@ -266,8 +252,7 @@ impl Accounts {
             mailer,
             clock,
             cfg,
-            csrf_keys,
-            csrf_key_id,
+            csrf,
             audit,
             detached: Arc::new(tokio::sync::Semaphore::new(detached::SLOTS)),
         })
@@ -298,26 +283,15 @@ impl Accounts {
 
     // ---- CSRF ----------------------------------------------------------------------------
 
-    fn csrf_with(key: &[u8; 32], family_id: &str) -> String {
-        URL_SAFE_NO_PAD.encode(hmac_sha256(key, family_id.as_bytes()))
-    }
-
     /// The CSRF token of a login (refresh family): a MAC of the family id, so it needs no
     /// storage and is useless for any other login.
     pub fn csrf_token(&self, family_id: &str) -> String {
-        self.csrf_keys
-            .first()
-            .map(|k| Self::csrf_with(k, family_id))
-            .unwrap_or_default()
+        self.csrf.token(family_id)
     }
 
     /// Constant-time check of a presented CSRF token against a family.
     pub fn csrf_matches(&self, family_id: &str, presented: &str) -> bool {
-        !presented.is_empty()
-            && self.csrf_keys.iter().any(|k| {
-                let expected = Self::csrf_with(k, family_id);
-                !expected.is_empty() && bool::from(expected.as_bytes().ct_eq(presented.as_bytes()))
-            })
+        self.csrf.matches(family_id, presented)
     }
 
     // ---- Signup and verification ----------------------------------------------------------
@@ -589,7 +563,7 @@ impl Accounts {
             mfa,
             now,
             absolute,
-            &self.csrf_key_id,
+            self.csrf.newest_id(),
         )
         .await?;
         store::insert_refresh(&mut tx, &refresh.hash(), &family, None, now).await?;
@@ -703,7 +677,7 @@ impl Accounts {
         let next = Token::generate();
         let mut tx = self.db.begin().await?;
         store::insert_refresh(&mut tx, &next.hash(), &row.family_id, Some(&hash), now).await?;
-        store::touch_family(&mut tx, &row.family_id, now, &self.csrf_key_id).await?;
+        store::touch_family(&mut tx, &row.family_id, now, self.csrf.newest_id()).await?;
         let (session, session_expires_at) = self
             .insert_session(
                 &mut tx,

@@ -21,7 +21,6 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use rand::rngs::OsRng;
 use rand::RngCore;
-use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
 use crate::clock::Clock;
@@ -30,7 +29,7 @@ use crate::domain::accounts::tokens::Token;
 use crate::domain::accounts::{lockout, normalise_email};
 use crate::domain::audit::{AuditEvent, AuditLog, SecurityEvent};
 use crate::domain::keyring::{KeyRing, Purpose};
-use crate::domain::mac::hmac_sha256;
+use crate::domain::mac::CsrfKeys;
 use crate::domain::mfa::{seal, totp};
 use crate::domain::principal::OperatorPrincipal;
 use crate::domain::storage::Db;
@@ -135,8 +134,8 @@ pub struct Operators {
     clock: Arc<dyn Clock>,
     audit: AuditLog,
     cfg: OperatorsConfig,
-    /// CSRF MAC keys, newest first, each derived from a pepper key.
-    csrf_keys: Vec<[u8; 32]>,
+    /// CSRF tokens of platform sessions.
+    csrf: CsrfKeys,
 }
 
 /// The associated data a seed is sealed with: an operator's id, in a namespace of its own, so
@@ -163,12 +162,6 @@ impl Operators {
         // One bcrypt thread: operators log in a few times a day.
         let hasher = PasswordHasher::new(ring, bcrypt_cost, 1)
             .map_err(|_| OperatorError::Internal("no pepper key"))?;
-        let mut peppers: Vec<_> = ring.all(Purpose::Pepper).collect();
-        peppers.sort_by_key(|k| std::cmp::Reverse(k.number));
-        let csrf_keys = peppers
-            .iter()
-            .map(|k| hmac_sha256(k.secret.expose(), b"zonegate platform csrf v1"))
-            .collect();
         Ok(Operators {
             db,
             keys: Arc::new(ring.clone()),
@@ -176,7 +169,7 @@ impl Operators {
             clock,
             audit,
             cfg,
-            csrf_keys,
+            csrf: CsrfKeys::derive(ring, b"zonegate platform csrf v1"),
         })
     }
 
@@ -444,19 +437,12 @@ impl Operators {
     /// The CSRF token of a session: a MAC of its id, so it needs no storage and is useless
     /// for any other session.
     pub fn csrf_token(&self, session_id: &str) -> String {
-        self.csrf_keys
-            .first()
-            .map(|k| URL_SAFE_NO_PAD.encode(hmac_sha256(k, session_id.as_bytes())))
-            .unwrap_or_default()
+        self.csrf.token(session_id)
     }
 
     /// Constant-time check of a presented CSRF token against a session.
     pub fn csrf_matches(&self, session_id: &str, presented: &str) -> bool {
-        !presented.is_empty()
-            && self.csrf_keys.iter().any(|k| {
-                let expected = URL_SAFE_NO_PAD.encode(hmac_sha256(k, session_id.as_bytes()));
-                bool::from(expected.as_bytes().ct_eq(presented.as_bytes()))
-            })
+        self.csrf.matches(session_id, presented)
     }
 
     /// Re-seal operators' seeds made under an older `totp` key with the active one (after
