@@ -44,6 +44,39 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub(super) metrics: RawMetrics,
     pub(super) security_txt: Option<RawSecurityTxt>,
+    /// Rate limits shared by every instance; without it each instance counts alone.
+    pub(super) redis: Option<RawRedis>,
+}
+
+/// The Redis that holds the rate limits all instances share.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRedis {
+    /// `redis://host:port[/db]` or `rediss://` (TLS); never with a password.
+    pub(super) url: String,
+    /// Name of the environment variable holding the Redis password (AUTH).
+    pub(super) password_env: Option<String>,
+    /// Or a file holding it.
+    pub(super) password_file: Option<PathBuf>,
+    /// With `rediss://`: the CA that signed Redis's certificate (else the system's roots).
+    pub(super) ca_file: Option<PathBuf>,
+    /// How many instances share the limits: while Redis is unreachable, each admits this
+    /// share of every API limit on its own.
+    pub(super) instances: u32,
+    /// The longest a request waits for Redis before falling back.
+    #[serde(default = "default_redis_timeout_ms")]
+    pub(super) timeout_ms: u64,
+    /// Prefix of every key, so one Redis can serve several deployments.
+    #[serde(default = "default_redis_key_prefix")]
+    pub(super) key_prefix: String,
+}
+
+fn default_redis_timeout_ms() -> u64 {
+    50
+}
+
+fn default_redis_key_prefix() -> String {
+    "zonegate".to_owned()
 }
 
 /// `/.well-known/security.txt` (RFC 9116); 404 without this section.

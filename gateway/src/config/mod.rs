@@ -68,6 +68,21 @@ pub struct Config {
     pub metrics_enabled: bool,
     /// `/.well-known/security.txt`, when configured.
     pub security_txt: Option<crate::api::security_txt::SecurityTxt>,
+    /// Rate limits shared through Redis, when configured.
+    pub redis: Option<Redis>,
+}
+
+/// The `[redis]` section, validated. Never holds the password: see
+/// [`Config::shared_limits`].
+#[derive(Debug, Clone)]
+pub struct Redis {
+    pub url: String,
+    pub password: Option<secrets::SecretSource>,
+    pub ca_file: Option<PathBuf>,
+    /// How many instances share the limits (each falls back to this share).
+    pub instances: std::num::NonZeroU32,
+    pub timeout: Duration,
+    pub key_prefix: String,
 }
 
 /// The `[decision_log]` section, validated.
@@ -510,8 +525,65 @@ impl Config {
             tracing,
             metrics_enabled: raw.metrics.enabled,
             security_txt,
+            redis: raw.redis.map(validate_redis).transpose()?,
         })
     }
+}
+
+fn validate_redis(r: file::RawRedis) -> Result<Redis, ConfigError> {
+    let tls = r.url.starts_with("rediss://");
+    if !tls && !r.url.starts_with("redis://") {
+        return Err(invalid(
+            "redis.url",
+            "must start with redis:// or rediss://",
+        ));
+    }
+    if secrets::redis_url_has_password(&r.url) {
+        return Err(invalid(
+            "redis.url",
+            "must not contain a password: name the environment variable that holds it in redis.password_env (or its file in redis.password_file)",
+        ));
+    }
+    if r.ca_file.is_some() && !tls {
+        return Err(invalid(
+            "redis.ca_file",
+            "only applies to a TLS connection: use a rediss:// URL",
+        ));
+    }
+    let instances = std::num::NonZeroU32::new(r.instances).ok_or_else(|| {
+        invalid(
+            "redis.instances",
+            "must be at least 1: the number of gateway instances sharing the limits",
+        )
+    })?;
+    if !(1..=10_000).contains(&r.timeout_ms) {
+        return Err(invalid(
+            "redis.timeout_ms",
+            "must be between 1 and 10000 (every request waits at most this long)",
+        ));
+    }
+    if r.key_prefix.is_empty()
+        || r.key_prefix
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control())
+    {
+        return Err(invalid(
+            "redis.key_prefix",
+            "must be a non-empty word without spaces",
+        ));
+    }
+    Ok(Redis {
+        password: secrets::SecretSource::either(
+            "redis.password_file",
+            r.password_env,
+            r.password_file,
+        )?,
+        url: r.url,
+        ca_file: r.ca_file,
+        instances,
+        timeout: Duration::from_millis(r.timeout_ms),
+        key_prefix: r.key_prefix,
+    })
 }
 
 fn rate(
@@ -1182,6 +1254,57 @@ address = "127.0.0.1:8081"
             let e = err(&format!("{MINIMAL}\n[platform]\n{bad}\n"));
             assert!(e.contains(key), "{key}: {e}");
         }
+    }
+
+    #[test]
+    fn shared_limits_are_off_by_default_and_their_password_never_in_the_file() {
+        let c = Config::parse(MINIMAL, Path::new("t.toml")).unwrap();
+        assert!(c.redis.is_none());
+        assert!(c.shared_limits(&|_| None).unwrap().is_none());
+
+        let with = |redis: &str| format!("{MINIMAL}\n[redis]\n{redis}\n");
+        for (key, bad) in [
+            ("`instances`", "url = \"redis://127.0.0.1:6379\""),
+            ("redis.url", "url = \"http://127.0.0.1:6379\"\ninstances = 3"),
+            ("redis.url", "url = \"redis://:hunter2@127.0.0.1:6379\"\ninstances = 3"),
+            ("redis.url", "url = \"redis://u:hunter2@127.0.0.1:6379\"\ninstances = 3"),
+            ("redis.instances", "url = \"redis://127.0.0.1:6379\"\ninstances = 0"),
+            (
+                "redis.timeout_ms",
+                "url = \"redis://127.0.0.1:6379\"\ninstances = 3\ntimeout_ms = 0",
+            ),
+            (
+                "redis.ca_file",
+                "url = \"redis://127.0.0.1:6379\"\ninstances = 3\nca_file = \"/ca.pem\"",
+            ),
+            (
+                "redis.password_file",
+                "url = \"redis://127.0.0.1:6379\"\ninstances = 3\npassword_env = \"A\"\npassword_file = \"/b\"",
+            ),
+        ] {
+            let e = err(&with(bad));
+            assert!(e.contains(key), "{key}: {e}");
+            assert!(!e.contains("hunter2"), "{e}");
+        }
+
+        let c = Config::parse(
+            &with("url = \"redis://127.0.0.1:6379/2\"\ninstances = 3\npassword_env = \"REDIS_PW\""),
+            Path::new("t.toml"),
+        )
+        .unwrap();
+        let r = c.redis.as_ref().unwrap();
+        assert_eq!(
+            (r.instances.get(), r.timeout, r.key_prefix.as_str()),
+            (3, Duration::from_millis(50), "zonegate")
+        );
+        let e = c.shared_limits(&|_| None).unwrap_err().to_string();
+        assert!(
+            e.contains("redis.password_env") && e.contains("`REDIS_PW` is not set"),
+            "{e}"
+        );
+        let set = |name: &str| (name == "REDIS_PW").then(|| "hunter2".to_owned());
+        let shared = c.shared_limits(&set).unwrap().unwrap();
+        assert!(!format!("{shared:?}").contains("hunter2"));
     }
 
     #[test]

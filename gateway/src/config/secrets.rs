@@ -133,6 +133,52 @@ impl Config {
             })
     }
 
+    /// Where the shared rate limits live, when `[redis]` is configured: the client, with the
+    /// password from `redis.password_env` or `password_file` and the CA from `ca_file`.
+    /// Connects to nothing yet.
+    pub fn shared_limits(
+        &self,
+        env: Env<'_>,
+    ) -> Result<Option<crate::domain::ratelimit::shared::SharedConfig>, ConfigError> {
+        let Some(r) = &self.redis else {
+            return Ok(None);
+        };
+        let mut info = redis::IntoConnectionInfo::into_connection_info(r.url.as_str())
+            .map_err(|e| invalid("redis.url", format!("is not a Redis URL: {e}")))?;
+        if let Some(source) = &r.password {
+            let password = source.read("redis.password_env", "redis.password_file", env)?;
+            let settings = info
+                .redis_settings()
+                .clone()
+                .set_password(password.expose());
+            info = info.set_redis_settings(settings);
+        }
+        let client = match &r.ca_file {
+            Some(path) => {
+                let root_cert = std::fs::read(path).map_err(|e| {
+                    invalid(
+                        "redis.ca_file",
+                        format!("cannot read {}: {e}", path.display()),
+                    )
+                })?;
+                redis::Client::build_with_tls(
+                    info,
+                    redis::TlsCertificates {
+                        client_tls: None,
+                        root_cert: Some(root_cert),
+                    },
+                )
+            }
+            None => redis::Client::open(info),
+        }
+        .map_err(|e| invalid("redis.url", format!("cannot be used: {e}")))?;
+        Ok(Some(crate::domain::ratelimit::shared::SharedConfig {
+            client,
+            key_prefix: r.key_prefix.clone(),
+            timeout: r.timeout,
+        }))
+    }
+
     /// The SMTP password, when the relay takes a user name.
     pub fn smtp_password(&self, env: Env<'_>) -> Result<Option<Secret>, ConfigError> {
         match &self.smtp {
@@ -214,6 +260,26 @@ pub(super) fn url_has_password(url: &str) -> bool {
         })
     });
     in_userinfo || in_query
+}
+
+/// Whether a `redis://` URL carries a password (`redis://:pw@host`, `redis://user:pw@host`).
+pub(super) fn redis_url_has_password(url: &str) -> bool {
+    let rest = url
+        .strip_prefix("rediss://")
+        .or_else(|| url.strip_prefix("redis://"))
+        .unwrap_or(url);
+    let authority = &rest[..rest.find(['/', '?']).unwrap_or(rest.len())];
+    authority
+        .rsplit_once('@')
+        .is_some_and(|(userinfo, _)| userinfo.contains(':'))
+        || rest.split_once('?').is_some_and(|(_, query)| {
+            query.split('&').any(|pair| {
+                let key = pair.split('=').next().unwrap_or_default();
+                percent_encoding::percent_decode_str(key)
+                    .decode_utf8_lossy()
+                    .eq_ignore_ascii_case("password")
+            })
+        })
 }
 
 fn split_scheme(url: &str) -> Option<(&str, &str)> {

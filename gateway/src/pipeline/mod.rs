@@ -215,7 +215,7 @@ impl Pipeline {
         ctx.route = Some(route.name.clone());
 
         ctx.stage("throttle.address");
-        throttle::by_address(self, ctx, route)?;
+        throttle::by_address(self, ctx, route).await?;
 
         ctx.stage("authenticate");
         let principal = authenticate::authenticate(
@@ -230,14 +230,14 @@ impl Pipeline {
         ctx.principal = Some(principal.clone());
 
         ctx.stage("throttle.principal");
-        throttle::by_principal(self, ctx, route, &principal)?;
+        throttle::by_principal(self, ctx, route, &principal).await?;
 
         ctx.stage("authorise");
         authorise::authorise(self, ctx, route, &params, &principal).await?;
         // Owned once: the assertion to the upstream and the org's limiter both need it.
         ctx.org = route.org_id(&params).map(str::to_owned);
         ctx.stage("throttle.org");
-        throttle::by_org_after_authorise(self, ctx, route, &principal)?;
+        throttle::by_org_after_authorise(self, ctx, route, &principal).await?;
         Ok(&route.target)
     }
 }

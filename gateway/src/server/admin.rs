@@ -22,6 +22,7 @@ use super::tls::CertResolver;
 use super::Gateway;
 use crate::config::secrets::Secret;
 use crate::domain::keyring::KeyRing;
+use crate::domain::ratelimit::shared::Health;
 use crate::domain::stats::CacheStats;
 use crate::pipeline::metrics::{self, Samples};
 use crate::web::security::SecurityHeaders;
@@ -127,8 +128,25 @@ impl AdminApp {
                 )
             }
         };
-        let ready =
-            database == "ok" && key_ring_ok && invalidation_ok && self.identity_key.is_some();
+        // With `[redis]`: whether the limits are shared, or each instance is on its share.
+        let (redis_ok, redis) = match g.limits.shared_store().map(|s| s.health()) {
+            None => (true, json!({ "status": "not configured" })),
+            Some(Health::Up) => (true, json!({ "status": "up", "limits": "shared" })),
+            Some(Health::Down { for_secs }) => (
+                false,
+                json!({
+                    "status": "down",
+                    "down_seconds": for_secs,
+                    "limits": "local share",
+                    "account_routes": "refused (503)",
+                }),
+            ),
+        };
+        let ready = database == "ok"
+            && key_ring_ok
+            && invalidation_ok
+            && redis_ok
+            && self.identity_key.is_some();
         // Faults that leave the instance serving correctly (the old policies or certificate
         // stay in force; mail is sent after answering), reported for the operator.
         let faults: Vec<serde_json::Value> = [
@@ -156,6 +174,7 @@ impl AdminApp {
                 "identity_key": self.identity_key,
                 "key_ring": key_ring,
                 "invalidation": invalidation,
+                "redis": redis,
                 "tls_certificate_sha256": self.certs.as_ref().map(|c| c.fingerprint()),
                 "faults": faults,
             }),

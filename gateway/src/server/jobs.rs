@@ -85,6 +85,34 @@ impl BackgroundService for ListenForInvalidations {
     }
 }
 
+/// Keeps the connection to the shared rate limits (Redis): connects, and pings once a second,
+/// so an instance notices Redis going and coming back even when no request asks.
+#[derive(Debug)]
+pub struct KeepSharedLimits {
+    pub gateway: Arc<Gateway>,
+}
+
+/// How often the shared limits' connection is checked (and re-made while down): the longest
+/// API traffic stays on local limits after Redis is back.
+const SHARED_LIMITS_KEEP: Duration = Duration::from_secs(1);
+
+#[async_trait]
+impl BackgroundService for KeepSharedLimits {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let Some(store) = self.gateway.limits.shared_store() else {
+            return;
+        };
+        let mut every = tokio::time::interval(SHARED_LIMITS_KEEP);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = every.tick() => store.keep().await,
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}
+
 /// How often idle rate-limit keys are dropped and ended windows of repeated denials summarised.
 const LIMITER_SWEEP: Duration = Duration::from_secs(60);
 

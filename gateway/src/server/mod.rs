@@ -286,14 +286,15 @@ pub fn prepare(config: Config, clock: Arc<dyn Clock>) -> Result<Prepared, StartE
     // Secrets named by the config, read now so that missing ones stop the start, all named
     // at once (an operator fixing them one start at a time is slow).
     let env = crate::config::secrets::process_env;
-    let (database_url, smtp_password, admin_token) = match (
+    let (database_url, smtp_password, admin_token, shared_limits) = match (
         config.database_connect_url(&env),
         config.smtp_password(&env),
         config.admin_token(),
+        config.shared_limits(&env),
     ) {
-        (Ok(db), Ok(smtp), Ok(admin)) => (db, smtp, admin),
-        (db, smtp, admin) => {
-            let missing: Vec<String> = [db.err(), smtp.err(), admin.err()]
+        (Ok(db), Ok(smtp), Ok(admin), Ok(shared)) => (db, smtp, admin, shared),
+        (db, smtp, admin, shared) => {
+            let missing: Vec<String> = [db.err(), smtp.err(), admin.err(), shared.err()]
                 .into_iter()
                 .flatten()
                 .map(|e| e.to_string())
@@ -396,7 +397,14 @@ pub fn prepare(config: Config, clock: Arc<dyn Clock>) -> Result<Prepared, StartE
     }
     let api = Api::new(&services, policy.clone(), security_txt);
     api.check(gateway_routes(&public_routes))?;
-    let limits = Arc::new(Limits::new(&config.rate_limits));
+    let limits = Arc::new(match (shared_limits, &config.redis) {
+        (Some(store), Some(redis)) => Limits::shared(
+            &config.rate_limits,
+            crate::domain::ratelimit::shared::SharedLimiter::new(store),
+            redis.instances,
+        ),
+        _ => Limits::new(&config.rate_limits),
+    });
     let metrics = Arc::new(if config.metrics_enabled {
         Metrics::default()
     } else {
@@ -706,6 +714,14 @@ pub fn run(prepared: Prepared, sockets: process::Sockets) -> Result<(), StartErr
         server.add_service(pingora::services::background::background_service(
             "invalidation listener (PostgreSQL LISTEN)",
             jobs::ListenForInvalidations {
+                gateway: gateway.clone(),
+            },
+        ));
+    }
+    if gateway.limits.shared_store().is_some() {
+        server.add_service(pingora::services::background::background_service(
+            "shared rate limits (Redis)",
+            jobs::KeepSharedLimits {
                 gateway: gateway.clone(),
             },
         ));

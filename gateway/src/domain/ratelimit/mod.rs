@@ -24,6 +24,8 @@
 //! dictionary form): `RateLimit-Policy: 5;w=60` and `RateLimit: limit=5, remaining=0, reset=12`,
 //! plus `Retry-After` (RFC 9110 §10.2.3) in whole seconds.
 
+pub mod shared;
+
 use std::fmt;
 use std::hash::Hash;
 use std::num::NonZeroU32;
