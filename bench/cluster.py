@@ -7,7 +7,8 @@ configured rate. Prints a table and, last, one line:
     invalidation p99 <N> ms, shared limit within <P>% of the configured rate
 Environment: ORIGINS (three https://localhost:port, comma-separated; the first is A), CACERT,
 OUTBOX (the gateways' shared mail outbox), REVOCATIONS (200), LIMIT_REQUESTS and LIMIT_WINDOW
-(the configured api_key limit), LOAD_SECONDS (10).
+(the configured api_key limit), LOAD_SECONDS (10), ADMINS (the instances' admin ports,
+comma-separated, for how often a limit check found Redis unreachable and fell back).
 """
 import http.client
 import json
@@ -110,6 +111,18 @@ def pct(values, p):
     return s[min(len(s) - 1, int(round(p / 100 * (len(s) - 1))))]
 
 
+def fallbacks():
+    """Sum of zonegate_shared_limits_unreachable_total over the instances."""
+    total = 0
+    for port in filter(None, os.environ.get("ADMINS", "").split(",")):
+        c = http.client.HTTPConnection("127.0.0.1", int(port), timeout=5)
+        c.request("GET", "/metrics")
+        for line in c.getresponse().read().decode().splitlines():
+            if line.startswith("zonegate_shared_limits_unreachable_total "):
+                total += int(float(line.split()[1]))
+    return total
+
+
 def main():
     a, org = owner()
     others = [Conn(o) for o in ORIGINS[1:]]
@@ -171,6 +184,7 @@ def main():
     print(f"| load | {elapsed:.1f} s over {len(ORIGINS)} instances, {total + sum(refused)} requests |")
     print(f"| admitted / allowed by the limit | {total} / {allowed:.0f} ({total / allowed * 100:.0f}%) |")
     print(f"| admitted per instance | {', '.join(map(str, admitted))} |")
+    print(f"| checks that fell back to the local share (Redis unreachable) | {fallbacks()} |")
     print()
     print(f"invalidation p99 {pct(delays, 99):.1f} ms, shared limit within {abs(off):.0f}% of the configured rate")
 

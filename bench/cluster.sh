@@ -9,11 +9,14 @@
 #   BIN=target/debug BUILD=0 bench/cluster.sh
 #
 # Needs PostgreSQL (PG_URL, default postgres://postgres@127.0.0.1:5432/test: scratch databases
-# are created beside it and dropped afterwards). No test asserts any of it.
+# are created beside it and dropped afterwards) and Redis (REDIS_URL, default
+# redis://127.0.0.1:6379: the shared limits, under a key prefix of this run's own).
+# No test asserts any of it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PG_URL=${PG_URL:-${ZONEGATE_TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/test}}
+REDIS_URL=${REDIS_URL:-${ZONEGATE_TEST_REDIS_URL:-redis://127.0.0.1:6379}}
 BIN=${BIN:-target/release}
 if [ "${BUILD:-1}" = 1 ]; then
   if [ "$BIN" = target/release ]; then
@@ -87,6 +90,10 @@ api_key = { requests = $LIMIT_REQUESTS, window_seconds = $LIMIT_WINDOW }
 org = { requests = 100000, window_seconds = 1 }
 user = { requests = 100000, window_seconds = 1 }
 org_sessions = { requests = 100000, window_seconds = 1 }
+[redis]
+url = "$REDIS_URL"
+instances = 3
+key_prefix = "zonegate-bench-$suffix"
 TOML
   origins+=("https://localhost:$https")
   admins+=("$admin")
@@ -107,14 +114,14 @@ for i in 1 2 3; do
 done
 for admin in "${admins[@]}"; do
   for _ in $(seq 100); do
-    curl -sf "http://127.0.0.1:$admin/readyz" | grep -q '"listening"' && break
+    curl -sf "http://127.0.0.1:$admin/readyz" | grep -Eq '"limits": ?"shared"' && break
     sleep 0.1
   done
-  curl -sf "http://127.0.0.1:$admin/readyz" | grep -q '"listening"' || {
+  curl -sf "http://127.0.0.1:$admin/readyz" | grep '"listening"' | grep -Eq '"limits": ?"shared"' || {
     echo "an instance did not become ready:"; tail -5 "$work"/gateway-*.log; exit 1; }
 done
 
 echo "## $(date -u +%Y-%m-%d), cluster ($(nproc) cores, $BIN)"
 echo
-ORIGINS=$(IFS=,; echo "${origins[*]}") CACERT="$work/tls/cert.pem" OUTBOX="$work/outbox" \
+ADMINS=$(IFS=,; echo "${admins[*]}") ORIGINS=$(IFS=,; echo "${origins[*]}") CACERT="$work/tls/cert.pem" OUTBOX="$work/outbox" \
   LIMIT_REQUESTS=$LIMIT_REQUESTS LIMIT_WINDOW=$LIMIT_WINDOW python3 bench/cluster.py

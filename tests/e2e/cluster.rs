@@ -182,3 +182,143 @@ fn what_one_instance_revokes_every_other_refuses_at_once() {
     }
     assert!(readiness(b.admin)["faults"].as_array().unwrap().is_empty());
 }
+
+/// A Redis `host:port` from `ZONEGATE_TEST_REDIS_URL`, or `None` (saying so).
+fn test_redis(test: &str) -> Option<std::net::SocketAddr> {
+    let Ok(url) = std::env::var("ZONEGATE_TEST_REDIS_URL") else {
+        eprintln!("ZONEGATE_TEST_REDIS_URL is not set: skipping {test}");
+        return None;
+    };
+    let rest = url.split("://").nth(1).unwrap_or(&url);
+    let host_port = rest.split(['/', '?']).next().unwrap();
+    use std::net::ToSocketAddrs;
+    Some(host_port.to_socket_addrs().unwrap().next().unwrap())
+}
+
+/// Ask readiness until `check` holds on it (bounded at 10 s).
+fn ready_until(
+    admin: std::net::SocketAddr,
+    what: &str,
+    check: impl Fn(&serde_json::Value) -> bool,
+) {
+    let started = std::time::Instant::now();
+    loop {
+        let ready = readiness(admin);
+        if check(&ready) {
+            println!("{what}: after {} ms", started.elapsed().as_millis());
+            return;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "{what}: readiness still {ready}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_limit_shared_through_redis_holds_across_instances_and_outlives_redis_going_away() {
+    let Some(redis) = test_redis("the shared-limit test") else {
+        return;
+    };
+    let Some(db) = ScratchDatabase::create("the shared-limit test") else {
+        return;
+    };
+    // Redis behind a proxy the test can cut, as a network partition or a Redis restart would.
+    let proxy = zonegate_e2e::tcp_proxy::TcpProxy::start(redis);
+    let prefix = format!("zonegate-e2e-{}", uuid::Uuid::new_v4().simple());
+    let stack = Stack::start_with(StackOptions {
+        extra_config: format!(
+            "[database]\nurl = \"{}\"\n\n[redis]\nurl = \"redis://{}\"\ninstances = 3\nkey_prefix = \"{prefix}\"\n",
+            db.url_via(db.server()),
+            proxy.addr
+        ),
+        // 12 requests per key per 10 minutes: nothing refills while the test runs.
+        rate_limits: zonegate_e2e::stack::GENEROUS_RATE_LIMITS.replace(
+            "api_key = { requests = 100000, window_seconds = 60 }",
+            "api_key = { requests = 12, window_seconds = 600 }",
+        ),
+        ..StackOptions::default()
+    });
+    let b = stack.start_peer("gateway-b");
+    let c = stack.start_peer("gateway-c");
+    let admins = [stack.admin, b.admin, c.admin];
+    let origin = format!("https://localhost:{}", stack.https.port());
+    let wrong_login = || {
+        stack.client().request(
+            "POST",
+            "/auth/login",
+            &[("content-type", "application/json"), ("origin", &origin)],
+            Some(br#"{"email":"nobody@example.com","password":"not the password"}"#),
+        )
+    };
+    for admin in admins {
+        ready_until(admin, "shared limits up", |r| r["redis"]["status"] == "up");
+    }
+    let clients = [
+        stack.client(),
+        Client::new(b.https, &stack.cert),
+        Client::new(c.https, &stack.cert),
+    ];
+
+    // 30 calls spread over the three instances: 12 admitted in all, not 12 each.
+    let (mut ada, org) = owner_with_org(&stack);
+    let (_, key) = create_key(&mut ada, &org, &["zones:read"]);
+    let zones = format!("/v1/orgs/{org}/zones");
+    let mut admitted = [0; 3];
+    let mut refused = [0; 3];
+    for i in 0..30 {
+        let resp = with_key(&clients[i % 3], "GET", &zones, &key, None);
+        match resp.status {
+            200 => admitted[i % 3] += 1,
+            429 => {
+                assert_eq!(resp.header("ratelimit-policy"), Some("12;w=600"));
+                assert!(resp.header("retry-after").is_some());
+                refused[i % 3] += 1;
+            }
+            other => panic!("call {i}: {other}"),
+        }
+    }
+    assert_eq!(admitted.iter().sum::<i32>(), 12, "{admitted:?}");
+    assert!(refused.iter().all(|r| *r > 0), "{refused:?}");
+
+    // Redis goes away.
+    proxy.cut();
+    for admin in admins {
+        ready_until(admin, "readiness fails without Redis", |r| {
+            r["redis"]["status"] == "down" && r["status"] == "not ready"
+        });
+    }
+    // The account routes fail closed: 503 with Retry-After, never an unlimited login.
+    let login = wrong_login();
+    login.assert_problem(503);
+    assert!(login.header("retry-after").is_some());
+    // API traffic goes on at each instance's share of the limit: 12 / 3 = 4 on A, whatever
+    // Redis had counted.
+    let on_a: Vec<u16> = (0..8)
+        .map(|_| with_key(&clients[0], "GET", &zones, &key, None).status)
+        .collect();
+    assert_eq!(on_a.iter().filter(|s| **s == 200).count(), 4, "{on_a:?}");
+    let past_share = with_key(&clients[0], "GET", &zones, &key, None);
+    assert_eq!(past_share.status, 429);
+    assert_eq!(past_share.header("ratelimit-policy"), Some("4;w=600"));
+    assert!(stack.gateway_logged("shared_limits_down"));
+    assert!(b.log().contains("shared_limits_down"));
+
+    // Redis is back: every instance counts in it again, where the key is still spent, and the
+    // account routes answer again.
+    proxy.restore();
+    for admin in admins {
+        ready_until(admin, "shared limits back", |r| {
+            r["redis"]["status"] == "up" && r["status"] == "ready"
+        });
+    }
+    for client in &clients {
+        let resp = with_key(client, "GET", &zones, &key, None);
+        assert_eq!(resp.status, 429);
+        assert_eq!(resp.header("ratelimit-policy"), Some("12;w=600"));
+    }
+    let login = wrong_login();
+    assert_eq!(login.status, 401);
+    assert!(stack.gateway_logged("shared_limits_up"));
+}

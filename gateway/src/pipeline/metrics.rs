@@ -127,6 +127,9 @@ pub struct Samples {
     pub decision_log_dropped: u64,
     pub shadow_disagreements: u64,
     pub password_jobs_queued: usize,
+    /// With `[redis]`: whether the shared limits are reachable, and how many checks found
+    /// them unreachable (and fell back) since start.
+    pub shared_limits: Option<(bool, u64)>,
 }
 
 /// A method as a label: the standard ones by name, anything else as `other`.
@@ -329,6 +332,18 @@ impl Metrics {
             "Password hashes and checks waiting for a bcrypt thread",
             gauge(samples.password_jobs_queued),
         );
+        if let Some((up, unreachable)) = samples.shared_limits {
+            r.register(
+                "shared_limits_up",
+                "1 while the rate limits shared through Redis are reachable, else 0 (local shares apply)",
+                gauge(usize::from(up)),
+            );
+            r.register(
+                "shared_limits_unreachable",
+                "Rate-limit checks that found Redis unreachable and fell back",
+                ConstCounter::new(unreachable),
+            );
+        }
         if let Some(open) = samples.connections_open {
             r.register(
                 "client_connections",
@@ -388,6 +403,7 @@ mod tests {
         let text = m.render(&Samples {
             caches: vec![("sessions", 5, 2)],
             connections_open: Some(3),
+            shared_limits: Some((true, 4)),
             ..Samples::default()
         });
         for line in [
@@ -395,6 +411,8 @@ mod tests {
             r#"zonegate_requests_total{route="none",method="other",status="404"} 1"#,
             r#"zonegate_refusals_total{reason="not_found"} 1"#,
             r#"zonegate_rate_limited_total{limiter="api_key"} 1"#,
+            "zonegate_shared_limits_up 1",
+            "zonegate_shared_limits_unreachable_total 4",
             r#"zonegate_upstream_connections_total{upstream="zones",reused="true"} 1"#,
             r#"zonegate_cache_lookups_total{cache="sessions",result="hit"} 5"#,
             r#"zonegate_cache_lookups_total{cache="sessions",result="miss"} 2"#,

@@ -201,6 +201,10 @@ impl AdminApp {
             decision_log_dropped: g.decisions.dropped(),
             shadow_disagreements: g.policy.shadow_mismatches(),
             password_jobs_queued: services.accounts.password_jobs_queued(),
+            shared_limits: g
+                .limits
+                .shared_store()
+                .map(|s| (s.is_up(), s.unreachable_total())),
         };
         g.pipeline.metrics.render(&samples)
     }

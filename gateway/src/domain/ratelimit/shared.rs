@@ -8,15 +8,15 @@
 //! call checks several buckets (an API key and its org) all-or-nothing: a request refused by
 //! its org spends nothing of its key's allowance, and the common path is one round trip.
 //!
-//! Redis being unreachable is a normal state, not an error: a call that fails or takes longer
-//! than the configured timeout marks the store down and drops the connection, and until the
-//! background keeper ([`SharedLimiter::keep`], once a second) has connected and pinged again,
+//! Redis being unreachable is a normal state, not an error: a call that fails (or the
+//! [`TIMEOUTS_DOWN`]th in a row to take longer than the configured timeout) marks the store
+//! down and drops the connection, and until the background keeper ([`SharedLimiter::keep`], once a second) has connected and pinged again,
 //! callers skip Redis at once and use their fallback (the pipeline: local limits divided by the
 //! instance count for API traffic, a refusal for the account routes). Both transitions are
 //! logged once, and readiness reports the state.
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
@@ -55,6 +55,11 @@ for i, key in ipairs(KEYS) do
 end
 return {0, 0}
 ";
+
+/// Consecutive calls past the timeout that mark the store down. One slow answer (a busy
+/// machine) costs only its own request a fallback; a store that stopped answering (a
+/// half-open connection says nothing) is down after this many.
+const TIMEOUTS_DOWN: u32 = 3;
 
 /// How long connecting and the keeper's ping may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
@@ -107,6 +112,8 @@ pub struct SharedLimiter {
     down_since: Mutex<Option<Instant>>,
     /// Calls that found Redis unreachable (including skipped ones while down).
     unreachable: AtomicU64,
+    /// Calls past the timeout since the last answer.
+    timeouts_in_a_row: AtomicU32,
 }
 
 impl fmt::Debug for SharedLimiter {
@@ -135,6 +142,7 @@ impl SharedLimiter {
             up: AtomicBool::new(false),
             down_since: Mutex::new(Some(Instant::now())),
             unreachable: AtomicU64::new(0),
+            timeouts_in_a_row: AtomicU32::new(0),
         }
     }
 
@@ -185,18 +193,28 @@ impl SharedLimiter {
             invocation.invoke_async::<(u64, u64)>(&mut conn),
         )
         .await;
+        let answer = match answer {
+            Ok(answer) => {
+                self.timeouts_in_a_row.store(0, Ordering::Relaxed);
+                answer
+            }
+            Err(_) => {
+                self.unreachable.fetch_add(1, Ordering::Relaxed);
+                if self.timeouts_in_a_row.fetch_add(1, Ordering::Relaxed) + 1 >= TIMEOUTS_DOWN {
+                    self.mark_down("no answer within the timeout, several times in a row");
+                }
+                return Err(Unreachable);
+            }
+        };
         match answer {
-            Ok(Ok((0, _))) => Ok(Verdict::Admitted),
-            Ok(Ok((index, wait))) => Ok(Verdict::Refused {
+            Ok((0, _)) => Ok(Verdict::Admitted),
+            Ok((index, wait)) => Ok(Verdict::Refused {
                 index: usize::try_from(index - 1).unwrap_or(usize::MAX),
                 wait: Duration::from_micros(wait),
             }),
-            Ok(Err(e)) => {
+            Err(e) => {
+                self.unreachable.fetch_add(1, Ordering::Relaxed);
                 self.mark_down(&e.to_string());
-                Err(Unreachable)
-            }
-            Err(_) => {
-                self.mark_down("no answer within the timeout");
                 Err(Unreachable)
             }
         }
@@ -219,6 +237,7 @@ impl SharedLimiter {
             _ => match self.connect().await {
                 Ok(conn) => {
                     *self.conn.write().unwrap_or_else(PoisonError::into_inner) = Some(conn);
+                    self.timeouts_in_a_row.store(0, Ordering::Relaxed);
                     self.mark_up();
                 }
                 Err(e) => self.mark_down(&e),
