@@ -77,6 +77,12 @@ pub struct ServeArgs {
     )]
     pub database: String,
 
+    /// A file holding the PostgreSQL password (a container secret, e.g.
+    /// /run/secrets/zones-db-password), joined to the --database URL's user to connect, so the
+    /// URL itself can hold none.
+    #[arg(long, env = "ZONE_BACKEND_DATABASE_PASSWORD_FILE", value_name = "FILE")]
+    pub database_password_file: Option<PathBuf>,
+
     /// Directory with the gateway's keys: identity-<n>.key files (HS256, shared)
     /// and/or signing-<n>.pub files (Ed25519 public keys).
     #[arg(long, env = "ZONE_BACKEND_KEY_DIR", value_name = "DIR")]
@@ -102,15 +108,51 @@ pub struct ServeArgs {
     pub audience: String,
 }
 
-impl From<ServeArgs> for BackendConfig {
-    fn from(args: ServeArgs) -> Self {
-        Self {
+/// Why `--database-password-file` could not be used. Never holds the password.
+#[derive(Debug, thiserror::Error)]
+pub enum PasswordFileError {
+    #[error("--database-password-file {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("--database-password-file {}: the file is empty", path.display())]
+    Empty { path: PathBuf },
+    #[error(
+        "--database-password-file needs a postgres:// --database URL with a user and no password"
+    )]
+    Url,
+}
+
+impl TryFrom<ServeArgs> for BackendConfig {
+    type Error = PasswordFileError;
+
+    fn try_from(args: ServeArgs) -> Result<Self, PasswordFileError> {
+        let database_url = match &args.database_password_file {
+            None => args.database,
+            Some(path) => {
+                let text =
+                    std::fs::read_to_string(path).map_err(|source| PasswordFileError::Read {
+                        path: path.clone(),
+                        source,
+                    })?;
+                // A trailing newline (as `echo` writes) is not part of the password.
+                let password = text.trim();
+                if password.is_empty() {
+                    return Err(PasswordFileError::Empty { path: path.clone() });
+                }
+                zonegate_common::dburl::with_password(&args.database, password)
+                    .ok_or(PasswordFileError::Url)?
+            }
+        };
+        Ok(Self {
             listen: args.listen,
-            database_url: args.database,
+            database_url,
             key_dir: args.key_dir,
             audience: args.audience,
             replay_cache_entries: args.replay_cache_entries,
-        }
+        })
     }
 }
 
@@ -123,7 +165,7 @@ mod tests {
     fn parse(args: &[&str]) -> Result<BackendConfig, clap::Error> {
         let cli = Cli::try_parse_from(args)?;
         let Command::Serve(serve) = cli.command;
-        Ok(serve.into())
+        Ok(BackendConfig::try_from(serve).unwrap())
     }
 
     #[test]
@@ -177,5 +219,40 @@ mod tests {
         .unwrap_err();
         assert!(err.to_string().contains("--audience"), "{err}");
         assert_eq!(err.exit_code(), 2);
+    }
+
+    #[test]
+    fn the_database_password_comes_from_a_file_never_shown() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("db-password");
+        std::fs::write(&file, "s3cret/pw\n").unwrap();
+        let file_arg = file.to_str().unwrap();
+        let args = |url: &str| {
+            let cli = Cli::try_parse_from([
+                "zone-backend",
+                "serve",
+                "--database",
+                url,
+                "--database-password-file",
+                file_arg,
+                "--key-dir",
+                "/k",
+            ])
+            .unwrap();
+            let Command::Serve(serve) = cli.command;
+            serve
+        };
+        let config = BackendConfig::try_from(args("postgres://zones@db/zones")).unwrap();
+        assert_eq!(config.database_url, "postgres://zones:s3cret%2Fpw@db/zones");
+        assert!(!format!("{config:?}").contains("s3cret"));
+        // A URL that cannot take it, an empty file, a missing one: refused, by name.
+        let e = BackendConfig::try_from(args("sqlite://z.db")).unwrap_err();
+        assert!(e.to_string().contains("postgres://"), "{e}");
+        std::fs::write(&file, "\n").unwrap();
+        let e = BackendConfig::try_from(args("postgres://zones@db/zones")).unwrap_err();
+        assert!(e.to_string().contains("empty"), "{e}");
+        std::fs::remove_file(&file).unwrap();
+        let e = BackendConfig::try_from(args("postgres://zones@db/zones")).unwrap_err();
+        assert!(e.to_string().contains("--database-password-file"), "{e}");
     }
 }

@@ -15,7 +15,13 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing();
     let Command::Serve(args) = cli.command;
-    let config: zone_backend::BackendConfig = args.into();
+    let config = match zone_backend::BackendConfig::try_from(args) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("zone-backend: {error}");
+            return ExitCode::from(2);
+        }
+    };
     let private = zone_backend::identity::private_signing_key_files(&config.key_dir);
     if !private.is_empty() {
         tracing::warn!(

@@ -123,7 +123,7 @@ impl Config {
             return Ok(Secret(Zeroizing::new(self.database_url.clone())));
         };
         let password = source.read("database.password_env", "database.password_file", env)?;
-        with_password(&self.database_url, password.expose())
+        zonegate_common::dburl::with_password(&self.database_url, password.expose())
             .map(|url| Secret(Zeroizing::new(url)))
             .ok_or_else(|| {
                 invalid(
@@ -288,19 +288,6 @@ fn split_scheme(url: &str) -> Option<(&str, &str)> {
         .find_map(|scheme| url.strip_prefix(scheme).map(|rest| (scheme, rest)))
 }
 
-/// `postgres://user@host/db` with `password` put in as `user:password@`, percent-encoded.
-fn with_password(url: &str, password: &str) -> Option<String> {
-    use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
-    let (scheme, rest) = split_scheme(url)?;
-    let end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let (user, host) = rest[..end].rsplit_once('@')?;
-    if user.is_empty() || user.contains(':') {
-        return None;
-    }
-    let encoded = utf8_percent_encode(password, NON_ALPHANUMERIC);
-    Some(format!("{scheme}{user}:{encoded}@{host}{}", &rest[end..]))
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -324,19 +311,6 @@ mod tests {
             "postgres://u@[::1]:5432/x?application_name=a@b"
         ));
         assert!(!url_has_password("sqlite://data/zonegate.db"));
-    }
-
-    #[test]
-    fn the_password_is_percent_encoded_into_the_user_info() {
-        assert_eq!(
-            with_password(
-                "postgres://zonegate@db:5432/z?sslmode=verify-full",
-                "p@ss:/w?rd"
-            )
-            .unwrap(),
-            "postgres://zonegate:p%40ss%3A%2Fw%3Frd@db:5432/z?sslmode=verify-full"
-        );
-        assert_eq!(with_password("postgres://db/z", "p"), None);
     }
 
     #[test]
