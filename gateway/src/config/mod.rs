@@ -538,6 +538,13 @@ fn validate_redis(r: file::RawRedis) -> Result<Redis, ConfigError> {
             "must start with redis:// or rediss://",
         ));
     }
+    // redis-rs reads a fragment as options (`#insecure` skips certificate checks).
+    if r.url.contains('#') {
+        return Err(invalid(
+            "redis.url",
+            "must not have a #fragment (it would change how the connection is checked)",
+        ));
+    }
     if secrets::redis_url_has_password(&r.url) {
         return Err(invalid(
             "redis.url",
@@ -597,7 +604,7 @@ fn rate(
             "`requests` must be at least 1 (a zero limit refuses everything)",
         ),
         PolicyError::ZeroWindow => invalid(key, "`window_seconds` must be at least 1"),
-        PolicyError::TooFine { .. } => invalid(key, e.to_string()),
+        PolicyError::TooFine { .. } | PolicyError::WindowTooLong => invalid(key, e.to_string()),
     })
 }
 
@@ -1266,6 +1273,7 @@ address = "127.0.0.1:8081"
         for (key, bad) in [
             ("`instances`", "url = \"redis://127.0.0.1:6379\""),
             ("redis.url", "url = \"http://127.0.0.1:6379\"\ninstances = 3"),
+            ("redis.url", "url = \"rediss://r:6380/#insecure\"\ninstances = 3"),
             ("redis.url", "url = \"redis://:hunter2@127.0.0.1:6379\"\ninstances = 3"),
             ("redis.url", "url = \"redis://u:hunter2@127.0.0.1:6379\"\ninstances = 3"),
             ("redis.instances", "url = \"redis://127.0.0.1:6379\"\ninstances = 0"),

@@ -299,10 +299,8 @@ pub async fn by_address(p: &Pipeline, ctx: &RequestCtx, route: &Route) -> Result
                 None,
             ))
         }
-        Err(AddressRefusal::Unavailable) => {
-            p.metrics.rate_limited("address_unavailable");
-            Err(Rejection::Unavailable)
-        }
+        // Counted as a refusal (`unavailable`) and in the shared store's unreachable checks.
+        Err(AddressRefusal::Unavailable) => Err(Rejection::Unavailable),
     }
 }
 
@@ -509,5 +507,52 @@ mod tests {
             alone.count(&[(Scope::ApiKey, &key)]).await.unwrap();
         }
         assert!(alone.count(&[(Scope::ApiKey, &key)]).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn two_instances_share_address_and_user_limits_through_redis() {
+        let Ok(url) = std::env::var("ZONEGATE_TEST_REDIS_URL") else {
+            eprintln!("skipping the shared address test: ZONEGATE_TEST_REDIS_URL is not set");
+            return;
+        };
+        use crate::domain::ratelimit::shared::SharedConfig;
+        let prefix = format!("zonegate-test-{}", uuid::Uuid::new_v4());
+        let instance = || {
+            Limits::shared(
+                &config(3),
+                SharedLimiter::new(SharedConfig {
+                    client: redis::Client::open(url.as_str()).unwrap(),
+                    key_prefix: prefix.clone(),
+                    timeout: std::time::Duration::from_secs(1),
+                }),
+                NonZeroU32::new(2).unwrap(),
+            )
+        };
+        let (a, b) = (instance(), instance());
+        a.shared_store().unwrap().keep().await;
+        b.shared_store().unwrap().keep().await;
+
+        // 3 login attempts a minute from one address: 2 here and 1 there spend them all,
+        // though each instance alone has room left.
+        let client = ip("192.0.2.9");
+        for limits in [&a, &a, &b] {
+            limits
+                .by_address(AddressLimit::AuthStrict, client)
+                .await
+                .unwrap();
+        }
+        for limits in [&a, &b] {
+            assert!(matches!(
+                limits.by_address(AddressLimit::AuthStrict, client).await,
+                Err(AddressRefusal::Limited(_))
+            ));
+        }
+        // The same for a signed-in user.
+        let user = "user-1".to_owned();
+        for limits in [&a, &b, &b] {
+            limits.count(&[(Scope::User, &user)]).await.unwrap();
+        }
+        let (_, limited) = a.count(&[(Scope::User, &user)]).await.unwrap_err();
+        assert_eq!(limited.policy.header_value(), "3;w=60");
     }
 }

@@ -56,7 +56,13 @@ pub enum PolicyError {
     ZeroWindow,
     #[error("rate limit too fine: {limit} requests per {window_secs}s")]
     TooFine { limit: u32, window_secs: u64 },
+    #[error("rate limit window must be at most {MAX_WINDOW_SECS} seconds (a year)")]
+    WindowTooLong,
 }
+
+/// The longest window: a year. Longer is no rate; and the shared store's bucket times, in
+/// microseconds in a Lua double, stay exact only for a few centuries past now.
+pub const MAX_WINDOW_SECS: u64 = 366 * 24 * 60 * 60;
 
 impl RatePolicy {
     /// `limit` requests per `window_secs` seconds. Whole seconds because the window is
@@ -65,6 +71,9 @@ impl RatePolicy {
         let limit = NonZeroU32::new(limit).ok_or(PolicyError::ZeroLimit)?;
         if window_secs == 0 {
             return Err(PolicyError::ZeroWindow);
+        }
+        if window_secs > MAX_WINDOW_SECS {
+            return Err(PolicyError::WindowTooLong);
         }
         let period = Duration::from_secs(window_secs) / limit.get();
         let quota = Quota::with_period(period)
@@ -317,6 +326,11 @@ mod tests {
     fn policy_validation_and_header() {
         assert_eq!(RatePolicy::new(0, 60), Err(PolicyError::ZeroLimit));
         assert_eq!(RatePolicy::new(5, 0), Err(PolicyError::ZeroWindow));
+        assert_eq!(
+            RatePolicy::new(5, MAX_WINDOW_SECS + 1),
+            Err(PolicyError::WindowTooLong)
+        );
+        assert!(RatePolicy::new(5, MAX_WINDOW_SECS).is_ok());
         let p = RatePolicy::new(5, 60).unwrap();
         assert_eq!(p.header_value(), "5;w=60");
         assert_eq!(p, RatePolicy::per_minute(NonZeroU32::new(5).unwrap()));

@@ -16,8 +16,8 @@
 //! logged once, and readiness reports the state.
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Mutex, PoisonError, RwLock};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use redis::aio::MultiplexedConnection;
@@ -104,16 +104,24 @@ pub struct Unreachable;
 pub struct SharedLimiter {
     config: SharedConfig,
     script: Script,
-    /// `None` while down; the keeper puts a fresh one here. A multiplexed connection is cheap
-    /// to clone and serves every request concurrently.
-    conn: RwLock<Option<MultiplexedConnection>>,
-    up: AtomicBool,
-    /// Since when it has been down (for readiness), when it is.
-    down_since: Mutex<Option<Instant>>,
+    state: RwLock<State>,
     /// Calls that found Redis unreachable (including skipped ones while down).
     unreachable: AtomicU64,
-    /// Calls past the timeout since the last answer.
+    /// Calls past the timeout on the live connection since its last answer.
     timeouts_in_a_row: AtomicU32,
+}
+
+/// The connection and what readiness and the logs need, changed under one lock.
+struct State {
+    /// The live connection and its generation; `None` while down. A multiplexed connection is
+    /// cheap to clone and serves every request concurrently. A failure seen on a connection
+    /// that has since been replaced says nothing about the new one: the generation tells.
+    live: Option<(u64, MultiplexedConnection)>,
+    generation: u64,
+    /// Since when it has been down, while it is.
+    down_since: Option<Instant>,
+    /// The outage has been logged (once per outage, including one at start).
+    down_logged: bool,
 }
 
 impl fmt::Debug for SharedLimiter {
@@ -138,28 +146,36 @@ impl SharedLimiter {
         SharedLimiter {
             config,
             script: Script::new(GCRA),
-            conn: RwLock::new(None),
-            up: AtomicBool::new(false),
-            down_since: Mutex::new(Some(Instant::now())),
+            state: RwLock::new(State {
+                live: None,
+                generation: 0,
+                down_since: Some(Instant::now()),
+                down_logged: false,
+            }),
             unreachable: AtomicU64::new(0),
             timeouts_in_a_row: AtomicU32::new(0),
         }
     }
 
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
+        self.state.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, State> {
+        self.state.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
     pub fn is_up(&self) -> bool {
-        self.up.load(Ordering::Acquire)
+        self.read().live.is_some()
     }
 
     pub fn health(&self) -> Health {
-        if self.is_up() {
+        let state = self.read();
+        if state.live.is_some() {
             return Health::Up;
         }
-        let since = *self
-            .down_since
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
         Health::Down {
-            for_secs: since.map_or(0, |at| at.elapsed().as_secs()),
+            for_secs: state.down_since.map_or(0, |at| at.elapsed().as_secs()),
         }
     }
 
@@ -171,12 +187,8 @@ impl SharedLimiter {
     /// Count one request in every bucket, or in none: `buckets` are names (e.g.
     /// `api_key:<id>`) with their policies. Never waits longer than the configured timeout.
     pub async fn check(&self, buckets: &[(&str, RatePolicy)]) -> Result<Verdict, Unreachable> {
-        let conn = self
-            .conn
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
-        let Some(mut conn) = conn.filter(|_| self.is_up()) else {
+        let live = self.read().live.clone();
+        let Some((generation, mut conn)) = live else {
             self.unreachable.fetch_add(1, Ordering::Relaxed);
             return Err(Unreachable);
         };
@@ -200,8 +212,16 @@ impl SharedLimiter {
             }
             Err(_) => {
                 self.unreachable.fetch_add(1, Ordering::Relaxed);
-                if self.timeouts_in_a_row.fetch_add(1, Ordering::Relaxed) + 1 >= TIMEOUTS_DOWN {
-                    self.mark_down("no answer within the timeout, several times in a row");
+                // Counted only against the connection still live (a late timeout on a replaced
+                // one says nothing about it).
+                let current = self.read().live.as_ref().map(|(g, _)| *g) == Some(generation);
+                if current
+                    && self.timeouts_in_a_row.fetch_add(1, Ordering::Relaxed) + 1 >= TIMEOUTS_DOWN
+                {
+                    self.lose(
+                        Some(generation),
+                        "no answer within the timeout, several times in a row",
+                    );
                 }
                 return Err(Unreachable);
             }
@@ -214,66 +234,89 @@ impl SharedLimiter {
             }),
             Err(e) => {
                 self.unreachable.fetch_add(1, Ordering::Relaxed);
-                self.mark_down(&e.to_string());
+                self.lose(Some(generation), &e.to_string());
                 Err(Unreachable)
             }
         }
     }
 
-    /// One round of upkeep, run once a second by a background job: while down, connect and
-    /// ping; while up, ping, so a dead connection is found even when no request is asking.
+    /// One round of upkeep, run once a second by a background job (one keeper per store):
+    /// while down, connect and ping; while up, ping, so a dead connection is found even when
+    /// no request is asking.
     pub async fn keep(&self) {
-        let current = self
-            .conn
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
-        match current {
-            Some(mut conn) if self.is_up() => {
+        let live = self.read().live.clone();
+        match live {
+            Some((generation, mut conn)) => {
                 if let Err(e) = ping(&mut conn).await {
-                    self.mark_down(&e);
+                    self.lose(Some(generation), &e);
                 }
             }
-            _ => match self.connect().await {
-                Ok(conn) => {
-                    *self.conn.write().unwrap_or_else(PoisonError::into_inner) = Some(conn);
-                    self.timeouts_in_a_row.store(0, Ordering::Relaxed);
-                    self.mark_up();
-                }
-                Err(e) => self.mark_down(&e),
+            None => match self.connect().await {
+                Ok(conn) => self.install(conn),
+                Err(e) => self.lose(None, &e),
             },
         }
     }
 
     async fn connect(&self) -> Result<MultiplexedConnection, String> {
+        // No response timeout of the client's own: every call here and in `check` has its
+        // own, and a client timeout shorter than `timeout` would turn one slow answer into
+        // an error (which marks the store down).
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(CONNECT_TIMEOUT))
-            .set_response_timeout(Some(CONNECT_TIMEOUT));
-        let mut conn = self
-            .config
-            .client
-            .get_multiplexed_async_connection_with_config(&config)
-            .await
-            .map_err(|e| e.to_string())?;
+            .set_response_timeout(None);
+        let mut conn = tokio::time::timeout(
+            CONNECT_TIMEOUT,
+            self.config
+                .client
+                .get_multiplexed_async_connection_with_config(&config),
+        )
+        .await
+        .map_err(|_| "connecting timed out".to_owned())?
+        .map_err(|e| e.to_string())?;
         ping(&mut conn).await?;
         // Loaded now, so requests run EVALSHA without a first miss.
         tokio::time::timeout(CONNECT_TIMEOUT, self.script.load_async(&mut conn))
             .await
             .map_err(|_| "loading the script timed out".to_owned())?
             .map_err(|e| e.to_string())?;
+        warn_if_evicting(&mut conn).await;
         Ok(conn)
     }
 
-    fn mark_down(&self, error: &str) {
-        *self.conn.write().unwrap_or_else(PoisonError::into_inner) = None;
-        let mut since = self
-            .down_since
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if since.is_none() {
-            *since = Some(Instant::now());
-        }
-        if self.up.swap(false, Ordering::AcqRel) {
+    /// A new connection is live.
+    fn install(&self, conn: MultiplexedConnection) {
+        let down_for = {
+            let mut state = self.write();
+            state.generation += 1;
+            state.live = Some((state.generation, conn));
+            state.down_logged = false;
+            self.timeouts_in_a_row.store(0, Ordering::Relaxed);
+            state.down_since.take().map(|at| at.elapsed())
+        };
+        tracing::info!(
+            target: "zonegate::ratelimit",
+            event = "shared_limits_up",
+            down_ms = down_for.map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            "shared rate limits reachable"
+        );
+    }
+
+    /// The connection of `generation` failed (or, with `None`, connecting did): down, unless
+    /// that connection has already been replaced. Logged once per outage.
+    fn lose(&self, generation: Option<u64>, error: &str) {
+        let log = {
+            let mut state = self.write();
+            if let (Some(failed), Some((live, _))) = (generation, &state.live) {
+                if failed != *live {
+                    return;
+                }
+            }
+            state.live = None;
+            state.down_since.get_or_insert_with(Instant::now);
+            !std::mem::replace(&mut state.down_logged, true)
+        };
+        if log {
             // The error says what failed (refused, reset, timeout); redis-rs never puts the
             // password in it.
             tracing::warn!(
@@ -284,19 +327,27 @@ impl SharedLimiter {
             );
         }
     }
+}
 
-    fn mark_up(&self) {
-        let since = self
-            .down_since
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        if !self.up.swap(true, Ordering::AcqRel) {
-            tracing::info!(
+/// Limit buckets are keys with a time to live: a Redis that evicts such keys when full
+/// (`allkeys-*`, `volatile-*`) would silently reset them. Said at connect, when Redis lets us
+/// ask (managed services may refuse `CONFIG`).
+async fn warn_if_evicting(conn: &mut MultiplexedConnection) {
+    let asked = tokio::time::timeout(
+        CONNECT_TIMEOUT,
+        redis::cmd("CONFIG")
+            .arg("GET")
+            .arg("maxmemory-policy")
+            .query_async::<Vec<String>>(conn),
+    )
+    .await;
+    if let Ok(Ok(reply)) = asked {
+        if let Some(policy) = reply.get(1).filter(|p| p.as_str() != "noeviction") {
+            tracing::warn!(
                 target: "zonegate::ratelimit",
-                event = "shared_limits_up",
-                down_ms = since.map_or(0, |at| u64::try_from(at.elapsed().as_millis()).unwrap_or(u64::MAX)),
-                "shared rate limits reachable"
+                event = "shared_limits_evictable",
+                maxmemory_policy = %policy,
+                "Redis may evict rate-limit buckets when full, resetting them: set maxmemory-policy noeviction"
             );
         }
     }
@@ -355,16 +406,142 @@ mod tests {
 
     /// A test Redis from `ZONEGATE_TEST_REDIS_URL`, or `None` (saying so).
     fn redis(test: &str) -> Option<SharedLimiter> {
-        let Ok(url) = std::env::var("ZONEGATE_TEST_REDIS_URL") else {
+        let url = redis_url(test)?;
+        Some(limiter_at(&url, Duration::from_secs(1)))
+    }
+
+    fn redis_url(test: &str) -> Option<String> {
+        let url = std::env::var("ZONEGATE_TEST_REDIS_URL").ok();
+        if url.is_none() {
             eprintln!("skipping {test}: ZONEGATE_TEST_REDIS_URL is not set");
-            return None;
-        };
-        let prefix = format!("zonegate-test-{}", uuid::Uuid::new_v4());
-        Some(SharedLimiter::new(SharedConfig {
+        }
+        url
+    }
+
+    fn limiter_at(url: &str, timeout: Duration) -> SharedLimiter {
+        SharedLimiter::new(SharedConfig {
             client: Client::open(url).unwrap(),
-            key_prefix: prefix,
-            timeout: Duration::from_secs(1),
-        }))
+            key_prefix: format!("zonegate-test-{}", uuid::Uuid::new_v4()),
+            timeout,
+        })
+    }
+
+    #[tokio::test]
+    async fn a_bucket_expires_when_it_is_full_again() {
+        let Some(limiter) = redis("the bucket expiry test") else {
+            return;
+        };
+        limiter.keep().await;
+        // 3 a minute: one request takes 20 s of the bucket, so it is full again in 20 s.
+        let policy = RatePolicy::new(3, 60).unwrap();
+        assert_eq!(
+            limiter.check(&[("expiring", policy)]).await,
+            Ok(Verdict::Admitted)
+        );
+        let key = format!("{}:rl:expiring", limiter.config.key_prefix);
+        let mut conn = limiter
+            .config
+            .client
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        let ttl: i64 = redis::cmd("PTTL")
+            .arg(&key)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert!((19_000..=20_000).contains(&ttl), "{ttl}");
+        let tat: String = redis::cmd("GET")
+            .arg(&key)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert!(
+            tat.bytes().all(|b| b.is_ascii_digit()),
+            "an integer, not {tat:?}"
+        );
+    }
+
+    /// A TCP proxy in front of Redis that can go silent without closing anything, as a
+    /// half-open connection or a stalled Redis does.
+    async fn silenceable_proxy(
+        target: &str,
+    ) -> (String, std::sync::Arc<std::sync::atomic::AtomicBool>) {
+        use std::sync::atomic::AtomicBool;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let target = target
+            .trim_start_matches("redis://")
+            .trim_end_matches('/')
+            .to_owned();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let silent = std::sync::Arc::new(AtomicBool::new(false));
+        let quiet = silent.clone();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let server = tokio::net::TcpStream::connect(&target).await.unwrap();
+                let (mut cr, mut cw) = client.into_split();
+                let (mut sr, mut sw) = server.into_split();
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 4096];
+                    while let Ok(n) = cr.read(&mut buf).await {
+                        if n == 0 || sw.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+                let quiet = quiet.clone();
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 4096];
+                    while let Ok(n) = sr.read(&mut buf).await {
+                        if n == 0 {
+                            break;
+                        }
+                        // Silent: answers are swallowed, the connection stays open.
+                        if !quiet.load(Ordering::SeqCst) && cw.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        (format!("redis://{addr}/"), silent)
+    }
+
+    #[tokio::test]
+    async fn a_silent_store_costs_each_request_the_timeout_then_is_down_after_three() {
+        let Some(url) = redis_url("the silent store test") else {
+            return;
+        };
+        let (via, silent) = silenceable_proxy(&url).await;
+        let limiter = limiter_at(&via, Duration::from_millis(50));
+        limiter.keep().await;
+        assert_eq!(limiter.health(), Health::Up);
+        let policy = RatePolicy::new(100, 60).unwrap();
+        assert_eq!(limiter.check(&[("k", policy)]).await, Ok(Verdict::Admitted));
+
+        silent.store(true, Ordering::SeqCst);
+        for _ in 0..TIMEOUTS_DOWN - 1 {
+            assert_eq!(limiter.check(&[("k", policy)]).await, Err(Unreachable));
+            assert_eq!(
+                limiter.health(),
+                Health::Up,
+                "one slow answer is not an outage"
+            );
+        }
+        assert_eq!(limiter.check(&[("k", policy)]).await, Err(Unreachable));
+        assert!(matches!(limiter.health(), Health::Down { .. }));
+        // Down: callers fall back at once, without waiting for the timeout.
+        let started = Instant::now();
+        assert_eq!(limiter.check(&[("k", policy)]).await, Err(Unreachable));
+        assert!(started.elapsed() < Duration::from_millis(50));
+        assert_eq!(limiter.unreachable_total(), u64::from(TIMEOUTS_DOWN) + 1);
+
+        // Answering again: the keeper reconnects and the limits are shared again.
+        silent.store(false, Ordering::SeqCst);
+        limiter.keep().await;
+        assert_eq!(limiter.health(), Health::Up);
+        assert_eq!(limiter.check(&[("k", policy)]).await, Ok(Verdict::Admitted));
     }
 
     #[tokio::test]
