@@ -123,6 +123,27 @@ fn an_invalid_policy_set_refuses_to_start_naming_the_policy() {
     assert!(stderr.contains("typo-action"), "{stderr}");
 }
 
+/// A second gateway on the same config finds its addresses taken: it stops at once, naming
+/// the address, instead of serving on some listeners and aborting on another; the first one
+/// keeps serving.
+#[test]
+fn a_second_gateway_on_taken_addresses_stops_naming_the_address() {
+    let stack = Stack::start();
+    let out = Command::new(zonegate_bin())
+        .args(["serve", "--config"])
+        .arg(&stack.config)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("cannot listen on") && stderr.contains(&stack.https.to_string()),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(stack.client().get("/healthz").status, 200);
+}
+
 #[test]
 fn keys_readable_by_others_are_refused_naming_the_path() {
     let mut stack = Stack::start();

@@ -63,6 +63,9 @@ pub fn run(config_path: &Path) -> ExitCode {
         prepared.config.listen.admin,
         prepared.config.listen.platform
     );
+    if let Err(e) = server::process::ensure_free(&prepared.config.listen.addresses()) {
+        return fail(2, &e);
+    }
     // Local development: whoever runs it, root included, is who the product runs as.
     match server::run(prepared, server::process::Sockets::Bind) {
         Ok(()) => ExitCode::SUCCESS,

@@ -66,6 +66,11 @@ pub enum IdentityError {
         addr: String,
         source: std::io::Error,
     },
+    #[error("cannot listen on {addr}: {source} (is another gateway running? each instance needs its own listen addresses, the platform listener's included)")]
+    InUse {
+        addr: String,
+        source: std::io::Error,
+    },
     #[error("cannot become uid {uid} gid {gid}: {source}")]
     Switch {
         uid: u32,
@@ -171,6 +176,19 @@ pub enum Sockets {
     Handover(Handover),
 }
 
+/// Check that every address in `listen` can be bound now. pingora binds in its own threads and
+/// aborts the process when it cannot, after the other listeners already serve: a taken
+/// address is found first, and named.
+pub fn ensure_free(listen: &[String]) -> Result<(), IdentityError> {
+    for addr in listen {
+        std::net::TcpListener::bind(addr.as_str()).map_err(|source| IdentityError::InUse {
+            addr: addr.clone(),
+            source,
+        })?;
+    }
+    Ok(())
+}
+
 /// Become the configured user, binding `listen` first when that means giving up root (unless
 /// the sockets will come from a running gateway, `upgrade`). Called before anything is opened
 /// or created, so the database, the outbox and exports belong to the new user.
@@ -187,6 +205,9 @@ pub fn become_configured_user(
     let Some(switch) = plan(server, zonegate_sys::users::effective_uid())? else {
         if server.user.as_deref() == Some("root") {
             tracing::warn!(target: "zonegate::server", event = "running_as_root", "server.user is root: the gateway keeps full privileges");
+        }
+        if !upgrade {
+            ensure_free(listen)?;
         }
         return Ok(plain);
     };
