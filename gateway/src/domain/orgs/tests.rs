@@ -90,3 +90,70 @@ async fn owners_racing_to_demote_or_remove_each_other_leave_one_owner() {
         }
     }
 }
+
+/// One invitation link opened at once from ten places (instances, tabs) by the invitee: one
+/// membership, the other nine refused as a spent invitation; never a database error. On
+/// SQLite and PostgreSQL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_invitation_accepted_in_parallel_makes_one_membership() {
+    for backend in backends() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (db, _guard) = database(backend, tmp.path(), 8).await;
+        let clock = Arc::new(ManualClock::at(1_800_000_000));
+        let (audit, _writer) = AuditLog::spawn(db.clone(), clock.clone(), 1024);
+        let outbox = tmp.path().join("out");
+        let mailer = Mailer::outbox("Delivery Zone <no-reply@localhost>", outbox.clone()).unwrap();
+        let orgs = Arc::new(Orgs::new(
+            db.clone(),
+            clock,
+            Arc::new(mailer),
+            audit,
+            AccountsConfig::default(),
+        ));
+        for id in ["u1", "u2"] {
+            sqlx::query(
+                "INSERT INTO users (id, email, password_hash, created_at, password_changed_at)
+                 VALUES ($1, $2, 'x', 1, 1)",
+            )
+            .bind(id)
+            .bind(format!("{id}@example.com"))
+            .execute(&mut *db.acquire().await.unwrap())
+            .await
+            .unwrap();
+        }
+        let org = orgs.create("u1", "Acme").await.unwrap().id;
+        orgs.invite(&org, "u1", "u2@example.com", Role::Developer)
+            .await
+            .unwrap();
+        let token = crate::domain::mail::Outbox::new(outbox)
+            .mails()
+            .iter()
+            .rev()
+            .find_map(|m| m.link_token().map(str::to_owned))
+            .expect("the invitation mail");
+
+        let tries: Vec<_> = (0..10)
+            .map(|_| {
+                let (orgs, token) = (orgs.clone(), token.clone());
+                tokio::spawn(async move { orgs.accept("u2", "u2@example.com", &token).await })
+            })
+            .collect();
+        let mut joined = 0;
+        for t in tries {
+            match t.await.unwrap() {
+                Ok(_) => joined += 1,
+                Err(OrgError::InvalidInvitation) => {}
+                Err(e) => panic!("{backend:?}: {e:?}"),
+            }
+        }
+        assert_eq!(joined, 1, "{backend:?}");
+        let members: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM memberships WHERE org_id = $1 AND user_id = 'u2'",
+        )
+        .bind(&org)
+        .fetch_one(&mut *db.acquire().await.unwrap())
+        .await
+        .unwrap();
+        assert_eq!(members, 1, "{backend:?}");
+    }
+}
