@@ -20,6 +20,9 @@
 #             tracing's cost is traced against apikey
 #   nometrics a fourth, as apikey with [metrics] enabled = false: the metrics' cost is apikey
 #             against nometrics
+#   shared    a fifth, as apikey with its limits shared through Redis ([redis], REDIS_URL,
+#             default redis://127.0.0.1:6379): one Redis round trip per request, shared
+#             against apikey
 # The account, org, session and key are made through the public API, as an integrator would.
 # Limits are raised in the bench config only. Also measured: p99 at a fixed rate (half of
 # nginx's saturated rate), RSS with 10,000 idle TLS connections, syscalls and context switches
@@ -61,7 +64,10 @@ cleanup() {
 trap cleanup EXIT
 
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-STATIC=$(port); NGINX=$(port); GATEWAY=$(port); ADMIN=$(port); GATEWAY2=$(port); ADMIN2=$(port); GATEWAY3=$(port); ADMIN3=$(port); GATEWAY4=$(port); ADMIN4=$(port)
+STATIC=$(port); NGINX=$(port); GATEWAY=$(port); ADMIN=$(port); GATEWAY2=$(port); ADMIN2=$(port); GATEWAY3=$(port); ADMIN3=$(port); GATEWAY4=$(port); ADMIN4=$(port); GATEWAY5=$(port); ADMIN5=$(port)
+# Each gateway's platform listener needs a port of its own too (the default, 8445, is one).
+PLATFORM=$(port); PLATFORM2=$(port); PLATFORM3=$(port); PLATFORM4=$(port); PLATFORM5=$(port)
+REDIS_URL=${REDIS_URL:-${ZONEGATE_TEST_REDIS_URL:-redis://127.0.0.1:6379}}
 
 "$bin/zonegate" keys init --dir "$work/keys" >/dev/null
 openssl ecparam -name prime256v1 -genkey -noout -out "$work/key.pem" 2>/dev/null
@@ -119,6 +125,7 @@ public_origin = "https://localhost:$GATEWAY"
 [listen]
 https = "127.0.0.1:$GATEWAY"
 admin = "127.0.0.1:$ADMIN"
+platform = "127.0.0.1:$PLATFORM"
 [server]
 threads = 2
 # Whoever runs the bench (root on CI machines) is who the gateway runs as.
@@ -158,12 +165,12 @@ enabled = true
 TOML
 # The same gateway without the decision log, on the same database and keys.
 sed -e "s/127.0.0.1:$GATEWAY/127.0.0.1:$GATEWAY2/; s/localhost:$GATEWAY/localhost:$GATEWAY2/" \
-  -e "s/127.0.0.1:$ADMIN/127.0.0.1:$ADMIN2/; s/^enabled = true/enabled = false/" \
+  -e "s/127.0.0.1:$PLATFORM/127.0.0.1:$PLATFORM2/" -e "s/127.0.0.1:$ADMIN/127.0.0.1:$ADMIN2/; s/^enabled = true/enabled = false/" \
   "$work/zonegate.toml" > "$work/zonegate-nolog.toml"
 # And with every request traced, its spans sent to the static upstream as a collector that
 # accepts and discards them.
 sed -e "s/127.0.0.1:$GATEWAY/127.0.0.1:$GATEWAY3/; s/localhost:$GATEWAY/localhost:$GATEWAY3/" \
-  -e "s/127.0.0.1:$ADMIN/127.0.0.1:$ADMIN3/" "$work/zonegate.toml" > "$work/zonegate-traced.toml"
+  -e "s/127.0.0.1:$PLATFORM/127.0.0.1:$PLATFORM3/" -e "s/127.0.0.1:$ADMIN/127.0.0.1:$ADMIN3/" "$work/zonegate.toml" > "$work/zonegate-traced.toml"
 cat >> "$work/zonegate-traced.toml" <<TOML
 [tracing]
 otlp_endpoint = "http://127.0.0.1:$STATIC/v1/traces"
@@ -171,8 +178,12 @@ sample_ratio = 1.0
 TOML
 # And with metrics off.
 sed -e "s/127.0.0.1:$GATEWAY/127.0.0.1:$GATEWAY4/; s/localhost:$GATEWAY/localhost:$GATEWAY4/" \
-  -e "s/127.0.0.1:$ADMIN/127.0.0.1:$ADMIN4/" "$work/zonegate.toml" > "$work/zonegate-nometrics.toml"
+  -e "s/127.0.0.1:$PLATFORM/127.0.0.1:$PLATFORM4/" -e "s/127.0.0.1:$ADMIN/127.0.0.1:$ADMIN4/" "$work/zonegate.toml" > "$work/zonegate-nometrics.toml"
 printf '[metrics]\nenabled = false\n' >> "$work/zonegate-nometrics.toml"
+# And with the limits shared through Redis, under a key prefix of this run's own.
+sed -e "s/127.0.0.1:$GATEWAY/127.0.0.1:$GATEWAY5/; s/localhost:$GATEWAY/localhost:$GATEWAY5/" \
+  -e "s/127.0.0.1:$PLATFORM/127.0.0.1:$PLATFORM5/" -e "s/127.0.0.1:$ADMIN/127.0.0.1:$ADMIN5/" "$work/zonegate.toml" > "$work/zonegate-shared.toml"
+printf '[redis]\nurl = "%s"\ninstances = 1\nkey_prefix = "zonegate-bench-%s"\n' "$REDIS_URL" "$$" >> "$work/zonegate-shared.toml"
 
 nginx -c "$work/static.conf" -p "$work"
 nginx -c "$work/proxy.conf" -p "$work"
@@ -200,6 +211,12 @@ ready "https://127.0.0.1:$GATEWAY3/bench/pass"
 GW4_PID=$!
 pids+=("$GW4_PID")
 ready "https://127.0.0.1:$GATEWAY4/bench/pass"
+"$bin/zonegate" serve --config "$work/zonegate-shared.toml" >"$work/gateway-shared.log" 2>&1 &
+GW5_PID=$!
+pids+=("$GW5_PID")
+ready "https://127.0.0.1:$GATEWAY5/bench/pass"
+for _ in $(seq 1 50); do curl -sf "http://127.0.0.1:$ADMIN5/readyz" | grep -Eq '"limits": ?"shared"' && break; sleep 0.1; done
+curl -sf "http://127.0.0.1:$ADMIN5/readyz" | grep -Eq '"limits": ?"shared"' || { echo "the shared target has no Redis at $REDIS_URL"; exit 1; }
 
 # ---- An integrator's setup, through the public API -----------------------------------------
 G="https://localhost:$GATEWAY"
@@ -223,10 +240,11 @@ curl -skf -H "Authorization: Bearer $KEY" "https://127.0.0.1:$GATEWAY$ZONES" >/d
 curl -skf -H "Authorization: Bearer $KEY" "https://127.0.0.1:$GATEWAY2$ZONES" >/dev/null
 curl -skf -H "Authorization: Bearer $KEY" "https://127.0.0.1:$GATEWAY3$ZONES" >/dev/null
 curl -skf -H "Authorization: Bearer $KEY" "https://127.0.0.1:$GATEWAY4$ZONES" >/dev/null
+curl -skf -H "Authorization: Bearer $KEY" "https://127.0.0.1:$GATEWAY5$ZONES" >/dev/null
 curl -skf -H "Cookie: __Host-zonegate-session=$SESSION" "https://127.0.0.1:$GATEWAY$ZONES" >/dev/null
 
 # ---- Measuring ------------------------------------------------------------------------------
-targets=(static nginx pass apikey session nolog traced nometrics)
+targets=(static nginx pass apikey session nolog traced nometrics shared)
 declare -A url=(
   [static]="http://127.0.0.1:$STATIC$ZONES"
   [nginx]="https://127.0.0.1:$NGINX$ZONES"
@@ -236,6 +254,7 @@ declare -A url=(
   [nolog]="https://127.0.0.1:$GATEWAY2$ZONES"
   [traced]="https://127.0.0.1:$GATEWAY3$ZONES"
   [nometrics]="https://127.0.0.1:$GATEWAY4$ZONES"
+  [shared]="https://127.0.0.1:$GATEWAY5$ZONES"
 )
 declare -A hdr=(
   [static]="X-Bench: 1" [nginx]="X-Bench: 1" [pass]="X-Bench: 1"
@@ -244,6 +263,7 @@ declare -A hdr=(
   [nolog]="Authorization: Bearer $KEY"
   [traced]="Authorization: Bearer $KEY"
   [nometrics]="Authorization: Bearer $KEY"
+  [shared]="Authorization: Bearer $KEY"
 )
 
 # The processes whose CPU counts as the proxy's, for a target.
@@ -254,6 +274,7 @@ proxy_pids() {
     nolog) echo "$GW2_PID" ;;
     traced) echo "$GW3_PID" ;;
     nometrics) echo "$GW4_PID" ;;
+    shared) echo "$GW5_PID" ;;
     *) echo "$GW_PID" ;;
   esac
 }
@@ -380,13 +401,15 @@ storm_during=$(fixed pass "$QUARTER" | awk '{print $2}')
 wait "$storm_pid" || true
 storm_logins=$(awk '{print $2 "/" $1 " ok, p99 " $6 " ms, statuses " $9}' "$work/storm.txt")
 
+mkdir -p bench/results
 if [ "$PROFILE" = 1 ]; then
   perf record -F 999 -e cpu-clock -g -p "$GW_PID" -o "$work/perf.data" -- sleep 6 >/dev/null 2>&1 &
   prof_pid=$!
   wrk -t"$THREADS" -c"$CONNECTIONS" -d6s -H "${hdr[apikey]}" "${url[apikey]}" >/dev/null
   wait "$prof_pid" || true
-  perf report -i "$work/perf.data" --no-children --sort symbol --stdio 2>/dev/null \
-    | grep -E '^ +[0-9]' | head -25 > bench/results/profile-apikey.txt
+  # head closes the pipe early: perf's SIGPIPE is not a failure of the run.
+  { perf report -i "$work/perf.data" --no-children --sort symbol --stdio 2>/dev/null \
+    | grep -E '^ +[0-9]' | head -25 > bench/results/profile-apikey.txt; } || true
 fi
 
 mkdir -p bench/results
@@ -413,6 +436,8 @@ mkdir -p bench/results
   echo "| API-key CPU/req, metrics on vs off | $(ratio "$(col apikey 4)" "$(col nometrics 4)") | <= 1.03 |"
   echo "| API-key req/s, tracing on (all sampled) vs off | $(ratio "$(col traced 1)" "$(col apikey 1)") | (reported) |"
   echo "| API-key CPU/req, tracing on (all sampled) vs off | $(ratio "$(col traced 4)" "$(col apikey 4)") | (reported) |"
+  echo "| API-key req/s, limits shared in Redis vs local | $(ratio "$(col shared 1)" "$(col apikey 1)") | (reported) |"
+  echo "| API-key CPU/req, limits shared in Redis vs local | $(ratio "$(col shared 4)" "$(col apikey 4)") | (reported) |"
   echo
   echo "Decision log during the rounds: $decisions_stored records stored, $(echo "$decision_log" | awk '{print $2}') decisions dropped (too many distinct in a window)."
   echo
