@@ -14,9 +14,15 @@
 //! callers skip Redis at once and use their fallback (the pipeline: local limits divided by the
 //! instance count for API traffic, a refusal for the account routes). Both transitions are
 //! logged once, and readiness reports the state.
+//!
+//! Each runtime thread talks to Redis over a connection of its own, made on first use and
+//! driven on that thread (as the upstream pools are): a check never wakes another thread. The
+//! keeper's connection only says whether Redis is there; its generation tells the threads
+//! when to make theirs anew (after an outage).
 
+use std::cell::RefCell;
 use std::fmt;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
@@ -102,6 +108,8 @@ pub struct Unreachable;
 
 /// The shared limits' connection and its health.
 pub struct SharedLimiter {
+    /// Tells this store's thread connections from another store's.
+    id: usize,
     config: SharedConfig,
     script: Script,
     state: RwLock<State>,
@@ -143,7 +151,9 @@ pub enum Health {
 impl SharedLimiter {
     /// Down until the keeper has connected (so nothing waits on a connection at start).
     pub fn new(config: SharedConfig) -> SharedLimiter {
+        static NEXT_ID: AtomicUsize = AtomicUsize::new(0);
         SharedLimiter {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             config,
             script: Script::new(GCRA),
             state: RwLock::new(State {
@@ -187,10 +197,19 @@ impl SharedLimiter {
     /// Count one request in every bucket, or in none: `buckets` are names (e.g.
     /// `api_key:<id>`) with their policies. Never waits longer than the configured timeout.
     pub async fn check(&self, buckets: &[(&str, RatePolicy)]) -> Result<Verdict, Unreachable> {
-        let live = self.read().live.clone();
-        let Some((generation, mut conn)) = live else {
+        let live = self.read().live.as_ref().map(|(generation, _)| *generation);
+        let Some(generation) = live else {
             self.unreachable.fetch_add(1, Ordering::Relaxed);
             return Err(Unreachable);
+        };
+        let mut conn = match self.thread_connection(generation).await {
+            Ok(conn) => conn,
+            Err(Missed::Slow) => return Err(self.timed_out(generation)),
+            Err(Missed::Failed(e)) => {
+                self.unreachable.fetch_add(1, Ordering::Relaxed);
+                self.lose(Some(generation), &e);
+                return Err(Unreachable);
+            }
         };
         let mut invocation = self.script.prepare_invoke();
         for (bucket, policy) in buckets {
@@ -210,21 +229,7 @@ impl SharedLimiter {
                 self.timeouts_in_a_row.store(0, Ordering::Relaxed);
                 answer
             }
-            Err(_) => {
-                self.unreachable.fetch_add(1, Ordering::Relaxed);
-                // Counted only against the connection still live (a late timeout on a replaced
-                // one says nothing about it).
-                let current = self.read().live.as_ref().map(|(g, _)| *g) == Some(generation);
-                if current
-                    && self.timeouts_in_a_row.fetch_add(1, Ordering::Relaxed) + 1 >= TIMEOUTS_DOWN
-                {
-                    self.lose(
-                        Some(generation),
-                        "no answer within the timeout, several times in a row",
-                    );
-                }
-                return Err(Unreachable);
-            }
+            Err(_) => return Err(self.timed_out(generation)),
         };
         match answer {
             Ok((0, _)) => Ok(Verdict::Admitted),
@@ -238,6 +243,49 @@ impl SharedLimiter {
                 Err(Unreachable)
             }
         }
+    }
+
+    /// A call under `generation` got no answer in time: this request falls back; the
+    /// [`TIMEOUTS_DOWN`]th in a row marks the store down. Counted only while that generation
+    /// is live (a late timeout on a replaced connection says nothing about the new one).
+    fn timed_out(&self, generation: u64) -> Unreachable {
+        self.unreachable.fetch_add(1, Ordering::Relaxed);
+        let current = self.read().live.as_ref().map(|(g, _)| *g) == Some(generation);
+        if current && self.timeouts_in_a_row.fetch_add(1, Ordering::Relaxed) + 1 >= TIMEOUTS_DOWN {
+            self.lose(
+                Some(generation),
+                "no answer within the timeout, several times in a row",
+            );
+        }
+        Unreachable
+    }
+
+    /// This thread's connection for `generation`, made now if it has none (or one of an
+    /// earlier generation). Making one waits at most [`CONNECT_TIMEOUT`], once per thread and
+    /// outage.
+    async fn thread_connection(&self, generation: u64) -> Result<MultiplexedConnection, Missed> {
+        let held = THREAD_CONNECTIONS.with_borrow(|held| {
+            held.iter()
+                .find(|(id, g, _)| *id == self.id && *g == generation)
+                .map(|(_, _, conn)| conn.clone())
+        });
+        if let Some(conn) = held {
+            return Ok(conn);
+        }
+        let conn = tokio::time::timeout(
+            CONNECT_TIMEOUT,
+            self.config
+                .client
+                .get_multiplexed_async_connection_with_config(&connection_config()),
+        )
+        .await
+        .map_err(|_| Missed::Slow)?
+        .map_err(|e| Missed::Failed(e.to_string()))?;
+        THREAD_CONNECTIONS.with_borrow_mut(|held| {
+            held.retain(|(id, _, _)| *id != self.id);
+            held.push((self.id, generation, conn.clone()));
+        });
+        Ok(conn)
     }
 
     /// One round of upkeep, run once a second by a background job (one keeper per store):
@@ -259,17 +307,11 @@ impl SharedLimiter {
     }
 
     async fn connect(&self) -> Result<MultiplexedConnection, String> {
-        // No response timeout of the client's own: every call here and in `check` has its
-        // own, and a client timeout shorter than `timeout` would turn one slow answer into
-        // an error (which marks the store down).
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(CONNECT_TIMEOUT))
-            .set_response_timeout(None);
         let mut conn = tokio::time::timeout(
             CONNECT_TIMEOUT,
             self.config
                 .client
-                .get_multiplexed_async_connection_with_config(&config),
+                .get_multiplexed_async_connection_with_config(&connection_config()),
         )
         .await
         .map_err(|_| "connecting timed out".to_owned())?
@@ -351,6 +393,28 @@ async fn warn_if_evicting(conn: &mut MultiplexedConnection) {
             );
         }
     }
+}
+
+thread_local! {
+    /// This thread's connection to each store: (store id, generation, connection). Its driver
+    /// task runs on the thread that made it.
+    static THREAD_CONNECTIONS: RefCell<Vec<(usize, u64, MultiplexedConnection)>> =
+        const { RefCell::new(Vec::new()) };
+}
+
+/// Why a thread has no connection to use.
+enum Missed {
+    Slow,
+    Failed(String),
+}
+
+/// No response timeout of the client's own: every call has its own, and a client timeout
+/// shorter than `timeout` would turn one slow answer into an error (which marks the store
+/// down).
+fn connection_config() -> AsyncConnectionConfig {
+    AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(CONNECT_TIMEOUT))
+        .set_response_timeout(None)
 }
 
 async fn ping(conn: &mut MultiplexedConnection) -> Result<(), String> {
