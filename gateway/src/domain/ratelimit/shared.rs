@@ -195,21 +195,14 @@ impl SharedLimiter {
     }
 
     /// Count one request in every bucket, or in none: `buckets` are names (e.g.
-    /// `api_key:<id>`) with their policies. Never waits longer than the configured timeout.
+    /// `api_key:<id>`) with their policies. Waits at most the configured timeout for an
+    /// answer (and, when this thread has no connection yet, up to [`CONNECT_TIMEOUT`] to make
+    /// one).
     pub async fn check(&self, buckets: &[(&str, RatePolicy)]) -> Result<Verdict, Unreachable> {
         let live = self.read().live.as_ref().map(|(generation, _)| *generation);
         let Some(generation) = live else {
             self.unreachable.fetch_add(1, Ordering::Relaxed);
             return Err(Unreachable);
-        };
-        let mut conn = match self.thread_connection(generation).await {
-            Ok(conn) => conn,
-            Err(Missed::Slow) => return Err(self.timed_out(generation)),
-            Err(Missed::Failed(e)) => {
-                self.unreachable.fetch_add(1, Ordering::Relaxed);
-                self.lose(Some(generation), &e);
-                return Err(Unreachable);
-            }
         };
         let mut invocation = self.script.prepare_invoke();
         for (bucket, policy) in buckets {
@@ -219,30 +212,49 @@ impl SharedLimiter {
                 .arg(interval)
                 .arg(tolerance);
         }
-        let answer = tokio::time::timeout(
-            self.config.timeout,
-            invocation.invoke_async::<(u64, u64)>(&mut conn),
-        )
-        .await;
-        let answer = match answer {
-            Ok(answer) => {
-                self.timeouts_in_a_row.store(0, Ordering::Relaxed);
-                answer
-            }
-            Err(_) => return Err(self.timed_out(generation)),
-        };
-        match answer {
-            Ok((0, _)) => Ok(Verdict::Admitted),
-            Ok((index, wait)) => Ok(Verdict::Refused {
-                index: usize::try_from(index - 1).unwrap_or(usize::MAX),
-                wait: Duration::from_micros(wait),
-            }),
-            Err(e) => {
-                self.unreachable.fetch_add(1, Ordering::Relaxed);
-                self.lose(Some(generation), &e.to_string());
-                Err(Unreachable)
+        // A thread's connection that Redis closed (its idle `timeout`, a killed client) fails
+        // at once on its next use: the thread makes a new one and asks again, and only a
+        // failure on that one is an outage. (Had the first call counted before its answer was
+        // lost, the request is counted twice: the strict side.)
+        for fresh in [false, true] {
+            let mut conn = match self.thread_connection(generation, fresh).await {
+                Ok(conn) => conn,
+                Err(Missed::Slow) => return Err(self.timed_out(generation)),
+                Err(Missed::Failed(e)) => {
+                    self.unreachable.fetch_add(1, Ordering::Relaxed);
+                    self.lose(Some(generation), &e);
+                    return Err(Unreachable);
+                }
+            };
+            let answer = tokio::time::timeout(
+                self.config.timeout,
+                invocation.invoke_async::<(u64, u64)>(&mut conn),
+            )
+            .await;
+            let answer = match answer {
+                Ok(answer) => {
+                    self.timeouts_in_a_row.store(0, Ordering::Relaxed);
+                    answer
+                }
+                Err(_) => return Err(self.timed_out(generation)),
+            };
+            match answer {
+                Ok((0, _)) => return Ok(Verdict::Admitted),
+                Ok((index, wait)) => {
+                    return Ok(Verdict::Refused {
+                        index: usize::try_from(index - 1).unwrap_or(usize::MAX),
+                        wait: Duration::from_micros(wait),
+                    })
+                }
+                Err(e) if fresh => {
+                    self.unreachable.fetch_add(1, Ordering::Relaxed);
+                    self.lose(Some(generation), &e.to_string());
+                    return Err(Unreachable);
+                }
+                Err(_) => continue,
             }
         }
+        Err(Unreachable)
     }
 
     /// A call under `generation` got no answer in time: this request falls back; the
@@ -261,15 +273,19 @@ impl SharedLimiter {
     }
 
     /// This thread's connection for `generation`, made now if it has none (or one of an
-    /// earlier generation). Making one waits at most [`CONNECT_TIMEOUT`], once per thread and
-    /// outage.
-    async fn thread_connection(&self, generation: u64) -> Result<MultiplexedConnection, Missed> {
+    /// earlier generation), or if `fresh` (the held one failed). Making one waits at most
+    /// [`CONNECT_TIMEOUT`], once per thread and outage.
+    async fn thread_connection(
+        &self,
+        generation: u64,
+        fresh: bool,
+    ) -> Result<MultiplexedConnection, Missed> {
         let held = THREAD_CONNECTIONS.with_borrow(|held| {
             held.iter()
                 .find(|(id, g, _)| *id == self.id && *g == generation)
                 .map(|(_, _, conn)| conn.clone())
         });
-        if let Some(conn) = held {
+        if let Some(conn) = held.filter(|_| !fresh) {
             return Ok(conn);
         }
         let conn = tokio::time::timeout(
@@ -527,10 +543,21 @@ mod tests {
     }
 
     /// A TCP proxy in front of Redis that can go silent without closing anything, as a
-    /// half-open connection or a stalled Redis does.
-    async fn silenceable_proxy(
-        target: &str,
-    ) -> (String, std::sync::Arc<std::sync::atomic::AtomicBool>) {
+    /// half-open connection or a stalled Redis does, or close every connection it carries, as
+    /// Redis does with an idle client past its `timeout`.
+    struct Proxy {
+        url: String,
+        silent: std::sync::Arc<std::sync::atomic::AtomicBool>,
+        close: tokio::sync::watch::Sender<u64>,
+    }
+
+    impl Proxy {
+        fn close_all(&self) {
+            self.close.send_modify(|n| *n += 1);
+        }
+    }
+
+    async fn proxy(target: &str) -> Proxy {
         use std::sync::atomic::AtomicBool;
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let target = target
@@ -540,36 +567,78 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let silent = std::sync::Arc::new(AtomicBool::new(false));
+        let (close, closed) = tokio::sync::watch::channel(0u64);
         let quiet = silent.clone();
         tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 let server = tokio::net::TcpStream::connect(&target).await.unwrap();
                 let (mut cr, mut cw) = client.into_split();
                 let (mut sr, mut sw) = server.into_split();
+                let mut closed_up = closed.clone();
+                closed_up.mark_unchanged();
                 tokio::spawn(async move {
                     let mut buf = [0u8; 4096];
-                    while let Ok(n) = cr.read(&mut buf).await {
-                        if n == 0 || sw.write_all(&buf[..n]).await.is_err() {
-                            break;
+                    loop {
+                        tokio::select! {
+                            read = cr.read(&mut buf) => match read {
+                                Ok(n) if n > 0 && sw.write_all(&buf[..n]).await.is_ok() => {}
+                                _ => break,
+                            },
+                            _ = closed_up.changed() => break,
                         }
                     }
                 });
+                let mut closed_down = closed.clone();
+                closed_down.mark_unchanged();
                 let quiet = quiet.clone();
                 tokio::spawn(async move {
                     let mut buf = [0u8; 4096];
-                    while let Ok(n) = sr.read(&mut buf).await {
-                        if n == 0 {
-                            break;
-                        }
-                        // Silent: answers are swallowed, the connection stays open.
-                        if !quiet.load(Ordering::SeqCst) && cw.write_all(&buf[..n]).await.is_err() {
-                            break;
+                    loop {
+                        tokio::select! {
+                            read = sr.read(&mut buf) => match read {
+                                Ok(n) if n > 0 => {
+                                    // Silent: answers are swallowed, the connection stays open.
+                                    if !quiet.load(Ordering::SeqCst)
+                                        && cw.write_all(&buf[..n]).await.is_err()
+                                    {
+                                        break;
+                                    }
+                                }
+                                _ => break,
+                            },
+                            _ = closed_down.changed() => break,
                         }
                     }
                 });
             }
         });
-        (format!("redis://{addr}/"), silent)
+        Proxy {
+            url: format!("redis://{addr}/"),
+            silent,
+            close,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_connection_redis_closed_is_made_anew_without_an_outage() {
+        let Some(url) = redis_url("the closed connection test") else {
+            return;
+        };
+        let proxy = proxy(&url).await;
+        let limiter = limiter_at(&proxy.url, Duration::from_secs(1));
+        limiter.keep().await;
+        let policy = RatePolicy::new(100, 60).unwrap();
+        assert_eq!(limiter.check(&[("k", policy)]).await, Ok(Verdict::Admitted));
+        // Redis drops every client (an idle timeout, a restart of the proxy's peer).
+        proxy.close_all();
+        tokio::task::yield_now().await;
+        assert_eq!(limiter.check(&[("k", policy)]).await, Ok(Verdict::Admitted));
+        assert_eq!(
+            limiter.health(),
+            Health::Up,
+            "one lost connection is no outage"
+        );
+        assert_eq!(limiter.unreachable_total(), 0);
     }
 
     #[tokio::test]
@@ -577,8 +646,9 @@ mod tests {
         let Some(url) = redis_url("the silent store test") else {
             return;
         };
-        let (via, silent) = silenceable_proxy(&url).await;
-        let limiter = limiter_at(&via, Duration::from_millis(50));
+        let proxy = proxy(&url).await;
+        let silent = proxy.silent.clone();
+        let limiter = limiter_at(&proxy.url, Duration::from_millis(50));
         limiter.keep().await;
         assert_eq!(limiter.health(), Health::Up);
         let policy = RatePolicy::new(100, 60).unwrap();
