@@ -8,7 +8,50 @@ use super::*;
 use crate::clock::ManualClock;
 use crate::domain::accounts::AccountsConfig;
 use crate::domain::audit::AuditLog;
-use crate::domain::storage::testdb::{backends, database};
+use crate::domain::storage::testdb::{backends, database, Backend, PgDatabase};
+
+/// Orgs on a fresh database (mail to `out/` in `tmp`), with users u1 and u2.
+struct Fixture {
+    db: crate::domain::storage::Db,
+    orgs: Arc<Orgs>,
+    tmp: tempfile::TempDir,
+    _pg: Option<PgDatabase>,
+    _writer: tokio::task::JoinHandle<()>,
+}
+
+async fn fixture(backend: Backend) -> Fixture {
+    let tmp = tempfile::tempdir().unwrap();
+    let (db, pg) = database(backend, tmp.path(), 8).await;
+    let clock = Arc::new(ManualClock::at(1_800_000_000));
+    let (audit, writer) = AuditLog::spawn(db.clone(), clock.clone(), 1024);
+    let mailer =
+        Mailer::outbox("Delivery Zone <no-reply@localhost>", tmp.path().join("out")).unwrap();
+    let orgs = Arc::new(Orgs::new(
+        db.clone(),
+        clock,
+        Arc::new(mailer),
+        audit,
+        AccountsConfig::default(),
+    ));
+    for id in ["u1", "u2"] {
+        sqlx::query(
+            "INSERT INTO users (id, email, password_hash, created_at, password_changed_at)
+             VALUES ($1, $2, 'x', 1, 1)",
+        )
+        .bind(id)
+        .bind(format!("{id}@example.com"))
+        .execute(&mut *db.acquire().await.unwrap())
+        .await
+        .unwrap();
+    }
+    Fixture {
+        db,
+        orgs,
+        tmp,
+        _pg: pg,
+        _writer: writer,
+    }
+}
 
 /// Two owners demote each other (or remove each other) at the same moment, many times over:
 /// each race ends with exactly one change done and the other refused as `LastOwner` (409),
@@ -16,30 +59,8 @@ use crate::domain::storage::testdb::{backends, database};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn owners_racing_to_demote_or_remove_each_other_leave_one_owner() {
     for backend in backends() {
-        let tmp = tempfile::tempdir().unwrap();
-        let (db, _guard) = database(backend, tmp.path(), 8).await;
-        let clock = Arc::new(ManualClock::at(1_800_000_000));
-        let (audit, _writer) = AuditLog::spawn(db.clone(), clock.clone(), 1024);
-        let mailer =
-            Mailer::outbox("Delivery Zone <no-reply@localhost>", tmp.path().join("out")).unwrap();
-        let orgs = Arc::new(Orgs::new(
-            db.clone(),
-            clock,
-            Arc::new(mailer),
-            audit,
-            AccountsConfig::default(),
-        ));
-        for id in ["u1", "u2"] {
-            sqlx::query(
-                "INSERT INTO users (id, email, password_hash, created_at, password_changed_at)
-                 VALUES ($1, $2, 'x', 1, 1)",
-            )
-            .bind(id)
-            .bind(format!("{id}@example.com"))
-            .execute(&mut *db.acquire().await.unwrap())
-            .await
-            .unwrap();
-        }
+        let f = fixture(backend).await;
+        let (db, orgs) = (f.db.clone(), f.orgs.clone());
         let org = orgs.create("u1", "Acme").await.unwrap().id;
         store::insert_member(&mut db.acquire().await.unwrap(), &org, "u2", Role::Owner, 1)
             .await
@@ -97,35 +118,13 @@ async fn owners_racing_to_demote_or_remove_each_other_leave_one_owner() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_invitation_accepted_in_parallel_makes_one_membership() {
     for backend in backends() {
-        let tmp = tempfile::tempdir().unwrap();
-        let (db, _guard) = database(backend, tmp.path(), 8).await;
-        let clock = Arc::new(ManualClock::at(1_800_000_000));
-        let (audit, _writer) = AuditLog::spawn(db.clone(), clock.clone(), 1024);
-        let outbox = tmp.path().join("out");
-        let mailer = Mailer::outbox("Delivery Zone <no-reply@localhost>", outbox.clone()).unwrap();
-        let orgs = Arc::new(Orgs::new(
-            db.clone(),
-            clock,
-            Arc::new(mailer),
-            audit,
-            AccountsConfig::default(),
-        ));
-        for id in ["u1", "u2"] {
-            sqlx::query(
-                "INSERT INTO users (id, email, password_hash, created_at, password_changed_at)
-                 VALUES ($1, $2, 'x', 1, 1)",
-            )
-            .bind(id)
-            .bind(format!("{id}@example.com"))
-            .execute(&mut *db.acquire().await.unwrap())
-            .await
-            .unwrap();
-        }
+        let f = fixture(backend).await;
+        let (db, orgs) = (f.db.clone(), f.orgs.clone());
         let org = orgs.create("u1", "Acme").await.unwrap().id;
         orgs.invite(&org, "u1", "u2@example.com", Role::Developer)
             .await
             .unwrap();
-        let token = crate::domain::mail::Outbox::new(outbox)
+        let token = crate::domain::mail::Outbox::new(f.tmp.path().join("out"))
             .mails()
             .iter()
             .rev()
