@@ -1,0 +1,211 @@
+#!/usr/bin/env bash
+# Instructions per proxied request, counted by valgrind's callgrind: zonegate's pass-through
+# route against nginx proxying the same static upstream over TLS. Unlike req/s and CPU time,
+# an instruction count does not move with whatever else this shared machine is doing, so it
+# is the measure to compare two builds by (A/B) or to check an optimisation before a full
+# `bench/run.sh`.
+#
+#   bench/instructions.sh                        # target/release/zonegate against nginx
+#   B=/tmp/old/zonegate bench/instructions.sh    # and a second build of zonegate, side by side
+#   REQUESTS=2000 TOP=25 bench/instructions.sh   # more requests; more profile lines
+#
+# For each target: start it under callgrind, warm it up, zero the counters, send REQUESTS
+# requests at a fixed rate over 2 keep-alive TLS connections (bench/loadgen), dump; then zero,
+# stay idle as long, dump again. Per request = (loaded - idle) / REQUESTS: background timers
+# cancel out; the 2 TLS handshakes stay in (about 1% at 1000 requests). Writes the per-function
+# profile of each build to bench/results/instructions-<target>.txt (the whole callgrind file
+# beside it, for callgrind_annotate or kcachegrind).
+#
+# Needs valgrind, nginx and curl. No test asserts any of it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+REQUESTS=${REQUESTS:-1000}
+RATE=${RATE:-100}
+TOP=${TOP:-15}
+A=${A:-target/release/zonegate}
+B=${B:-}
+
+need=()
+command -v nginx >/dev/null || need+=(nginx-light)
+command -v valgrind >/dev/null || need+=(valgrind)
+if [ ${#need[@]} -gt 0 ]; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+if [ "${BUILD:-1}" = 1 ]; then
+  cargo build --release -q -p zonegate -p zonegate-loadgen
+fi
+loadgen=target/release/zonegate-loadgen
+
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  [ -f "$work/nginx-static.pid" ] && kill "$(cat "$work/nginx-static.pid")" 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+STATIC=$(port)
+
+openssl ecparam -name prime256v1 -genkey -noout -out "$work/key.pem" 2>/dev/null
+openssl req -new -x509 -key "$work/key.pem" -out "$work/cert.pem" -days 2 -subj /CN=localhost \
+  -addext subjectAltName=DNS:localhost -addext basicConstraints=critical,CA:FALSE \
+  -addext keyUsage=digitalSignature -addext extendedKeyUsage=serverAuth 2>/dev/null
+
+cat > "$work/static.conf" <<NGINX
+worker_processes 1;
+pid $work/nginx-static.pid;
+error_log $work/static-error.log warn;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  server {
+    listen 127.0.0.1:$STATIC;
+    location / { default_type application/json; return 200 '{"zones":[]}'; }
+  }
+}
+NGINX
+nginx -c "$work/static.conf" -p "$work"
+
+# The peer: nginx as bench/run.sh runs it, but one process (no master), so that callgrind sees
+# every instruction of the proxied request.
+nginx_conf() {
+  cat <<NGINX
+daemon off;
+master_process off;
+worker_processes 1;
+pid $work/nginx-proxy.pid;
+error_log $work/proxy-error.log warn;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  client_body_temp_path $work/nginx-body;
+  proxy_temp_path $work/nginx-proxy;
+  upstream static { server 127.0.0.1:$STATIC; keepalive 128; }
+  server {
+    listen 127.0.0.1:$1 ssl;
+    ssl_certificate $work/cert.pem;
+    ssl_certificate_key $work/key.pem;
+    ssl_protocols TLSv1.2 TLSv1.3;
+    location / {
+      proxy_pass http://static;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }
+  }
+}
+NGINX
+}
+
+# The gateway as bench/run.sh configures it, with one runtime thread (callgrind runs one
+# thread at a time anyway).
+gateway_conf() {
+  local name=$1 port=$2 dir=$work/$1
+  mkdir -p "$dir"
+  cat <<TOML
+public_origin = "https://localhost:$port"
+[listen]
+https = "127.0.0.1:$port"
+admin = "127.0.0.1:$(port)"
+platform = "127.0.0.1:$(port)"
+[server]
+threads = 1
+user = "$(id -un)"
+shutdown_grace_seconds = 0
+upstream_keepalive_pool = 16
+[tls]
+cert = "$work/cert.pem"
+key = "$work/key.pem"
+[paths]
+data_dir = "$dir"
+key_dir = "$work/keys-$name"
+policies = "policies"
+routes = "bench/routes.toml"
+[upstreams.zones]
+address = "127.0.0.1:$STATIC"
+[log]
+level = "warn"
+format = "json"
+[mail]
+outbox_dir = "$dir/outbox"
+TOML
+}
+
+# "total_instructions" of a callgrind dump file.
+total() { awk '/^(summary|totals):/ {print $2; exit}' "$1"; }
+
+# Count one target: $1 name, $2 port, then the command that serves it.
+count() {
+  local name=$1 port=$2
+  shift 2
+  valgrind --tool=callgrind --callgrind-out-file="$work/cg-$name.%p" "$@" \
+    >"$work/$name.log" 2>&1 &
+  local pid=$!
+  pids+=("$pid")
+  local url="https://127.0.0.1:$port/bench/pass"
+  for _ in $(seq 1 600); do curl -skf "$url" >/dev/null 2>&1 && break; sleep 0.2; done
+  curl -skf "$url" >/dev/null || { echo "$name did not start:"; cat "$work/$name.log"; exit 1; }
+  local load=("$loadgen" rate --addr "127.0.0.1:$port" --path /bench/pass --ca "$work/cert.pem"
+    --header "X-Bench: 1" --connections 2)
+  "${load[@]}" --rate 50 --seconds 2 >/dev/null # warm-up: pools, caches, first allocations
+  local seconds
+  seconds=$(python3 -c "print($REQUESTS / $RATE)")
+  callgrind_control -z "$pid" >/dev/null 2>&1
+  local out
+  out=$("${load[@]}" --rate "$RATE" --seconds "$seconds")
+  callgrind_control -d "$pid" >/dev/null 2>&1
+  local loaded
+  loaded=$(ls -t "$work"/cg-"$name".*.* | head -1)
+  cp "$loaded" "$work/loaded-$name"
+  callgrind_control -z "$pid" >/dev/null 2>&1
+  sleep "$seconds"
+  callgrind_control -d "$pid" >/dev/null 2>&1
+  local idle
+  idle=$(ls -t "$work"/cg-"$name".*.* | head -1)
+  kill "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+  local sent ok
+  sent=$(awk '{print $1}' <<<"$out")
+  ok=$(awk '{print $2}' <<<"$out")
+  [ "$ok" = "$sent" ] || { echo "$name: $ok of $sent requests answered 2xx: $out"; exit 1; }
+  python3 -c 'import sys; a, b, n = map(int, sys.argv[1:]); print(round((a - b) / n))' "$(total "$work/loaded-$name")" "$(total "$idle")" "$sent" \
+    >"$work/per-$name"
+  mkdir -p bench/results
+  cp "$work/loaded-$name" "bench/results/callgrind-$name.out"
+  callgrind_annotate --threshold=100 "$work/loaded-$name" 2>/dev/null \
+    | grep -E '^ *[0-9,]+ \(' | sed -n "2,$((TOP + 1))p" >"bench/results/instructions-$name.txt"
+}
+
+echo "counting nginx (callgrind, $REQUESTS requests)..." >&2
+NGINX=$(port)
+nginx_conf "$NGINX" >"$work/proxy.conf"
+count nginx "$NGINX" nginx -c "$work/proxy.conf" -p "$work"
+
+targets=(nginx a)
+declare -A bin=([a]=$A)
+[ -n "$B" ] && targets+=(b) && bin[b]=$B
+for t in "${targets[@]:1}"; do
+  echo "counting zonegate $t (${bin[$t]}, callgrind, $REQUESTS requests)..." >&2
+  "${bin[$t]}" keys init --dir "$work/keys-$t" >/dev/null
+  p=$(port)
+  gateway_conf "$t" "$p" >"$work/zonegate-$t.toml"
+  count "$t" "$p" "${bin[$t]}" serve --config "$work/zonegate-$t.toml"
+done
+
+echo
+echo "| target | instructions per request | vs nginx |"
+echo "| --- | ---: | ---: |"
+n=$(cat "$work/per-nginx")
+for t in "${targets[@]}"; do
+  v=$(cat "$work/per-$t")
+  label=$t
+  [ "$t" = a ] && label="zonegate ($A)"
+  [ "$t" = b ] && label="zonegate ($B)"
+  printf '| %s | %s | %s |\n' "$label" "$v" "$(python3 -c "print(f'{$v / $n:.2f}')")"
+done
+echo
+echo "Profiles (self instructions by function, the loaded window): bench/results/instructions-*.txt"
