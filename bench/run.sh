@@ -5,6 +5,7 @@
 #   bench/run.sh                          # 3 rounds of 8 s, wrk -t2 -c50
 #   ROUNDS=5 DURATION=10s bench/run.sh
 #   PROFILE=1 bench/run.sh                # also perf-profile the API-key path (perf record)
+#   B=/tmp/before/zonegate bench/run.sh   # also pass-b and apikey-b: another build, same run
 #
 # Targets, all answering the same static upstream (nginx `return 200`, plain HTTP, 1 worker):
 #   static    wrk straight to the upstream: the ceiling
@@ -23,6 +24,8 @@
 #   shared    a fifth, as apikey with its limits shared through Redis ([redis], REDIS_URL,
 #             default redis://127.0.0.1:6379): one Redis round trip per request, shared
 #             against apikey
+#   pass-b, apikey-b (only with B=/path/to/zonegate) pass and apikey served by another build,
+#             a sixth gateway on the same database: an A/B of two builds in one run
 # The account, org, session and key are made through the public API, as an integrator would.
 # Limits are raised in the bench config only. Also measured: p99 at a fixed rate (half of
 # nginx's saturated rate), RSS with 10,000 idle TLS connections, syscalls and context switches
@@ -67,6 +70,8 @@ port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); 
 STATIC=$(port); NGINX=$(port); GATEWAY=$(port); ADMIN=$(port); GATEWAY2=$(port); ADMIN2=$(port); GATEWAY3=$(port); ADMIN3=$(port); GATEWAY4=$(port); ADMIN4=$(port); GATEWAY5=$(port); ADMIN5=$(port)
 # Each gateway's platform listener needs a port of its own too (the default, 8445, is one).
 PLATFORM=$(port); PLATFORM2=$(port); PLATFORM3=$(port); PLATFORM4=$(port); PLATFORM5=$(port)
+GATEWAY6=$(port); ADMIN6=$(port); PLATFORM6=$(port)
+B=${B:-}
 REDIS_URL=${REDIS_URL:-${ZONEGATE_TEST_REDIS_URL:-redis://127.0.0.1:6379}}
 
 "$bin/zonegate" keys init --dir "$work/keys" >/dev/null
@@ -184,6 +189,9 @@ printf '[metrics]\nenabled = false\n' >> "$work/zonegate-nometrics.toml"
 sed -e "s/127.0.0.1:$GATEWAY/127.0.0.1:$GATEWAY5/; s/localhost:$GATEWAY/localhost:$GATEWAY5/" \
   -e "s/127.0.0.1:$PLATFORM/127.0.0.1:$PLATFORM5/" -e "s/127.0.0.1:$ADMIN/127.0.0.1:$ADMIN5/" "$work/zonegate.toml" > "$work/zonegate-shared.toml"
 printf '[redis]\nurl = "%s"\ninstances = 1\nkey_prefix = "zonegate-bench-%s"\n' "$REDIS_URL" "$$" >> "$work/zonegate-shared.toml"
+# And the other build of an A/B, configured as the first.
+sed -e "s/127.0.0.1:$GATEWAY/127.0.0.1:$GATEWAY6/; s/localhost:$GATEWAY/localhost:$GATEWAY6/" \
+  -e "s/127.0.0.1:$PLATFORM/127.0.0.1:$PLATFORM6/" -e "s/127.0.0.1:$ADMIN/127.0.0.1:$ADMIN6/" "$work/zonegate.toml" > "$work/zonegate-b.toml"
 
 nginx -c "$work/static.conf" -p "$work"
 nginx -c "$work/proxy.conf" -p "$work"
@@ -217,6 +225,13 @@ pids+=("$GW5_PID")
 ready "https://127.0.0.1:$GATEWAY5/bench/pass"
 for _ in $(seq 1 50); do curl -sf "http://127.0.0.1:$ADMIN5/readyz" | grep -Eq '"limits": ?"shared"' && break; sleep 0.1; done
 curl -sf "http://127.0.0.1:$ADMIN5/readyz" | grep -Eq '"limits": ?"shared"' || { echo "the shared target has no Redis at $REDIS_URL"; exit 1; }
+GW6_PID=
+if [ -n "$B" ]; then
+  "$B" serve --config "$work/zonegate-b.toml" >"$work/gateway-b.log" 2>&1 &
+  GW6_PID=$!
+  pids+=("$GW6_PID")
+  ready "https://127.0.0.1:$GATEWAY6/bench/pass"
+fi
 
 # ---- An integrator's setup, through the public API -----------------------------------------
 G="https://localhost:$GATEWAY"
@@ -241,10 +256,12 @@ curl -skf -H "Authorization: Bearer $KEY" "https://127.0.0.1:$GATEWAY2$ZONES" >/
 curl -skf -H "Authorization: Bearer $KEY" "https://127.0.0.1:$GATEWAY3$ZONES" >/dev/null
 curl -skf -H "Authorization: Bearer $KEY" "https://127.0.0.1:$GATEWAY4$ZONES" >/dev/null
 curl -skf -H "Authorization: Bearer $KEY" "https://127.0.0.1:$GATEWAY5$ZONES" >/dev/null
+[ -z "$B" ] || curl -skf -H "Authorization: Bearer $KEY" "https://127.0.0.1:$GATEWAY6$ZONES" >/dev/null
 curl -skf -H "Cookie: __Host-zonegate-session=$SESSION" "https://127.0.0.1:$GATEWAY$ZONES" >/dev/null
 
 # ---- Measuring ------------------------------------------------------------------------------
 targets=(static nginx pass apikey session nolog traced nometrics shared)
+[ -z "$B" ] || targets+=(pass-b apikey-b)
 declare -A url=(
   [static]="http://127.0.0.1:$STATIC$ZONES"
   [nginx]="https://127.0.0.1:$NGINX$ZONES"
@@ -255,6 +272,8 @@ declare -A url=(
   [traced]="https://127.0.0.1:$GATEWAY3$ZONES"
   [nometrics]="https://127.0.0.1:$GATEWAY4$ZONES"
   [shared]="https://127.0.0.1:$GATEWAY5$ZONES"
+  [pass-b]="https://127.0.0.1:$GATEWAY6/bench/pass"
+  [apikey-b]="https://127.0.0.1:$GATEWAY6$ZONES"
 )
 declare -A hdr=(
   [static]="X-Bench: 1" [nginx]="X-Bench: 1" [pass]="X-Bench: 1"
@@ -264,6 +283,8 @@ declare -A hdr=(
   [traced]="Authorization: Bearer $KEY"
   [nometrics]="Authorization: Bearer $KEY"
   [shared]="Authorization: Bearer $KEY"
+  [pass-b]="X-Bench: 1"
+  [apikey-b]="Authorization: Bearer $KEY"
 )
 
 # The processes whose CPU counts as the proxy's, for a target.
@@ -275,6 +296,7 @@ proxy_pids() {
     traced) echo "$GW3_PID" ;;
     nometrics) echo "$GW4_PID" ;;
     shared) echo "$GW5_PID" ;;
+    pass-b | apikey-b) echo "$GW6_PID" ;;
     *) echo "$GW_PID" ;;
   esac
 }
@@ -438,6 +460,12 @@ mkdir -p bench/results
   echo "| API-key CPU/req, tracing on (all sampled) vs off | $(ratio "$(col traced 4)" "$(col apikey 4)") | (reported) |"
   echo "| API-key req/s, limits shared in Redis vs local | $(ratio "$(col shared 1)" "$(col apikey 1)") | (reported) |"
   echo "| API-key CPU/req, limits shared in Redis vs local | $(ratio "$(col shared 4)" "$(col apikey 4)") | (reported) |"
+  if [ -n "$B" ]; then
+    echo "| pass-through req/s, this build vs B ($B) | $(ratio "$(col pass 1)" "$(col pass-b 1)") | (A/B) |"
+    echo "| pass-through CPU/req, this build vs B | $(ratio "$(col pass 4)" "$(col pass-b 4)") | (A/B) |"
+    echo "| API-key req/s, this build vs B | $(ratio "$(col apikey 1)" "$(col apikey-b 1)") | (A/B) |"
+    echo "| API-key CPU/req, this build vs B | $(ratio "$(col apikey 4)" "$(col apikey-b 4)") | (A/B) |"
+  fi
   echo
   echo "Decision log during the rounds: $decisions_stored records stored, $(echo "$decision_log" | awk '{print $2}') decisions dropped (too many distinct in a window)."
   echo
