@@ -20,6 +20,7 @@ use pingora::protocols::Stream;
 use pingora::server::ShutdownWatch;
 
 use super::heads::{HeadLimits, LimitedHeads};
+use super::placement::{Place, Placement};
 use crate::pipeline::throttle::counted_address;
 
 /// The caps, from `[server]`.
@@ -151,13 +152,26 @@ impl std::fmt::Debug for Tls {
     }
 }
 
-/// A server application with its connections counted and capped, and TLS terminated here
-/// (with request heads limited as they arrive) when `tls` is set.
+/// A server application with its connections counted and capped, each served on the least
+/// loaded runtime thread, and TLS terminated here (with request heads limited as they arrive)
+/// when `tls` is set.
 #[derive(Debug)]
 pub struct Capped<A> {
     pub app: Arc<A>,
     pub counter: Arc<ConnectionCounter>,
     pub tls: Option<Tls>,
+    pub placement: Placement,
+}
+
+impl<A> Capped<A> {
+    pub fn new(app: Arc<A>, counter: Arc<ConnectionCounter>, tls: Option<Tls>) -> Capped<A> {
+        Capped {
+            app,
+            counter,
+            tls,
+            placement: Placement::default(),
+        }
+    }
 }
 
 #[async_trait]
@@ -167,6 +181,30 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Capped<A> {
         stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
+        match self.placement.place() {
+            Place::Here(_serving) => self.serve(stream, shutdown).await,
+            Place::There(thread, serving) => {
+                let this = self.clone();
+                let shutdown = shutdown.clone();
+                // Served to its close over there; pingora's task for it ends here. (The
+                // application serves every keep-alive request itself and returns no stream.)
+                thread.spawn(async move {
+                    let _serving = serving;
+                    this.serve(stream, &shutdown).await
+                });
+                None
+            }
+        }
+    }
+
+    async fn cleanup(&self) {
+        self.app.cleanup().await;
+    }
+}
+
+impl<A: ServerApp + Send + Sync + 'static> Capped<A> {
+    /// Count, cap, terminate TLS and hand the connection to the application.
+    async fn serve(self: &Arc<Self>, stream: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
         let peer = stream
             .get_socket_digest()
             .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
@@ -207,10 +245,6 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Capped<A> {
             }
         };
         self.app.process_new(stream, shutdown).await
-    }
-
-    async fn cleanup(&self) {
-        self.app.cleanup().await;
     }
 }
 

@@ -9,6 +9,7 @@ pub mod admin;
 pub mod connections;
 pub mod heads;
 pub mod jobs;
+pub mod placement;
 pub mod process;
 pub mod redirect;
 pub mod telemetry;
@@ -655,12 +656,12 @@ pub fn run(prepared: Prepared, sockets: process::Sockets) -> Result<(), StartErr
     }));
     let mut public = Service::new(
         "zonegate public https".into(),
-        connections::Capped {
-            app: Arc::new(GatewayApp {
+        connections::Capped::new(
+            Arc::new(GatewayApp {
                 pipeline: gateway.pipeline.clone(),
             }),
-            counter: connections.clone(),
-            tls: Some(connections::Tls {
+            connections.clone(),
+            Some(connections::Tls {
                 acceptor: acceptor()?,
                 handshake_timeout: client.tls_handshake_timeout,
                 heads: heads::HeadLimits {
@@ -668,7 +669,7 @@ pub fn run(prepared: Prepared, sockets: process::Sockets) -> Result<(), StartErr
                     max_fields: client.max_headers,
                 },
             }),
-        },
+        ),
     );
     // Plain TCP: the TLS handshake runs in `Capped`, within its own timeout.
     public.add_tcp(&config.listen.https.to_string());
@@ -683,10 +684,10 @@ pub fn run(prepared: Prepared, sockets: process::Sockets) -> Result<(), StartErr
     }));
     let mut platform_service = Service::new(
         "zonegate platform https".into(),
-        connections::Capped {
-            app: Arc::new(GatewayApp { pipeline: platform }),
-            counter: platform_connections,
-            tls: Some(connections::Tls {
+        connections::Capped::new(
+            Arc::new(GatewayApp { pipeline: platform }),
+            platform_connections,
+            Some(connections::Tls {
                 acceptor: acceptor()?,
                 handshake_timeout: client.tls_handshake_timeout,
                 heads: heads::HeadLimits {
@@ -694,7 +695,7 @@ pub fn run(prepared: Prepared, sockets: process::Sockets) -> Result<(), StartErr
                     max_fields: client.max_headers,
                 },
             }),
-        },
+        ),
     );
     platform_service.add_tcp(&config.listen.platform.to_string());
     server.add_service(platform_service);
