@@ -404,6 +404,23 @@ counts_nginx=$(per_request_counts nginx $nginx_workers)
 counts_pass=$(per_request_counts pass "$GW_PID")
 counts_gateway=$(per_request_counts apikey "$GW_PID")
 
+# How evenly a few long-lived connections (a load balancer's pool, say) spread over the
+# gateway's runtime threads: 4 connections, 3 short runs, each run's busiest public-listener
+# thread's share of the CPU the threads used (0.50 is even, 1.00 one thread did it all).
+thread_ticks() {
+  local task
+  for task in /proc/"$GW_PID"/task/*; do
+    case "$(cat "$task/comm")" in "zonegate public"*) awk '{print $14 + $15}' "$task/stat" ;; esac
+  done | tr '\n' ' '
+}
+splits=()
+for _ in 1 2 3; do
+  before=($(thread_ticks))
+  wrk -t2 -c4 -d3s -H "${hdr[pass]}" "${url[pass]}" >/dev/null
+  after=($(thread_ticks))
+  splits+=("$(python3 -c 'import sys; b, a = sys.argv[1].split(), sys.argv[2].split(); d = [int(y) - int(x) for x, y in zip(b, a)]; print(f"{max(d) / max(sum(d), 1):.2f}")' "${before[*]}" "${after[*]}")")
+done
+
 # A login storm at the strict per-address limit's rate (auth_strict, 10 a minute as shipped)
 # from 200 addresses, against the pass-through path's fixed-rate p99.
 # The pass-through load runs at a quarter of nginx's saturated rate: at half, the two cores are
@@ -484,6 +501,8 @@ mkdir -p bench/results
   echo "| nginx | $(echo "$counts_nginx" | awk '{print $1 " | " $2}') |"
   echo "| zonegate, pass-through | $(echo "$counts_pass" | awk '{print $1 " | " $2}') |"
   echo "| zonegate, API key | $(echo "$counts_gateway" | awk '{print $1 " | " $2}') |"
+  echo
+  echo "4 keep-alive connections over the gateway's $(thread_ticks | wc -w) public-listener threads: the busiest thread's share of their CPU in 3 runs: ${splits[*]} (0.50 is even)"
   echo
   echo "Idle keep-alive TLS connections: $idle_open open; gateway RSS $((rss_before / 1024)) MiB before, $((rss_held / 1024)) MiB holding them: $(python3 -c "print(f'{($rss_held - $rss_before) / max($idle_open, 1):.1f}')") KiB per connection"
   echo
