@@ -14,6 +14,7 @@
 # No test asserts any of it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/common.sh
 
 PG_URL=${PG_URL:-${ZONEGATE_TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/test}}
 REDIS_URL=${REDIS_URL:-${ZONEGATE_TEST_REDIS_URL:-redis://127.0.0.1:6379}}
@@ -42,7 +43,6 @@ trap cleanup EXIT
 psql "$PG_URL" -qc "CREATE DATABASE $gdb" -c "CREATE DATABASE $zdb" >/dev/null
 
 "$BIN/zonegate" keys init --dir "$work/keys" >/dev/null
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 backend=$(port)
 ZONE_BACKEND_DATABASE="$base/$zdb" "$BIN/zone-backend" serve --listen "127.0.0.1:$backend" \
   --key-dir "$work/keys" >"$work/backend.log" 2>&1 &

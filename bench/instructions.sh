@@ -19,6 +19,7 @@
 # Needs valgrind, nginx and curl. No test asserts any of it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/common.sh
 
 REQUESTS=${REQUESTS:-1000}
 RATE=${RATE:-100}
@@ -46,13 +47,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 STATIC=$(port)
 
-openssl ecparam -name prime256v1 -genkey -noout -out "$work/key.pem" 2>/dev/null
-openssl req -new -x509 -key "$work/key.pem" -out "$work/cert.pem" -days 2 -subj /CN=localhost \
-  -addext subjectAltName=DNS:localhost -addext basicConstraints=critical,CA:FALSE \
-  -addext keyUsage=digitalSignature -addext extendedKeyUsage=serverAuth 2>/dev/null
+bench_certificate "$work"
 
 cat > "$work/static.conf" <<NGINX
 worker_processes 1;

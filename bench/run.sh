@@ -34,6 +34,7 @@
 # Prints Markdown and writes it to bench/results/latest.md. No test asserts any of it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/common.sh
 
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-8s}
@@ -66,7 +67,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 STATIC=$(port); NGINX=$(port); GATEWAY=$(port); ADMIN=$(port); GATEWAY2=$(port); ADMIN2=$(port); GATEWAY3=$(port); ADMIN3=$(port); GATEWAY4=$(port); ADMIN4=$(port); GATEWAY5=$(port); ADMIN5=$(port)
 # Each gateway's platform listener needs a port of its own too (the default, 8445, is one).
 PLATFORM=$(port); PLATFORM2=$(port); PLATFORM3=$(port); PLATFORM4=$(port); PLATFORM5=$(port)
@@ -75,11 +75,7 @@ B=${B:-}
 REDIS_URL=${REDIS_URL:-${ZONEGATE_TEST_REDIS_URL:-redis://127.0.0.1:6379}}
 
 "$bin/zonegate" keys init --dir "$work/keys" >/dev/null
-openssl ecparam -name prime256v1 -genkey -noout -out "$work/key.pem" 2>/dev/null
-# An end-entity certificate (not a CA: rustls clients refuse a CA as a server's certificate).
-openssl req -new -x509 -key "$work/key.pem" -out "$work/cert.pem" -days 2 -subj /CN=localhost \
-  -addext subjectAltName=DNS:localhost -addext basicConstraints=critical,CA:FALSE \
-  -addext keyUsage=digitalSignature -addext extendedKeyUsage=serverAuth 2>/dev/null
+bench_certificate "$work"
 
 # The static upstream every proxy forwards to: one worker, a fixed small JSON answer.
 cat > "$work/static.conf" <<NGINX
