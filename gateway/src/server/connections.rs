@@ -160,16 +160,22 @@ pub struct Capped<A> {
     pub app: Arc<A>,
     pub counter: Arc<ConnectionCounter>,
     pub tls: Option<Tls>,
-    pub placement: Placement,
+    placement: Arc<Placement>,
 }
 
 impl<A> Capped<A> {
-    pub fn new(app: Arc<A>, counter: Arc<ConnectionCounter>, tls: Option<Tls>) -> Capped<A> {
+    /// For a listener whose runtime has `threads` threads.
+    pub fn new(
+        app: Arc<A>,
+        counter: Arc<ConnectionCounter>,
+        tls: Option<Tls>,
+        threads: usize,
+    ) -> Capped<A> {
         Capped {
             app,
             counter,
             tls,
-            placement: Placement::default(),
+            placement: Arc::new(Placement::new(threads)),
         }
     }
 }
@@ -181,7 +187,7 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Capped<A> {
         stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
-        match self.placement.place() {
+        match self.placement.place(pingora_runtime::current_handle) {
             Place::Here(_serving) => self.serve(stream, shutdown).await,
             Place::There(thread, serving) => {
                 let this = self.clone();

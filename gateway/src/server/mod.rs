@@ -669,6 +669,7 @@ pub fn run(prepared: Prepared, sockets: process::Sockets) -> Result<(), StartErr
                     max_fields: client.max_headers,
                 },
             }),
+            config.server.threads,
         ),
     );
     // Plain TCP: the TLS handshake runs in `Capped`, within its own timeout.
@@ -695,6 +696,7 @@ pub fn run(prepared: Prepared, sockets: process::Sockets) -> Result<(), StartErr
                     max_fields: client.max_headers,
                 },
             }),
+            config.server.threads,
         ),
     );
     platform_service.add_tcp(&config.listen.platform.to_string());

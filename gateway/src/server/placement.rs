@@ -9,9 +9,11 @@
 //! connection goes to the thread serving the fewest connections now, moved there before its
 //! TLS handshake.
 //!
-//! Threads are learnt as pingora hands them connections: the first connection each thread
-//! receives registers it (its runtime handle), so placement needs no access to pingora's
-//! runtime internals.
+//! pingora does not tell which threads a listener runs on, so they are learnt: a thread that
+//! receives a connection registers itself (its runtime handle), and until all are known each
+//! placement sends a few empty tasks to random threads of the runtime (pingora's own
+//! `current_handle()`), which register theirs. Without that, four connections that all
+//! arrived on one thread would stay there, the one case placement is for.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -19,9 +21,15 @@ use std::thread::ThreadId;
 
 use tokio::runtime::Handle;
 
+/// Empty tasks sent to random threads, per thread of the runtime, at the first placement:
+/// the chance that one of `n` threads gets none is n·(1 − 1/n)^(16n) < n·e^−16.
+const PROBES_PER_THREAD: usize = 16;
+
 /// The threads of one listener's runtime, with the connections each serves now.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Placement {
+    /// How many threads the runtime has (`[server] threads`).
+    expected: usize,
     threads: Mutex<Vec<Thread>>,
 }
 
@@ -54,28 +62,42 @@ impl Drop for Serving {
 }
 
 impl Placement {
+    /// For a listener whose runtime has `threads` threads.
+    pub fn new(threads: usize) -> Placement {
+        Placement {
+            expected: threads.max(1),
+            threads: Mutex::new(Vec::new()),
+        }
+    }
+
     /// Place a connection that pingora handed to the current thread (a runtime thread of the
-    /// listener; outside a runtime it stays here).
-    pub fn place(&self) -> Place {
+    /// listener; outside a runtime it stays here). `random_thread` gives the handle of a
+    /// random thread of the listener's runtime, for learning the threads not yet known.
+    pub fn place(self: &Arc<Self>, random_thread: impl Fn() -> Handle) -> Place {
         let here = std::thread::current().id();
         let Ok(handle) = Handle::try_current() else {
             return Place::Here(Serving {
                 open: Arc::new(AtomicUsize::new(1)),
             });
         };
-        // A poisoned lock still holds a valid list: every update is one push.
-        let mut threads = self.threads.lock().unwrap_or_else(|e| e.into_inner());
-        let index = match threads.iter().position(|t| t.id == here) {
-            Some(i) => i,
-            None => {
-                threads.push(Thread {
-                    id: here,
-                    handle,
-                    open: Arc::new(AtomicUsize::new(0)),
+        let mut threads = self.lock();
+        let known = threads.len();
+        let index = register(&mut threads, here, handle);
+        if threads.len() < self.expected {
+            let probes = if known == 0 {
+                PROBES_PER_THREAD * self.expected
+            } else {
+                2
+            };
+            for _ in 0..probes {
+                let this = self.clone();
+                random_thread().spawn(async move {
+                    if let Ok(handle) = Handle::try_current() {
+                        register(&mut this.lock(), std::thread::current().id(), handle);
+                    }
                 });
-                threads.len() - 1
             }
-        };
+        }
         let load = |t: &Thread| t.open.load(Ordering::Relaxed);
         // The least loaded thread; this one on a tie, so nothing moves without a reason.
         let mut chosen = index;
@@ -96,14 +118,33 @@ impl Placement {
         }
     }
 
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Thread>> {
+        // A poisoned lock still holds a valid list: every update is one push.
+        self.threads.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Connections served now, per known thread, in the order the threads became known.
     #[cfg(test)]
     fn loads(&self) -> Vec<usize> {
-        let threads = self.threads.lock().unwrap_or_else(|e| e.into_inner());
-        threads
+        self.lock()
             .iter()
             .map(|t| t.open.load(Ordering::Relaxed))
             .collect()
+    }
+}
+
+/// The index of thread `id` in `threads`, added with no connections if it is new.
+fn register(threads: &mut Vec<Thread>, id: ThreadId, handle: Handle) -> usize {
+    match threads.iter().position(|t| t.id == id) {
+        Some(i) => i,
+        None => {
+            threads.push(Thread {
+                id,
+                handle,
+                open: Arc::new(AtomicUsize::new(0)),
+            });
+            threads.len() - 1
+        }
     }
 }
 
@@ -152,7 +193,8 @@ mod tests {
         /// pingora hands this thread a new connection.
         fn receive(&self, placement: &Arc<Placement>) -> Place {
             let placement = placement.clone();
-            self.run(move || placement.place())
+            // Probes go to this thread itself: the tests below say which threads are known.
+            self.run(move || placement.place(Handle::current))
         }
 
         fn thread_id(&self) -> ThreadId {
@@ -171,7 +213,7 @@ mod tests {
 
     #[test]
     fn connections_go_to_the_least_loaded_thread_whatever_thread_receives_them() {
-        let placement = Arc::new(Placement::default());
+        let placement = Arc::new(Placement::new(2));
         let (a, b) = (Worker::start(), Worker::start());
         // Both threads known, one connection each.
         let first = b.receive(&placement);
@@ -197,8 +239,36 @@ mod tests {
     }
 
     #[test]
+    fn a_thread_pingora_has_handed_nothing_yet_is_learnt_and_served_next() {
+        let placement = Arc::new(Placement::new(2));
+        let (a, b) = (Worker::start(), Worker::start());
+        let b_handle = b.run(Handle::current);
+        // pingora hands the first connection to `a`; the probes it sends land on `b`.
+        let first = {
+            let placement = placement.clone();
+            a.run(move || placement.place(move || b_handle.clone()))
+        };
+        assert!(matches!(first, Place::Here(_)));
+        for _ in 0..1000 {
+            if placement.loads().len() == 2 {
+                break;
+            }
+            b.run(|| ()); // let b's runtime run the probes
+        }
+        assert_eq!(
+            placement.loads(),
+            vec![1, 0],
+            "a with one connection, b learnt"
+        );
+        // The second connection also arrives on `a`, and goes to `b`.
+        let second = a.receive(&placement);
+        assert!(matches!(second, Place::There(..)));
+        assert_eq!(placement.loads(), vec![1, 1]);
+    }
+
+    #[test]
     fn a_moved_connection_runs_on_the_thread_it_was_placed_on() {
-        let placement = Arc::new(Placement::default());
+        let placement = Arc::new(Placement::new(2));
         let (a, b) = (Worker::start(), Worker::start());
         let _on_b = b.receive(&placement);
         let on_a = a.receive(&placement);
