@@ -80,42 +80,47 @@ impl Placement {
                 open: Arc::new(AtomicUsize::new(1)),
             });
         };
-        let mut threads = self.lock();
-        let known = threads.len();
-        let index = register(&mut threads, here, handle);
-        if threads.len() < self.expected {
-            let probes = if known == 0 {
+        let (place, probes) = {
+            let mut threads = self.lock();
+            let known = threads.len();
+            let index = register(&mut threads, here, handle);
+            let probes = if threads.len() >= self.expected {
+                0
+            } else if known == 0 {
                 PROBES_PER_THREAD * self.expected
             } else {
                 2
             };
-            for _ in 0..probes {
-                let this = self.clone();
-                random_thread().spawn(async move {
-                    if let Ok(handle) = Handle::try_current() {
-                        register(&mut this.lock(), std::thread::current().id(), handle);
-                    }
-                });
+            let load = |t: &Thread| t.open.load(Ordering::Relaxed);
+            // The least loaded thread; this one on a tie, so nothing moves without a reason.
+            let mut chosen = index;
+            for (i, thread) in threads.iter().enumerate() {
+                if load(thread) < load(&threads[chosen]) {
+                    chosen = i;
+                }
             }
-        }
-        let load = |t: &Thread| t.open.load(Ordering::Relaxed);
-        // The least loaded thread; this one on a tie, so nothing moves without a reason.
-        let mut chosen = index;
-        for (i, thread) in threads.iter().enumerate() {
-            if load(thread) < load(&threads[chosen]) {
-                chosen = i;
-            }
-        }
-        let thread = &threads[chosen];
-        thread.open.fetch_add(1, Ordering::Relaxed);
-        let serving = Serving {
-            open: thread.open.clone(),
+            let thread = &threads[chosen];
+            thread.open.fetch_add(1, Ordering::Relaxed);
+            let serving = Serving {
+                open: thread.open.clone(),
+            };
+            let place = if chosen == index {
+                Place::Here(serving)
+            } else {
+                Place::There(thread.handle.clone(), serving)
+            };
+            (place, probes)
         };
-        if chosen == index {
-            Place::Here(serving)
-        } else {
-            Place::There(thread.handle.clone(), serving)
+        // Sent with the list unlocked: a probe that runs at once on another thread takes it.
+        for _ in 0..probes {
+            let this = self.clone();
+            random_thread().spawn(async move {
+                if let Ok(handle) = Handle::try_current() {
+                    register(&mut this.lock(), std::thread::current().id(), handle);
+                }
+            });
         }
+        place
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Thread>> {
