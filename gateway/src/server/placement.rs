@@ -3,11 +3,11 @@
 //! pingora runs a listener on single-threaded runtimes, one per thread (`work_stealing =
 //! false`), and puts each accepted connection on a random one of them. A connection then stays
 //! on that thread for its whole life, keep-alive requests included, which is what keeps its
-//! upstream pool and caches thread-local. But chance does not spread long-lived connections
-//! evenly: 50 keep-alive clients on two threads split 29/21 or worse one time in three (evenly
-//! one time in nine), and the thread with more saturates while the other waits. So each new
-//! connection goes to the thread serving the fewest connections now, moved there before its
-//! TLS handshake.
+//! upstream pool and caches thread-local. But chance does not spread a few long-lived
+//! connections evenly: a load balancer's four keep-alive connections to a freshly started
+//! two-thread gateway put 94% or more of the work on one thread in two of eight starts
+//! (BENCHMARKS.md), leaving the other idle. So each new connection goes to the thread serving
+//! the fewest connections now, moved there before its TLS handshake.
 //!
 //! pingora does not tell which threads a listener runs on, so they are learnt: a thread that
 //! receives a connection registers itself (its runtime handle), and until all are known each
