@@ -11,3 +11,54 @@ bench_certificate() {
     -addext subjectAltName=DNS:localhost -addext basicConstraints=critical,CA:FALSE \
     -addext keyUsage=digitalSignature -addext extendedKeyUsage=serverAuth 2>/dev/null
 }
+
+# nginx config for the static upstream every proxy forwards to, listening on 127.0.0.1:$2,
+# with its pid and log in $1: one worker, a fixed small JSON answer, and a collector that
+# accepts an OTLP trace export and discards it (for the traced gateway).
+static_upstream_conf() {
+  cat <<NGINX
+worker_processes 1;
+pid $1/nginx-static.pid;
+error_log $1/static-error.log warn;
+events { worker_connections 16384; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  server {
+    listen 127.0.0.1:$2;
+    location / { default_type application/json; return 200 '{"zones":[]}'; }
+    location = /v1/traces { default_type application/x-protobuf; return 200 ''; }
+  }
+}
+NGINX
+}
+
+# nginx as the peer, with its files in $1: TLS on 127.0.0.1:$2 with $1/cert.pem, proxy_pass
+# with keepalive 128 to the static upstream on 127.0.0.1:$3. $4 holds the process directives
+# (worker count, and for callgrind one process in the foreground).
+nginx_proxy_conf() {
+  cat <<NGINX
+$4
+pid $1/nginx-proxy.pid;
+error_log $1/proxy-error.log warn;
+events { worker_connections 16384; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  client_body_temp_path $1/nginx-body;
+  proxy_temp_path $1/nginx-proxy;
+  upstream static { server 127.0.0.1:$3; keepalive 128; }
+  server {
+    listen 127.0.0.1:$2 ssl;
+    ssl_certificate $1/cert.pem;
+    ssl_certificate_key $1/key.pem;
+    ssl_protocols TLSv1.2 TLSv1.3;
+    location / {
+      proxy_pass http://static;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }
+  }
+}
+NGINX
+}

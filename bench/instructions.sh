@@ -51,51 +51,15 @@ STATIC=$(port)
 
 bench_certificate "$work"
 
-cat > "$work/static.conf" <<NGINX
-worker_processes 1;
-pid $work/nginx-static.pid;
-error_log $work/static-error.log warn;
-events { worker_connections 1024; }
-http {
-  access_log off;
-  keepalive_requests 1000000;
-  server {
-    listen 127.0.0.1:$STATIC;
-    location / { default_type application/json; return 200 '{"zones":[]}'; }
-  }
-}
-NGINX
+static_upstream_conf "$work" "$STATIC" >"$work/static.conf"
 nginx -c "$work/static.conf" -p "$work"
 
 # The peer: nginx as bench/run.sh runs it, but one process (no master), so that callgrind sees
 # every instruction of the proxied request.
 nginx_conf() {
-  cat <<NGINX
-daemon off;
+  nginx_proxy_conf "$work" "$1" "$STATIC" "daemon off;
 master_process off;
-worker_processes 1;
-pid $work/nginx-proxy.pid;
-error_log $work/proxy-error.log warn;
-events { worker_connections 1024; }
-http {
-  access_log off;
-  keepalive_requests 1000000;
-  client_body_temp_path $work/nginx-body;
-  proxy_temp_path $work/nginx-proxy;
-  upstream static { server 127.0.0.1:$STATIC; keepalive 128; }
-  server {
-    listen 127.0.0.1:$1 ssl;
-    ssl_certificate $work/cert.pem;
-    ssl_certificate_key $work/key.pem;
-    ssl_protocols TLSv1.2 TLSv1.3;
-    location / {
-      proxy_pass http://static;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-    }
-  }
-}
-NGINX
+worker_processes 1;"
 }
 
 # The gateway as bench/run.sh configures it, with one runtime thread (callgrind runs one

@@ -77,49 +77,9 @@ REDIS_URL=${REDIS_URL:-${ZONEGATE_TEST_REDIS_URL:-redis://127.0.0.1:6379}}
 "$bin/zonegate" keys init --dir "$work/keys" >/dev/null
 bench_certificate "$work"
 
-# The static upstream every proxy forwards to: one worker, a fixed small JSON answer.
-cat > "$work/static.conf" <<NGINX
-worker_processes 1;
-pid $work/nginx-static.pid;
-error_log $work/static-error.log warn;
-events { worker_connections 16384; }
-http {
-  access_log off;
-  keepalive_requests 1000000;
-  server {
-    listen 127.0.0.1:$STATIC;
-    location / { default_type application/json; return 200 '{"zones":[]}'; }
-    # The traced gateway's collector: accepts an OTLP export and discards it.
-    location = /v1/traces { default_type application/x-protobuf; return 200 ''; }
-  }
-}
-NGINX
-
+static_upstream_conf "$work" "$STATIC" >"$work/static.conf"
 # nginx as the peer: TLS, 2 workers, proxy_pass with keepalive 128 to the same upstream.
-cat > "$work/proxy.conf" <<NGINX
-worker_processes 2;
-pid $work/nginx-proxy.pid;
-error_log $work/proxy-error.log warn;
-events { worker_connections 16384; }
-http {
-  access_log off;
-  keepalive_requests 1000000;
-  client_body_temp_path $work/nginx-body;
-  proxy_temp_path $work/nginx-proxy;
-  upstream static { server 127.0.0.1:$STATIC; keepalive 128; }
-  server {
-    listen 127.0.0.1:$NGINX ssl;
-    ssl_certificate $work/cert.pem;
-    ssl_certificate_key $work/key.pem;
-    ssl_protocols TLSv1.2 TLSv1.3;
-    location / {
-      proxy_pass http://static;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-    }
-  }
-}
-NGINX
+nginx_proxy_conf "$work" "$NGINX" "$STATIC" "worker_processes 2;" >"$work/proxy.conf"
 
 cat > "$work/zonegate.toml" <<TOML
 public_origin = "https://localhost:$GATEWAY"
