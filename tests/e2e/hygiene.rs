@@ -306,6 +306,53 @@ fn hop_by_hop_headers_never_cross_and_bodies_are_reframed() {
     );
 }
 
+/// A chunked answer streamed by the upstream reaches the client whole and in order, re-framed
+/// chunked, with chunks over the gateway's write buffer (16 KiB) and under it, and the
+/// connection serves the next request after it.
+#[test]
+fn a_chunked_upstream_answer_arrives_whole_and_the_connection_is_reused() {
+    use std::io::{Read, Write};
+    let stack = Stack::start();
+    let mut tls = stack.client().connect().unwrap();
+    tls.write_all(
+        b"GET /v1/orgs/acme/echo?chunks=5&size=20000 HTTP/1.1\r\nhost: localhost\r\n\r\n",
+    )
+    .unwrap();
+    // Read up to the last chunk: the first answer, whole.
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    while !raw.ends_with(b"\r\n0\r\n\r\n") {
+        let n = tls.read(&mut buf).unwrap();
+        assert!(n > 0, "closed after {} bytes", raw.len());
+        raw.extend_from_slice(&buf[..n]);
+    }
+    let first = parse_response(&raw).unwrap();
+    assert_eq!(first.status, 200);
+    assert_eq!(first.header("transfer-encoding"), Some("chunked"));
+    let expected: Vec<u8> = (0..5u8)
+        .flat_map(|i| std::iter::repeat_n(b'a' + i, 20000))
+        .collect();
+    assert!(
+        first.body == expected,
+        "body of {} bytes differs",
+        first.body.len()
+    );
+    // The same connection answers the next request.
+    tls.write_all(
+        b"GET /v1/orgs/acme/echo?chunks=3&size=7 HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n",
+    )
+    .unwrap();
+    let mut rest = Vec::new();
+    match tls.read_to_end(&mut rest) {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {}
+        Err(e) => panic!("{e}"),
+    }
+    let second = parse_response(&rest).unwrap();
+    assert_eq!(second.status, 200);
+    assert_eq!(second.body, b"aaaaaaabbbbbbbccccccc");
+}
+
 /// Issue 16 item 10: an upstream failure is answered by the gateway (502 problem+json with the
 /// security headers, never pingora's own page), and nothing logs the request line, its query
 /// string or the client's Host: the gateway's own event names the upstream and the error kind.

@@ -83,7 +83,37 @@ fn answer(stream: impl Read + Write, log: &Mutex<Vec<Seen>>) {
             "headers": req.headers,
         }))
         .unwrap();
+        // `?chunks=N&size=S`: answer N chunks of S bytes each (chunk i all the letter
+        // `a + i % 26`), chunked, one write per chunk, as a streaming upstream would.
+        let chunks = query_number(&req.target, "chunks");
         log.lock().unwrap().push(req);
+        if let Some(chunks) = chunks {
+            let size =
+                query_number(&log.lock().unwrap().last().unwrap().target, "size").unwrap_or(1);
+            let stream = reader.get_mut();
+            let mut ok = stream
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ntransfer-encoding: chunked\r\n\r\n")
+                .is_ok();
+            for i in 0..chunks {
+                let mut chunk = format!("{size:x}\r\n").into_bytes();
+                chunk.extend(std::iter::repeat_n(b'a' + (i % 26) as u8, size));
+                chunk.extend_from_slice(b"\r\n");
+                ok = ok
+                    && stream
+                        .write_all(&chunk)
+                        .and_then(|()| stream.flush())
+                        .is_ok();
+            }
+            if !(ok
+                && stream
+                    .write_all(b"0\r\n\r\n")
+                    .and_then(|()| stream.flush())
+                    .is_ok())
+            {
+                break;
+            }
+            continue;
+        }
         let head = format!(
             "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nserver: echo\r\nx-powered-by: test\r\n\r\n",
             body.len()
@@ -96,6 +126,14 @@ fn answer(stream: impl Read + Write, log: &Mutex<Vec<Seen>>) {
             break;
         }
     }
+}
+
+/// The number after `name=` in a request target's query, if any.
+fn query_number(target: &str, name: &str) -> Option<usize> {
+    let (_, query) = target.split_once('?')?;
+    query
+        .split('&')
+        .find_map(|pair| pair.strip_prefix(name)?.strip_prefix('=')?.parse().ok())
 }
 
 fn read_request(reader: &mut impl BufRead) -> Option<Seen> {
