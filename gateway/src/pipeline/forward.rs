@@ -339,8 +339,9 @@ pub async fn forward(
         }
     };
     up.respect_keepalive();
-    p.metrics
-        .upstream(&upstream.name, reused, started.elapsed());
+    if let Some(metrics) = &upstream.metrics {
+        metrics.exchange(reused, started.elapsed());
+    }
     if session.write_response_header(Box::new(head)).await.is_err() {
         return Ok(Forwarded::Broken);
     }

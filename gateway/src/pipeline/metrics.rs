@@ -116,6 +116,23 @@ impl Default for Metrics {
     }
 }
 
+/// One upstream's series in [`Metrics`], held by the upstream.
+#[derive(Debug, Clone)]
+pub struct UpstreamMetrics {
+    seconds: Histogram,
+    reused: Counter,
+    new: Counter,
+}
+
+impl UpstreamMetrics {
+    /// One exchange: whether its connection came from the pool, and the time from taking the
+    /// connection to the response head.
+    pub fn exchange(&self, reused: bool, elapsed: Duration) {
+        if reused { &self.reused } else { &self.new }.inc();
+        self.seconds.observe(elapsed.as_secs_f64());
+    }
+}
+
 /// Values read when scraped, from counters kept elsewhere.
 #[derive(Debug, Default)]
 pub struct Samples {
@@ -227,23 +244,31 @@ impl Metrics {
             .inc();
     }
 
-    /// One exchange with an upstream: whether its connection came from the pool, and the time
-    /// from taking the connection to the response head.
-    pub fn upstream(&self, upstream: &str, reused: bool, elapsed: Duration) {
+    /// The exchange metrics of the upstream `upstream`, looked up once (when the upstreams
+    /// are built) so that recording an exchange hashes no label and allocates nothing. `None`
+    /// when metrics are off.
+    pub fn for_upstream(&self, upstream: &str) -> Option<UpstreamMetrics> {
         if !self.enabled {
-            return;
+            return None;
         }
-        self.upstream_connections
-            .get_or_create(&ConnectionLabels {
-                upstream: upstream.to_owned(),
-                reused,
-            })
-            .inc();
-        self.upstream_seconds
-            .get_or_create(&UpstreamLabel {
-                upstream: upstream.to_owned(),
-            })
-            .observe(elapsed.as_secs_f64());
+        let connections = |reused| {
+            self.upstream_connections
+                .get_or_create(&ConnectionLabels {
+                    upstream: upstream.to_owned(),
+                    reused,
+                })
+                .clone()
+        };
+        Some(UpstreamMetrics {
+            seconds: self
+                .upstream_seconds
+                .get_or_create(&UpstreamLabel {
+                    upstream: upstream.to_owned(),
+                })
+                .clone(),
+            reused: connections(true),
+            new: connections(false),
+        })
     }
 
     /// Everything, in the OpenMetrics text format.
@@ -399,7 +424,8 @@ mod tests {
             Some("not_found"),
         );
         m.rate_limited("api_key");
-        m.upstream("zones", true, Duration::from_millis(1));
+        let zones = m.for_upstream("zones").unwrap();
+        zones.exchange(true, Duration::from_millis(1));
         let text = m.render(&Samples {
             caches: vec![("sessions", 5, 2)],
             connections_open: Some(3),
@@ -414,6 +440,8 @@ mod tests {
             "zonegate_shared_limits_up 1",
             "zonegate_shared_limits_unreachable_total 4",
             r#"zonegate_upstream_connections_total{upstream="zones",reused="true"} 1"#,
+            // Present from the start, at zero, like every upstream's series.
+            r#"zonegate_upstream_connections_total{upstream="zones",reused="false"} 0"#,
             r#"zonegate_cache_lookups_total{cache="sessions",result="hit"} 5"#,
             r#"zonegate_cache_lookups_total{cache="sessions",result="miss"} 2"#,
             "zonegate_client_connections 3",

@@ -17,6 +17,8 @@ use pingora::protocols::l4::stream::Stream as TcpStream;
 use pingora::protocols::Stream;
 use tokio::io::{AsyncRead, ReadBuf};
 
+use super::metrics::{Metrics, UpstreamMetrics};
+
 /// Why an upstream could not be reached.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
@@ -67,6 +69,8 @@ pub struct Upstream {
     pub max_body_bytes: usize,
     /// TLS to it, when configured; plain TCP otherwise.
     tls: Option<UpstreamTls>,
+    /// Its exchange metrics (`None` with metrics off).
+    pub metrics: Option<UpstreamMetrics>,
 }
 
 struct Idle {
@@ -98,7 +102,10 @@ pub struct UpstreamConfig {
 }
 
 impl Upstreams {
-    pub fn new<'a>(configs: impl IntoIterator<Item = (&'a String, UpstreamConfig)>) -> Upstreams {
+    pub fn new<'a>(
+        configs: impl IntoIterator<Item = (&'a String, UpstreamConfig)>,
+        metrics: &Metrics,
+    ) -> Upstreams {
         Upstreams(
             configs
                 .into_iter()
@@ -117,6 +124,7 @@ impl Upstreams {
                             forward_headers: c.forward_headers,
                             max_body_bytes: c.max_body_bytes,
                             tls: c.tls,
+                            metrics: metrics.for_upstream(name),
                         },
                     )
                 })
@@ -238,7 +246,7 @@ mod tests {
             kept
         });
         let name = "zones".to_owned();
-        let upstreams = Upstreams::new([(&name, config(addr))]);
+        let upstreams = Upstreams::new([(&name, config(addr))], &Metrics::off());
         let up = upstreams.get("zones").unwrap();
         let (first, reused) = up.connection().await.unwrap();
         assert!(!reused);

@@ -265,25 +265,33 @@ pub fn prepare(config: Config, clock: Arc<dyn Clock>) -> Result<Prepared, StartE
             );
         }
     }
-    let upstreams = Upstreams::new(config.upstreams.iter().map(|(name, up)| {
-        (
-            name,
-            UpstreamConfig {
-                address: up.address,
-                connect_timeout: config.server.upstream_connect_timeout,
-                read_timeout: config.server.upstream_read_timeout,
-                max_idle: config
-                    .server
-                    .upstream_keepalive_pool
-                    .div_ceil(threads)
-                    .max(1),
-                idle_timeout: UPSTREAM_IDLE,
-                forward_headers: up.forward_headers.clone(),
-                max_body_bytes: up.max_body_bytes,
-                tls: upstream_tls.get(name).cloned(),
-            },
-        )
-    }));
+    let metrics = Arc::new(if config.metrics_enabled {
+        Metrics::default()
+    } else {
+        Metrics::off()
+    });
+    let upstreams = Upstreams::new(
+        config.upstreams.iter().map(|(name, up)| {
+            (
+                name,
+                UpstreamConfig {
+                    address: up.address,
+                    connect_timeout: config.server.upstream_connect_timeout,
+                    read_timeout: config.server.upstream_read_timeout,
+                    max_idle: config
+                        .server
+                        .upstream_keepalive_pool
+                        .div_ceil(threads)
+                        .max(1),
+                    idle_timeout: UPSTREAM_IDLE,
+                    forward_headers: up.forward_headers.clone(),
+                    max_body_bytes: up.max_body_bytes,
+                    tls: upstream_tls.get(name).cloned(),
+                },
+            )
+        }),
+        &metrics,
+    );
     // Secrets named by the config, read now so that missing ones stop the start, all named
     // at once (an operator fixing them one start at a time is slow).
     let env = crate::config::secrets::process_env;
@@ -405,11 +413,6 @@ pub fn prepare(config: Config, clock: Arc<dyn Clock>) -> Result<Prepared, StartE
             redis.instances,
         ),
         _ => Limits::new(&config.rate_limits),
-    });
-    let metrics = Arc::new(if config.metrics_enabled {
-        Metrics::default()
-    } else {
-        Metrics::off()
     });
     let tracing = config
         .tracing
