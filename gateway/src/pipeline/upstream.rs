@@ -83,9 +83,11 @@ thread_local! {
     static IDLE: RefCell<Vec<Vec<Idle>>> = const { RefCell::new(Vec::new()) };
 }
 
-/// The configured upstreams by name.
+/// The configured upstreams by name. Looked up on every forwarded request, so with foldhash:
+/// the names come from the config, not from clients, so SipHash's flood resistance buys
+/// nothing here.
 #[derive(Debug, Default)]
-pub struct Upstreams(HashMap<String, Upstream>);
+pub struct Upstreams(HashMap<String, Upstream, foldhash::fast::RandomState>);
 
 /// How an upstream is reached and kept, from config.
 #[derive(Debug, Clone)]
