@@ -86,10 +86,9 @@ fn answer(stream: impl Read + Write, log: &Mutex<Vec<Seen>>) {
         // `?chunks=N&size=S`: answer N chunks of S bytes each (chunk i all the letter
         // `a + i % 26`), chunked, one write per chunk, as a streaming upstream would.
         let chunks = query_number(&req.target, "chunks");
+        let size = query_number(&req.target, "size").unwrap_or(1);
         log.lock().unwrap().push(req);
         if let Some(chunks) = chunks {
-            let size =
-                query_number(&log.lock().unwrap().last().unwrap().target, "size").unwrap_or(1);
             let stream = reader.get_mut();
             let mut ok = stream
                 .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ntransfer-encoding: chunked\r\n\r\n")
