@@ -266,8 +266,9 @@ fn json_string(out: &mut Vec<u8>, value: &str) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     out.push(b'"');
     let bytes = value.as_bytes();
-    // The usual value needs no escaping: found with a fold that has no early exit, which
-    // compiles to a vector loop, then copied at once.
+    // The usual value needs no escaping: found with a fold that has no early exit (so the
+    // compiler may vectorise it; these values are short, so most of it runs scalar), then
+    // copied at once.
     let escapes = bytes.iter().fold(false, |found, &b| {
         found | (b < 0x20) | (b == b'"') | (b == b'\\')
     });
