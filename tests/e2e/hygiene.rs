@@ -353,6 +353,46 @@ fn a_chunked_upstream_answer_arrives_whole_and_the_connection_is_reused() {
     assert_eq!(second.body, b"aaaaaaabbbbbbbccccccc");
 }
 
+/// An upstream answer without length or chunks runs to the upstream's close: it reaches the
+/// client whole, re-framed chunked, and the client's connection serves the next request (on a
+/// new upstream connection, since that one ended with the body).
+#[test]
+fn an_upstream_answer_delimited_by_its_close_arrives_whole_and_chunked() {
+    use std::io::{Read, Write};
+    let stack = Stack::start();
+    let mut tls = stack.client().connect().unwrap();
+    tls.write_all(b"GET /v1/orgs/acme/echo?close=30000 HTTP/1.1\r\nhost: localhost\r\n\r\n")
+        .unwrap();
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    while !raw.ends_with(b"\r\n0\r\n\r\n") {
+        let n = tls.read(&mut buf).unwrap();
+        assert!(n > 0, "closed after {} bytes", raw.len());
+        raw.extend_from_slice(&buf[..n]);
+    }
+    let first = parse_response(&raw).unwrap();
+    assert_eq!(first.status, 200);
+    assert_eq!(first.header("transfer-encoding"), Some("chunked"));
+    assert_eq!(first.header("content-length"), None);
+    assert!(
+        first.body == vec![b'z'; 30000],
+        "{} bytes",
+        first.body.len()
+    );
+    tls.write_all(
+        b"GET /v1/orgs/acme/echo HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n",
+    )
+    .unwrap();
+    let mut rest = Vec::new();
+    match tls.read_to_end(&mut rest) {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {}
+        Err(e) => panic!("{e}"),
+    }
+    assert_eq!(parse_response(&rest).unwrap().status, 200);
+    assert_eq!(stack.echo.seen().len(), 2);
+}
+
 /// Issue 16 item 10: an upstream failure is answered by the gateway (502 problem+json with the
 /// security headers, never pingora's own page), and nothing logs the request line, its query
 /// string or the client's Host: the gateway's own event names the upstream and the error kind.

@@ -87,7 +87,17 @@ fn answer(stream: impl Read + Write, log: &Mutex<Vec<Seen>>) {
         // `a + i % 26`), chunked, one write per chunk, as a streaming upstream would.
         let chunks = query_number(&req.target, "chunks");
         let size = query_number(&req.target, "size").unwrap_or(1);
+        // `?close=N`: answer N bytes (all `z`) with neither length nor chunks, and close the
+        // connection to end them, as an HTTP/1.0-style upstream would.
+        let close = query_number(&req.target, "close");
         log.lock().unwrap().push(req);
+        if let Some(n) = close {
+            let stream = reader.get_mut();
+            let mut answer = b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\n\r\n".to_vec();
+            answer.extend(std::iter::repeat_n(b'z', n));
+            let _ = stream.write_all(&answer).and_then(|()| stream.flush());
+            break;
+        }
         if let Some(chunks) = chunks {
             let stream = reader.get_mut();
             let mut ok = stream

@@ -1,9 +1,10 @@
 //! Stage 8, forward: send an authorised request to its upstream and stream the answer back,
 //! or answer it in process when the route's upstream is the gateway itself.
 //!
-//! The exchange is driven by pingora's HTTP/1 session types on both sides, with no task or
-//! channel per request: read the request head (done), write the upstream head, stream the
-//! request body, read the upstream response head, write ours, stream the body. What a generic
+//! The client side is pingora's HTTP/1 server session; the upstream side is the gateway's own
+//! [`Exchange`](super::exchange), with no task or channel per request: read the request head
+//! (done), write the upstream head and body, read the upstream response head, write ours,
+//! stream the body. What a generic
 //! proxy would do for us is done here, explicitly:
 //!
 //! - the gateway consumed the credentials, so `Authorization`, `Cookie` and `X-CSRF-Token` never
@@ -24,10 +25,9 @@
 use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
 use pingora::http::{RequestHeader, ResponseHeader};
-use pingora::protocols::http::v1::client::HttpSession as UpstreamSession;
 use pingora::protocols::http::ServerSession;
-use pingora::ErrorType;
 
+use super::exchange::{Exchange, ExchangeError, Framing, ResponseHead};
 use super::upstream::{ConnectError, Upstream};
 use super::{respond, sanitise, Pipeline, RequestCtx};
 use crate::api::Caller;
@@ -169,29 +169,30 @@ fn address_value(ip: std::net::IpAddr) -> HeaderValue {
     }
 }
 
-fn value(v: &str) -> Result<HeaderValue, Rejection> {
-    HeaderValue::from_str(v).map_err(|_| Rejection::Internal)
-}
-
-/// The request head for the upstream, built in one pass: the client's end-to-end headers,
-/// then the forwarding headers, the signed identity and the body's framing as the gateway
-/// sends it. Header names go lower-case (HTTP/1.1 names are case-insensitive).
+/// The request head for the upstream, written in one pass as the bytes that go out: the
+/// request line, the client's end-to-end headers, then the forwarding headers, the signed
+/// identity and the body's framing as the gateway sends it. Header names go lower-case
+/// (HTTP/1.1 names are case-insensitive). Written straight from the values, with no header
+/// map in between: nothing here needs a lookup, since the client's headers that pass never
+/// include one the gateway sets (those are reserved, and `forward_headers` may not name them).
 pub fn upstream_request(
     p: &Pipeline,
     ctx: &RequestCtx,
     upstream: &Upstream,
     downstream: &RequestHeader,
     body: &[u8],
-) -> Result<RequestHeader, Rejection> {
+) -> Result<Vec<u8>, Rejection> {
+    // The sanitise stage admitted only origin-form targets, parsed from the request line
+    // (so without spaces or line ends).
     let target =
         std::str::from_utf8(downstream.raw_path()).map_err(|_| Rejection::AmbiguousPath)?;
     let principal = ctx.principal.as_ref().ok_or(Rejection::Internal)?;
     let digest = if body.is_empty() {
-        HeaderValue::from_static(identity::EMPTY_CONTENT_DIGEST)
+        None
     } else {
-        value(&identity::content_digest(body))?
+        Some(identity::content_digest(body))
     };
-    let content_digest = digest.to_str().map_err(|_| Rejection::Internal)?;
+    let content_digest = digest.as_deref().unwrap_or(identity::EMPTY_CONTENT_DIGEST);
     let assertion = p
         .signer
         .sign(
@@ -206,15 +207,12 @@ pub fn upstream_request(
             p.clock.unix_seconds(),
         )
         .map_err(|_| Rejection::Internal)?;
-    // Built as `http` parts and converted once: pingora's own header setters re-parse every
-    // name through its case-preserving map, which cost more than the rest of this function.
-    // The sanitise stage admitted only origin-form targets, which round-trip through the URI.
-    let (mut up, ()) = http::Request::new(()).into_parts();
-    up.method = downstream.method.clone();
-    up.uri = downstream.uri.clone();
-    up.headers.reserve(downstream.headers.len() + 8);
+    let mut head = Vec::with_capacity(768 + assertion.len() + target.len());
+    head.extend_from_slice(downstream.method.as_str().as_bytes());
+    head.push(b' ');
+    head.extend_from_slice(target.as_bytes());
+    head.extend_from_slice(b" HTTP/1.1\r\n");
     let named = connection_named(&downstream.headers);
-    let headers = &mut up.headers;
     // With tracing on, the trace context is the gateway's own span's; without it, a trusted
     // proxy's is passed on as it came.
     let own_trace = ctx.trace.as_ref().and_then(|t| t.headers());
@@ -224,68 +222,87 @@ pub fn upstream_request(
             || upstream.forward_headers.iter().any(|h| h == name)
             || (pass_trace && is_trace_context(name.as_str()));
         if allowed && !named.contains(name) {
-            headers.append(name.clone(), v.clone());
+            line(&mut head, name.as_str(), v.as_bytes());
         }
     }
-    headers.insert(
-        HeaderName::from_static(identity::HEADER),
-        value(&assertion)?,
-    );
-    headers.insert(HeaderName::from_static("x-request-id"), value(&ctx.id)?);
+    line(&mut head, identity::HEADER, field_value(&assertion)?);
+    line(&mut head, "x-request-id", field_value(&ctx.id)?);
     if let Some((traceparent, tracestate)) = own_trace {
-        headers.insert(HeaderName::from_static("traceparent"), traceparent);
+        line(&mut head, "traceparent", traceparent.as_bytes());
         if let Some(tracestate) = tracestate {
-            headers.insert(HeaderName::from_static("tracestate"), tracestate);
+            line(&mut head, "tracestate", tracestate.as_bytes());
         }
     }
-    headers.insert(header::HOST, p.public_authority_value.clone());
-    headers.insert(
-        HeaderName::from_static("x-forwarded-proto"),
-        HeaderValue::from_static("https"),
-    );
-    headers.insert(
-        HeaderName::from_static("x-forwarded-host"),
-        p.public_authority_value.clone(),
-    );
+    let authority = p.public_authority_value.as_bytes();
+    line(&mut head, "host", authority);
+    line(&mut head, "x-forwarded-proto", b"https");
+    line(&mut head, "x-forwarded-host", authority);
     if let Some(client) = ctx.admitted.client {
         let client = address_value(client);
-        headers.insert(HeaderName::from_static("x-forwarded-for"), client.clone());
-        headers.insert(HeaderName::from_static("x-real-ip"), client);
+        line(&mut head, "x-forwarded-for", client.as_bytes());
+        line(&mut head, "x-real-ip", client.as_bytes());
     }
-    if !body.is_empty() {
-        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+    if let Some(digest) = &digest {
+        line(
+            &mut head,
+            "content-length",
+            itoa::Buffer::new().format(body.len()).as_bytes(),
+        );
         // The digest the assertion binds, for the backend to compare with what it received.
-        headers.insert(HeaderName::from_static("content-digest"), digest);
+        line(&mut head, "content-digest", field_value(digest)?);
     } else if downstream.headers.contains_key(header::CONTENT_LENGTH)
         || downstream.headers.contains_key(header::TRANSFER_ENCODING)
     {
         // An explicitly empty body (a POST with none) stays explicit.
-        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(0));
+        line(&mut head, "content-length", b"0");
     }
-    Ok(RequestHeader::from(up))
+    head.extend_from_slice(b"\r\n");
+    Ok(head)
 }
 
-/// The response head for the client, built in one pass: the upstream's end-to-end headers
-/// but the internal ones and those the gateway sets, then the security headers and the body's
-/// framing (its length when the upstream gave one, else chunked).
+/// One header line. Names are the gateway's own or `HeaderName`s, values `HeaderValue`s or
+/// checked by [`field_value`]: neither can hold a line end.
+fn line(head: &mut Vec<u8>, name: &str, value: &[u8]) {
+    head.extend_from_slice(name.as_bytes());
+    head.extend_from_slice(b": ");
+    head.extend_from_slice(value);
+    head.extend_from_slice(b"\r\n");
+}
+
+/// A value the gateway built as a string, checked to be a valid field value (visible ASCII
+/// and spaces) before it is written into a head. Folded rather than short-circuited, so the
+/// check runs as a vector loop over long values such as the assertion.
+fn field_value(v: &str) -> Result<&[u8], Rejection> {
+    let bytes = v.as_bytes();
+    let bad = bytes
+        .iter()
+        .fold(false, |bad, &b| bad | !(0x20..0x7f).contains(&b));
+    if bad {
+        return Err(Rejection::Internal);
+    }
+    Ok(bytes)
+}
+
+/// The response head for the client, built in one pass from the upstream's header lines: its
+/// end-to-end headers but the internal ones and those the gateway sets, then the security
+/// headers and the body's framing (the upstream's length when it gave one, else chunked).
 fn downstream_response(
     p: &Pipeline,
     ctx: &RequestCtx,
-    upstream: &ResponseHeader,
-    chunked_body: bool,
+    upstream: &ResponseHead,
 ) -> Result<ResponseHeader, Rejection> {
+    let chunked_body = matches!(upstream.framing, Framing::Chunked | Framing::UntilClose);
     let (mut resp, ()) = http::Response::new(()).into_parts();
     resp.status = upstream.status;
-    resp.headers.reserve(upstream.headers.len() + 8);
-    let named = connection_named(&upstream.headers);
+    let named = upstream.connection_named();
     let headers = &mut resp.headers;
-    for (name, v) in &upstream.headers {
+    for (name, v) in upstream.headers() {
         let drop = is_hop_by_hop(name.as_str())
             || named.contains(name)
             || p.security.replaces(name)
             || (chunked_body && name == header::CONTENT_LENGTH);
         if !drop {
-            headers.append(name.clone(), v.clone());
+            headers.append(name.clone(), v.ok_or(Rejection::BadGateway)?);
         }
     }
     p.security.add(headers, Some(&ctx.id));
@@ -310,35 +327,29 @@ pub async fn forward(
 
     let started = std::time::Instant::now();
     let (stream, reused) = upstream.connection().await.map_err(connect_failed)?;
-    let mut up = upstream_session(stream, upstream, !body.is_empty());
-    if let Err(e) = send_request(&mut up, head, &body).await {
+    let mut up = Exchange::new(stream, upstream.read_timeout);
+    if let Err(e) = up.send(&head, &body).await {
         if !reused || !body.is_empty() {
-            return Err(e);
+            return Err(exchange_failed(e, upstream));
         }
         // The idle connection was closed under us: once more, on a new connection, with a
         // fresh assertion (the backend accepts each one once, and the first may have arrived).
         // Rare, so the head is simply rebuilt rather than cloned on every request in case.
         let head = upstream_request(p, ctx, upstream, session.req_header(), &body)?;
         let stream = upstream.connect().await.map_err(connect_failed)?;
-        up = upstream_session(stream, upstream, !body.is_empty());
-        send_request(&mut up, head, &body).await?;
+        up = Exchange::new(stream, upstream.read_timeout);
+        up.send(&head, &body)
+            .await
+            .map_err(|e| exchange_failed(e, upstream))?;
     }
 
-    // Skip informational answers (100 Continue): the client gets the final one. The client's
-    // head is built from the upstream's in place, without copying it.
+    // Informational answers (100 Continue) are skipped: the client gets the final one.
     let is_head = session.req_header().method == http::Method::HEAD;
-    let head = loop {
-        up.read_response().await.map_err(|e| exchange_failed(&e))?;
-        let response = up.resp_header().ok_or(Rejection::BadGateway)?;
-        if !response.status.is_informational() {
-            let chunked_body = response.headers.get(header::CONTENT_LENGTH).is_none()
-                && !matches!(response.status.as_u16(), 204 | 304)
-                && !is_head;
-            break downstream_response(p, ctx, response, chunked_body)
-                .map_err(|_| Rejection::BadGateway)?;
-        }
-    };
-    up.respect_keepalive();
+    let response = up
+        .read_head(is_head)
+        .await
+        .map_err(|e| exchange_failed(e, upstream))?;
+    let head = downstream_response(p, ctx, &response)?;
     if let Some(metrics) = &upstream.metrics {
         metrics.exchange(reused, started.elapsed());
     }
@@ -346,7 +357,7 @@ pub async fn forward(
         return Ok(Forwarded::Broken);
     }
     loop {
-        match up.read_body_bytes().await {
+        match up.next_chunk().await {
             Ok(Some(chunk)) => {
                 if session.write_response_body(chunk, false).await.is_err() {
                     return Ok(Forwarded::Broken);
@@ -354,7 +365,7 @@ pub async fn forward(
             }
             Ok(None) => break,
             Err(e) => {
-                tracing::warn!(target: "zonegate::upstream", event = "upstream_body_failed", upstream = %upstream.name, error = e.etype().as_str());
+                tracing::warn!(target: "zonegate::upstream", event = "upstream_body_failed", upstream = %upstream.name, error = e.kind());
                 return Ok(Forwarded::Broken);
             }
         }
@@ -366,42 +377,10 @@ pub async fn forward(
     {
         return Ok(Forwarded::Broken);
     }
-    if let Some(stream) = up.reuse().await {
+    if let Some(stream) = up.into_reusable() {
         upstream.release(stream);
     }
     Ok(Forwarded::Complete)
-}
-
-/// A client session on an upstream connection, with the upstream's timeouts: reads always
-/// (the upstream may stall), writes only with a body (a head fits in the socket's buffer; a
-/// body may not, if the upstream stops reading), which keeps a timer off the common path.
-fn upstream_session(
-    stream: pingora::protocols::Stream,
-    upstream: &Upstream,
-    has_body: bool,
-) -> UpstreamSession {
-    let mut up = UpstreamSession::new(stream);
-    up.read_timeout = Some(upstream.read_timeout);
-    if has_body {
-        up.write_timeout = Some(upstream.read_timeout);
-    }
-    up
-}
-
-/// Write the request head and the body after it.
-async fn send_request(
-    up: &mut UpstreamSession,
-    head: RequestHeader,
-    body: &[u8],
-) -> Result<(), Rejection> {
-    up.write_request_header(Box::new(head))
-        .await
-        .map_err(|e| exchange_failed(&e))?;
-    if !body.is_empty() {
-        up.write_body(body).await.map_err(|e| exchange_failed(&e))?;
-    }
-    up.finish_body().await.map_err(|e| exchange_failed(&e))?;
-    Ok(())
 }
 
 fn connect_failed(e: ConnectError) -> Rejection {
@@ -412,13 +391,13 @@ fn connect_failed(e: ConnectError) -> Rejection {
     }
 }
 
-fn exchange_failed(e: &pingora::Error) -> Rejection {
-    tracing::warn!(target: "zonegate::upstream", event = "upstream_exchange_failed", error = e.etype().as_str());
-    match e.etype() {
-        ErrorType::ReadTimedout | ErrorType::WriteTimedout | ErrorType::ConnectTimedout => {
-            Rejection::GatewayTimeout
+fn exchange_failed(e: ExchangeError, upstream: &Upstream) -> Rejection {
+    tracing::warn!(target: "zonegate::upstream", event = "upstream_exchange_failed", upstream = %upstream.name, error = e.kind());
+    match e {
+        ExchangeError::Timeout => Rejection::GatewayTimeout,
+        ExchangeError::Closed | ExchangeError::Io(_) | ExchangeError::Malformed(_) => {
+            Rejection::BadGateway
         }
-        _ => Rejection::BadGateway,
     }
 }
 

@@ -23,6 +23,7 @@
 pub mod admit;
 pub mod authenticate;
 pub mod authorise;
+pub mod exchange;
 pub mod forward;
 pub mod metrics;
 pub mod record;
