@@ -353,6 +353,42 @@ fn a_chunked_upstream_answer_arrives_whole_and_the_connection_is_reused() {
     assert_eq!(second.body, b"aaaaaaabbbbbbbccccccc");
 }
 
+/// An upstream that fails mid-answer: the client gets what arrived and then the end of the
+/// connection, never the last chunk that would make the truncated answer look whole.
+#[test]
+fn an_answer_cut_short_by_the_upstream_is_not_ended_as_if_whole() {
+    use std::io::{Read, Write};
+    let stack = Stack::start();
+    let mut tls = stack.client().connect().unwrap();
+    tls.write_all(
+        b"GET /v1/orgs/acme/echo?chunks=3&size=7&cut=1 HTTP/1.1\r\nhost: localhost\r\n\r\n",
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match tls.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => raw.extend_from_slice(&buf[..n]),
+            // The end of the connection without close_notify: ended by the gateway.
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    let text = String::from_utf8_lossy(&raw);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(
+        text.contains("aaaaaaa"),
+        "the chunk that arrived is passed on: {text}"
+    );
+    assert!(!text.contains("bbbbbbb"), "{text}");
+    assert!(
+        !raw.ends_with(b"0\r\n\r\n"),
+        "the cut answer was ended as if whole: {text}"
+    );
+    assert!(stack.gateway_logged("upstream_body_failed"));
+}
+
 /// An upstream answer without length or chunks runs to the upstream's close: it reaches the
 /// client whole, re-framed chunked, and the client's connection serves the next request (on a
 /// new upstream connection, since that one ended with the body).

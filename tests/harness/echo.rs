@@ -87,6 +87,9 @@ fn answer(stream: impl Read + Write, log: &Mutex<Vec<Seen>>) {
         // `a + i % 26`), chunked, one write per chunk, as a streaming upstream would.
         let chunks = query_number(&req.target, "chunks");
         let size = query_number(&req.target, "size").unwrap_or(1);
+        // `?cut=1` with `?chunks=N`: stop after the first chunk and close the connection, as an
+        // upstream that fails mid-answer would.
+        let cut = query_number(&req.target, "cut").is_some();
         // `?close=N`: answer N bytes (all `z`) with neither length nor chunks, and close the
         // connection to end them, as an HTTP/1.0-style upstream would.
         let close = query_number(&req.target, "close");
@@ -112,6 +115,12 @@ fn answer(stream: impl Read + Write, log: &Mutex<Vec<Seen>>) {
                         .write_all(&chunk)
                         .and_then(|()| stream.flush())
                         .is_ok();
+                if cut {
+                    break;
+                }
+            }
+            if cut {
+                break;
             }
             if !(ok
                 && stream

@@ -416,6 +416,12 @@ impl HttpServerApp for GatewayApp {
             Ok(forwarded) => Outcome::Answered(forwarded),
             Err(rejection) => Outcome::Refused(rejection),
         };
+        // A response that broke off after its head went out (the upstream failed mid-body, the
+        // client stopped reading, a refusal came too late to send).
+        let cut_short = match &outcome {
+            Outcome::Answered(forwarded) => *forwarded == Forwarded::Broken,
+            Outcome::Refused(_) => session.response_written().is_some(),
+        };
         let reusable = match outcome {
             Outcome::Answered(forwarded) => forwarded == Forwarded::Complete,
             Outcome::Refused(rejection) => {
@@ -468,6 +474,12 @@ impl HttpServerApp for GatewayApp {
             ctx.started.elapsed(),
             ctx.rejection,
         );
+        if cut_short {
+            // Dropped as it is, not finished: pingora's `finish` would end a chunked body with
+            // its last chunk (and flush what is held), and the client would take the truncated
+            // answer for a whole one. A connection that ends mid-body is the honest signal.
+            return None;
+        }
         if !reusable {
             session.set_keepalive(None);
         }
