@@ -297,3 +297,45 @@ fn an_unfinished_tls_handshake_is_cut_off_and_others_are_served() {
     );
     assert_eq!(stack.client().get("/healthz").status, 200);
 }
+
+/// A client that asks for a large answer and stops reading it is cut off once a write to it
+/// has made no progress for `write_timeout_ms`, rather than holding its connection (and the
+/// upstream's) until TCP gives up; other clients are served meanwhile.
+#[test]
+fn a_client_that_stops_reading_is_cut_off_after_the_write_timeout() {
+    let stack = stack_with(&format!("{SERVER}\nwrite_timeout_ms = 400"));
+    let mut stuck = stack.client().connect().unwrap();
+    // 32 MB, streamed chunked: far more than the socket buffers between the upstream and this
+    // client hold, so the gateway's writes wait on a client that reads nothing.
+    const SIZE: usize = 1600 * 20000;
+    stuck
+        .write_all(
+            b"GET /v1/orgs/acme/echo?chunks=1600&size=20000 HTTP/1.1\r\nhost: localhost\r\n\r\n",
+        )
+        .unwrap();
+    // Served meanwhile.
+    assert_eq!(stack.client().get("/healthz").status, 200);
+    // The request's access event is written when the gateway gives up on it; only then does
+    // the client read what reached it.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !stack
+        .gateway_log()
+        .lines()
+        .any(|l| l.contains("\"http_request\"") && l.contains("/v1/orgs/acme/echo"))
+    {
+        assert!(Instant::now() < deadline, "the gateway kept writing");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (sent, closed) = read_until_closed(&mut stuck);
+    assert!(closed, "the stalled connection was kept open");
+    assert!(
+        sent.len() < SIZE,
+        "{} bytes reached the client: the answer was not cut short",
+        sent.len()
+    );
+    assert!(
+        !sent.ends_with(b"\r\n0\r\n\r\n"),
+        "the answer ended normally"
+    );
+    assert_eq!(stack.client().get("/healthz").status, 200);
+}

@@ -387,6 +387,8 @@ pub(super) struct RawServer {
     pub(super) header_timeout_ms: u64,
     /// Longest wait for each read of a request body.
     pub(super) body_read_timeout_ms: u64,
+    /// Longest a write to a client may wait for the client to read.
+    pub(super) write_timeout_ms: u64,
     /// Time an idle keep-alive client connection waits for its next request.
     pub(super) keepalive_idle_seconds: u64,
     /// Largest request head (request line and headers) answered rather than refused with 431.
@@ -419,6 +421,7 @@ impl Default for RawServer {
             tls_handshake_timeout_ms: 10_000,
             header_timeout_ms: 10_000,
             body_read_timeout_ms: 10_000,
+            write_timeout_ms: 30_000,
             keepalive_idle_seconds: 60,
             max_header_bytes: 32 * 1024,
             max_headers: 100,

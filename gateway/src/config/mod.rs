@@ -637,6 +637,7 @@ fn validate_client_limits(s: &file::RawServer) -> Result<ClientLimits, ConfigErr
     )?;
     positive("server.header_timeout_ms", s.header_timeout_ms)?;
     positive("server.body_read_timeout_ms", s.body_read_timeout_ms)?;
+    positive("server.write_timeout_ms", s.write_timeout_ms)?;
     positive("server.keepalive_idle_seconds", s.keepalive_idle_seconds)?;
     positive("server.max_headers", s.max_headers as u64)?;
     positive("server.max_connections", s.max_connections as u64)?;
@@ -658,6 +659,7 @@ fn validate_client_limits(s: &file::RawServer) -> Result<ClientLimits, ConfigErr
         tls_handshake_timeout: Duration::from_millis(s.tls_handshake_timeout_ms),
         header_timeout: Duration::from_millis(s.header_timeout_ms),
         body_read_timeout: Duration::from_millis(s.body_read_timeout_ms),
+        write_timeout: Duration::from_millis(s.write_timeout_ms),
         keepalive_idle: Duration::from_secs(s.keepalive_idle_seconds),
         max_header_bytes: s.max_header_bytes,
         max_headers: s.max_headers,

@@ -104,6 +104,8 @@ pub struct ClientLimits {
     pub header_timeout: Duration,
     /// For each read of a request body.
     pub body_read_timeout: Duration,
+    /// For a write to the client to make progress (a client that stops reading).
+    pub write_timeout: Duration,
     /// For an idle keep-alive connection's next request to start (and then its head).
     pub keepalive_idle: Duration,
     pub max_header_bytes: usize,

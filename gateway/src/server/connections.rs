@@ -141,6 +141,8 @@ pub struct Tls {
     pub acceptor: pingora::listeners::tls::Acceptor,
     pub handshake_timeout: std::time::Duration,
     pub heads: HeadLimits,
+    /// How long a write to the client may make no progress before the connection closes.
+    pub write_timeout: std::time::Duration,
 }
 
 impl std::fmt::Debug for Tls {
@@ -148,6 +150,7 @@ impl std::fmt::Debug for Tls {
         f.debug_struct("Tls")
             .field("handshake_timeout", &self.handshake_timeout)
             .field("heads", &self.heads)
+            .field("write_timeout", &self.write_timeout)
             .finish_non_exhaustive()
     }
 }
@@ -236,7 +239,9 @@ impl<A: ServerApp + Send + Sync + 'static> Capped<A> {
                 ))
                 .await;
                 match handshake {
-                    Ok(Ok(stream)) => Box::new(LimitedHeads::new(stream, tls.heads)),
+                    Ok(Ok(stream)) => {
+                        Box::new(LimitedHeads::new(stream, tls.heads, tls.write_timeout))
+                    }
                     // A failed or unfinished handshake: closed, at debug level (scanners make
                     // many; none of it is the client's request).
                     Ok(Err(e)) => {

@@ -15,8 +15,10 @@
 //! connection as closed, so bytes it cannot place are never read as a next head.
 //!
 //! On the way out it holds what pingora writes until pingora flushes, so that a response's
-//! head and body leave as one TLS record.
+//! head and body leave as one TLS record, and it gives up on a client that stops reading: a
+//! write that makes no progress for the write timeout fails, and the connection closes.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
@@ -51,16 +53,49 @@ pub struct LimitedHeads<S> {
     /// already went.
     pending: Vec<u8>,
     sent: usize,
+    /// How long a write to the client may make no progress.
+    write_timeout: Duration,
+    /// Armed when a write to the client first waits, disarmed when one makes progress.
+    stall: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl<S> LimitedHeads<S> {
-    pub fn new(inner: S, limits: HeadLimits) -> LimitedHeads<S> {
+    pub fn new(inner: S, limits: HeadLimits, write_timeout: Duration) -> LimitedHeads<S> {
         LimitedHeads {
             inner,
             framing: Framing::new(limits),
             pending: Vec::new(),
             sent: 0,
+            write_timeout,
+            stall: None,
         }
+    }
+
+    /// Time a write to the client: a write that waits arms the stall timer (once; the usual
+    /// write never waits, so never pays for a timer), one that completes disarms it, and a
+    /// wait past the write timeout fails the write. pingora's own write timeout would not
+    /// do: it times body writes, which are held here, and not the flush that sends them.
+    fn timed<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        poll: Poll<std::io::Result<T>>,
+    ) -> Poll<std::io::Result<T>> {
+        if poll.is_ready() {
+            self.stall = None;
+            return poll;
+        }
+        let timeout = self.write_timeout;
+        let stall = self
+            .stall
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        if stall.as_mut().poll(cx).is_ready() {
+            self.stall = None;
+            return Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the client stopped reading",
+            )));
+        }
+        Poll::Pending
     }
 }
 
@@ -93,7 +128,8 @@ impl<S: AsyncWrite + Unpin> LimitedHeads<S> {
     /// Write out what is held, however many writes of the inner stream it takes.
     fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         while self.sent < self.pending.len() {
-            let n = ready!(Pin::new(&mut self.inner).poll_write(cx, &self.pending[self.sent..]))?;
+            let written = Pin::new(&mut self.inner).poll_write(cx, &self.pending[self.sent..]);
+            let n = ready!(self.timed(cx, written))?;
             if n == 0 {
                 return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
             }
@@ -134,7 +170,8 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for LimitedHeads<S> {
             ready!(this.poll_drain(cx))?;
             if !this.fits(buf.len()) {
                 // Larger than the buffer: straight through, with nothing held before it.
-                let n = ready!(Pin::new(&mut this.inner).poll_write(cx, buf))?;
+                let written = Pin::new(&mut this.inner).poll_write(cx, buf);
+                let n = ready!(this.timed(cx, written))?;
                 this.framing.answered(n);
                 return Poll::Ready(Ok(n));
             }
@@ -154,7 +191,8 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for LimitedHeads<S> {
         if !this.fits(len) {
             ready!(this.poll_drain(cx))?;
             if !this.fits(len) {
-                let n = ready!(Pin::new(&mut this.inner).poll_write_vectored(cx, bufs))?;
+                let written = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+                let n = ready!(this.timed(cx, written))?;
                 this.framing.answered(n);
                 return Poll::Ready(Ok(n));
             }
@@ -173,12 +211,14 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for LimitedHeads<S> {
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         ready!(self.poll_drain(cx))?;
-        Pin::new(&mut self.inner).poll_flush(cx)
+        let flushed = Pin::new(&mut self.inner).poll_flush(cx);
+        self.timed(cx, flushed)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         ready!(self.poll_drain(cx))?;
-        Pin::new(&mut self.inner).poll_shutdown(cx)
+        let shut = Pin::new(&mut self.inner).poll_shutdown(cx);
+        self.timed(cx, shut)
     }
 }
 
@@ -763,6 +803,8 @@ mod tests {
     struct Recorder {
         writes: Vec<Vec<u8>>,
         max: usize,
+        /// Whether writes wait (a client that stopped reading).
+        stalled: bool,
         flushes: usize,
         shut: bool,
     }
@@ -786,6 +828,9 @@ mod tests {
             _: &mut Context<'_>,
             buf: &[u8],
         ) -> Poll<std::io::Result<usize>> {
+            if self.stalled {
+                return Poll::Pending;
+            }
             let n = buf.len().min(self.max);
             self.writes.push(buf[..n].to_vec());
             Poll::Ready(Ok(n))
@@ -810,9 +855,32 @@ mod tests {
 
     use tokio::io::AsyncWriteExt;
 
+    const WAIT: Duration = Duration::from_secs(30);
+
+    #[tokio::test(flavor = "current_thread", start_paused = true)]
+    async fn a_client_that_stops_reading_fails_the_write_after_the_timeout() {
+        let mut s = LimitedHeads::new(Recorder::taking(usize::MAX), LIMITS, WAIT);
+        s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}")
+            .await
+            .unwrap();
+        s.inner.stalled = true;
+        let started = tokio::time::Instant::now();
+        let e = s.flush().await.unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::TimedOut);
+        assert!(started.elapsed() >= WAIT && started.elapsed() < WAIT * 2);
+        // A write over the buffer, sent straight through, is timed alike.
+        let e = s.write(&vec![0; 2 * WRITE_BUFFER]).await.unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::TimedOut);
+        // Once the client reads again, what was held goes out, and no timer stays armed.
+        s.inner.stalled = false;
+        s.flush().await.unwrap();
+        assert_eq!(s.inner.received().len(), 40);
+        assert!(s.stall.is_none());
+    }
+
     #[tokio::test(flavor = "current_thread")]
     async fn a_head_and_its_body_leave_in_one_write_at_the_flush() {
-        let mut s = LimitedHeads::new(Recorder::taking(usize::MAX), LIMITS);
+        let mut s = LimitedHeads::new(Recorder::taking(usize::MAX), LIMITS, WAIT);
         s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n")
             .await
             .unwrap();
@@ -841,7 +909,7 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn large_and_partial_writes_arrive_whole_and_in_order() {
         // An inner stream that takes 1000 bytes a write, as a full socket might.
-        let mut s = LimitedHeads::new(Recorder::taking(1000), LIMITS);
+        let mut s = LimitedHeads::new(Recorder::taking(1000), LIMITS, WAIT);
         let head = vec![b'h'; 100];
         let body: Vec<u8> = (0..3 * WRITE_BUFFER).map(|i| (i % 251) as u8).collect();
         s.write_all(&head).await.unwrap();
@@ -857,7 +925,7 @@ mod tests {
 
     #[tokio::test(flavor = "current_thread")]
     async fn shutdown_sends_what_is_held_first() {
-        let mut s = LimitedHeads::new(Recorder::taking(usize::MAX), LIMITS);
+        let mut s = LimitedHeads::new(Recorder::taking(usize::MAX), LIMITS, WAIT);
         s.write_all(b"HTTP/1.1 431 \r\n\r\n").await.unwrap();
         Shutdown::shutdown(&mut s).await;
         assert_eq!(s.inner.received(), b"HTTP/1.1 431 \r\n\r\n");
