@@ -8,6 +8,29 @@ fn count_responses(raw: &[u8]) -> usize {
     raw.windows(9).filter(|w| w == b"HTTP/1.1 ").count()
 }
 
+/// Read one chunked answer up to its last chunk, leaving the connection open.
+fn read_chunked_answer(tls: &mut impl std::io::Read) -> Vec<u8> {
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    while !raw.ends_with(b"\r\n0\r\n\r\n") {
+        let n = tls.read(&mut buf).unwrap();
+        assert!(n > 0, "closed after {} bytes", raw.len());
+        raw.extend_from_slice(&buf[..n]);
+    }
+    raw
+}
+
+/// Read until the gateway ends the connection, with or without close_notify.
+fn read_to_close(tls: &mut impl std::io::Read) -> Vec<u8> {
+    let mut raw = Vec::new();
+    match tls.read_to_end(&mut raw) {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {}
+        Err(e) => panic!("{e}"),
+    }
+    raw
+}
+
 #[test]
 fn ambiguous_framing_is_400_closes_the_connection_and_forwards_nothing() {
     let stack = Stack::start();
@@ -311,7 +334,7 @@ fn hop_by_hop_headers_never_cross_and_bodies_are_reframed() {
 /// connection serves the next request after it.
 #[test]
 fn a_chunked_upstream_answer_arrives_whole_and_the_connection_is_reused() {
-    use std::io::{Read, Write};
+    use std::io::Write;
     let stack = Stack::start();
     let mut tls = stack.client().connect().unwrap();
     tls.write_all(
@@ -319,13 +342,7 @@ fn a_chunked_upstream_answer_arrives_whole_and_the_connection_is_reused() {
     )
     .unwrap();
     // Read up to the last chunk: the first answer, whole.
-    let mut raw = Vec::new();
-    let mut buf = [0u8; 16 * 1024];
-    while !raw.ends_with(b"\r\n0\r\n\r\n") {
-        let n = tls.read(&mut buf).unwrap();
-        assert!(n > 0, "closed after {} bytes", raw.len());
-        raw.extend_from_slice(&buf[..n]);
-    }
+    let raw = read_chunked_answer(&mut tls);
     let first = parse_response(&raw).unwrap();
     assert_eq!(first.status, 200);
     assert_eq!(first.header("transfer-encoding"), Some("chunked"));
@@ -342,12 +359,7 @@ fn a_chunked_upstream_answer_arrives_whole_and_the_connection_is_reused() {
         b"GET /v1/orgs/acme/echo?chunks=3&size=7 HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n",
     )
     .unwrap();
-    let mut rest = Vec::new();
-    match tls.read_to_end(&mut rest) {
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {}
-        Err(e) => panic!("{e}"),
-    }
+    let rest = read_to_close(&mut tls);
     let second = parse_response(&rest).unwrap();
     assert_eq!(second.status, 200);
     assert_eq!(second.body, b"aaaaaaabbbbbbbccccccc");
@@ -357,24 +369,14 @@ fn a_chunked_upstream_answer_arrives_whole_and_the_connection_is_reused() {
 /// connection, never the last chunk that would make the truncated answer look whole.
 #[test]
 fn an_answer_cut_short_by_the_upstream_is_not_ended_as_if_whole() {
-    use std::io::{Read, Write};
+    use std::io::Write;
     let stack = Stack::start();
     let mut tls = stack.client().connect().unwrap();
     tls.write_all(
         b"GET /v1/orgs/acme/echo?chunks=3&size=7&cut=1 HTTP/1.1\r\nhost: localhost\r\n\r\n",
     )
     .unwrap();
-    let mut raw = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        match tls.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => raw.extend_from_slice(&buf[..n]),
-            // The end of the connection without close_notify: ended by the gateway.
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
-            Err(e) => panic!("{e}"),
-        }
-    }
+    let raw = read_to_close(&mut tls);
     let text = String::from_utf8_lossy(&raw);
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
     assert!(
@@ -394,18 +396,12 @@ fn an_answer_cut_short_by_the_upstream_is_not_ended_as_if_whole() {
 /// new upstream connection, since that one ended with the body).
 #[test]
 fn an_upstream_answer_delimited_by_its_close_arrives_whole_and_chunked() {
-    use std::io::{Read, Write};
+    use std::io::Write;
     let stack = Stack::start();
     let mut tls = stack.client().connect().unwrap();
     tls.write_all(b"GET /v1/orgs/acme/echo?close=30000 HTTP/1.1\r\nhost: localhost\r\n\r\n")
         .unwrap();
-    let mut raw = Vec::new();
-    let mut buf = [0u8; 16 * 1024];
-    while !raw.ends_with(b"\r\n0\r\n\r\n") {
-        let n = tls.read(&mut buf).unwrap();
-        assert!(n > 0, "closed after {} bytes", raw.len());
-        raw.extend_from_slice(&buf[..n]);
-    }
+    let raw = read_chunked_answer(&mut tls);
     let first = parse_response(&raw).unwrap();
     assert_eq!(first.status, 200);
     assert_eq!(first.header("transfer-encoding"), Some("chunked"));
@@ -419,12 +415,7 @@ fn an_upstream_answer_delimited_by_its_close_arrives_whole_and_chunked() {
         b"GET /v1/orgs/acme/echo HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n",
     )
     .unwrap();
-    let mut rest = Vec::new();
-    match tls.read_to_end(&mut rest) {
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {}
-        Err(e) => panic!("{e}"),
-    }
+    let rest = read_to_close(&mut tls);
     assert_eq!(parse_response(&rest).unwrap().status, 200);
     assert_eq!(stack.echo.seen().len(), 2);
 }
