@@ -136,6 +136,11 @@ impl ResponseHead {
         })
     }
 
+    /// How many header lines the head has.
+    pub fn line_count(&self) -> usize {
+        self.lines.len()
+    }
+
     /// The values of every line with this name.
     fn values<'a>(&'a self, name: &'a HeaderName) -> impl Iterator<Item = &'a [u8]> + 'a {
         self.lines

@@ -294,6 +294,8 @@ fn downstream_response(
     let chunked_body = matches!(upstream.framing, Framing::Chunked | Framing::UntilClose);
     let (mut resp, ()) = http::Response::new(()).into_parts();
     resp.status = upstream.status;
+    // Sized once for the upstream's lines and the gateway's own: a map that grows rehashes.
+    resp.headers.reserve(upstream.line_count() + 8);
     let named = upstream.connection_named();
     let headers = &mut resp.headers;
     for (name, v) in upstream.headers() {
