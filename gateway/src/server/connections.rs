@@ -360,10 +360,13 @@ mod tests {
                 Some(client.local_addr().unwrap())
             );
             let mut buf = [0u8; 4];
-            tokio::time::timeout(std::time::Duration::from_secs(10), stream.read_exact(&mut buf))
-                .await
-                .unwrap()
-                .unwrap();
+            tokio::time::timeout(
+                std::time::Duration::from_secs(10),
+                stream.read_exact(&mut buf),
+            )
+            .await
+            .unwrap()
+            .unwrap();
             assert_eq!(&buf, b"ping");
             stream.write_all(b"pong").await.unwrap();
             stream.flush().await.unwrap();
