@@ -677,7 +677,7 @@ pub fn run(prepared: Prepared, sockets: process::Sockets) -> Result<(), StartErr
         ),
     );
     // Plain TCP: the TLS handshake runs in `Capped`, within its own timeout.
-    public.add_tcp(&config.listen.https.to_string());
+    public.add_listener(client_listener(&config.listen.https.to_string()));
     server.add_service(public);
 
     // The platform listener: the same certificate and client limits, its own connection
@@ -704,7 +704,7 @@ pub fn run(prepared: Prepared, sockets: process::Sockets) -> Result<(), StartErr
             config.server.threads,
         ),
     );
-    platform_service.add_tcp(&config.listen.platform.to_string());
+    platform_service.add_listener(client_listener(&config.listen.platform.to_string()));
     server.add_service(platform_service);
 
     if let Some(http) = config.listen.http {
@@ -807,4 +807,16 @@ fn ignore_hangup_until_served() {
     rt.block_on(async {
         let _ = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
     });
+}
+
+/// A client-facing TLS listener, plain TCP with pingora's socket buffers off. pingora would put
+/// a 64 KiB read buffer and a 1460-byte write buffer under each connection: the TLS layer reads
+/// records straight from the socket as well (API requests are small), `LimitedHeads` already
+/// holds a response's writes until its flush, and a connection moved to another thread
+/// (`connections::attach`) has none either. Without them an idle connection holds 38 KiB
+/// instead of 103 KiB (the read buffer is zeroed, so all of it was resident; BENCHMARKS.md),
+/// and no byte is copied through a buffer on its way in or out.
+fn client_listener(address: &str) -> pingora::listeners::ListenerConfig {
+    pingora::listeners::ListenerConfig::tcp(address)
+        .l4_buffer(pingora::listeners::L4BufferSettings::unbuffered())
 }
