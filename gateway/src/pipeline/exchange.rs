@@ -301,7 +301,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Exchange<S> {
         let mut lines = Vec::with_capacity(response.headers.len());
         let mut length_value: Option<u64> = None;
         let mut length_seen = false;
-        let mut chunked = None;
+        // Whether a `Transfer-Encoding` came, whether its last coding is `chunked`, and how
+        // many are.
+        let (mut codings_seen, mut last_chunked, mut chunked_count) = (false, false, 0usize);
         let (mut asked_close, mut asked_keep_alive) = (false, false);
         for h in response.headers.iter() {
             let name = HeaderName::from_bytes(h.name.as_bytes())
@@ -320,11 +322,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Exchange<S> {
                     length_value = Some(n);
                 }
             } else if name == http::header::TRANSFER_ENCODING {
-                // The final coding across every line decides.
-                if let Some(last) = h.value.rsplit(|b| *b == b',').next() {
-                    let last = last.trim_ascii();
-                    if !last.is_empty() {
-                        chunked = Some(last.eq_ignore_ascii_case(b"chunked"));
+                // The codings across every line, in order: `chunked` must be the last, and
+                // only once (RFC 9112 §6.1); anything else cannot be framed.
+                codings_seen = true;
+                for coding in h.value.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
+                    if !coding.is_empty() {
+                        last_chunked = coding.eq_ignore_ascii_case(b"chunked");
+                        chunked_count += usize::from(last_chunked);
                     }
                 }
             } else if name == http::header::CONNECTION {
@@ -344,8 +348,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Exchange<S> {
             || status == StatusCode::NOT_MODIFIED;
         let framing = if no_body {
             Framing::Empty
-        } else if let Some(chunked) = chunked {
-            if !chunked {
+        } else if codings_seen {
+            if !last_chunked || chunked_count != 1 {
                 return Err(ExchangeError::Malformed("transfer coding not chunked"));
             }
             if length_seen {
@@ -670,6 +674,10 @@ mod tests {
             b"HTTP/1.1 200 OK\r\nContent-Length: \r\n\r\nok",
             b"HTTP/1.1 200 OK\r\nContent-Length: 99999999999999999999\r\n\r\nok",
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, gzip\r\n\r\nok",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: gzip\r\n\r\nok",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, chunked\r\n\r\nok",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: ,\r\nContent-Length: 2\r\n\r\nok",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: \r\n\r\nok",
             b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n",
             b"HTTP/1.1 2000 OK\r\n\r\n",
             b"HTTP/1.1 200 OK\r\nBad Name: x\r\n\r\n",
