@@ -329,6 +329,20 @@ fn hop_by_hop_headers_never_cross_and_bodies_are_reframed() {
     );
 }
 
+/// The upstream's hop-by-hop headers, and the one its `Connection` names, never reach the
+/// client; its end-to-end ones do.
+#[test]
+fn the_upstreams_hop_by_hop_headers_never_reach_the_client() {
+    let stack = Stack::start();
+    let resp = stack.client().get("/v1/orgs/acme/echo?hop=1");
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.header("content-type"), Some("application/json"));
+    for hop in ["x-upstream-hop", "keep-alive"] {
+        assert_eq!(resp.header(hop), None, "{hop} reached the client");
+    }
+    assert_ne!(resp.header("connection"), Some("X-Upstream-Hop"));
+}
+
 /// A chunked answer streamed by the upstream reaches the client whole and in order, re-framed
 /// chunked, with chunks over the gateway's write buffer (16 KiB) and under it, and the
 /// connection serves the next request after it.

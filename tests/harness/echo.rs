@@ -93,6 +93,8 @@ fn answer(stream: impl Read + Write, log: &Mutex<Vec<Seen>>) {
         // `?close=N`: answer N bytes (all `z`) with neither length nor chunks, and close the
         // connection to end them, as an HTTP/1.0-style upstream would.
         let close = query_number(&req.target, "close");
+        // `?hop=1`: the answer carries hop-by-hop headers, one of them named by `Connection`.
+        let hop = query_number(&req.target, "hop").is_some();
         log.lock().unwrap().push(req);
         if let Some(n) = close {
             let stream = reader.get_mut();
@@ -132,8 +134,13 @@ fn answer(stream: impl Read + Write, log: &Mutex<Vec<Seen>>) {
             }
             continue;
         }
+        let hops = if hop {
+            "connection: X-Upstream-Hop\r\nx-upstream-hop: 1\r\nkeep-alive: timeout=5\r\n"
+        } else {
+            ""
+        };
         let head = format!(
-            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nserver: echo\r\nx-powered-by: test\r\n\r\n",
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nserver: echo\r\nx-powered-by: test\r\n{hops}\r\n",
             body.len()
         );
         let stream = reader.get_mut();

@@ -141,21 +141,12 @@ impl ResponseHead {
         self.lines.len()
     }
 
-    /// The values of every line with this name.
-    fn values<'a>(&'a self, name: &'a HeaderName) -> impl Iterator<Item = &'a [u8]> + 'a {
+    /// The values of every line with this name, as received.
+    pub fn values<'a>(&'a self, name: &'a HeaderName) -> impl Iterator<Item = &'a [u8]> + 'a {
         self.lines
             .iter()
             .filter(move |(n, _)| n == name)
             .map(|(_, range)| &self.raw[range.clone()])
-    }
-
-    /// The header names the response's `Connection` header lists (hop-by-hop too). Empty, and
-    /// no work, for the usual response without one.
-    pub fn connection_named(&self) -> Vec<HeaderName> {
-        self.values(&http::header::CONNECTION)
-            .flat_map(|v| v.split(|b| *b == b','))
-            .filter_map(|name| HeaderName::from_bytes(name.trim_ascii()).ok())
-            .collect()
     }
 }
 

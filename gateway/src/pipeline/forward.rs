@@ -123,15 +123,13 @@ fn is_standard_end_to_end(name: &str) -> bool {
     )
 }
 
-/// The names a message's `Connection` header lists: hop-by-hop too. Empty (and no work) for
-/// the usual message without one.
-fn connection_named(headers: &http::HeaderMap) -> Vec<HeaderName> {
-    headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+/// The names a message's `Connection` header values list: hop-by-hop too. Empty (and no
+/// work) for the usual message without one. For the client's request and the upstream's
+/// answer alike.
+fn connection_named<'a>(values: impl Iterator<Item = &'a [u8]>) -> Vec<HeaderName> {
+    values
+        .flat_map(|v| v.split(|b| *b == b','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim_ascii()).ok())
         .collect()
 }
 
@@ -212,7 +210,13 @@ pub fn upstream_request(
     head.push(b' ');
     head.extend_from_slice(target.as_bytes());
     head.extend_from_slice(b" HTTP/1.1\r\n");
-    let named = connection_named(&downstream.headers);
+    let named = connection_named(
+        downstream
+            .headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .map(HeaderValue::as_bytes),
+    );
     // With tracing on, the trace context is the gateway's own span's; without it, a trusted
     // proxy's is passed on as it came.
     let own_trace = ctx.trace.as_ref().and_then(|t| t.headers());
@@ -296,7 +300,7 @@ fn downstream_response(
     resp.status = upstream.status;
     // Sized once for the upstream's lines and the gateway's own: a map that grows rehashes.
     resp.headers.reserve(upstream.line_count() + 8);
-    let named = upstream.connection_named();
+    let named = connection_named(upstream.values(&header::CONNECTION));
     let headers = &mut resp.headers;
     for (name, v) in upstream.headers() {
         let drop = is_hop_by_hop(name.as_str())
@@ -485,10 +489,14 @@ mod tests {
         ] {
             h.append(HeaderName::from_static(k), HeaderValue::from_static(v));
         }
-        let named: Vec<String> = connection_named(&h)
-            .iter()
-            .map(|n| n.as_str().to_owned())
-            .collect();
+        let named: Vec<String> = connection_named(
+            h.get_all(header::CONNECTION)
+                .iter()
+                .map(HeaderValue::as_bytes),
+        )
+        .iter()
+        .map(|n| n.as_str().to_owned())
+        .collect();
         assert_eq!(named, ["keep-alive", "x-secret-hop"]);
         for hop in [
             "connection",
