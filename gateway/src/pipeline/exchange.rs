@@ -49,7 +49,7 @@ const COALESCE_BODY: usize = 16 * 1024;
 /// What each read asks the connection for at least.
 const READ_CHUNK: usize = 8 * 1024;
 
-/// Why an exchange failed. Carries no bytes of the exchange: it is logged.
+/// Why an exchange failed. Carries no bytes of the exchange, only fixed text: it is logged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum ExchangeError {
     /// A read, or a write with a body, took longer than the upstream's read timeout.

@@ -371,7 +371,7 @@ pub async fn forward(
             }
             Ok(None) => break,
             Err(e) => {
-                tracing::warn!(target: "zonegate::upstream", event = "upstream_body_failed", upstream = %upstream.name, error = e.kind());
+                tracing::warn!(target: "zonegate::upstream", event = "upstream_body_failed", upstream = %upstream.name, error = e.kind(), detail = %e);
                 return Ok(Forwarded::Broken);
             }
         }
@@ -398,7 +398,7 @@ fn connect_failed(e: ConnectError) -> Rejection {
 }
 
 fn exchange_failed(e: ExchangeError, upstream: &Upstream) -> Rejection {
-    tracing::warn!(target: "zonegate::upstream", event = "upstream_exchange_failed", upstream = %upstream.name, error = e.kind());
+    tracing::warn!(target: "zonegate::upstream", event = "upstream_exchange_failed", upstream = %upstream.name, error = e.kind(), detail = %e);
     match e {
         ExchangeError::Timeout => Rejection::GatewayTimeout,
         ExchangeError::Closed | ExchangeError::Io(_) | ExchangeError::Malformed(_) => {
