@@ -192,7 +192,15 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Capped<A> {
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
         match self.placement.place(pingora_runtime::current_handle) {
-            Place::Here(_serving) => self.serve(stream, shutdown).await,
+            Place::Here(_serving) => {
+                // pingora accepts every connection on its listener's one accept loop, whose
+                // runtime registers the socket, and then spawns it onto a random thread: this
+                // one. Served as it came, its readiness would keep arriving through the
+                // accepting thread's reactor, one cross-thread wake per event (and the
+                // scheduler, seeing one thread wake the other, stacks both on one core).
+                let stream = attach(detach(stream))?;
+                self.serve(stream, shutdown).await
+            }
             Place::There(thread, serving) => {
                 let this = self.clone();
                 let shutdown = shutdown.clone();
@@ -223,19 +231,20 @@ enum Moving {
     Stream(Stream),
 }
 
-/// Take a connection's socket off this thread's reactor. A tokio socket stays registered with
-/// the reactor of the thread that accepted it: moved as it is, every readiness event for it
-/// would be taken here and passed to the other thread with a cross-thread wake (an eventfd
-/// write, and this thread woken for another's connection), which measured 3–4% of the
-/// gateway's CPU under load. So a second handle on the socket goes over, and the first is
-/// dropped here, deregistering it. Nothing has been read from it yet: placement comes first.
+/// Take a connection's socket off the reactor it is registered with. A tokio socket stays
+/// registered with the reactor of the thread that accepted it: served elsewhere as it is,
+/// every readiness event for it would be taken there and passed on with a cross-thread wake
+/// (an eventfd write, and the accepting thread woken for another's connection), which
+/// measured 3–4% of the gateway's CPU under load. So a second handle on the socket goes to
+/// the serving thread, and the first is dropped, deregistering it. Nothing has been read from
+/// it yet: placement comes first.
 fn detach(stream: Stream) -> Moving {
     let duplicate = stream
         .as_any()
         .downcast_ref::<pingora::protocols::l4::stream::Stream>()
         .map(zonegate_sys::sockets::duplicate_tcp);
     match duplicate {
-        // `stream` is dropped here, and with it its registration with this thread's reactor.
+        // `stream` is dropped here, and with it its registration with the accepting reactor.
         Some(Ok(socket)) => Moving::Socket(socket),
         Some(Err(e)) => {
             tracing::debug!(target: "zonegate::server", event = "socket_not_moved", error = %e);
@@ -370,6 +379,71 @@ mod tests {
             assert_eq!(&buf, b"ping");
             stream.write_all(b"pong").await.unwrap();
             stream.flush().await.unwrap();
+        });
+        let mut buf = [0u8; 4];
+        client.read_exact(&mut buf).unwrap();
+        assert_eq!(&buf, b"pong");
+    }
+
+    /// Answers "pong" to a "ping", then closes.
+    #[derive(Debug)]
+    struct Pong;
+
+    #[async_trait]
+    impl ServerApp for Pong {
+        async fn process_new(
+            self: &Arc<Self>,
+            mut stream: Stream,
+            _shutdown: &ShutdownWatch,
+        ) -> Option<Stream> {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let mut buf = [0u8; 4];
+            stream.read_exact(&mut buf).await.ok()?;
+            assert_eq!(&buf, b"ping");
+            stream.write_all(b"pong").await.ok()?;
+            stream.flush().await.ok()?;
+            None
+        }
+    }
+
+    /// pingora accepts on one runtime and spawns the connection onto another, which placement
+    /// may keep: the connection is then served by that runtime's reactor alone. Here the
+    /// accepting runtime is gone before any I/O, which a socket still registered with it could
+    /// not survive.
+    #[test]
+    fn a_connection_kept_where_pingora_put_it_is_served_by_that_thread_alone() {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut client = std::net::TcpStream::connect(addr).unwrap();
+        client
+            .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        let accepting = runtime();
+        let stream = accepting.block_on(async {
+            listener.set_nonblocking(true).unwrap();
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            let (tcp, _) = listener.accept().await.unwrap();
+            let stream: Stream = Box::new(pingora::protocols::l4::stream::Stream::from(tcp));
+            stream
+        });
+        drop(accepting);
+        client.write_all(b"ping").unwrap();
+        let counter = Arc::new(ConnectionCounter::new(Caps {
+            total: 10,
+            per_address: 10,
+            ipv6_prefix: 64,
+        }));
+        // One thread: placement keeps every connection where it arrived.
+        let capped = Arc::new(Capped::new(Arc::new(Pong), counter, None, 1));
+        let (_stop, shutdown) = tokio::sync::watch::channel(false);
+        runtime().block_on(async {
+            tokio::time::timeout(
+                std::time::Duration::from_secs(10),
+                capped.process_new(stream, &shutdown),
+            )
+            .await
+            .unwrap();
         });
         let mut buf = [0u8; 4];
         client.read_exact(&mut buf).unwrap();
