@@ -334,6 +334,27 @@ mod tests {
             .unwrap()
     }
 
+    /// A client connection accepted on a runtime that is then dropped, as pingora's accept
+    /// loop hands one over: the client's end, and what `then` made of the accepted stream
+    /// while that runtime was still there.
+    fn accepted_on_a_gone_runtime<T>(then: impl FnOnce(Stream) -> T) -> (std::net::TcpStream, T) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let client = std::net::TcpStream::connect(addr).unwrap();
+        client
+            .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        let accepting = runtime();
+        let made = accepting.block_on(async {
+            listener.set_nonblocking(true).unwrap();
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            let (tcp, _) = listener.accept().await.unwrap();
+            then(Box::new(pingora::protocols::l4::stream::Stream::from(tcp)))
+        });
+        drop(accepting);
+        (client, made)
+    }
+
     /// A connection accepted on one runtime and moved to another is served by the second
     /// alone: here the first runtime is gone entirely before the second does any I/O, which a
     /// socket still registered with the first runtime's reactor could not survive.
@@ -341,22 +362,8 @@ mod tests {
     fn a_moved_connection_is_driven_by_its_new_thread_alone() {
         use std::io::{Read, Write};
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let mut client = std::net::TcpStream::connect(addr).unwrap();
-        client
-            .set_read_timeout(Some(std::time::Duration::from_secs(10)))
-            .unwrap();
-        let accepted = runtime();
-        let moving = accepted.block_on(async {
-            listener.set_nonblocking(true).unwrap();
-            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-            let (tcp, _) = listener.accept().await.unwrap();
-            let stream: Stream = Box::new(pingora::protocols::l4::stream::Stream::from(tcp));
-            detach(stream)
-        });
+        let (mut client, moving) = accepted_on_a_gone_runtime(detach);
         assert!(matches!(moving, Moving::Socket(_)));
-        drop(accepted);
         client.write_all(b"ping").unwrap();
         let served = runtime();
         served.block_on(async {
@@ -413,21 +420,7 @@ mod tests {
     #[test]
     fn a_connection_kept_where_pingora_put_it_is_served_by_that_thread_alone() {
         use std::io::{Read, Write};
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let mut client = std::net::TcpStream::connect(addr).unwrap();
-        client
-            .set_read_timeout(Some(std::time::Duration::from_secs(10)))
-            .unwrap();
-        let accepting = runtime();
-        let stream = accepting.block_on(async {
-            listener.set_nonblocking(true).unwrap();
-            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-            let (tcp, _) = listener.accept().await.unwrap();
-            let stream: Stream = Box::new(pingora::protocols::l4::stream::Stream::from(tcp));
-            stream
-        });
-        drop(accepting);
+        let (mut client, stream) = accepted_on_a_gone_runtime(|stream| stream);
         client.write_all(b"ping").unwrap();
         let counter = Arc::new(ConnectionCounter::new(Caps {
             total: 10,
