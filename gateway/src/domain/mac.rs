@@ -7,11 +7,34 @@
 /// `HMAC-SHA-256(key, data)`. Any key length: keys longer than SHA-256's 64-byte block are
 /// hashed first, as RFC 2104 says.
 pub fn hmac_sha256(key: &[u8], data: &[u8]) -> [u8; 32] {
-    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key);
-    let tag = ring::hmac::sign(&key, data);
-    let mut out = [0u8; 32];
-    out.copy_from_slice(tag.as_ref());
-    out
+    MacKey::new(key).sign(data)
+}
+
+/// An HMAC-SHA-256 key prepared once: the hash states of its inner and outer pads are
+/// computed here, so each [`MacKey::sign`] hashes only the data (two SHA-256 blocks fewer
+/// than [`hmac_sha256`] for a key used on every request, such as the API-key pepper). Debug
+/// shows no key material.
+#[derive(Clone)]
+pub struct MacKey(ring::hmac::Key);
+
+impl std::fmt::Debug for MacKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MacKey")
+    }
+}
+
+impl MacKey {
+    pub fn new(key: &[u8]) -> MacKey {
+        MacKey(ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key))
+    }
+
+    /// `HMAC-SHA-256(key, data)`.
+    pub fn sign(&self, data: &[u8]) -> [u8; 32] {
+        let tag = ring::hmac::sign(&self.0, data);
+        let mut out = [0u8; 32];
+        out.copy_from_slice(tag.as_ref());
+        out
+    }
 }
 
 /// Keys for CSRF tokens that are a MAC of an id (a login, a platform session), so they need
@@ -133,6 +156,15 @@ mod tests {
                 "RFC 4231 test case {}",
                 i + 1
             );
+            // A prepared key gives the same answers, signing more than once.
+            let prepared = MacKey::new(key);
+            for _ in 0..2 {
+                assert_eq!(
+                    hex::encode(prepared.sign(data))[..expected.len()],
+                    **expected
+                );
+            }
         }
+        assert_eq!(format!("{:?}", MacKey::new(b"secret")), "MacKey");
     }
 }
