@@ -12,8 +12,9 @@
 //!
 //! It is strict in what it accepts from an upstream, because a gateway that guesses at framing
 //! is how responses get split:
-//! - a response head over [`MAX_HEAD_BYTES`] or with more than [`MAX_HEADERS`] lines, an
-//!   unparsable one, a `101` (the gateway never forwards `Upgrade`), a `Transfer-Encoding`
+//! - a response head over [`MAX_HEAD_BYTES`] or with more than [`MAX_HEADERS`] lines, more
+//!   than [`MAX_INTERIM_HEADS`] 1xx heads before the final one, an unparsable head, a `101`
+//!   (the gateway never forwards `Upgrade`), a `Transfer-Encoding`
 //!   whose final coding is not `chunked`, or `Content-Length` values that are not one
 //!   identical number are all malformed (the caller answers 502);
 //! - with both `Transfer-Encoding` and `Content-Length` the body is read as chunked (RFC 9112
@@ -44,6 +45,9 @@ pub const MAX_HEAD_BYTES: usize = 64 * 1024;
 pub const MAX_CHUNK_LINE: usize = 4096;
 /// The largest trailer section of a chunked body.
 pub const MAX_TRAILER_BYTES: usize = 16 * 1024;
+/// The most informational (1xx) heads before the final one. Each read is timed, but without a
+/// count an upstream sending `103 Early Hints` in a loop would hold the request forever.
+pub const MAX_INTERIM_HEADS: usize = 16;
 /// A body up to this size goes out in the same write as the head.
 const COALESCE_BODY: usize = 16 * 1024;
 /// What each read asks the connection for at least.
@@ -235,10 +239,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Exchange<S> {
         &mut self,
         request_was_head: bool,
     ) -> Result<ResponseHead, ExchangeError> {
+        let mut interim = 0;
         loop {
             if !self.buf.is_empty() {
                 if let Some(head) = self.parse_head(request_was_head)? {
                     if head.status.is_informational() {
+                        interim += 1;
+                        if interim > MAX_INTERIM_HEADS {
+                            return Err(ExchangeError::Malformed("too many 1xx heads"));
+                        }
                         continue;
                     }
                     self.keep_alive = head.keep_alive;
@@ -590,6 +599,27 @@ mod tests {
         assert_eq!(head.status, 201);
         assert!(header(&head, "link").is_none());
         assert_eq!(body(&mut ex).await.unwrap(), b"ok");
+    }
+
+    /// Up to the bound of 1xx heads is an answer; one more is malformed.
+    #[tokio::test]
+    async fn informational_heads_are_bounded() {
+        let hints = b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n";
+        let last = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+        for (count, ok) in [(MAX_INTERIM_HEADS, true), (MAX_INTERIM_HEADS + 1, false)] {
+            let mut wire = hints.repeat(count);
+            wire.extend_from_slice(last);
+            let (mut ex, _upstream) = answered(&wire, false).await;
+            let read = ex.read_head(false).await;
+            if ok {
+                assert_eq!(read.unwrap().status, 200);
+            } else {
+                assert_eq!(
+                    read.unwrap_err(),
+                    ExchangeError::Malformed("too many 1xx heads")
+                );
+            }
+        }
     }
 
     #[tokio::test]
