@@ -161,9 +161,9 @@ impl std::fmt::Debug for Tls {
 /// when `tls` is set.
 #[derive(Debug)]
 pub struct Capped<A> {
-    pub app: Arc<A>,
-    pub counter: Arc<ConnectionCounter>,
-    pub tls: Option<Tls>,
+    app: Arc<A>,
+    counter: Arc<ConnectionCounter>,
+    tls: Option<Tls>,
     placement: Arc<Placement>,
 }
 
