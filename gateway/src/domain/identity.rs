@@ -99,7 +99,7 @@ struct JoseHeader<'a> {
 }
 
 enum SigningKey {
-    Hmac(ring::hmac::Key),
+    Hmac(crate::domain::mac::MacKey),
     Ed25519(Ed25519KeyPair),
 }
 
@@ -140,10 +140,9 @@ impl Signer {
         };
         let active = ring.active(algorithm.purpose()).ok_or(missing.clone())?;
         let key = match algorithm {
-            Algorithm::Hs256 => SigningKey::Hmac(ring::hmac::Key::new(
-                ring::hmac::HMAC_SHA256,
-                active.secret.expose(),
-            )),
+            Algorithm::Hs256 => {
+                SigningKey::Hmac(crate::domain::mac::MacKey::new(active.secret.expose()))
+            }
             Algorithm::EdDsa => SigningKey::Ed25519(
                 Ed25519KeyPair::from_seed_unchecked(active.secret.expose())
                     .map_err(|_| missing.clone())?,
@@ -228,9 +227,9 @@ impl Signer {
         // The JWS signing input is `header.payload`: everything written so far.
         match &self.key {
             SigningKey::Hmac(key) => {
-                let tag = ring::hmac::sign(key, token.as_bytes());
+                let tag = key.sign(token.as_bytes());
                 token.push('.');
-                URL_SAFE_NO_PAD.encode_string(tag.as_ref(), &mut token);
+                URL_SAFE_NO_PAD.encode_string(tag, &mut token);
             }
             SigningKey::Ed25519(pair) => {
                 let signature = pair.sign(token.as_bytes());

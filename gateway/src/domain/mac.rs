@@ -1,8 +1,8 @@
 //! HMAC-SHA-256 (RFC 2104), the one MAC the gateway computes: API-key digests at rest, CSRF
-//! tokens and their keys. One function over ring's implementation, checked against RFC 4231's
-//! known answers, so every use is the same verified code. (The identity assertion keeps a
-//! precomputed ring key of its own for speed; its test verifies what it signs with an
-//! independent JWT library.)
+//! tokens and their keys, HS256 identity assertions. One key type over ring's implementation
+//! ([`MacKey`], prepared once for keys used on every request) and [`hmac_sha256`] for a key
+//! used once, both checked against RFC 4231's known answers, so every use is the same
+//! verified code.
 
 /// `HMAC-SHA-256(key, data)`. Any key length: keys longer than SHA-256's 64-byte block are
 /// hashed first, as RFC 2104 says.
@@ -43,7 +43,7 @@ impl MacKey {
 /// keep matching until their login ends. Debug shows how many keys, never a key.
 #[derive(Clone)]
 pub struct CsrfKeys {
-    keys: Vec<[u8; 32]>,
+    keys: Vec<MacKey>,
     /// The pepper new tokens are made under.
     newest: String,
 }
@@ -64,7 +64,7 @@ impl CsrfKeys {
         CsrfKeys {
             keys: peppers
                 .iter()
-                .map(|k| hmac_sha256(k.secret.expose(), label))
+                .map(|k| MacKey::new(&hmac_sha256(k.secret.expose(), label)))
                 .collect(),
             newest: peppers.first().map(|k| k.id.clone()).unwrap_or_default(),
         }
@@ -75,9 +75,9 @@ impl CsrfKeys {
         &self.newest
     }
 
-    fn token_with(key: &[u8; 32], id: &str) -> String {
+    fn token_with(key: &MacKey, id: &str) -> String {
         use base64::Engine;
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(hmac_sha256(key, id.as_bytes()))
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key.sign(id.as_bytes()))
     }
 
     /// The token of `id` under the newest key (empty without a pepper: it matches nothing).

@@ -156,15 +156,21 @@ impl ApiKeys {
         i64::try_from(self.clock.unix_seconds()).unwrap_or(i64::MAX)
     }
 
+    fn pepper(&self, pepper_id: &str) -> Option<&MacKey> {
+        self.peppers
+            .iter()
+            .find(|(id, _)| id == pepper_id)
+            .map(|(_, key)| key)
+    }
+
     fn mac(&self, pepper_id: &str, secret: &str) -> Option<String> {
-        let (_, pepper) = self.peppers.iter().find(|(id, _)| id == pepper_id)?;
-        Some(hex::encode(pepper.sign(secret.as_bytes())))
+        Some(hex::encode(self.pepper(pepper_id)?.sign(secret.as_bytes())))
     }
 
     /// Whether `secret` under pepper `pepper_id` gives the stored (hex) MAC, compared in
     /// constant time, with nothing allocated: this runs on every API-key request.
     fn mac_matches(&self, pepper_id: &str, secret: &str, stored: &str) -> bool {
-        let Some((_, pepper)) = self.peppers.iter().find(|(id, _)| id == pepper_id) else {
+        let Some(pepper) = self.pepper(pepper_id) else {
             return false;
         };
         let mut hex = [0u8; 64];
