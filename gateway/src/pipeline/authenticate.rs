@@ -82,7 +82,7 @@ async fn credentials(
                 .and_then(|v| v.strip_prefix("Bearer "))
                 .ok_or_else(|| unauthenticated.clone())?;
             return match p.services.keys.verify(key.trim()).await {
-                Ok(Some(principal)) => Ok(Principal::ApiKey(std::sync::Arc::new(principal))),
+                Ok(Some(principal)) => Ok(Principal::ApiKey(principal)),
                 Ok(None) => Err(unauthenticated),
                 // Not checked is not refused: the integrator is told to retry, not that the
                 // key is bad (and no failure is counted against it).

@@ -20,13 +20,14 @@ const SECRET_LEN: usize = 32;
 const CHECKSUM_LEN: usize = 6;
 const BASE62: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
 
-/// A parsed key. The secret is zeroed on drop and never printed.
-pub struct ParsedKey {
-    pub id: String,
-    pub secret: Zeroizing<String>,
+/// A parsed key: parts of the presented string, borrowed rather than copied, so checking a key
+/// makes no copy of its secret to zero later. The secret is never printed.
+pub struct ParsedKey<'a> {
+    pub id: &'a str,
+    pub secret: &'a str,
 }
 
-impl std::fmt::Debug for ParsedKey {
+impl std::fmt::Debug for ParsedKey<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ParsedKey")
             .field("id", &self.id)
@@ -34,7 +35,8 @@ impl std::fmt::Debug for ParsedKey {
     }
 }
 
-fn checksum(body: &str) -> String {
+/// The checksum characters of `body` (ASCII base62).
+fn checksum(body: &str) -> [u8; CHECKSUM_LEN] {
     let mut n = u64::from(crc32fast::hash(body.as_bytes()));
     let mut out = [b'0'; CHECKSUM_LEN];
     for slot in out.iter_mut().rev() {
@@ -45,7 +47,7 @@ fn checksum(body: &str) -> String {
             .unwrap_or(b'0');
         n /= 62;
     }
-    String::from_utf8_lossy(&out).into_owned()
+    out
 }
 
 /// A fresh key: (id, full key string). The full string is shown to the user once.
@@ -68,12 +70,21 @@ pub fn with_new_secret(id: &str) -> Zeroizing<String> {
             secret.push(char::from(BASE62[usize::from(b[0] % 62)]));
         }
     }
-    let body = Zeroizing::new(format!("{PREFIX}{id}_{}", secret.as_str()));
-    Zeroizing::new(format!("{}{}", body.as_str(), checksum(&body)))
+    // Sized once: a reallocation would leave a copy of the secret behind, not zeroed.
+    let mut key = Zeroizing::new(String::with_capacity(
+        PREFIX.len() + id.len() + 1 + SECRET_LEN + CHECKSUM_LEN,
+    ));
+    key.push_str(PREFIX);
+    key.push_str(id);
+    key.push('_');
+    key.push_str(&secret);
+    let sum = checksum(&key);
+    key.extend(sum.iter().copied().map(char::from));
+    key
 }
 
 /// Parse a presented key; `None` for anything malformed or with a wrong checksum.
-pub fn parse(key: &str) -> Option<ParsedKey> {
+pub fn parse(key: &str) -> Option<ParsedKey<'_>> {
     let rest = key.strip_prefix(PREFIX)?;
     let (id, tail) = rest.split_once('_')?;
     let well_formed = id.len() == ID_LEN
@@ -87,13 +98,10 @@ pub fn parse(key: &str) -> Option<ParsedKey> {
     }
     let (secret, sum) = tail.split_at(SECRET_LEN);
     let body = key.get(..key.len() - CHECKSUM_LEN)?;
-    if checksum(body) != sum {
+    if checksum(body) != sum.as_bytes() {
         return None;
     }
-    Some(ParsedKey {
-        id: id.to_owned(),
-        secret: Zeroizing::new(secret.to_owned()),
-    })
+    Some(ParsedKey { id, secret })
 }
 
 /// What lists show: prefix, id, and the last four characters (checksum, not secret).
@@ -120,7 +128,7 @@ mod tests {
         assert_eq!(key.len(), 4 + 16 + 1 + 38);
         let parsed = parse(&key).unwrap();
         assert_eq!(parsed.id, id);
-        assert!(!format!("{parsed:?}").contains(parsed.secret.as_str()));
+        assert!(!format!("{parsed:?}").contains(parsed.secret));
         let (_, other) = generate();
         assert_ne!(key, other);
     }

@@ -27,26 +27,29 @@ use crate::domain::storage::Db;
 pub const SCOPES: [&str; 3] = ["zones:read", "zones:write", "coverage:read"];
 
 /// An authenticated API key, as the pipeline sees it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ApiKeyPrincipal {
     pub key_id: String,
     pub org_id: String,
     pub scopes: Vec<String>,
 }
 
-#[derive(Debug, Clone)]
+/// A key as the cache holds it: what checking a presented key needs, and the principal it
+/// authenticates, shared by every request that presents it (no copy per request).
+#[derive(Debug)]
 struct Record {
-    org_id: String,
-    scopes: Vec<String>,
-    mac: String,
+    principal: Arc<ApiKeyPrincipal>,
+    /// The stored MAC, decoded once; `None` if the stored hex is corrupt (matches nothing).
+    mac: Option<[u8; 32]>,
     pepper_id: String,
     expires_at: Option<i64>,
     revoked: bool,
-    previous: Option<(String, String, i64)>,
+    /// The MAC and pepper of the secret before a roll, and until when it is accepted.
+    previous: Option<(Option<[u8; 32]>, String, i64)>,
     checked_at: i64,
-    /// The second of this key's last use noted for `last_used`, shared by every clone of
-    /// the cached record: a key used many times a second takes the lock once a second.
-    noted_at: Arc<AtomicI64>,
+    /// The second of this key's last use noted for `last_used`: a key used many times a
+    /// second takes the lock once a second.
+    noted_at: AtomicI64,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -100,7 +103,7 @@ pub struct ApiKeys {
     roll_grace: i64,
     /// Lookups in `cache`.
     cache_stats: crate::domain::stats::CacheStats,
-    cache: RwLock<HashMap<String, Record>>,
+    cache: RwLock<HashMap<String, Arc<Record>>>,
     /// Keys revoked on this instance. Checked after every lookup, so a record a concurrent
     /// request read just before the revoke cannot be re-cached into acceptance.
     revoked: RwLock<std::collections::HashSet<String>>,
@@ -112,6 +115,12 @@ pub struct ApiKeys {
 }
 
 const LAST_USED_FLUSH_SECONDS: i64 = 30;
+
+/// A stored MAC (hex) as bytes; `None` for anything but 64 hex digits.
+fn decode_mac(stored: &str) -> Option<[u8; 32]> {
+    let mut mac = [0u8; 32];
+    hex::decode_to_slice(stored, &mut mac).ok().map(|()| mac)
+}
 
 impl ApiKeys {
     pub fn new(
@@ -169,13 +178,11 @@ impl ApiKeys {
 
     /// Whether `secret` under pepper `pepper_id` gives the stored (hex) MAC, compared in
     /// constant time, with nothing allocated: this runs on every API-key request.
-    fn mac_matches(&self, pepper_id: &str, secret: &str, stored: &str) -> bool {
-        let Some(pepper) = self.pepper(pepper_id) else {
+    fn mac_matches(&self, pepper_id: &str, secret: &str, stored: Option<&[u8; 32]>) -> bool {
+        let (Some(pepper), Some(stored)) = (self.pepper(pepper_id), stored) else {
             return false;
         };
-        let mut hex = [0u8; 64];
-        hex::encode_to_slice(pepper.sign(secret.as_bytes()), &mut hex).is_ok()
-            && bool::from(hex.as_slice().ct_eq(stored.as_bytes()))
+        bool::from(pepper.sign(secret.as_bytes()).ct_eq(stored))
     }
 
     fn check_scopes(scopes: &[String]) -> Result<Vec<String>, KeyError> {
@@ -213,7 +220,7 @@ impl ApiKeys {
         let (id, key) = format::generate();
         let parsed = format::parse(&key).ok_or(KeyError::Invalid("internal key format"))?;
         let mac = self
-            .mac(&self.active_pepper, &parsed.secret)
+            .mac(&self.active_pepper, parsed.secret)
             .ok_or(KeyError::Invalid("no pepper"))?;
         let hint = format::hint(&id, &key);
         let mut tx = self.db.begin().await?;
@@ -327,7 +334,7 @@ impl ApiKeys {
         // unknown one, rather than a complaint about formats the caller never sent.
         let secret = format::parse(&key).ok_or(KeyError::NotFound)?.secret;
         let mac = self
-            .mac(&self.active_pepper, &secret)
+            .mac(&self.active_pepper, secret)
             .ok_or(KeyError::Invalid("no pepper"))?;
         let hint = format::hint(key_id, &key);
         let rolled = store::roll(
@@ -358,25 +365,28 @@ impl ApiKeys {
         })
     }
 
-    async fn load(&self, key_id: &str) -> Result<Option<Record>, sqlx::Error> {
+    async fn load(&self, key_id: &str) -> Result<Option<Arc<Record>>, sqlx::Error> {
         let Some((r, scopes)) = store::record(&mut *self.db.acquire().await?, key_id).await? else {
             return Ok(None);
         };
         let previous = match (r.previous_mac, r.previous_pepper_id, r.previous_valid_until) {
-            (Some(m), Some(p), Some(u)) => Some((m, p, u)),
+            (Some(m), Some(p), Some(u)) => Some((decode_mac(&m), p, u)),
             _ => None,
         };
-        Ok(Some(Record {
-            org_id: r.org_id,
-            scopes,
-            mac: r.secret_mac,
+        Ok(Some(Arc::new(Record {
+            principal: Arc::new(ApiKeyPrincipal {
+                key_id: key_id.to_owned(),
+                org_id: r.org_id,
+                scopes,
+            }),
+            mac: decode_mac(&r.secret_mac),
             pepper_id: r.pepper_id,
             expires_at: r.expires_at,
             revoked: r.revoked_at.is_some(),
             previous,
             checked_at: self.now(),
-            noted_at: Arc::new(AtomicI64::new(0)),
-        }))
+            noted_at: AtomicI64::new(0),
+        })))
     }
 
     /// Lookups in the key cache.
@@ -387,13 +397,16 @@ impl ApiKeys {
     /// The hot path: a presented key to a principal, or `None` (one answer for every refusal).
     /// An error only when the key could not be checked (the database is out of reach): that is
     /// no verdict on the key, and the caller must not treat it as one.
-    pub async fn verify(&self, presented: &str) -> Result<Option<ApiKeyPrincipal>, sqlx::Error> {
+    pub async fn verify(
+        &self,
+        presented: &str,
+    ) -> Result<Option<Arc<ApiKeyPrincipal>>, sqlx::Error> {
         let Some(parsed) = format::parse(presented) else {
             return Ok(None);
         };
         let now = self.now();
         let cached = self.cache_stats.count(self.cache.read().ok().and_then(|c| {
-            c.get(&parsed.id)
+            c.get(parsed.id)
                 .filter(|r| now - r.checked_at < self.revalidate)
                 .cloned()
         }));
@@ -401,7 +414,7 @@ impl ApiKeys {
             Some(r) => r,
             None => {
                 let generation = self.generation();
-                let Some(r) = self.load(&parsed.id).await? else {
+                let Some(r) = self.load(parsed.id).await? else {
                     return Ok(None);
                 };
                 if let Ok(mut cache) = self.cache.write() {
@@ -410,33 +423,30 @@ impl ApiKeys {
                     }
                     // Not if anything was removed meanwhile: this read may predate it.
                     if self.generation() == generation {
-                        cache.insert(parsed.id.clone(), r.clone());
+                        cache.insert(parsed.id.to_owned(), Arc::clone(&r));
                     }
                 }
                 r
             }
         };
-        let revoked_here = self.revoked.read().map_or(true, |r| r.contains(&parsed.id));
+        let revoked_here = self.revoked.read().map_or(true, |r| r.contains(parsed.id));
         if record.revoked || revoked_here || record.expires_at.is_some_and(|t| now >= t) {
             return Ok(None);
         }
-        let matches = |mac: &str, pepper: &str| self.mac_matches(pepper, &parsed.secret, mac);
-        let current = matches(&record.mac, &record.pepper_id);
+        let matches =
+            |mac: Option<&[u8; 32]>, pepper: &str| self.mac_matches(pepper, parsed.secret, mac);
+        let current = matches(record.mac.as_ref(), &record.pepper_id);
         let previous = record
             .previous
             .as_ref()
-            .is_some_and(|(mac, pepper, until)| now < *until && matches(mac, pepper));
+            .is_some_and(|(mac, pepper, until)| now < *until && matches(mac.as_ref(), pepper));
         if !(current || previous) {
             return Ok(None);
         }
         if record.noted_at.swap(now, Ordering::Relaxed) != now {
-            self.note_use(&parsed.id, now);
+            self.note_use(parsed.id, now);
         }
-        Ok(Some(ApiKeyPrincipal {
-            key_id: parsed.id,
-            org_id: record.org_id,
-            scopes: record.scopes,
-        }))
+        Ok(Some(Arc::clone(&record.principal)))
     }
 
     /// Remember a use; every LAST_USED_FLUSH_SECONDS one request spawns the batched write,
@@ -614,12 +624,56 @@ mod tests {
         let secret = format::parse(&expiring.key).unwrap().secret;
         assert!(stored
             .iter()
-            .all(|(mac,)| !mac.contains(secret.as_str()) && mac.len() == 64));
+            .all(|(mac,)| !mac.contains(secret) && mac.len() == 64));
         assert!(
             !format!("{expiring:?}").contains(expiring.key.as_str()),
             "Debug never shows a key"
         );
         let listed = serde_json::to_string(&keys.list(&org).await.unwrap()).unwrap();
-        assert!(!listed.contains(secret.as_str()) && !listed.contains(expiring.key.as_str()));
+        assert!(!listed.contains(secret) && !listed.contains(expiring.key.as_str()));
+    }
+
+    /// A cached key authenticates as one shared principal: a request makes no copy of it.
+    #[tokio::test]
+    async fn every_request_with_a_key_shares_its_cached_principal() {
+        let (_tmp, keys, _clock, org) = setup().await;
+        let scopes = vec!["zones:read".to_owned()];
+        let made = keys.create(&org, "u", "ci", &scopes, None).await.unwrap();
+        let first = keys.verify(&made.key).await.unwrap().unwrap();
+        let second = keys.verify(&made.key).await.unwrap().unwrap();
+        assert!(Arc::ptr_eq(&first, &second));
+        assert_eq!(
+            *first,
+            ApiKeyPrincipal {
+                key_id: made.view.id.clone(),
+                org_id: org,
+                scopes,
+            }
+        );
+    }
+
+    /// A stored MAC that is not 64 hex digits matches no secret, the right one included.
+    #[tokio::test]
+    async fn a_corrupt_stored_mac_matches_nothing() {
+        let (_tmp, keys, _clock, org) = setup().await;
+        let scopes = vec!["zones:read".to_owned()];
+        let made = keys.create(&org, "u", "ci", &scopes, None).await.unwrap();
+        let stored: (String,) = sqlx::query_as("SELECT secret_mac FROM api_keys")
+            .fetch_one(keys.db.pool())
+            .await
+            .unwrap();
+        for corrupt in [&stored.0[..63], &format!("{}zz", &stored.0[..62]), ""] {
+            sqlx::query("UPDATE api_keys SET secret_mac = ?")
+                .bind(corrupt)
+                .execute(keys.db.pool())
+                .await
+                .unwrap();
+            keys.forget(&made.view.id);
+            assert!(
+                keys.verify(&made.key).await.unwrap().is_none(),
+                "{corrupt:?}"
+            );
+        }
+        assert_eq!(decode_mac(&stored.0).map(hex::encode), Some(stored.0));
     }
 }

@@ -9,11 +9,12 @@
 
 use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
-use std::sync::{LazyLock, RwLock};
+use std::sync::{Arc, LazyLock, RwLock};
 
 use cedar_policy::{Entities, Entity, EntityId, EntityTypeName, EntityUid, RestrictedExpression};
 
 use super::OrgContext;
+use crate::domain::apikeys::ApiKeyPrincipal;
 use crate::domain::orgs::Role;
 use crate::domain::principal::Principal;
 
@@ -215,11 +216,8 @@ enum PrincipalKey {
         verified: bool,
         mfa: bool,
     },
-    ApiKey {
-        id: String,
-        org: String,
-        scopes: Vec<String>,
-    },
+    /// The key's principal as verification cached it: shared, not copied, per request.
+    ApiKey(Arc<ApiKeyPrincipal>),
     Operator {
         id: String,
     },
@@ -234,11 +232,7 @@ impl PrincipalKey {
                 verified: u.email_verified,
                 mfa: u.mfa,
             },
-            Principal::ApiKey(k) => PrincipalKey::ApiKey {
-                id: k.key_id.clone(),
-                org: k.org_id.clone(),
-                scopes: k.scopes.clone(),
-            },
+            Principal::ApiKey(k) => PrincipalKey::ApiKey(Arc::clone(k)),
             Principal::Operator(o) => PrincipalKey::Operator {
                 id: o.operator_id.clone(),
             },
