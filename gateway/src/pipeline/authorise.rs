@@ -98,7 +98,7 @@ pub fn decide(
     route: &Route,
     params: &Params,
     org: Option<&OrgContext>,
-) -> Decision {
+) -> std::sync::Arc<Decision> {
     asking(principal, route, params, org, |query| engine.decide(query))
 }
 
@@ -159,7 +159,7 @@ mod tests {
         routes: &RouteTable,
         method: http::Method,
         path: &str,
-    ) -> Decision {
+    ) -> std::sync::Arc<Decision> {
         let Match::Found(route, params) = routes.find(&method, path) else {
             panic!("no route for {path}")
         };

@@ -122,7 +122,7 @@ pub struct RequestCtx {
     pub admitted: Admitted,
     route: Option<String>,
     pub principal: Option<Principal>,
-    pub decision: Option<Decision>,
+    pub decision: Option<std::sync::Arc<Decision>>,
     /// The org the request was authorised for, asserted to the upstream.
     pub org: Option<String>,
     rejection: Option<&'static str>,
@@ -449,7 +449,7 @@ impl HttpServerApp for GatewayApp {
             client: ctx.admitted.client,
             principal_kind: ctx.principal.as_ref().map(Principal::kind),
             principal_id: ctx.principal.as_ref().map(Principal::id),
-            decision: ctx.decision.as_ref(),
+            decision: ctx.decision.as_deref(),
             rejection: ctx.rejection,
         }
         .emit();
@@ -462,7 +462,7 @@ impl HttpServerApp for GatewayApp {
                 request_id: &ctx.id,
                 principal_kind: ctx.principal.as_ref().map(Principal::kind),
                 principal_id: ctx.principal.as_ref().map(Principal::id),
-                decision: ctx.decision.as_ref(),
+                decision: ctx.decision.as_deref(),
                 rejection: ctx.rejection,
             });
         }

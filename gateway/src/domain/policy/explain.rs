@@ -83,7 +83,7 @@ pub fn explain(engine: &PolicyEngine, subject: &Subject) -> Explanation {
         }
     }
     Explanation {
-        decision,
+        decision: std::sync::Arc::unwrap_or_clone(decision),
         policies,
         hash: store.hash().to_owned(),
     }

@@ -165,7 +165,7 @@ struct DecisionCache(std::sync::RwLock<DecisionMap>);
 /// (active generation, shadow generation, question) to answer.
 type DecisionMap = std::collections::HashMap<
     (u64, Option<u64>, entities::DecisionKey),
-    Decision,
+    Arc<Decision>,
     foldhash::fast::RandomState,
 >;
 
@@ -246,7 +246,8 @@ impl PolicyEngine {
     }
 
     /// Decide a query on the enforced set, and on the shadow set when one is configured.
-    pub fn decide(&self, query: &Query<'_>) -> Decision {
+    /// Shared: a cached answer is handed out as is, not copied per request.
+    pub fn decide(&self, query: &Query<'_>) -> Arc<Decision> {
         let active = self.active.load_full();
         let shadow = self.shadow.load_full();
         let key = query.context.is_none().then(|| {
@@ -275,13 +276,13 @@ impl PolicyEngine {
                 return decision;
             }
         }
-        let decision = self.decide_on(&active, shadow.as_deref(), query);
+        let decision = Arc::new(self.decide_on(&active, shadow.as_deref(), query));
         if let Some(key) = key {
             if let Ok(mut map) = self.decisions.0.write() {
                 if map.len() >= DECISION_CACHE_CAPACITY {
                     map.clear();
                 }
-                map.insert(key, decision.clone());
+                map.insert(key, Arc::clone(&decision));
             }
         }
         decision
@@ -419,11 +420,16 @@ mod tests {
     }
 
     /// An anonymous caller asks for `action` on `resource` (in org `acme` unless a Gateway).
-    fn anonymous(engine: &PolicyEngine, action: &str, resource: &str) -> Decision {
+    fn anonymous(engine: &PolicyEngine, action: &str, resource: &str) -> Arc<Decision> {
         anonymous_in(engine, action, resource, "acme")
     }
 
-    fn anonymous_in(engine: &PolicyEngine, action: &str, resource: &str, org: &str) -> Decision {
+    fn anonymous_in(
+        engine: &PolicyEngine,
+        action: &str,
+        resource: &str,
+        org: &str,
+    ) -> Arc<Decision> {
         let action = tables::action_uid(action).unwrap();
         let resource = uid(resource);
         let org = OrgContext {
@@ -577,7 +583,7 @@ policies = ["zones-write-zone"]
         }
     }
 
-    fn viewer_deletes(engine: &PolicyEngine) -> Decision {
+    fn viewer_deletes(engine: &PolicyEngine) -> Arc<Decision> {
         let user = Principal::User(std::sync::Arc::new(
             crate::domain::principal::UserPrincipal {
                 user_id: "u".into(),
@@ -647,7 +653,7 @@ policies = ["zones-write-zone"]
         );
         let d = viewer_deletes(&engine);
         assert!(!d.allowed, "only the enforced set decides");
-        let s = d.shadow.expect("the shadow set differs");
+        let s = d.shadow.clone().expect("the shadow set differs");
         assert!(s.allowed);
         assert_eq!(s.policies, ["viewers-delete"]);
         assert_eq!(engine.shadow_mismatches(), 1);

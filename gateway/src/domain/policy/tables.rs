@@ -419,7 +419,7 @@ pub fn run(engine: &PolicyEngine, dir: &Path) -> Result<Report, TableError> {
                     case: case.name,
                     expected: case.expect,
                     expected_policies: case.policies,
-                    got,
+                    got: Arc::unwrap_or_clone(got),
                 });
             }
         }
