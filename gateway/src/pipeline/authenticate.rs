@@ -29,7 +29,7 @@ pub async fn authenticate(
     if query.is_some_and(query_has_api_key) {
         p.audit.record(
             ctx.event(SecurityEvent::ApiKeyInUrl)
-                .detail("route", route.name.as_str()),
+                .detail("route", &*route.name),
         );
         return Err(Rejection::BadRequest(
             "API keys are never accepted in a URL. Send it as Authorization: Bearer, and revoke this one: it has leaked.",
@@ -59,7 +59,7 @@ pub async fn authenticate(
     {
         p.audit.record(
             ctx.event(SecurityEvent::ApiKeyRejected)
-                .detail("route", route.name.as_str()),
+                .detail("route", &*route.name),
         );
     }
     result

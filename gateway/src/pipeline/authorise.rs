@@ -75,7 +75,7 @@ pub async fn authorise(
             .event(SecurityEvent::AuthzFail)
             .principal(principal.id())
             .detail("principal_kind", principal.kind())
-            .detail("route", route.name.as_str())
+            .detail("route", &*route.name)
             .detail("policies", decision.policies.join(","));
         if let Some(org) = route.org_id(params) {
             event = event.org(org);

@@ -7,6 +7,7 @@
 //! Label values are bounded: route and upstream names from the config, policy ids from the
 //! policy set, status codes, and fixed words; never a path, an id, an address or a header.
 
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -23,14 +24,17 @@ pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; cha
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
-    route: String,
+    route: Arc<str>,
     method: &'static str,
     status: u16,
 }
 
+/// The route label of a request refused before it was routed.
+static NO_ROUTE: LazyLock<Arc<str>> = LazyLock::new(|| Arc::from("none"));
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RouteLabel {
-    route: String,
+    route: Arc<str>,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -179,7 +183,7 @@ impl Metrics {
     /// One answered request. `route` is `None` for a request refused before it was routed.
     pub fn request(
         &self,
-        route: Option<String>,
+        route: Option<Arc<str>>,
         method: Option<&http::Method>,
         status: u16,
         elapsed: Duration,
@@ -188,7 +192,7 @@ impl Metrics {
         if !self.enabled {
             return;
         }
-        let route = route.unwrap_or_else(|| "none".to_owned());
+        let route = route.unwrap_or_else(|| Arc::clone(&NO_ROUTE));
         self.request_seconds
             .get_or_create(&RouteLabel {
                 route: route.clone(),

@@ -120,7 +120,7 @@ pub struct RequestCtx {
     pub id: String,
     started: Instant,
     pub admitted: Admitted,
-    route: Option<String>,
+    route: Option<std::sync::Arc<str>>,
     pub principal: Option<Principal>,
     pub decision: Option<std::sync::Arc<Decision>>,
     /// The org the request was authorised for, asserted to the upstream.
@@ -215,7 +215,7 @@ impl Pipeline {
             Match::MethodNotAllowed(allow) => return Err(Rejection::MethodNotAllowed { allow }),
             Match::NotFound => return Err(Rejection::NotFound),
         };
-        ctx.route = Some(route.name.clone());
+        ctx.route = Some(std::sync::Arc::clone(&route.name));
 
         ctx.stage("throttle.address");
         throttle::by_address(self, ctx, route).await?;

@@ -215,7 +215,8 @@ enum Segment {
 /// One validated route.
 #[derive(Debug, Clone)]
 pub struct Route {
-    pub name: String,
+    /// Shared: each request's record and metrics labels hold it without a copy.
+    pub name: std::sync::Arc<str>,
     pub methods: Vec<http::Method>,
     pub pattern: String,
     segments: Vec<Segment>,
@@ -359,7 +360,7 @@ impl RouteTable {
         store.check_uses(
             self.routes
                 .iter()
-                .map(|r| (r.name.as_str(), &r.action, &r.resource_type)),
+                .map(|r| (&*r.name, &r.action, &r.resource_type)),
         )
     }
 
@@ -642,7 +643,7 @@ fn compile(r: &RawRoute, upstreams: &BTreeSet<String>) -> Result<Route, String> 
     };
     Ok(Route {
         address_limit,
-        name: r.name.clone(),
+        name: r.name.as_str().into(),
         methods,
         pattern: r.path.clone(),
         segments,
@@ -702,7 +703,7 @@ mod tests {
             for method in &route.methods {
                 // A route with two methods has one operation each: `zones-update` is the PUT,
                 // its PATCH is `zones-patch`.
-                let id = match (route.name.as_str(), method.as_str()) {
+                let id = match (&*route.name, method.as_str()) {
                     ("zones-update", "PATCH") => "zones-patch".to_owned(),
                     (name, _) => name.to_owned(),
                 };
@@ -813,7 +814,7 @@ credentials = ["anonymous"]
         let Match::Found(r, p) = t.find(&http::Method::GET, "/v1/orgs/acme%20co/zones/z1") else {
             panic!("no match")
         };
-        assert_eq!(r.name, "get-zone");
+        assert_eq!(&*r.name, "get-zone");
         assert_eq!(r.org_id(&p), Some("acme co"));
         assert_eq!(r.resource_uid(&p).to_string(), r#"Zonegate::Zone::"z1""#);
         assert_eq!(r.action.to_string(), r#"Zonegate::Action::"zones:read""#);
@@ -895,7 +896,7 @@ credentials = ["operator"]
         ));
         assert!(matches!(
             platform.find(&http::Method::GET, "/platform/v1/orgs/acme"),
-            Match::Found(r, _) if r.name == "platform-orgs-read"
+            Match::Found(r, _) if &*r.name == "platform-orgs-read"
         ));
         for path in ["/healthz", "/v1/orgs/acme/zones"] {
             assert!(matches!(

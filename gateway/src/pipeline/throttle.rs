@@ -371,7 +371,7 @@ fn refuse(
         let mut event = ctx
             .event(SecurityEvent::RateLimitExceeded)
             .detail("scope", scope)
-            .detail("route", route.name.as_str())
+            .detail("route", &*route.name)
             .detail("policy", limited.policy.header_value())
             .detail("overflow", limited.overflow);
         match principal {

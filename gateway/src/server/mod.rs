@@ -536,7 +536,7 @@ fn gateway_routes(table: &RouteTable) -> impl Iterator<Item = (&str, &http::Meth
         r.methods
             .iter()
             .filter(move |_| gateway)
-            .map(move |m| (r.name.as_str(), m, r.pattern.as_str()))
+            .map(move |m| (&*r.name, m, r.pattern.as_str()))
     })
 }
 
