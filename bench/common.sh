@@ -62,3 +62,30 @@ http {
 }
 NGINX
 }
+
+# An integrator's setup through the public API of the gateway on 127.0.0.1:$2, whose
+# certificate is $1/cert.pem and outbox $3 (default $1/outbox); the cookie jar goes in $1.
+# Sign up, verify the email by the mailed link's
+# token, log in, make an org and an API key for its zones. Sets BENCH_EMAIL and
+# BENCH_PASSWORD (the account's), SESSION (the dashboard session cookie's value), ORG, KEY
+# and ZONES (the org's zone list path).
+integrator_setup() {
+  local work=$1 G="https://localhost:$2" outbox=${3:-$1/outbox}
+  local C=(curl -sf --cacert "$work/cert.pem" --resolve "localhost:$2:127.0.0.1" -H "Origin: $G" -H 'Content-Type: application/json')
+  BENCH_EMAIL=bench@example.com
+  BENCH_PASSWORD='correct horse battery staple'
+  local email=$BENCH_EMAIL pass=$BENCH_PASSWORD token csrf
+  "${C[@]}" "$G/auth/signup" -d "{\"email\":\"$email\",\"password\":\"$pass\"}" >/dev/null
+  # Signup answers before it makes the account and its mail: wait for the mail.
+  for _ in $(seq 1 100); do ls "$outbox"/*.eml >/dev/null 2>&1 && break; sleep 0.1; done
+  token=$(grep -ho 'token=[A-Za-z0-9_-]*' "$outbox"/*.eml | tail -1 | cut -d= -f2)
+  "${C[@]}" "$G/auth/verify-email" -d "{\"token\":\"$token\"}" >/dev/null
+  "${C[@]}" -c "$work/jar" "$G/auth/login" -d "{\"email\":\"$email\",\"password\":\"$pass\"}" >/dev/null
+  SESSION=$(awk '/zonegate-session/ {print $7}' "$work/jar")
+  csrf=$(awk '/zonegate-csrf/ {print $7}' "$work/jar")
+  ORG=$("${C[@]}" -b "$work/jar" -H "X-CSRF-Token: $csrf" "$G/v1/orgs" -d '{"name":"Bench"}' \
+    | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
+  KEY=$("${C[@]}" -b "$work/jar" -H "X-CSRF-Token: $csrf" "$G/v1/orgs/$ORG/api-keys" \
+    -d '{"name":"bench","scopes":["zones:read"]}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])')
+  ZONES="/v1/orgs/$ORG/zones"
+}

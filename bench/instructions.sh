@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Instructions per proxied request, counted by valgrind's callgrind: zonegate's pass-through
-# route against nginx proxying the same static upstream over TLS. Unlike req/s and CPU time,
+# route, and its zone route with an API key and with a dashboard session, against nginx
+# proxying the same static upstream over TLS. Unlike req/s and CPU time,
 # an instruction count does not move with whatever else this shared machine is doing, so it
 # is the measure to compare two builds by (A/B) or to check an optimisation before a full
 # `bench/run.sh`.
@@ -9,12 +10,18 @@
 #   B=/tmp/old/zonegate bench/instructions.sh    # and a second build of zonegate, side by side
 #   REQUESTS=2000 TOP=25 bench/instructions.sh   # more requests; more profile lines
 #
-# For each target: start it under callgrind, warm it up, zero the counters, send REQUESTS
-# requests at a fixed rate over 2 keep-alive TLS connections (bench/loadgen), dump; then zero,
-# stay idle as long, dump again. Per request = (loaded - idle) / REQUESTS: background timers
-# cancel out; the 2 TLS handshakes stay in (about 1% at 1000 requests). Writes the per-function
-# profile of each build to bench/results/instructions-<target>.txt (the whole callgrind file
-# beside it, for callgrind_annotate or kcachegrind).
+# The account, org, session and API key are made first through the public API (as in
+# bench/run.sh), by the first build running normally; every build counted then serves the same
+# database and keys. For each target: start it under callgrind; then for each of its paths, warm
+# up, zero the counters, send REQUESTS requests at a fixed rate over 2 keep-alive TLS
+# connections (bench/loadgen), dump; then zero, stay idle as long, dump again. Per request =
+# (loaded - idle) / REQUESTS: background timers cancel out; the 2 TLS handshakes stay in (about
+# 1% at 1000 requests). Writes the per-function profile of each build and path to
+# bench/results/instructions-<target>-<path>.txt (the whole callgrind file beside it, for
+# callgrind_annotate or kcachegrind).
+#
+# valgrind hides SHA-NI from the program, so SHA-256 (the API key's HMAC, the identity
+# assertion's) runs in software here and counts several times what it costs natively.
 #
 # Needs valgrind, nginx and curl. No test asserts any of it.
 set -euo pipefail
@@ -65,7 +72,7 @@ worker_processes 1;"
 # The gateway as bench/run.sh configures it, with one runtime thread (callgrind runs one
 # thread at a time anyway).
 gateway_conf() {
-  local name=$1 port=$2 dir=$work/$1
+  local port=$1 dir=$work/gateway
   mkdir -p "$dir"
   cat <<TOML
 public_origin = "https://localhost:$port"
@@ -83,7 +90,7 @@ cert = "$work/cert.pem"
 key = "$work/key.pem"
 [paths]
 data_dir = "$dir"
-key_dir = "$work/keys-$name"
+key_dir = "$work/keys"
 policies = "policies"
 routes = "bench/routes.toml"
 [upstreams.zones]
@@ -93,16 +100,26 @@ level = "warn"
 format = "json"
 [mail]
 outbox_dir = "$dir/outbox"
+[accounts]
+session_ttl_seconds = 3600
+refresh_idle_seconds = 3600
+[rate_limits]
+auth = { requests = 100000, window_seconds = 60 }
+api_key = { requests = 100000000, window_seconds = 60 }
+org = { requests = 100000000, window_seconds = 60 }
+user = { requests = 100000000, window_seconds = 60 }
+org_sessions = { requests = 100000000, window_seconds = 60 }
 TOML
 }
 
 # "total_instructions" of a callgrind dump file.
 total() { awk '/^(summary|totals):/ {print $2; exit}' "$1"; }
 
-# Count one target: $1 name, $2 port, then the command that serves it.
+# Count one target: $1 name, $2 port, $3 its paths (pass, apikey, session), then the command
+# that serves it.
 count() {
-  local name=$1 port=$2
-  shift 2
+  local name=$1 port=$2 paths=$3
+  shift 3
   valgrind --tool=callgrind --callgrind-out-file="$work/cg-$name.%p" "$@" \
     >"$work/$name.log" 2>&1 &
   local pid=$!
@@ -110,65 +127,85 @@ count() {
   local url="https://127.0.0.1:$port/bench/pass"
   for _ in $(seq 1 600); do curl -skf "$url" >/dev/null 2>&1 && break; sleep 0.2; done
   curl -skf "$url" >/dev/null || { echo "$name did not start:"; cat "$work/$name.log"; exit 1; }
-  local load=("$loadgen" rate --addr "127.0.0.1:$port" --path /bench/pass --ca "$work/cert.pem"
-    --header "X-Bench: 1" --connections 2)
-  "${load[@]}" --rate 50 --seconds 2 >/dev/null # warm-up: pools, caches, first allocations
-  local seconds
+  local seconds path out loaded idle sent ok
   seconds=$(python3 -c "print($REQUESTS / $RATE)")
-  callgrind_control -z "$pid" >/dev/null 2>&1
-  local out
-  out=$("${load[@]}" --rate "$RATE" --seconds "$seconds")
-  callgrind_control -d "$pid" >/dev/null 2>&1
-  local loaded
-  loaded=$(ls -t "$work"/cg-"$name".*.* | head -1)
-  cp "$loaded" "$work/loaded-$name"
+  for path in $paths; do
+    local load=("$loadgen" rate --addr "127.0.0.1:$port" --ca "$work/cert.pem" --connections 2)
+    case $path in
+      pass) load+=(--path /bench/pass --header "X-Bench: 1") ;;
+      apikey) load+=(--path "$ZONES" --header "Authorization: Bearer $KEY") ;;
+      session) load+=(--path "$ZONES" --header "Cookie: __Host-zonegate-session=$SESSION") ;;
+    esac
+    "${load[@]}" --rate 50 --seconds 2 >/dev/null # warm-up: pools, caches, first allocations
+    callgrind_control -z "$pid" >/dev/null 2>&1
+    out=$("${load[@]}" --rate "$RATE" --seconds "$seconds")
+    callgrind_control -d "$pid" >/dev/null 2>&1
+    loaded=$(ls -t "$work"/cg-"$name".*.* | head -1)
+    mv "$loaded" "$work/loaded-$name-$path"
+    sent=$(awk '{print $1}' <<<"$out")
+    ok=$(awk '{print $2}' <<<"$out")
+    [ "$ok" = "$sent" ] || { echo "$name $path: $ok of $sent requests answered 2xx: $out"; exit 1; }
+    echo "$sent" >"$work/sent-$name-$path"
+  done
   callgrind_control -z "$pid" >/dev/null 2>&1
   sleep "$seconds"
   callgrind_control -d "$pid" >/dev/null 2>&1
-  local idle
   idle=$(ls -t "$work"/cg-"$name".*.* | head -1)
   kill "$pid" 2>/dev/null || true
   wait "$pid" 2>/dev/null || true
-  local sent ok
-  sent=$(awk '{print $1}' <<<"$out")
-  ok=$(awk '{print $2}' <<<"$out")
-  [ "$ok" = "$sent" ] || { echo "$name: $ok of $sent requests answered 2xx: $out"; exit 1; }
-  python3 -c 'import sys; a, b, n = map(int, sys.argv[1:]); print(round((a - b) / n))' "$(total "$work/loaded-$name")" "$(total "$idle")" "$sent" \
-    >"$work/per-$name"
   mkdir -p bench/results
-  cp "$work/loaded-$name" "bench/results/callgrind-$name.out"
-  # Self cost by function. The thread roots (clone, start_thread, ...) come out at 100% in a
-  # dump taken mid-run; they are not where the time goes, so they are left out, with the total.
-  callgrind_annotate --threshold=100 "$work/loaded-$name" 2>/dev/null \
-    | grep -E '^ *[0-9,]+ \(' | grep -v '(100.0%)' | sed -n "1,${TOP}p" >"bench/results/instructions-$name.txt"
+  for path in $paths; do
+    python3 -c 'import sys; a, b, n = map(int, sys.argv[1:]); print(round((a - b) / n))' \
+      "$(total "$work/loaded-$name-$path")" "$(total "$idle")" "$(cat "$work/sent-$name-$path")" \
+      >"$work/per-$name-$path"
+    cp "$work/loaded-$name-$path" "bench/results/callgrind-$name-$path.out"
+    # Self cost by function. The thread roots (clone, start_thread, ...) come out at 100% in a
+    # dump taken mid-run; they are not where the time goes, so they are left out, with the total.
+    callgrind_annotate --threshold=100 "$work/loaded-$name-$path" 2>/dev/null \
+      | grep -E '^ *[0-9,]+ \(' | grep -v '(100.0%)' | sed -n "1,${TOP}p" \
+      >"bench/results/instructions-$name-$path.txt"
+  done
 }
 
 echo "counting nginx (callgrind, $REQUESTS requests)..." >&2
 NGINX=$(port)
 nginx_conf "$NGINX" >"$work/proxy.conf"
-count nginx "$NGINX" nginx -c "$work/proxy.conf" -p "$work"
+count nginx "$NGINX" pass nginx -c "$work/proxy.conf" -p "$work"
+
+# The integrator's account, org, session and key, made by the first build running normally.
+"$A" keys init --dir "$work/keys" >/dev/null
+p=$(port)
+gateway_conf "$p" >"$work/zonegate-setup.toml"
+"$A" serve --config "$work/zonegate-setup.toml" >"$work/setup.log" 2>&1 &
+setup_pid=$!
+pids+=("$setup_pid")
+for _ in $(seq 1 100); do curl -skf "https://127.0.0.1:$p/bench/pass" >/dev/null 2>&1 && break; sleep 0.1; done
+integrator_setup "$work" "$p" "$work/gateway/outbox"
+kill "$setup_pid"
+wait "$setup_pid" 2>/dev/null || true
 
 targets=(nginx a)
 declare -A bin=([a]=$A)
 [ -n "$B" ] && targets+=(b) && bin[b]=$B
 for t in "${targets[@]:1}"; do
-  echo "counting zonegate $t (${bin[$t]}, callgrind, $REQUESTS requests)..." >&2
-  "${bin[$t]}" keys init --dir "$work/keys-$t" >/dev/null
+  echo "counting zonegate $t (${bin[$t]}, callgrind, $REQUESTS requests of each path)..." >&2
   p=$(port)
-  gateway_conf "$t" "$p" >"$work/zonegate-$t.toml"
-  count "$t" "$p" "${bin[$t]}" serve --config "$work/zonegate-$t.toml"
+  gateway_conf "$p" >"$work/zonegate-$t.toml"
+  count "$t" "$p" "pass apikey session" "${bin[$t]}" serve --config "$work/zonegate-$t.toml"
 done
 
+per() { cat "$work/per-$1-$2"; }
+ratio() { python3 -c "print(f'{$1 / $2:.2f}')"; }
 echo
-echo "| target | instructions per request | vs nginx |"
-echo "| --- | ---: | ---: |"
-n=$(cat "$work/per-nginx")
-for t in "${targets[@]}"; do
-  v=$(cat "$work/per-$t")
-  label=$t
-  [ "$t" = a ] && label="zonegate ($A)"
-  [ "$t" = b ] && label="zonegate ($B)"
-  printf '| %s | %s | %s |\n' "$label" "$v" "$(python3 -c "print(f'{$v / $n:.2f}')")"
+echo "| target | pass-through | API key | session | pass-through vs nginx | API key vs pass-through | session vs pass-through |"
+echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"
+n=$(per nginx pass)
+echo "| nginx | $n | | | 1.00 | | |"
+for t in "${targets[@]:1}"; do
+  label="zonegate (${bin[$t]})"
+  pass=$(per "$t" pass) key=$(per "$t" apikey) session=$(per "$t" session)
+  echo "| $label | $pass | $key | $session | $(ratio "$pass" "$n") | $(ratio "$key" "$pass") | $(ratio "$session" "$pass") |"
 done
 echo
-echo "Profiles (self instructions by function, the loaded window): bench/results/instructions-*.txt"
+echo "Instructions per request, each path's loaded window less an idle one. Profiles (self"
+echo "instructions by function): bench/results/instructions-<target>-<path>.txt"

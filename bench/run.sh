@@ -191,23 +191,7 @@ if [ -n "$B" ]; then
 fi
 
 # ---- An integrator's setup, through the public API -----------------------------------------
-G="https://localhost:$GATEWAY"
-C=(curl -sf --cacert "$work/cert.pem" --resolve "localhost:$GATEWAY:127.0.0.1" -H "Origin: $G" -H 'Content-Type: application/json')
-EMAIL=bench@example.com
-PASS='correct horse battery staple'
-"${C[@]}" "$G/auth/signup" -d "{\"email\":\"$EMAIL\",\"password\":\"$PASS\"}" >/dev/null
-# Signup answers before it makes the account and its mail: wait for the mail.
-for _ in $(seq 1 100); do ls "$work"/outbox/*.eml >/dev/null 2>&1 && break; sleep 0.1; done
-TOKEN=$(grep -ho 'token=[A-Za-z0-9_-]*' "$work"/outbox/*.eml | tail -1 | cut -d= -f2)
-"${C[@]}" "$G/auth/verify-email" -d "{\"token\":\"$TOKEN\"}" >/dev/null
-"${C[@]}" -c "$work/jar" "$G/auth/login" -d "{\"email\":\"$EMAIL\",\"password\":\"$PASS\"}" >/dev/null
-SESSION=$(awk '/zonegate-session/ {print $7}' "$work/jar")
-CSRF=$(awk '/zonegate-csrf/ {print $7}' "$work/jar")
-ORG=$("${C[@]}" -b "$work/jar" -H "X-CSRF-Token: $CSRF" "$G/v1/orgs" -d '{"name":"Bench"}' \
-  | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
-KEY=$("${C[@]}" -b "$work/jar" -H "X-CSRF-Token: $CSRF" "$G/v1/orgs/$ORG/api-keys" \
-  -d '{"name":"bench","scopes":["zones:read"]}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])')
-ZONES="/v1/orgs/$ORG/zones"
+integrator_setup "$work" "$GATEWAY"
 curl -skf -H "Authorization: Bearer $KEY" "https://127.0.0.1:$GATEWAY$ZONES" >/dev/null
 curl -skf -H "Authorization: Bearer $KEY" "https://127.0.0.1:$GATEWAY2$ZONES" >/dev/null
 curl -skf -H "Authorization: Bearer $KEY" "https://127.0.0.1:$GATEWAY3$ZONES" >/dev/null
@@ -397,8 +381,8 @@ STORM_RATE=$((STORM_SOURCES * 10 / 60))
 QUARTER=$((HALF / 2))
 storm_alone=$(fixed pass "$QUARTER" | awk '{print $2}')
 "$bin/zonegate-loadgen" rate --addr "127.0.0.1:$GATEWAY" --path /auth/login --ca "$work/cert.pem" \
-  --method POST --body "{\"email\":\"$EMAIL\",\"password\":\"$PASS\"}" \
-  --header "Origin: $G" --rate "$STORM_RATE" --seconds 14 --connections "$STORM_SOURCES" \
+  --method POST --body "{\"email\":\"$BENCH_EMAIL\",\"password\":\"$BENCH_PASSWORD\"}" \
+  --header "Origin: https://localhost:$GATEWAY" --rate "$STORM_RATE" --seconds 14 --connections "$STORM_SOURCES" \
   --sources "$STORM_SOURCES" > "$work/storm.txt" &
 storm_pid=$!
 sleep 2 # its connections open first
