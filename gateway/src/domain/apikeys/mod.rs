@@ -36,7 +36,6 @@ pub struct ApiKeyPrincipal {
 
 /// A key as the cache holds it: what checking a presented key needs, and the principal it
 /// authenticates, shared by every request that presents it (no copy per request).
-#[derive(Debug)]
 struct Record {
     principal: Arc<ApiKeyPrincipal>,
     /// The stored MAC, decoded once; `None` if the stored hex is corrupt (matches nothing).
@@ -114,6 +113,19 @@ pub struct ApiKeys {
     audit: AuditLog,
 }
 
+impl std::fmt::Debug for Record {
+    // The MACs are left out: verification data, with no reason to be in any output.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Record")
+            .field("principal", &self.principal)
+            .field("pepper_id", &self.pepper_id)
+            .field("expires_at", &self.expires_at)
+            .field("revoked", &self.revoked)
+            .field("checked_at", &self.checked_at)
+            .finish_non_exhaustive()
+    }
+}
+
 const LAST_USED_FLUSH_SECONDS: i64 = 30;
 
 /// A stored MAC (hex) as bytes; `None` for anything but 64 hex digits.
@@ -176,8 +188,9 @@ impl ApiKeys {
         Some(hex::encode(self.pepper(pepper_id)?.sign(secret.as_bytes())))
     }
 
-    /// Whether `secret` under pepper `pepper_id` gives the stored (hex) MAC, compared in
-    /// constant time, with nothing allocated: this runs on every API-key request.
+    /// Whether `secret` under pepper `pepper_id` gives the stored MAC, compared in constant
+    /// time, with nothing allocated: this runs on every API-key request. No stored MAC (a
+    /// corrupt one) or no such pepper matches nothing.
     fn mac_matches(&self, pepper_id: &str, secret: &str, stored: Option<&[u8; 32]>) -> bool {
         let (Some(pepper), Some(stored)) = (self.pepper(pepper_id), stored) else {
             return false;
@@ -642,6 +655,12 @@ mod tests {
         let first = keys.verify(&made.key).await.unwrap().unwrap();
         let second = keys.verify(&made.key).await.unwrap().unwrap();
         assert!(Arc::ptr_eq(&first, &second));
+        // The cached record's Debug (within the service's) shows no MAC.
+        let shown = format!("{keys:?}");
+        assert!(
+            shown.contains(&made.view.id) && !shown.contains("mac: "),
+            "{shown}"
+        );
         assert_eq!(
             *first,
             ApiKeyPrincipal {
