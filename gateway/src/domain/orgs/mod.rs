@@ -201,11 +201,12 @@ impl Orgs {
         i64::try_from(self.clock.unix_seconds()).unwrap_or(i64::MAX)
     }
 
-    fn fresh<K: std::hash::Hash + Eq, T: Clone>(
-        &self,
-        map: &RwLock<HashMap<K, Cached<T>>>,
-        key: &K,
-    ) -> Option<T> {
+    fn fresh<K, Q, T>(&self, map: &RwLock<HashMap<K, Cached<T>>>, key: &Q) -> Option<T>
+    where
+        K: std::hash::Hash + Eq + std::borrow::Borrow<Q>,
+        Q: std::hash::Hash + Eq + ?Sized,
+        T: Clone,
+    {
         let now = self.now();
         let found = map.read().ok().and_then(|map| {
             let entry = map.get(key)?;
@@ -268,13 +269,13 @@ impl Orgs {
 
     /// Suspension and MFA requirement of an org, or None if it does not exist. Cached.
     pub async fn facts(&self, org_id: &str) -> Result<Option<OrgFacts>, OrgError> {
-        let key = org_id.to_owned();
-        if let Some(facts) = self.fresh(&self.facts, &key) {
+        // Looked up by the borrowed id: a hit (every request about an org) allocates no key.
+        if let Some(facts) = self.fresh(&self.facts, org_id) {
             return Ok(facts);
         }
         let generation = self.generation();
         let facts = store::facts(&mut *self.db.acquire().await?, org_id).await?;
-        self.remember(&self.facts, key, facts.clone(), generation);
+        self.remember(&self.facts, org_id.to_owned(), facts.clone(), generation);
         Ok(facts)
     }
 
