@@ -63,6 +63,23 @@ http {
 NGINX
 }
 
+# The bench gateways' [accounts] and [rate_limits]: a session outlives the run, and the limits
+# are raised so that only the proxy is measured (in the bench config only); everything else as
+# shipped.
+bench_limits_toml() {
+  cat <<'TOML'
+[accounts]
+session_ttl_seconds = 3600
+refresh_idle_seconds = 3600
+[rate_limits]
+auth = { requests = 100000, window_seconds = 60 }
+api_key = { requests = 100000000, window_seconds = 60 }
+org = { requests = 100000000, window_seconds = 60 }
+user = { requests = 100000000, window_seconds = 60 }
+org_sessions = { requests = 100000000, window_seconds = 60 }
+TOML
+}
+
 # An integrator's setup through the public API of the gateway on 127.0.0.1:$2, whose
 # certificate is $1/cert.pem and outbox $3 (default $1/outbox); the cookie jar goes in $1.
 # Sign up, verify the email by the mailed link's

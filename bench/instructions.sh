@@ -100,15 +100,7 @@ level = "warn"
 format = "json"
 [mail]
 outbox_dir = "$dir/outbox"
-[accounts]
-session_ttl_seconds = 3600
-refresh_idle_seconds = 3600
-[rate_limits]
-auth = { requests = 100000, window_seconds = 60 }
-api_key = { requests = 100000000, window_seconds = 60 }
-org = { requests = 100000000, window_seconds = 60 }
-user = { requests = 100000000, window_seconds = 60 }
-org_sessions = { requests = 100000000, window_seconds = 60 }
+$(bench_limits_toml)
 TOML
 }
 
