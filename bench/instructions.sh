@@ -12,7 +12,8 @@
 #
 # The account, org, session and API key are made first through the public API (as in
 # bench/run.sh), by the first build running normally; every build counted then serves the same
-# database and keys. For each target: start it under callgrind; then for each of its paths, warm
+# database and keys (so a `B=` build must know every migration the first build applied, as in
+# bench/run.sh). For each target: start it under callgrind; then for each of its paths, warm
 # up, zero the counters, send REQUESTS requests at a fixed rate over 2 keep-alive TLS
 # connections (bench/loadgen), dump; then zero, stay idle as long, dump again. Per request =
 # (loaded - idle) / REQUESTS: background timers cancel out; the 2 TLS handshakes stay in (about
@@ -172,6 +173,7 @@ gateway_conf "$p" >"$work/zonegate-setup.toml"
 setup_pid=$!
 pids+=("$setup_pid")
 for _ in $(seq 1 100); do curl -skf "https://127.0.0.1:$p/bench/pass" >/dev/null 2>&1 && break; sleep 0.1; done
+curl -skf "https://127.0.0.1:$p/bench/pass" >/dev/null || { echo "the setup gateway did not start:"; cat "$work/setup.log"; exit 1; }
 integrator_setup "$work" "$p" "$work/gateway/outbox"
 kill "$setup_pid"
 wait "$setup_pid" 2>/dev/null || true

@@ -51,6 +51,19 @@ struct Record {
     noted_at: AtomicI64,
 }
 
+impl std::fmt::Debug for Record {
+    // The MACs are left out: verification data, with no reason to be in any output.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Record")
+            .field("principal", &self.principal)
+            .field("pepper_id", &self.pepper_id)
+            .field("expires_at", &self.expires_at)
+            .field("revoked", &self.revoked)
+            .field("checked_at", &self.checked_at)
+            .finish_non_exhaustive()
+    }
+}
+
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct KeyView {
     pub id: String,
@@ -113,23 +126,15 @@ pub struct ApiKeys {
     audit: AuditLog,
 }
 
-impl std::fmt::Debug for Record {
-    // The MACs are left out: verification data, with no reason to be in any output.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Record")
-            .field("principal", &self.principal)
-            .field("pepper_id", &self.pepper_id)
-            .field("expires_at", &self.expires_at)
-            .field("revoked", &self.revoked)
-            .field("checked_at", &self.checked_at)
-            .finish_non_exhaustive()
-    }
-}
-
 const LAST_USED_FLUSH_SECONDS: i64 = 30;
 
-/// A stored MAC (hex) as bytes; `None` for anything but 64 hex digits.
+/// A stored MAC as bytes; `None` for anything but the 64 lowercase hex digits the gateway
+/// writes (as the string comparison before it, an uppercase copy matches nothing).
 fn decode_mac(stored: &str) -> Option<[u8; 32]> {
+    let lowercase_hex = |b: u8| b.is_ascii_digit() || (b'a'..=b'f').contains(&b);
+    if stored.len() != 64 || !stored.bytes().all(lowercase_hex) {
+        return None;
+    }
     let mut mac = [0u8; 32];
     hex::decode_to_slice(stored, &mut mac).ok().map(|()| mac)
 }
@@ -655,12 +660,21 @@ mod tests {
         let first = keys.verify(&made.key).await.unwrap().unwrap();
         let second = keys.verify(&made.key).await.unwrap().unwrap();
         assert!(Arc::ptr_eq(&first, &second));
-        // The cached record's Debug (within the service's) shows no MAC.
+        // The cached record's Debug (within the service's) shows no MAC, in any form.
+        let stored: (String,) = sqlx::query_as("SELECT secret_mac FROM api_keys")
+            .fetch_one(keys.db.pool())
+            .await
+            .unwrap();
+        let mac = decode_mac(&stored.0).unwrap();
         let shown = format!("{keys:?}");
-        assert!(
-            shown.contains(&made.view.id) && !shown.contains("mac: "),
-            "{shown}"
-        );
+        assert!(shown.contains(&made.view.id), "{shown}");
+        for form in [
+            stored.0.clone(),
+            format!("{mac:?}"),
+            format!("{:?}", Some(mac)),
+        ] {
+            assert!(!shown.contains(&form), "{shown}");
+        }
         assert_eq!(
             *first,
             ApiKeyPrincipal {
@@ -671,7 +685,8 @@ mod tests {
         );
     }
 
-    /// A stored MAC that is not 64 hex digits matches no secret, the right one included.
+    /// A stored MAC that is not 64 lowercase hex digits matches no secret, the right one
+    /// included.
     #[tokio::test]
     async fn a_corrupt_stored_mac_matches_nothing() {
         let (_tmp, keys, _clock, org) = setup().await;
@@ -681,7 +696,13 @@ mod tests {
             .fetch_one(keys.db.pool())
             .await
             .unwrap();
-        for corrupt in [&stored.0[..63], &format!("{}zz", &stored.0[..62]), ""] {
+        let uppercase = stored.0.to_ascii_uppercase();
+        for corrupt in [
+            &stored.0[..63],
+            &format!("{}zz", &stored.0[..62]),
+            "",
+            &uppercase,
+        ] {
             sqlx::query("UPDATE api_keys SET secret_mac = ?")
                 .bind(corrupt)
                 .execute(keys.db.pool())
