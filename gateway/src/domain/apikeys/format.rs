@@ -83,14 +83,18 @@ pub fn with_new_secret(id: &str) -> Zeroizing<String> {
     key
 }
 
+/// Whether `s` is lowercase hex digits only, as the gateway writes key ids and stored MACs.
+pub fn is_lower_hex(s: &str) -> bool {
+    s.bytes()
+        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
 /// Parse a presented key; `None` for anything malformed or with a wrong checksum.
 pub fn parse(key: &str) -> Option<ParsedKey<'_>> {
     let rest = key.strip_prefix(PREFIX)?;
     let (id, tail) = rest.split_once('_')?;
     let well_formed = id.len() == ID_LEN
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        && is_lower_hex(id)
         && tail.len() == SECRET_LEN + CHECKSUM_LEN
         && tail.bytes().all(|b| b.is_ascii_alphanumeric());
     if !well_formed {

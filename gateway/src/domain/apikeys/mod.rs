@@ -131,8 +131,7 @@ const LAST_USED_FLUSH_SECONDS: i64 = 30;
 /// A stored MAC as bytes; `None` for anything but the 64 lowercase hex digits the gateway
 /// writes (as the string comparison before it, an uppercase copy matches nothing).
 fn decode_mac(stored: &str) -> Option<[u8; 32]> {
-    let lowercase_hex = |b: u8| b.is_ascii_digit() || (b'a'..=b'f').contains(&b);
-    if stored.len() != 64 || !stored.bytes().all(lowercase_hex) {
+    if stored.len() != 64 || !format::is_lower_hex(stored) {
         return None;
     }
     let mut mac = [0u8; 32];
