@@ -1,8 +1,8 @@
 //! Stage 8, forward: send an authorised request to its upstream and stream the answer back,
 //! or answer it in process when the route's upstream is the gateway itself.
 //!
-//! The client side is pingora's HTTP/1 server session; the upstream side is the gateway's own
-//! [`Exchange`](super::exchange), with no task or channel per request: read the request head
+//! The client side is the gateway's own [`Session`](super::downstream), the upstream side its
+//! own [`Exchange`](super::exchange), with no task or channel per request: read the request head
 //! (done), write the upstream head and body, read the upstream response head, write ours,
 //! stream the body. What a generic
 //! proxy would do for us is done here, explicitly:
@@ -24,9 +24,9 @@
 
 use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
-use pingora::http::{RequestHeader, ResponseHeader};
-use pingora::protocols::http::ServerSession;
+use pingora::http::RequestHeader;
 
+use super::downstream::Session;
 use super::exchange::{Exchange, ExchangeError, Framing, ResponseHead};
 use super::upstream::{ConnectError, Upstream};
 use super::{respond, sanitise, Pipeline, RequestCtx};
@@ -294,7 +294,7 @@ fn downstream_response(
     p: &Pipeline,
     ctx: &RequestCtx,
     upstream: &ResponseHead,
-) -> Result<ResponseHeader, Rejection> {
+) -> Result<http::response::Parts, Rejection> {
     let chunked_body = matches!(upstream.framing, Framing::Chunked | Framing::UntilClose);
     let (mut resp, ()) = http::Response::new(()).into_parts();
     resp.status = upstream.status;
@@ -318,13 +318,13 @@ fn downstream_response(
             HeaderValue::from_static("chunked"),
         );
     }
-    Ok(ResponseHeader::from(resp))
+    Ok(resp)
 }
 
 /// Forward an authorised request to `upstream` and stream the answer to the client.
 pub async fn forward(
     p: &Pipeline,
-    session: &mut ServerSession,
+    session: &mut Session<'_>,
     ctx: &RequestCtx,
     upstream: &Upstream,
 ) -> Result<Forwarded, Rejection> {
@@ -359,7 +359,7 @@ pub async fn forward(
     if let Some(metrics) = &upstream.metrics {
         metrics.exchange(reused, started.elapsed());
     }
-    if session.write_response_header(Box::new(head)).await.is_err() {
+    if session.write_response_header(head).await.is_err() {
         return Ok(Forwarded::Broken);
     }
     loop {
@@ -411,7 +411,7 @@ fn exchange_failed(e: ExchangeError, upstream: &Upstream) -> Rejection {
 /// the API's refusal, when it answered with one.
 pub async fn answer_in_process(
     p: &Pipeline,
-    session: &mut ServerSession,
+    session: &mut Session<'_>,
     ctx: &RequestCtx,
 ) -> Result<Option<&'static str>, Rejection> {
     let body = read_body(session, p.max_gateway_body_bytes).await?;
@@ -451,7 +451,7 @@ pub async fn answer_in_process(
 
 /// Read a whole request body, refusing more than `limit` bytes (a declared length over it
 /// before reading any).
-async fn read_body(session: &mut ServerSession, limit: usize) -> Result<Bytes, Rejection> {
+async fn read_body(session: &mut Session<'_>, limit: usize) -> Result<Bytes, Rejection> {
     let declared = session
         .req_header()
         .headers

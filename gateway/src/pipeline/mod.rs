@@ -1,9 +1,9 @@
-//! The request pipeline of the public listener: the gateway's own pingora HTTP application,
-//! which reads each request with pingora's HTTP/1 session and runs the stages, one file each,
-//! named as in DESIGN.md:
+//! The request pipeline of the public and platform listeners: the gateway's own pingora server
+//! application, which reads each request of a connection with its own HTTP/1.1 session
+//! ([`downstream`]) and runs the stages, one file each, named as in DESIGN.md:
 //!
 //! ```text
-//! read the head        a head pingora cannot parse is refused here (problem+json, closed)
+//! read the head        a head that cannot be parsed is refused here (problem+json, closed)
 //! 1  admit             request id, client address, user agent
 //! 2  sanitise          framing, canonical path, identity headers stripped
 //! 3  route             method + path to a route, or 404/405
@@ -17,12 +17,14 @@
 //! ```
 //!
 //! Each stage returns `Result<_, Rejection>`; [`crate::web::rejection`] is the one place a
-//! rejection becomes a response, and [`respond`] writes it. There is no task or channel per
-//! request: the request is served on the connection's own task, start to end.
+//! rejection becomes a response, and [`respond`] writes it. There is no task, channel or boxed
+//! future per request: a connection's requests are served on its own task, one after the
+//! other, start to end.
 
 pub mod admit;
 pub mod authenticate;
 pub mod authorise;
+pub mod downstream;
 pub mod exchange;
 pub mod forward;
 pub mod metrics;
@@ -39,11 +41,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use pingora::apps::{HttpPersistentSettings, HttpServerApp, ReusedHttpStream};
+use pingora::apps::ServerApp;
 use pingora::http::RequestHeader;
-use pingora::protocols::http::ServerSession;
+use pingora::protocols::Stream;
 use pingora::server::ShutdownWatch;
-use pingora::ErrorType;
 
 use crate::api::Api;
 use crate::clock::Clock;
@@ -55,10 +56,13 @@ use crate::domain::Services;
 use crate::web::security::SecurityHeaders;
 use crate::web::Rejection;
 use admit::{Admitted, RequestIds};
+use downstream::{Connection, HeadError, Session};
 use forward::Forwarded;
 use route::{Match, RouteTable, Target};
 use throttle::Limits;
 use upstream::Upstreams;
+
+use crate::server::heads::HeadLimits;
 
 /// Everything the pipeline needs, built once at start.
 #[derive(Debug)]
@@ -177,6 +181,17 @@ pub struct GatewayApp {
     pub pipeline: Arc<Pipeline>,
 }
 
+/// What becomes of a connection after a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum After {
+    /// It carries the next request.
+    Next,
+    /// It is closed, the client told so.
+    Close,
+    /// It is dropped at once: the answer broke off.
+    Abort,
+}
+
 /// What the stages decided for a request.
 enum Outcome {
     /// Answered (forwarded or in process); whether the connection may be reused.
@@ -249,17 +264,15 @@ impl GatewayApp {
     /// The stages, then stage 8: forward, or answer in process.
     async fn run(
         &self,
-        session: &mut ServerSession,
+        session: &mut Session<'_>,
         ctx: &mut RequestCtx,
     ) -> Result<Forwarded, Rejection> {
         let p = &*self.pipeline;
-        let peer = session
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .map(|a| a.ip());
-        let raw_headers = session.as_http1().map(|h1| h1.get_headers_raw_bytes());
+        let peer = session.client_addr();
+        // The raw head is shared, not copied: `sanitise` reads it beside the parsed fields.
+        let raw_head = session.raw_head_bytes();
         let target = p
-            .check(ctx, session.req_header_mut(), raw_headers.as_deref(), peer)
+            .check(ctx, session.req_header_mut(), Some(&raw_head), peer)
             .await?;
         match target {
             Target::Upstream(name) => {
@@ -287,31 +300,17 @@ impl GatewayApp {
 
     /// A request head that could not be read: refused with problem+json where the client can
     /// still hear it, the connection closed either way.
-    async fn refuse_head(&self, session: ServerSession, error: &pingora::Error) {
-        let rejection = match error.etype() {
-            ErrorType::InvalidHTTPHeader => {
-                Rejection::BadRequest("The request head could not be parsed.")
-            }
-            // Over a limit while still arriving (`server::heads`).
-            ErrorType::ReadError if is_head_too_large(error) => Rejection::HeaderFieldsTooLarge,
-            // The client went away or stalled: nobody to answer.
-            _ => return,
+    async fn refuse_head(&self, conn: &mut Connection, error: HeadError) {
+        let rejection = match error {
+            HeadError::Unparsable => Rejection::BadRequest("The request head could not be parsed."),
+            // Over a limit, complete or still arriving.
+            HeadError::TooLarge => Rejection::HeaderFieldsTooLarge,
+            // The client went away: nobody to answer.
+            HeadError::Gone => return,
         };
-        self.refuse_head_with(session, rejection).await;
-    }
-
-    /// Answer `rejection` to a request whose head is not processed, and close.
-    async fn refuse_head_with(&self, mut session: ServerSession, rejection: Rejection) {
-        let id = self.pipeline.request_ids.next();
-        session.set_keepalive(None);
-        let _ = respond::reject(
-            &mut session,
-            &self.pipeline.security,
-            &id,
-            &rejection,
-            false,
-        )
-        .await;
+        let p = &*self.pipeline;
+        let id = p.request_ids.next();
+        let _ = respond::refuse(conn, &p.security, &id, &rejection).await;
         record::AccessEvent {
             request_id: &id,
             method: "",
@@ -319,99 +318,30 @@ impl GatewayApp {
             route: None,
             status: rejection.status(),
             duration: std::time::Duration::ZERO,
-            client: session
-                .client_addr()
-                .and_then(|a| a.as_inet())
-                .map(|a| a.ip()),
+            client: conn.peer(),
             principal_kind: None,
             principal_id: None,
             decision: None,
             rejection: Some(rejection.code()),
         }
         .emit();
-        self.pipeline.metrics.request(
+        p.metrics.request(
             None,
             None,
             rejection.status(),
             std::time::Duration::ZERO,
             Some(rejection.code()),
         );
-        session.shutdown().await;
+        conn.shutdown().await;
     }
-}
 
-/// Left by a request for the next one on the same connection.
-struct ReusedConnection;
-
-/// What reading a request head fails with once the head is over the configured size or
-/// field count, before it is complete.
-#[derive(Debug, thiserror::Error)]
-#[error("the request head is over the configured size or field limit")]
-pub struct HeadTooLarge;
-
-fn is_head_too_large(error: &pingora::Error) -> bool {
-    error
-        .root_cause()
-        .downcast_ref::<std::io::Error>()
-        .and_then(|e| e.get_ref())
-        .is_some_and(|inner| inner.is::<HeadTooLarge>())
-}
-
-/// A request head over the configured size or field count: 431, before any stage runs.
-/// (Checked again here: a head may end in the very read that took it over the limit.)
-fn head_too_large(session: &ServerSession, limits: &ClientLimits) -> Option<Rejection> {
-    let bytes = session
-        .as_http1()
-        .map_or(0, |h1| h1.get_headers_raw_bytes().len());
-    let fields = session.req_header().headers.len();
-    (bytes > limits.max_header_bytes || fields > limits.max_headers)
-        .then_some(Rejection::HeaderFieldsTooLarge)
-}
-
-#[async_trait]
-impl HttpServerApp for GatewayApp {
-    async fn process_new_http(
-        self: &Arc<Self>,
-        mut session: ServerSession,
-        shutdown: &ShutdownWatch,
-    ) -> Option<ReusedHttpStream> {
+    /// One request on the connection, start to end: the stages, the answer, the access
+    /// event. Returns what becomes of the connection.
+    async fn serve(&self, mut session: Session<'_>, shutdown: &ShutdownWatch) -> After {
         let p = &*self.pipeline;
-        let limits = &p.client;
-        // A new connection has the header timeout for its whole first head; a kept-alive one
-        // waits up to the idle time for its next request to start (pingora's keep-alive read),
-        // then has the header timeout too. A client that trickles bytes is cut off either way.
-        // (pingora gives every new connection a 60 s keep-alive read, so whether this is a
-        // reused connection is told by the marker the previous request left, not by that.)
-        let reused = session.take_connection_user_context().is_some();
-        let head_deadline = if reused {
-            limits.keepalive_idle + limits.header_timeout
-        } else {
-            session.set_keepalive(None);
-            limits.header_timeout
-        };
-        // Each read of a request body (and of a new connection's head) waits at most this.
-        session.set_read_timeout(Some(limits.body_read_timeout.min(limits.header_timeout)));
-        match tokio::time::timeout(head_deadline, session.read_request()).await {
-            Ok(Ok(true)) => {}
-            // The client closed an idle keep-alive connection: normal.
-            Ok(Ok(false)) => return None,
-            Ok(Err(e)) => {
-                self.refuse_head(session, &e).await;
-                return None;
-            }
-            // Too slow to send a head: closed without an answer, like an idle connection.
-            Err(_) => return None,
-        }
-        session.set_read_timeout(Some(limits.body_read_timeout));
-        if let Some(too_large) = head_too_large(&session, limits) {
-            self.refuse_head_with(session, too_large).await;
-            return None;
-        }
         if *shutdown.borrow() {
             // Draining: answer this one, then close.
-            session.set_keepalive(None);
-        } else {
-            session.set_keepalive(Some(limits.keepalive_idle.as_secs()));
+            session.set_keepalive(false);
         }
         let mut ctx = RequestCtx::new(p.request_ids.next());
         let outcome = match self.run(&mut session, &mut ctx).await {
@@ -424,7 +354,7 @@ impl HttpServerApp for GatewayApp {
             Outcome::Answered(forwarded) => *forwarded == Forwarded::Broken,
             Outcome::Refused(_) => session.response_written().is_some(),
         };
-        let reusable = match outcome {
+        let answered = match outcome {
             Outcome::Answered(forwarded) => forwarded == Forwarded::Complete,
             Outcome::Refused(rejection) => {
                 ctx.rejection = Some(rejection.code());
@@ -435,16 +365,16 @@ impl HttpServerApp for GatewayApp {
                     && respond::reject(&mut session, &p.security, &ctx.id, &rejection, head_only)
                         .await
                         .is_ok()
-                    && !rejection.closes_connection()
             }
         };
+        let status = session.response_written().map_or(0, |s| s.as_u16());
         let req = session.req_header();
         record::AccessEvent {
             request_id: &ctx.id,
             method: req.method.as_str(),
             path: req.uri.path(),
             route: ctx.route.as_deref(),
-            status: session.response_written().map_or(0, |r| r.status.as_u16()),
+            status,
             duration: ctx.started.elapsed(),
             client: ctx.admitted.client,
             principal_kind: ctx.principal.as_ref().map(Principal::kind),
@@ -458,7 +388,7 @@ impl HttpServerApp for GatewayApp {
                 method: req.method.as_str(),
                 route: ctx.route.as_deref(),
                 path: req.uri.path(),
-                status: session.response_written().map_or(0, |r| r.status.as_u16()),
+                status,
                 request_id: &ctx.id,
                 principal_kind: ctx.principal.as_ref().map(Principal::kind),
                 principal_id: ctx.principal.as_ref().map(Principal::id),
@@ -472,24 +402,73 @@ impl HttpServerApp for GatewayApp {
         p.metrics.request(
             ctx.route.take(),
             Some(&req.method),
-            session.response_written().map_or(0, |r| r.status.as_u16()),
+            status,
             ctx.started.elapsed(),
             ctx.rejection,
         );
         if cut_short {
-            // Dropped as it is, not finished: pingora's `finish` would end a chunked body with
-            // its last chunk (and flush what is held), and the client would take the truncated
-            // answer for a whole one. A connection that ends mid-body is the honest signal.
-            return None;
+            // Dropped as it is, not ended: a chunked body's last chunk (or a TLS close_notify)
+            // would let the client take the truncated answer for a whole one. A connection
+            // that ends mid-body is the honest signal.
+            After::Abort
+        } else if answered && session.reusable() {
+            After::Next
+        } else {
+            After::Close
         }
-        if !reusable {
-            session.set_keepalive(None);
+    }
+}
+
+/// What reading a request head fails with once the head is over the configured size or
+/// field count, before it is complete (raised by `server::heads`).
+#[derive(Debug, thiserror::Error)]
+#[error("the request head is over the configured size or field limit")]
+pub struct HeadTooLarge;
+
+#[async_trait]
+impl ServerApp for GatewayApp {
+    /// Serve a connection's requests, one after the other on this task, until it closes.
+    async fn process_new(
+        self: &Arc<Self>,
+        stream: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        let limits = &self.pipeline.client;
+        let mut conn = Connection::new(
+            stream,
+            HeadLimits {
+                max_bytes: limits.max_header_bytes,
+                max_fields: limits.max_headers,
+            },
+            limits.body_read_timeout,
+        );
+        // A new connection has the header timeout for its whole first head; a kept-alive one
+        // waits up to the idle time for its next request to start, then has the header
+        // timeout too. A client that trickles bytes is cut off either way.
+        let mut deadline = limits.header_timeout;
+        loop {
+            let read = match tokio::time::timeout(deadline, conn.read_request()).await {
+                Ok(Ok(Some(session))) => Ok(session),
+                // The client closed an idle keep-alive connection: normal.
+                Ok(Ok(None)) => return None,
+                Ok(Err(e)) => Err(e),
+                // Too slow to send a head: closed without an answer, like an idle connection.
+                Err(_) => return None,
+            };
+            match read {
+                Ok(session) => match self.serve(session, shutdown).await {
+                    After::Next => {}
+                    After::Close => break,
+                    After::Abort => return None,
+                },
+                Err(e) => {
+                    self.refuse_head(&mut conn, e).await;
+                    return None;
+                }
+            }
+            deadline = limits.keepalive_idle + limits.header_timeout;
         }
-        let mut settings = HttpPersistentSettings::for_session(&session);
-        settings.set_user_context(Box::new(ReusedConnection));
-        match session.finish().await {
-            Ok(Some(stream)) => Some(ReusedHttpStream::from_reusable_stream(stream, settings)),
-            _ => None,
-        }
+        conn.shutdown().await;
+        None
     }
 }

@@ -1,20 +1,21 @@
 //! Request heads limited as their bytes arrive.
 //!
-//! pingora buffers a request head until it is complete or 1 MiB long (a constant it does not
-//! let us set), and only then hands it over, so the gateway's own limits (`max_header_bytes`,
-//! 32 KiB, and `max_headers`) could only be checked on a complete head: a client sending
-//! half-finished heads held up to 1 MiB per connection until the header timeout. This reader
-//! sits between the TLS stream and pingora. It follows HTTP/1.1 request framing (RFC 9112)
-//! closely enough to know where each head starts and ends, counts a head's bytes and fields as
-//! they arrive, and fails the read once a head passes a limit; the gateway answers that with
-//! 431 and closes the connection (`pipeline::GatewayApp::refuse_head`).
+//! Written when pingora's HTTP/1 session read the heads: it buffered a head until complete or
+//! 1 MiB long, so the gateway's limits (`max_header_bytes`, 32 KiB, and `max_headers`) could
+//! only be checked on a complete head. The gateway's own session (`pipeline::downstream`)
+//! checks the same limits on what it buffers; this reader stays beneath it as the second,
+//! independent count. It sits between the TLS stream and the session, follows HTTP/1.1
+//! request framing (RFC 9112) closely enough to know where each head starts and ends, counts a
+//! head's bytes and fields as they arrive, and fails the read once a head passes a limit; the
+//! gateway answers that with 431 and closes the connection
+//! (`pipeline::GatewayApp::refuse_head`).
 //!
 //! It follows only the framing the gateway accepts: one Content-Length of digits, or a single
 //! `chunked` coding. Anything else the gateway refuses and closes (`pipeline::sanitise`); this
 //! reader passes such a request's bytes through and, once the gateway has answered, reads the
 //! connection as closed, so bytes it cannot place are never read as a next head.
 //!
-//! On the way out it holds what pingora writes until pingora flushes, so that a response's
+//! On the way out it holds what the session writes until it flushes, so that a response's
 //! head and body leave as one TLS record, and it gives up on a client that stops reading: a
 //! write that makes no progress for the write timeout fails, and the connection closes.
 
@@ -73,8 +74,8 @@ impl<S> LimitedHeads<S> {
 
     /// Time a write to the client: a write that waits arms the stall timer (once; the usual
     /// write never waits, so never pays for a timer), one that completes disarms it, and a
-    /// wait past the write timeout fails the write. pingora's own write timeout would not
-    /// do: it times body writes, which are held here, and not the flush that sends them.
+    /// wait past the write timeout fails the write. A timeout on the session's body writes
+    /// would not do: they are held here, and the flush that sends them would go untimed.
     fn timed<T>(
         &mut self,
         cx: &mut Context<'_>,
@@ -115,7 +116,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for LimitedHeads<S> {
         ready!(Pin::new(&mut self.inner).poll_read(cx, buf))?;
         let this = &mut *self;
         this.framing.feed(&buf.filled()[before..]);
-        // The bytes that went over the limit are handed on: the next read fails, and pingora,
+        // The bytes that went over the limit are handed on: the next read fails, and the session,
         // holding an unfinished head, reports that failure.
         Poll::Ready(Ok(()))
     }
@@ -156,7 +157,7 @@ impl<S: AsyncWrite + Unpin> LimitedHeads<S> {
     }
 }
 
-/// Writes are held until pingora flushes, which it does at the end of each response (and after
+/// Writes are held until the session flushes, which it does at the end of each response (and after
 /// each chunk of a chunked one), so a response's head and a small body leave in one TLS record
 /// rather than one record per write: less sealing, and fewer records for the client to open.
 impl<S: AsyncWrite + Unpin> AsyncWrite for LimitedHeads<S> {

@@ -1,0 +1,915 @@
+//! One client connection's HTTP/1.1 requests, read and answered by the gateway itself: the
+//! server-side counterpart of [`super::exchange`].
+//!
+//! This replaces pingora's HTTP/1 server session on the public and platform listeners. That
+//! session was built anew for every request on a connection (its buffers, a boxed digest of
+//! the connection, a case-preserving second header map beside the request's `HeaderMap`, a
+//! boxed response head serialised into a fresh buffer), and handed back to pingora's service
+//! loop between requests through a boxed future per request. Here one [`Connection`] holds the
+//! stream and its read buffer for the connection's life, a request's head is parsed in place
+//! with httparse, its header values are slices of the bytes received, and a response head is
+//! written straight from the gateway's `HeaderMap` into the stream's write buffer.
+//!
+//! What it accepts from a client is no looser than what pingora accepted, and in places
+//! stricter:
+//! - a head over the configured bytes or fields is [`HeadError::TooLarge`] (431); one httparse
+//!   cannot parse (obsolete line folding, a space before a colon, not HTTP at all) is
+//!   [`HeadError::Unparsable`] (400); neither is retried with a "fixed" request line;
+//! - `Transfer-Encoding` on an HTTP/1.0 request and a `Content-Length` that is not one number
+//!   of digits make a head unparsable too: the body cannot be framed;
+//! - a head with both `Transfer-Encoding` and `Content-Length`, repeated lengths or any coding
+//!   but a single `chunked` parses, and stage 2 (`sanitise`) refuses it and closes, as before;
+//! - a request's body is only what its framing says: chunked bodies are decoded (chunk-size
+//!   lines up to [`MAX_CHUNK_LINE`], trailers up to the head limit, dropped), a request
+//!   without either header has none;
+//! - a connection carries a next request only when the client did not ask to close, the
+//!   response was written whole, and the request's body was read to its end before the
+//!   answer began (an answer to a request whose body is still arriving closes instead, as
+//!   pingora did); bytes the client sent after a request are its next request (pipelining).
+//!
+//! Every read of a body waits at most the body read timeout; the caller times the head. The
+//! stream below is the TLS stream wrapped in `server::heads::LimitedHeads`, which limits heads
+//! as their bytes arrive, holds writes until a flush, and times writes that make no progress.
+
+use std::mem::MaybeUninit;
+use std::net::IpAddr;
+use std::ops::Range;
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::response::Parts as ResponseHead;
+use http::{header, HeaderName, HeaderValue, Method, StatusCode, Version};
+use pingora::http::RequestHeader;
+use pingora::protocols::{Shutdown, Stream};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::server::heads::HeadLimits;
+
+/// The most header fields httparse is given room for (the configured limit is at most 256).
+const MAX_FIELDS: usize = 256;
+/// The longest chunk-size line (with any extensions) of a request body.
+pub const MAX_CHUNK_LINE: usize = 4096;
+/// What each read asks the connection for at least.
+const READ_CHUNK: usize = 4096;
+
+/// Why no request head could be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum HeadError {
+    /// Not a request head the gateway can parse and frame.
+    #[error("the request head could not be parsed")]
+    Unparsable,
+    /// Over the configured size or field count, complete or not.
+    #[error("the request head is over the configured size or field limit")]
+    TooLarge,
+    /// The client closed or failed the connection partway through a head.
+    #[error("the connection ended within a request head")]
+    Gone,
+}
+
+/// Why a request body could not be read. Fixed text only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum BodyError {
+    #[error("timed out")]
+    Timeout,
+    #[error("the connection ended within the body")]
+    Closed,
+    #[error("malformed chunked body")]
+    Malformed,
+}
+
+/// A client connection, from its first request to its close.
+pub struct Connection {
+    stream: Stream,
+    /// Bytes read and not yet consumed: the start of the next head, or body.
+    buf: BytesMut,
+    /// Each header field's name and where its value lies in the head (kept for reuse).
+    fields: Vec<(HeaderName, Range<usize>)>,
+    limits: HeadLimits,
+    body_read_timeout: Duration,
+    peer: Option<IpAddr>,
+}
+
+/// Shows the connection's state, never the bytes it holds.
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("buffered", &self.buf.len())
+            .field("peer", &self.peer)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where the reader of a request body stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ReadState {
+    /// This many bytes of a sized body still to come.
+    Length(u64),
+    /// At a chunk-size line.
+    ChunkSize,
+    /// This many bytes of the current chunk still to come.
+    ChunkData(u64),
+    /// At the line end after a chunk's data.
+    ChunkEnd,
+    /// After the last chunk: trailers, then an empty line.
+    Trailers,
+    /// The body is complete.
+    Done,
+}
+
+/// Where the writer of a response stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WriteState {
+    /// No final response head written yet.
+    Head,
+    /// This many bytes of a sized body still to go.
+    Length(u64),
+    /// A chunked body, open.
+    Chunked,
+    /// A body that ends with the connection.
+    UntilClose,
+    /// The response is complete.
+    Done,
+}
+
+/// One request on a connection and the answer to it.
+pub struct Session<'c> {
+    conn: &'c mut Connection,
+    req: RequestHeader,
+    /// The head as received, request line to the empty line.
+    raw_head: Bytes,
+    read: ReadState,
+    write: WriteState,
+    /// Whether the connection may carry another request after this one.
+    keepalive: bool,
+    /// The status of the final response, once its head is written.
+    status: Option<StatusCode>,
+}
+
+impl std::fmt::Debug for Session<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("method", &self.req.method)
+            .field("read", &self.read)
+            .field("write", &self.write)
+            .field("keepalive", &self.keepalive)
+            .field("status", &self.status)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Connection {
+    pub fn new(stream: Stream, limits: HeadLimits, body_read_timeout: Duration) -> Connection {
+        let peer = stream
+            .get_socket_digest()
+            .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
+        Connection {
+            stream,
+            buf: BytesMut::new(),
+            fields: Vec::new(),
+            limits,
+            body_read_timeout,
+            peer,
+        }
+    }
+
+    /// The client's address (the socket's peer).
+    pub fn peer(&self) -> Option<IpAddr> {
+        self.peer
+    }
+
+    /// Read the next request head. `Ok(None)` when the client closed the connection (or it
+    /// failed) before sending a byte of one: the normal end of a kept-alive connection.
+    pub async fn read_request(&mut self) -> Result<Option<Session<'_>>, HeadError> {
+        loop {
+            if !self.buf.is_empty() {
+                if let Some((req, raw_head, read, keepalive)) = self.parse_head()? {
+                    return Ok(Some(Session {
+                        conn: self,
+                        req,
+                        raw_head,
+                        read,
+                        write: WriteState::Head,
+                        keepalive,
+                        status: None,
+                    }));
+                }
+                if self.buf.len() > self.limits.max_bytes {
+                    return Err(HeadError::TooLarge);
+                }
+            }
+            if self.buf.capacity() - self.buf.len() < READ_CHUNK / 4 {
+                self.buf.reserve(READ_CHUNK);
+            }
+            match self.stream.read_buf(&mut self.buf).await {
+                Ok(0) if self.buf.is_empty() => return Ok(None),
+                Ok(0) => return Err(HeadError::Gone),
+                Ok(_) => {}
+                Err(e) if is_head_too_large(&e) => return Err(HeadError::TooLarge),
+                Err(_) if self.buf.is_empty() => return Ok(None),
+                Err(_) => return Err(HeadError::Gone),
+            }
+        }
+    }
+
+    /// Parse a complete head at the start of the buffer and take it off, or `None` when more
+    /// bytes are needed.
+    #[allow(clippy::type_complexity)]
+    fn parse_head(&mut self) -> Result<Option<(RequestHeader, Bytes, ReadState, bool)>, HeadError> {
+        let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_FIELDS];
+        let mut request = httparse::Request::new(&mut []);
+        let length = match httparse::ParserConfig::default().parse_request_with_uninit_headers(
+            &mut request,
+            &self.buf,
+            &mut slots,
+        ) {
+            Ok(httparse::Status::Complete(length)) => length,
+            Ok(httparse::Status::Partial) => return Ok(None),
+            Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooLarge),
+            Err(_) => return Err(HeadError::Unparsable),
+        };
+        if length > self.limits.max_bytes || request.headers.len() > self.limits.max_fields {
+            return Err(HeadError::TooLarge);
+        }
+        let version = match request.version {
+            Some(1) => Version::HTTP_11,
+            Some(0) => Version::HTTP_10,
+            _ => return Err(HeadError::Unparsable),
+        };
+        let (Some(method), Some(path)) = (request.method, request.path) else {
+            return Err(HeadError::Unparsable);
+        };
+        let mut req = RequestHeader::build_no_case(
+            Method::from_bytes(method.as_bytes()).map_err(|_| HeadError::Unparsable)?,
+            path.as_bytes(),
+            Some(request.headers.len()),
+        )
+        .map_err(|_| HeadError::Unparsable)?;
+        req.set_version(version);
+
+        let base = self.buf.as_ptr() as usize;
+        let mut length_value: Option<u64> = None;
+        let mut length_bad = false;
+        let mut codings = false;
+        let (mut asked_close, mut asked_keep_alive) = (false, false);
+        self.fields.clear();
+        for h in request.headers.iter() {
+            let name =
+                HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| HeadError::Unparsable)?;
+            if name == header::CONTENT_LENGTH {
+                // Repeats are kept for `sanitise` to refuse; here only the body's end matters.
+                match decimal(h.value) {
+                    Some(n) if length_value.is_none_or(|seen| seen == n) => {
+                        length_value = Some(n);
+                    }
+                    _ => length_bad = true,
+                }
+            } else if name == header::TRANSFER_ENCODING {
+                codings = true;
+            } else if name == header::CONNECTION {
+                for token in h.value.split(|b| *b == b',') {
+                    let token = token.trim_ascii();
+                    asked_close |= token.eq_ignore_ascii_case(b"close");
+                    asked_keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
+                }
+            }
+            let start = h.value.as_ptr() as usize - base;
+            self.fields.push((name, start..start + h.value.len()));
+        }
+        // RFC 9112 §6.1: Transfer-Encoding on HTTP/1.0 is faulty framing.
+        if codings && version == Version::HTTP_10 {
+            return Err(HeadError::Unparsable);
+        }
+        // A chunked body (RFC 9112 §6.3: the coding wins over a length; `sanitise` refuses the
+        // pair and any coding but `chunked`, closing the connection), a sized one, or none.
+        let read = if codings {
+            ReadState::ChunkSize
+        } else if length_bad {
+            return Err(HeadError::Unparsable);
+        } else {
+            match length_value {
+                Some(0) | None => ReadState::Done,
+                Some(n) => ReadState::Length(n),
+            }
+        };
+        let keepalive = !asked_close && (version == Version::HTTP_11 || asked_keep_alive);
+
+        let raw_head = self.buf.split_to(length).freeze();
+        for (name, range) in self.fields.drain(..) {
+            let value = HeaderValue::from_maybe_shared(raw_head.slice(range))
+                .map_err(|_| HeadError::Unparsable)?;
+            req.append_header(name, value)
+                .map_err(|_| HeadError::Unparsable)?;
+        }
+        Ok(Some((req, raw_head, read, keepalive)))
+    }
+
+    /// Answer without a request to answer (a head that could not be read), then close: the
+    /// response's head says so.
+    pub async fn refuse(&mut self, mut head: ResponseHead, body: &[u8]) -> std::io::Result<()> {
+        head.headers.insert(header::DATE, date());
+        head.headers
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        let mut out = Vec::with_capacity(256 + body.len());
+        serialise(&head, &mut out);
+        out.extend_from_slice(body);
+        self.stream.write_all(&out).await?;
+        self.stream.flush().await
+    }
+
+    /// Close the connection, telling a TLS client so (`close_notify`).
+    pub async fn shutdown(&mut self) {
+        Shutdown::shutdown(&mut *self.stream).await;
+    }
+
+    /// One read into the buffer within the body read timeout; the end of the connection is
+    /// an error here (a body cut short).
+    async fn read_body_bytes(&mut self) -> Result<(), BodyError> {
+        if self.buf.capacity() - self.buf.len() < READ_CHUNK / 4 {
+            self.buf.reserve(READ_CHUNK);
+        }
+        match tokio::time::timeout(self.body_read_timeout, self.stream.read_buf(&mut self.buf))
+            .await
+        {
+            Ok(Ok(0)) | Ok(Err(_)) => Err(BodyError::Closed),
+            Ok(Ok(_)) => Ok(()),
+            Err(_) => Err(BodyError::Timeout),
+        }
+    }
+}
+
+impl Session<'_> {
+    pub fn req_header(&self) -> &RequestHeader {
+        &self.req
+    }
+
+    pub fn req_header_mut(&mut self) -> &mut RequestHeader {
+        &mut self.req
+    }
+
+    /// The head as the client sent it (shared, not copied).
+    pub fn raw_head_bytes(&self) -> Bytes {
+        self.raw_head.clone()
+    }
+
+    /// The client's address (the socket's peer).
+    pub fn client_addr(&self) -> Option<IpAddr> {
+        self.conn.peer
+    }
+
+    /// Whether the connection may carry another request after this one: `false` closes it
+    /// after the answer (which says so).
+    pub fn set_keepalive(&mut self, keepalive: bool) {
+        self.keepalive &= keepalive;
+    }
+
+    /// The status of the final response, once its head is written.
+    pub fn response_written(&self) -> Option<StatusCode> {
+        self.status
+    }
+
+    /// The next piece of the request body as it arrives, `None` at its end.
+    pub async fn read_request_body(&mut self) -> Result<Option<Bytes>, BodyError> {
+        loop {
+            let buf = &mut self.conn.buf;
+            match self.read {
+                ReadState::Done => return Ok(None),
+                ReadState::Length(0) => self.read = ReadState::Done,
+                ReadState::Length(remaining) => {
+                    let piece = self.take(remaining).await?;
+                    self.read = ReadState::Length(remaining - piece.len() as u64);
+                    return Ok(Some(piece));
+                }
+                ReadState::ChunkData(remaining) => {
+                    let piece = self.take(remaining).await?;
+                    let left = remaining - piece.len() as u64;
+                    self.read = if left == 0 {
+                        ReadState::ChunkEnd
+                    } else {
+                        ReadState::ChunkData(left)
+                    };
+                    return Ok(Some(piece));
+                }
+                ReadState::ChunkSize => match httparse::parse_chunk_size(buf) {
+                    Ok(httparse::Status::Complete((used, size))) => {
+                        buf.advance(used);
+                        self.read = if size == 0 {
+                            ReadState::Trailers
+                        } else {
+                            ReadState::ChunkData(size)
+                        };
+                    }
+                    Ok(httparse::Status::Partial) if buf.len() > MAX_CHUNK_LINE => {
+                        return Err(BodyError::Malformed)
+                    }
+                    Ok(httparse::Status::Partial) => self.conn.read_body_bytes().await?,
+                    Err(_) => return Err(BodyError::Malformed),
+                },
+                ReadState::ChunkEnd => {
+                    if buf.len() < 2 {
+                        self.conn.read_body_bytes().await?;
+                        continue;
+                    }
+                    if &buf[..2] != b"\r\n" {
+                        return Err(BodyError::Malformed);
+                    }
+                    buf.advance(2);
+                    self.read = ReadState::ChunkSize;
+                }
+                ReadState::Trailers => {
+                    // The trailer section ends at the first empty line; trailers are dropped.
+                    let end = if buf.starts_with(b"\r\n") {
+                        Some(2)
+                    } else {
+                        find(buf, b"\r\n\r\n").map(|at| at + 4)
+                    };
+                    match end {
+                        Some(end) => {
+                            buf.advance(end);
+                            self.read = ReadState::Done;
+                        }
+                        None if buf.len() > self.conn.limits.max_bytes => {
+                            return Err(BodyError::Malformed)
+                        }
+                        None => self.conn.read_body_bytes().await?,
+                    }
+                }
+            }
+        }
+    }
+
+    /// Up to `limit` bytes of the body, reading when none are buffered.
+    async fn take(&mut self, limit: u64) -> Result<Bytes, BodyError> {
+        if self.conn.buf.is_empty() {
+            self.conn.read_body_bytes().await?;
+        }
+        let buf = &mut self.conn.buf;
+        let n = usize::try_from(limit).map_or(buf.len(), |l| l.min(buf.len()));
+        Ok(buf.split_to(n).freeze())
+    }
+
+    /// Write the final response head; the body's framing follows from it (its length, or
+    /// chunked; none for `HEAD`, 204 and 304), and `Date` and `Connection` are set here.
+    pub async fn write_response_header(&mut self, mut head: ResponseHead) -> std::io::Result<()> {
+        if self.write != WriteState::Head {
+            return Err(std::io::Error::other("a response head was already written"));
+        }
+        // An answer that begins while the request's body is still arriving: the connection
+        // cannot be trusted to carry another request (the rest of the body would be read as
+        // one), so it closes after this answer.
+        if self.read != ReadState::Done {
+            self.keepalive = false;
+        }
+        let status = head.status;
+        let no_body = self.req.method == Method::HEAD
+            || status == StatusCode::NO_CONTENT
+            || status == StatusCode::NOT_MODIFIED;
+        let chunked = head
+            .headers
+            .get(header::TRANSFER_ENCODING)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"chunked"));
+        let length = head
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| decimal(v.as_bytes()));
+        self.write = if no_body {
+            WriteState::Length(0)
+        } else if chunked {
+            WriteState::Chunked
+        } else if let Some(n) = length {
+            WriteState::Length(n)
+        } else {
+            self.keepalive = false;
+            WriteState::UntilClose
+        };
+        head.headers.insert(header::DATE, date());
+        head.headers.insert(
+            header::CONNECTION,
+            HeaderValue::from_static(if self.keepalive {
+                "keep-alive"
+            } else {
+                "close"
+            }),
+        );
+        let mut out = Vec::with_capacity(128 + 32 * head.headers.len());
+        serialise(&head, &mut out);
+        self.conn.stream.write_all(&out).await?;
+        self.status = Some(status);
+        if self.write == WriteState::Length(0) {
+            self.write = WriteState::Done;
+            self.conn.stream.flush().await?;
+        }
+        Ok(())
+    }
+
+    /// Write a piece of the response body, `end` with the last. Bytes past a declared length
+    /// are not sent; a body that ends short of it fails (the client would wait for the rest).
+    pub async fn write_response_body(&mut self, data: Bytes, end: bool) -> std::io::Result<()> {
+        let stream = &mut self.conn.stream;
+        match self.write {
+            WriteState::Head => return Err(std::io::Error::other("no response head written")),
+            WriteState::Done => {}
+            WriteState::Length(remaining) => {
+                let n = usize::try_from(remaining).map_or(data.len(), |r| r.min(data.len()));
+                stream.write_all(&data[..n]).await?;
+                let left = remaining - n as u64;
+                self.write = WriteState::Length(left);
+                if left == 0 {
+                    self.write = WriteState::Done;
+                    stream.flush().await?;
+                } else if end {
+                    return Err(std::io::Error::other(
+                        "response body shorter than its length",
+                    ));
+                }
+            }
+            WriteState::Chunked => {
+                if !data.is_empty() {
+                    let mut size = [0u8; 18];
+                    stream
+                        .write_all(chunk_size_line(data.len(), &mut size))
+                        .await?;
+                    stream.write_all(&data).await?;
+                    stream.write_all(b"\r\n").await?;
+                }
+                if end {
+                    stream.write_all(b"0\r\n\r\n").await?;
+                    self.write = WriteState::Done;
+                }
+                stream.flush().await?;
+            }
+            WriteState::UntilClose => {
+                stream.write_all(&data).await?;
+                if end {
+                    self.write = WriteState::Done;
+                }
+                stream.flush().await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// After the answer: whether the connection carries another request. It does when both
+    /// sides asked for nothing else, the answer is complete and the request's body was read
+    /// to its end.
+    pub fn reusable(&self) -> bool {
+        self.keepalive && self.write == WriteState::Done && self.read == ReadState::Done
+    }
+}
+
+/// Whether a read failed because `server::heads` found a head over its limits.
+fn is_head_too_large(error: &std::io::Error) -> bool {
+    error
+        .get_ref()
+        .is_some_and(|inner| inner.is::<super::HeadTooLarge>())
+}
+
+/// The status line and header fields of `head`, ending in the empty line.
+fn serialise(head: &ResponseHead, out: &mut Vec<u8>) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(head.status.as_str().as_bytes());
+    out.push(b' ');
+    if let Some(reason) = head.status.canonical_reason() {
+        out.extend_from_slice(reason.as_bytes());
+    }
+    out.extend_from_slice(b"\r\n");
+    for (name, value) in &head.headers {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// `{size:X}\r\n` into `buf`, without an allocation.
+fn chunk_size_line(size: usize, buf: &mut [u8; 18]) -> &[u8] {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    let mut at = 16;
+    let mut n = size;
+    loop {
+        at -= 1;
+        buf[at] = HEX[n & 0xf];
+        n >>= 4;
+        if n == 0 {
+            break;
+        }
+    }
+    buf[16] = b'\r';
+    buf[17] = b'\n';
+    &buf[at..]
+}
+
+/// The `Date` header's value, formatted at most once a second per thread.
+fn date() -> HeaderValue {
+    pingora::protocols::http::date::get_cached_date()
+}
+
+/// A `Content-Length` value: ASCII digits only, no sign, no overflow.
+fn decimal(v: &[u8]) -> Option<u64> {
+    if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    v.iter().try_fold(0u64, |n, d| {
+        n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+    })
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::panic)]
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+
+    const LIMITS: HeadLimits = HeadLimits {
+        max_bytes: 1024,
+        max_fields: 10,
+    };
+
+    /// A connection whose client end is returned, with `sent` already written by the client.
+    async fn connection(sent: &[u8]) -> (Connection, DuplexStream) {
+        let (server, mut client) = tokio::io::duplex(64 * 1024);
+        client.write_all(sent).await.unwrap();
+        let conn = Connection::new(Box::new(server), LIMITS, Duration::from_secs(5));
+        (conn, client)
+    }
+
+    fn ok_head() -> ResponseHead {
+        http::Response::new(()).into_parts().0
+    }
+
+    async fn answer(session: &mut Session<'_>, body: &'static [u8]) {
+        let mut head = ok_head();
+        head.headers
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+        session.write_response_header(head).await.unwrap();
+        session
+            .write_response_body(Bytes::from_static(body), true)
+            .await
+            .unwrap();
+    }
+
+    /// What the client has received so far (the server side must have flushed it).
+    async fn received(client: &mut DuplexStream) -> String {
+        let mut out = vec![0u8; 64 * 1024];
+        let n = client.read(&mut out).await.unwrap();
+        String::from_utf8(out[..n].to_vec()).unwrap()
+    }
+
+    async fn head_error(sent: &[u8]) -> HeadError {
+        let (mut conn, client) = connection(sent).await;
+        drop(client);
+        match conn.read_request().await {
+            Err(e) => e,
+            Ok(Some(s)) => panic!("parsed {s:?}"),
+            Ok(None) => panic!("no request"),
+        }
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn pipelined_requests_are_read_in_turn_with_their_bodies() {
+        let (mut conn, mut client) = connection(
+            b"POST /a?x=1 HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\nX-Two: 2\r\n\r\nhello\
+              GET /b HTTP/1.1\r\nhost: h\r\n\r\n",
+        )
+        .await;
+        let mut first = conn.read_request().await.unwrap().unwrap();
+        assert_eq!(first.req_header().method, Method::POST);
+        assert_eq!(first.req_header().raw_path(), b"/a?x=1");
+        assert_eq!(first.req_header().headers["x-two"], "2");
+        assert!(first.raw_head_bytes().ends_with(b"X-Two: 2\r\n\r\n"));
+        assert_eq!(
+            first.read_request_body().await.unwrap().unwrap(),
+            &b"hello"[..]
+        );
+        assert_eq!(first.read_request_body().await.unwrap(), None);
+        answer(&mut first, b"one").await;
+        assert!(first.reusable());
+        let text = received(&mut client).await;
+        assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+        assert!(text.contains("connection: keep-alive\r\n"), "{text}");
+        assert!(text.contains("date: "), "{text}");
+        assert!(text.ends_with("\r\n\r\none"), "{text}");
+
+        let mut second = conn.read_request().await.unwrap().unwrap();
+        assert_eq!(second.req_header().raw_path(), b"/b");
+        assert_eq!(second.read_request_body().await.unwrap(), None);
+        answer(&mut second, b"").await;
+        assert!(second.reusable());
+        drop(client);
+        assert!(conn.read_request().await.unwrap().is_none());
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_chunked_body_is_decoded_across_reads_and_its_trailers_dropped() {
+        let (mut conn, mut client) =
+            connection(b"PUT /z HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n3\r\nab").await;
+        let mut session = conn.read_request().await.unwrap().unwrap();
+        let reader = async {
+            let mut body = Vec::new();
+            while let Some(piece) = session.read_request_body().await.unwrap() {
+                body.extend_from_slice(&piece);
+            }
+            (body, session)
+        };
+        let writer = async {
+            client.write_all(b"c\r\n5;ext=1\r\nde").await.unwrap();
+            client
+                .write_all(b"fgh\r\n0\r\nx-trailer: 1\r\n\r\nGET / HTTP/1.1\r\n\r\n")
+                .await
+                .unwrap();
+        };
+        let ((body, mut session), ()) = tokio::join!(reader, writer);
+        assert_eq!(body, b"abcdefgh");
+        answer(&mut session, b"").await;
+        assert!(session.reusable());
+        let next = conn.read_request().await.unwrap().unwrap();
+        assert_eq!(next.req_header().raw_path(), b"/");
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn malformed_chunks_and_cut_bodies_fail() {
+        for sent in [
+            &b"POST / HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n"[..],
+            b"POST / HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabcd\r\n",
+            b"POST / HTTP/1.1\r\ncontent-length: 10\r\n\r\nabc",
+        ] {
+            let (mut conn, client) = connection(sent).await;
+            drop(client);
+            let mut session = conn.read_request().await.unwrap().unwrap();
+            let mut result = Ok(None);
+            for _ in 0..4 {
+                result = session.read_request_body().await;
+                if result.is_err() {
+                    break;
+                }
+            }
+            assert!(result.is_err(), "{}", String::from_utf8_lossy(sent));
+        }
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn heads_that_cannot_be_framed_or_parsed_are_refused() {
+        for sent in [
+            // Obsolete line folding, a space before the colon, not HTTP.
+            &b"GET / HTTP/1.1\r\nx-folded: a\r\n b\r\n\r\n"[..],
+            b"GET / HTTP/1.1\r\nx-bad : 1\r\n\r\n",
+            b"HELLO\r\n\r\n",
+            // Transfer-Encoding on HTTP/1.0; lengths that are not one number.
+            b"POST / HTTP/1.0\r\ntransfer-encoding: chunked\r\n\r\n",
+            b"POST / HTTP/1.1\r\ncontent-length: 5\r\ncontent-length: 6\r\n\r\nhello!",
+            b"POST / HTTP/1.1\r\ncontent-length: +5\r\n\r\nhello",
+            b"POST / HTTP/1.1\r\ncontent-length: 5, 5\r\n\r\nhello",
+        ] {
+            assert_eq!(
+                head_error(sent).await,
+                HeadError::Unparsable,
+                "{}",
+                String::from_utf8_lossy(sent)
+            );
+        }
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn heads_over_the_limits_are_too_large_complete_or_not() {
+        let long = format!("GET / HTTP/1.1\r\nx-long: {}\r\n", "a".repeat(2000));
+        assert_eq!(head_error(long.as_bytes()).await, HeadError::TooLarge);
+        let many: String = (0..11).map(|i| format!("x-{i}: 1\r\n")).collect();
+        let many = format!("GET / HTTP/1.1\r\n{many}\r\n");
+        assert_eq!(head_error(many.as_bytes()).await, HeadError::TooLarge);
+        let at_limit: String = (0..10).map(|i| format!("x-{i}: 1\r\n")).collect();
+        let (mut conn, _client) =
+            connection(format!("GET / HTTP/1.1\r\n{at_limit}\r\n").as_bytes()).await;
+        assert!(conn.read_request().await.unwrap().is_some());
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_connection_ending_within_a_head_is_gone_and_before_one_is_closed() {
+        assert_eq!(head_error(b"GET / HTT").await, HeadError::Gone);
+        let (mut conn, client) = connection(b"").await;
+        drop(client);
+        assert!(conn.read_request().await.unwrap().is_none());
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn repeated_lengths_and_both_framings_parse_for_sanitise_to_refuse() {
+        for sent in [
+            &b"POST / HTTP/1.1\r\ncontent-length: 5\r\ncontent-length: 5\r\n\r\nhello"[..],
+            b"POST / HTTP/1.1\r\ncontent-length: 5\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n",
+            b"POST / HTTP/1.1\r\ntransfer-encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
+        ] {
+            let (mut conn, _client) = connection(sent).await;
+            let session = conn.read_request().await.unwrap().unwrap();
+            let raw = session.raw_head_bytes();
+            assert!(
+                crate::pipeline::sanitise::check_framing(&session.req_header().headers).is_err()
+                    || crate::pipeline::sanitise::raw_has_content_length(&raw),
+                "{}",
+                String::from_utf8_lossy(sent)
+            );
+        }
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn the_client_or_an_unread_body_closes_the_connection_and_the_answer_says_so() {
+        for (sent, read_body) in [
+            (&b"GET / HTTP/1.1\r\nconnection: close\r\n\r\n"[..], true),
+            (b"GET / HTTP/1.0\r\n\r\n", true),
+            (b"POST / HTTP/1.1\r\ncontent-length: 4\r\n\r\nbody", false),
+        ] {
+            let (mut conn, mut client) = connection(sent).await;
+            let mut session = conn.read_request().await.unwrap().unwrap();
+            if read_body {
+                while session.read_request_body().await.unwrap().is_some() {}
+            }
+            answer(&mut session, b"ok").await;
+            assert!(!session.reusable(), "{}", String::from_utf8_lossy(sent));
+            let text = received(&mut client).await;
+            assert!(text.contains("connection: close\r\n"), "{text}");
+        }
+        // HTTP/1.0 that asks to be kept is.
+        let (mut conn, _client) =
+            connection(b"GET / HTTP/1.0\r\nconnection: keep-alive\r\n\r\n").await;
+        let mut session = conn.read_request().await.unwrap().unwrap();
+        answer(&mut session, b"").await;
+        assert!(session.reusable());
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn chunked_answers_are_framed_and_answers_to_head_have_no_body() {
+        let (mut conn, mut client) = connection(b"GET / HTTP/1.1\r\n\r\n").await;
+        let mut session = conn.read_request().await.unwrap().unwrap();
+        let mut head = ok_head();
+        head.headers.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        session.write_response_header(head).await.unwrap();
+        session
+            .write_response_body(Bytes::from(vec![b'x'; 300]), false)
+            .await
+            .unwrap();
+        session
+            .write_response_body(Bytes::new(), true)
+            .await
+            .unwrap();
+        assert!(session.reusable());
+        let text = received(&mut client).await;
+        let body = text.split_once("\r\n\r\n").unwrap().1;
+        assert_eq!(body, format!("12C\r\n{}\r\n0\r\n\r\n", "x".repeat(300)));
+
+        let (mut conn, mut client) = connection(b"HEAD / HTTP/1.1\r\n\r\n").await;
+        let mut session = conn.read_request().await.unwrap().unwrap();
+        answer(&mut session, b"").await;
+        let mut head = ok_head();
+        head.headers
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(42));
+        assert!(session.write_response_header(head).await.is_err());
+        assert!(session.reusable());
+        let text = received(&mut client).await;
+        assert!(text.ends_with("\r\n\r\n"), "{text}");
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_body_short_of_its_length_fails_and_the_connection_is_not_reused() {
+        let (mut conn, _client) = connection(b"GET / HTTP/1.1\r\n\r\n").await;
+        let mut session = conn.read_request().await.unwrap().unwrap();
+        let mut head = ok_head();
+        head.headers
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(10));
+        session.write_response_header(head).await.unwrap();
+        assert!(session
+            .write_response_body(Bytes::from_static(b"short"), true)
+            .await
+            .is_err());
+        assert!(!session.reusable());
+    }
+
+    #[test]
+    fn chunk_size_lines_are_upper_hex() {
+        let mut buf = [0u8; 18];
+        for (n, line) in [
+            (1usize, "1\r\n"),
+            (15, "F\r\n"),
+            (16, "10\r\n"),
+            (300, "12C\r\n"),
+            (usize::MAX, "FFFFFFFFFFFFFFFF\r\n"),
+        ] {
+            assert_eq!(chunk_size_line(n, &mut buf), line.as_bytes());
+        }
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn debug_shows_no_header_value() {
+        let (mut conn, _client) =
+            connection(b"GET / HTTP/1.1\r\ncookie: __Host-session=s3cr3t-cookie\r\n\r\n").await;
+        let session = conn.read_request().await.unwrap().unwrap();
+        let shown = format!("{session:?}");
+        assert!(!shown.contains("s3cr3t"), "{shown}");
+        drop(session);
+        assert!(!format!("{conn:?}").contains("s3cr3t"));
+    }
+}
