@@ -66,6 +66,54 @@ fn ambiguous_framing_is_400_closes_the_connection_and_forwards_nothing() {
     assert_eq!(ok.status, 200);
 }
 
+/// Requests pipelined in one write are answered in order on the one connection, each forwarded
+/// once and whole: a sized body between two heads is read as that request's body, never as a
+/// head. And a chunked HTTP/1.0 request, which cannot be framed (RFC 9112 §6.1), is refused.
+#[test]
+fn pipelined_requests_are_answered_in_order_each_forwarded_once() {
+    let stack = Stack::start();
+    let client = stack.client();
+    let answer = client
+        .raw(
+            b"POST /v1/orgs/acme/echo?n=1 HTTP/1.1\r\nhost: localhost\r\ncontent-type: text/plain\r\ncontent-length: 37\r\n\r\nGET /v1/orgs/acme/echo?n=9 HTTP/1.1\r\n\
+              GET /v1/orgs/acme/echo?n=2 HTTP/1.1\r\nhost: localhost\r\n\r\n\
+              GET /v1/orgs/acme/echo?n=3 HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n",
+        )
+        .unwrap();
+    assert_eq!(
+        count_responses(&answer),
+        3,
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    let seen = stack.echo.seen();
+    let targets: Vec<&str> = seen.iter().map(|s| s.target.as_str()).collect();
+    assert_eq!(
+        targets,
+        [
+            "/v1/orgs/acme/echo?n=1",
+            "/v1/orgs/acme/echo?n=2",
+            "/v1/orgs/acme/echo?n=3"
+        ]
+    );
+    assert_eq!(seen[0].body, b"GET /v1/orgs/acme/echo?n=9 HTTP/1.1\r\n");
+    let first = parse_response(&answer).unwrap();
+    assert_eq!(first.status, 200);
+    assert_eq!(first.header("connection"), Some("keep-alive"));
+
+    stack.echo.clear();
+    let answer = client
+        .raw(b"POST /v1/orgs/acme/echo HTTP/1.0\r\nhost: localhost\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n")
+        .unwrap();
+    let refused = parse_response(&answer).unwrap();
+    assert_eq!(refused.status, 400);
+    assert_eq!(
+        refused.header("content-type"),
+        Some("application/problem+json")
+    );
+    assert!(stack.echo.seen().is_empty(), "{:?}", stack.echo.seen());
+}
+
 #[test]
 fn client_identity_headers_are_stripped_in_every_spelling_and_gateway_values_set() {
     let stack = Stack::start();
@@ -243,7 +291,7 @@ fn path_canonicalisation_table_over_the_wire() {
 }
 
 #[test]
-fn heads_pingora_cannot_parse_are_refused_as_problem_json_with_the_security_headers() {
+fn heads_that_cannot_be_parsed_are_refused_as_problem_json_with_the_security_headers() {
     let stack = Stack::start();
     let client = stack.client();
     let cases = [

@@ -2,8 +2,8 @@
 //!
 //! Three jobs, all fail-closed:
 //! - refuse ambiguous framing (RFC 9112 §6.1: Content-Length together with Transfer-Encoding,
-//!   repeated lengths, anything but a single `chunked` coding), which pingora on its own would
-//!   partly forward;
+//!   repeated lengths, anything but a single `chunked` coding), which a lenient HTTP/1 parser
+//!   (pingora's, which read the gateway's requests before `downstream`) would partly forward;
 //! - refuse request paths that could route differently after decoding, instead of normalising
 //!   them (a normalised path is a path the backend might read differently);
 //! - remove every header a client could use to claim an identity or an origin, in every letter
@@ -75,9 +75,11 @@ pub fn check_framing(headers: &HeaderMap) -> Result<(), Rejection> {
 
 /// Whether raw request header bytes contain a Content-Length field.
 ///
-/// pingora's HTTP/1 parser drops Content-Length when Transfer-Encoding is present (RFC 9112
-/// §6.3) before any filter runs, so the parsed headers cannot show the conflict; the raw header
-/// block still does. Only consulted when Transfer-Encoding is present.
+/// A parser may drop Content-Length when Transfer-Encoding is present (RFC 9112 §6.3; pingora's
+/// did, before any filter ran), and then the parsed headers cannot show the conflict; the raw
+/// header block still does. The gateway's own session keeps both, so this is the second check,
+/// kept so that no parser change can hide the pair. Only consulted when Transfer-Encoding is
+/// present.
 pub fn raw_has_content_length(raw: &[u8]) -> bool {
     raw.split(|&b| b == b'\n').skip(1).any(|line| {
         line.split(|&b| b == b':')
@@ -198,8 +200,8 @@ pub fn is_identity_header(name: &str) -> bool {
             .any(|p| name.get(..p.len()).is_some_and(|head| eq(head, p)))
 }
 
-/// The names of every identity header in a client's request, for the caller to remove (pingora
-/// keeps its own case map beside the header map, so removal goes through its API).
+/// The names of every identity header in a client's request, for the caller to remove (through
+/// `RequestHeader`'s API, which keeps a case map, when it has one, in step).
 pub fn identity_headers(headers: &HeaderMap) -> Vec<http::HeaderName> {
     headers
         .keys()
