@@ -99,6 +99,15 @@ impl std::fmt::Debug for Connection {
     }
 }
 
+/// A request head, parsed.
+struct Head {
+    req: RequestHeader,
+    raw: Bytes,
+    read: ReadState,
+    keepalive: bool,
+    expects_continue: bool,
+}
+
 /// Where the reader of a request body stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum ReadState {
@@ -143,6 +152,9 @@ pub struct Session<'c> {
     keepalive: bool,
     /// The status of the final response, once its head is written.
     status: Option<StatusCode>,
+    /// The client sent `Expect: 100-continue` and waits for a `100` before its body; sent
+    /// when the body is first read, so a refused request's body is never asked for.
+    expects_continue: bool,
 }
 
 impl std::fmt::Debug for Session<'_> {
@@ -182,15 +194,16 @@ impl Connection {
     pub async fn read_request(&mut self) -> Result<Option<Session<'_>>, HeadError> {
         loop {
             if !self.buf.is_empty() {
-                if let Some((req, raw_head, read, keepalive)) = self.parse_head()? {
+                if let Some(head) = self.parse_head()? {
                     return Ok(Some(Session {
                         conn: self,
-                        req,
-                        raw_head,
-                        read,
+                        req: head.req,
+                        raw_head: head.raw,
+                        read: head.read,
                         write: WriteState::Head,
-                        keepalive,
+                        keepalive: head.keepalive,
                         status: None,
+                        expects_continue: head.expects_continue && head.read != ReadState::Done,
                     }));
                 }
                 if self.buf.len() > self.limits.max_bytes {
@@ -213,8 +226,7 @@ impl Connection {
 
     /// Parse a complete head at the start of the buffer and take it off, or `None` when more
     /// bytes are needed.
-    #[allow(clippy::type_complexity)]
-    fn parse_head(&mut self) -> Result<Option<(RequestHeader, Bytes, ReadState, bool)>, HeadError> {
+    fn parse_head(&mut self) -> Result<Option<Head>, HeadError> {
         let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_FIELDS];
         let mut request = httparse::Request::new(&mut []);
         let length = match httparse::ParserConfig::default().parse_request_with_uninit_headers(
@@ -251,6 +263,7 @@ impl Connection {
         let mut length_bad = false;
         let mut codings = false;
         let (mut asked_close, mut asked_keep_alive) = (false, false);
+        let mut expects_continue = false;
         self.fields.clear();
         for h in request.headers.iter() {
             let name =
@@ -265,6 +278,8 @@ impl Connection {
                 }
             } else if name == header::TRANSFER_ENCODING {
                 codings = true;
+            } else if name == header::EXPECT {
+                expects_continue = h.value.eq_ignore_ascii_case(b"100-continue");
             } else if name == header::CONNECTION {
                 for token in h.value.split(|b| *b == b',') {
                     let token = token.trim_ascii();
@@ -300,7 +315,13 @@ impl Connection {
             req.append_header(name, value)
                 .map_err(|_| HeadError::Unparsable)?;
         }
-        Ok(Some((req, raw_head, read, keepalive)))
+        Ok(Some(Head {
+            req,
+            raw: raw_head,
+            read,
+            keepalive,
+            expects_continue: expects_continue && version == Version::HTTP_11,
+        }))
     }
 
     /// Answer without a request to answer (a head that could not be read), then close: the
@@ -369,6 +390,15 @@ impl Session<'_> {
 
     /// The next piece of the request body as it arrives, `None` at its end.
     pub async fn read_request_body(&mut self) -> Result<Option<Bytes>, BodyError> {
+        if self.expects_continue {
+            self.expects_continue = false;
+            let stream = &mut self.conn.stream;
+            let sent = async {
+                stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await?;
+                stream.flush().await
+            };
+            sent.await.map_err(|_| BodyError::Closed)?;
+        }
         loop {
             let buf = &mut self.conn.buf;
             match self.read {
@@ -471,11 +501,17 @@ impl Session<'_> {
             .headers
             .get(header::CONTENT_LENGTH)
             .and_then(|v| decimal(v.as_bytes()));
+        // RFC 9112 §6.1: no Transfer-Encoding in an answer to an HTTP/1.0 request (it would
+        // not be decoded); such a body runs to the connection's end instead.
+        let http10 = self.req.version == Version::HTTP_10;
+        if chunked && http10 {
+            head.headers.remove(header::TRANSFER_ENCODING);
+        }
         self.write = if no_body {
             WriteState::Length(0)
-        } else if chunked {
+        } else if chunked && !http10 {
             WriteState::Chunked
-        } else if let Some(n) = length {
+        } else if let (Some(n), false) = (length, chunked) {
             WriteState::Length(n)
         } else {
             self.keepalive = false;
@@ -871,6 +907,72 @@ mod tests {
         assert!(session.reusable());
         let text = received(&mut client).await;
         assert!(text.ends_with("\r\n\r\n"), "{text}");
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn an_http10_client_gets_a_chunked_answer_unchunked_to_the_close() {
+        let (mut conn, mut client) =
+            connection(b"GET / HTTP/1.0\r\nconnection: keep-alive\r\n\r\n").await;
+        let mut session = conn.read_request().await.unwrap().unwrap();
+        let mut head = ok_head();
+        head.headers.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        session.write_response_header(head).await.unwrap();
+        session
+            .write_response_body(Bytes::from_static(b"abc"), false)
+            .await
+            .unwrap();
+        session
+            .write_response_body(Bytes::new(), true)
+            .await
+            .unwrap();
+        assert!(!session.reusable());
+        let text = received(&mut client).await;
+        assert!(!text.contains("transfer-encoding"), "{text}");
+        assert!(text.contains("connection: close\r\n"), "{text}");
+        assert!(text.ends_with("\r\n\r\nabc"), "{text}");
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_client_that_expects_100_continue_gets_it_when_its_body_is_read_and_not_before() {
+        let (mut conn, mut client) =
+            connection(b"PUT /z HTTP/1.1\r\nexpect: 100-continue\r\ncontent-length: 2\r\n\r\n")
+                .await;
+        let mut session = conn.read_request().await.unwrap().unwrap();
+        let reader = async {
+            let body = session.read_request_body().await.unwrap().unwrap();
+            (body, session)
+        };
+        let writer = async {
+            // Bounded: without the `100` the client would wait for ever.
+            let text = tokio::time::timeout(Duration::from_secs(5), received(&mut client))
+                .await
+                .unwrap();
+            assert_eq!(text, "HTTP/1.1 100 Continue\r\n\r\n");
+            client.write_all(b"ok").await.unwrap();
+            client
+        };
+        let ((body, mut session), mut client) = tokio::join!(reader, writer);
+        assert_eq!(body, &b"ok"[..]);
+        assert_eq!(session.read_request_body().await.unwrap(), None);
+        answer(&mut session, b"").await;
+        assert!(session.reusable());
+        assert!(received(&mut client)
+            .await
+            .starts_with("HTTP/1.1 200 OK\r\n"));
+
+        // Refused before its body is read: no 100, and the connection closes.
+        let (mut conn, mut client) =
+            connection(b"PUT /z HTTP/1.1\r\nexpect: 100-continue\r\ncontent-length: 2\r\n\r\n")
+                .await;
+        let mut session = conn.read_request().await.unwrap().unwrap();
+        answer(&mut session, b"").await;
+        assert!(!session.reusable());
+        let text = received(&mut client).await;
+        assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+        assert!(!text.contains("100 Continue"), "{text}");
     }
 
     #[tokio::test(flavor = "current_thread")]
