@@ -41,6 +41,10 @@ fn ambiguous_framing_is_400_closes_the_connection_and_forwards_nothing() {
         format!("POST /v1/orgs/acme/echo HTTP/1.1\r\nhost: localhost\r\ntransfer-encoding: chunked\r\ncontent-length: 5\r\n\r\n0\r\n\r\n{smuggled}"),
         format!("POST /v1/orgs/acme/echo HTTP/1.1\r\nhost: localhost\r\ncontent-length: 5\r\ncontent-length: 5\r\n\r\nhello{smuggled}"),
         format!("POST /v1/orgs/acme/echo HTTP/1.1\r\nhost: localhost\r\ncontent-length: 5\r\ncontent-length: 6\r\n\r\nhello!{smuggled}"),
+        // No body left unread to close the connection on its own: the refusal must.
+        format!("POST /v1/orgs/acme/echo HTTP/1.1\r\nhost: localhost\r\ncontent-length: 0\r\ncontent-length: 0\r\n\r\n{smuggled}"),
+        // A length padded past what the head reader follows.
+        format!("POST /v1/orgs/acme/echo HTTP/1.1\r\nhost: localhost\r\ncontent-length:{}0\r\n\r\n{smuggled}", " ".repeat(70)),
         format!("POST /v1/orgs/acme/echo HTTP/1.1\r\nhost: localhost\r\ntransfer-encoding: chunked, chunked\r\n\r\n0\r\n\r\n{smuggled}"),
         format!("POST /v1/orgs/acme/echo HTTP/1.1\r\nhost: localhost\r\ntransfer-encoding: chunked\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n{smuggled}"),
     ];

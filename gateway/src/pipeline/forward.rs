@@ -303,15 +303,19 @@ fn downstream_response(
     let named = connection_named(upstream.values(&header::CONNECTION));
     let headers = &mut resp.headers;
     for (name, v) in upstream.headers() {
+        // A length is written below as the exchange settled it (`2, 2` is one length).
         let drop = is_hop_by_hop(name.as_str())
             || named.contains(name)
             || p.security.replaces(name)
-            || (chunked_body && name == header::CONTENT_LENGTH);
+            || (name == header::CONTENT_LENGTH && !matches!(upstream.framing, Framing::Empty));
         if !drop {
             headers.append(name.clone(), v.ok_or(Rejection::BadGateway)?);
         }
     }
     p.security.add(headers, Some(&ctx.id));
+    if let Framing::Length(n) = upstream.framing {
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+    }
     if chunked_body {
         headers.insert(
             header::TRANSFER_ENCODING,

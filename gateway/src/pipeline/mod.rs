@@ -332,7 +332,8 @@ impl GatewayApp {
             std::time::Duration::ZERO,
             Some(rejection.code()),
         );
-        conn.shutdown().await;
+        // Timed: a client that stops reading would otherwise hold the close (and its slot).
+        let _ = tokio::time::timeout(p.client.write_timeout, conn.shutdown()).await;
     }
 
     /// One request on the connection, start to end: the stages, the answer, the access
@@ -468,7 +469,7 @@ impl ServerApp for GatewayApp {
             }
             deadline = limits.keepalive_idle + limits.header_timeout;
         }
-        conn.shutdown().await;
+        let _ = tokio::time::timeout(limits.write_timeout, conn.shutdown()).await;
         None
     }
 }

@@ -13,7 +13,9 @@
 //! It follows only the framing the gateway accepts: one Content-Length of digits, or a single
 //! `chunked` coding. Anything else the gateway refuses and closes (`pipeline::sanitise`); this
 //! reader passes such a request's bytes through and, once the gateway has answered, reads the
-//! connection as closed, so bytes it cannot place are never read as a next head.
+//! connection as closed. The session above frames requests itself (pipelined ones from what
+//! it already holds) and refuses, at the head or in the body, what this reader would not
+//! follow, so the two agree on where each request ends.
 //!
 //! On the way out it holds what the session writes until it flushes, so that a response's
 //! head and body leave as one TLS record, and it gives up on a client that stops reading: a
@@ -46,7 +48,6 @@ pub struct HeadLimits {
 }
 
 /// A connection's stream with its request heads limited.
-#[derive(Debug)]
 pub struct LimitedHeads<S> {
     inner: S,
     framing: Framing,
@@ -58,6 +59,19 @@ pub struct LimitedHeads<S> {
     write_timeout: Duration,
     /// Armed when a write to the client first waits, disarmed when one makes progress.
     stall: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+/// Shows where the stream stands, never the bytes it holds: a head line may be a cookie and the
+/// held response a `Set-Cookie`.
+impl<S> std::fmt::Debug for LimitedHeads<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LimitedHeads")
+            .field("framing", &self.framing)
+            .field("pending", &self.pending.len())
+            .field("sent", &self.sent)
+            .field("write_timeout", &self.write_timeout)
+            .finish_non_exhaustive()
+    }
 }
 
 impl<S> LimitedHeads<S> {
@@ -329,7 +343,7 @@ enum Chunk {
 const MAX_CHUNK_EXTENSION: usize = 4096;
 /// Bytes kept of each head line: enough for `Content-Length` and `Transfer-Encoding` with any
 /// value the gateway accepts.
-const LINE_PREFIX: usize = 64;
+pub const LINE_PREFIX: usize = 64;
 
 /// A head or a trailer block being read: counted, and its framing fields noted.
 #[derive(Debug, PartialEq, Eq)]
@@ -345,10 +359,19 @@ struct Block {
 }
 
 /// The current line: its length and its first bytes.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(PartialEq, Eq)]
 struct Line {
     len: usize,
     prefix: [u8; LINE_PREFIX],
+}
+
+/// The line's length only: its bytes may be a credential (`Authorization`, `Cookie`).
+impl std::fmt::Debug for Line {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Line")
+            .field("len", &self.len)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Line {
@@ -905,6 +928,20 @@ mod tests {
         s.flush().await.unwrap();
         assert_eq!(s.inner.writes.len(), 2);
         assert_eq!(s.inner.writes[1], b"2\r\n{}\r\n");
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn debug_shows_neither_the_head_line_nor_the_held_response() {
+        let mut s = LimitedHeads::new(Recorder::taking(usize::MAX), LIMITS, WAIT);
+        s.framing.feed(b"GET / HTTP/1.1\r\ncookie: s3cr3t-session");
+        s.write_all(b"HTTP/1.1 200 OK\r\nset-cookie: s3cr3t-token\r\n\r\n")
+            .await
+            .unwrap();
+        let shown = format!("{s:?}");
+        assert!(!shown.contains("s3cr3t"), "{shown}");
+        // Nor as the bytes' numbers, as a derived Debug of the line's prefix printed them.
+        assert!(!shown.contains("115, 51, 99"), "{shown}");
+        assert!(shown.contains("pending"), "{shown}");
     }
 
     #[tokio::test(flavor = "current_thread")]
