@@ -438,3 +438,47 @@ fn as_root_without_a_configured_user_it_refuses_to_start() {
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("running as root"));
 }
+
+/// SIGTERM closes an idle keep-alive connection at once: its client learns to reconnect now,
+/// not when the grace period ends (30 s here; the read gives up well before that).
+#[test]
+fn sigterm_closes_an_idle_keep_alive_connection_at_once() {
+    use std::io::{Read, Write};
+    let mut stack = Stack::start_with(StackOptions {
+        shutdown_grace_seconds: 30,
+        ..StackOptions::default()
+    });
+    let mut tls = stack.client().connect().unwrap();
+    tls.sock
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    tls.write_all(b"GET /healthz HTTP/1.1\r\nhost: localhost\r\n\r\n")
+        .unwrap();
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 4096];
+    let first = loop {
+        if let Some(resp) = zonegate_e2e::client::parse_response(&raw) {
+            break resp;
+        }
+        let n = tls.read(&mut buf).unwrap();
+        assert!(n > 0, "closed before the answer");
+        raw.extend_from_slice(&buf[..n]);
+    };
+    assert_eq!(first.status, 200);
+    assert_eq!(first.header("connection"), Some("keep-alive"));
+
+    let pid = stack.gateway_pid().unwrap().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let mut rest = Vec::new();
+    match tls.read_to_end(&mut rest) {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {}
+        Err(e) => panic!("the idle connection stayed open after SIGTERM: {e}"),
+    }
+    assert!(rest.is_empty(), "{:?}", String::from_utf8_lossy(&rest));
+    stack.stop_gateway();
+}

@@ -43,7 +43,20 @@ use pingora::http::RequestHeader;
 use pingora::protocols::{Shutdown, Stream};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::server::heads::HeadLimits;
+/// The limits on one request head (and on a chunked body's trailers, read alike). Checked
+/// here on what the session parses, and by `server::heads` as the bytes arrive.
+#[derive(Debug, Clone, Copy)]
+pub struct HeadLimits {
+    /// Bytes from the request line to the empty line that ends the head, both included.
+    pub max_bytes: usize,
+    /// Header fields.
+    pub max_fields: usize,
+}
+
+/// Bytes `server::heads` keeps of each head line: enough for `Content-Length` and
+/// `Transfer-Encoding` with any value the gateway accepts. A framing field on a longer line
+/// is one it cannot check, so the session refuses it.
+pub const LINE_PREFIX: usize = 64;
 
 /// The most header fields httparse is given room for (the configured limit is at most 256).
 const MAX_FIELDS: usize = 256;
@@ -190,8 +203,14 @@ impl Connection {
     }
 
     /// Read the next request head. `Ok(None)` when the client closed the connection (or it
-    /// failed) before sending a byte of one: the normal end of a kept-alive connection.
-    pub async fn read_request(&mut self) -> Result<Option<Session<'_>>, HeadError> {
+    /// failed) before sending a byte of one: the normal end of a kept-alive connection. While
+    /// no byte of it has arrived, a graceful shutdown (`stop` turning true) ends the wait the
+    /// same way, so an idle connection closes at once rather than at the end of the grace
+    /// period; a head already arriving is read and answered.
+    pub async fn read_request(
+        &mut self,
+        stop: &mut tokio::sync::watch::Receiver<bool>,
+    ) -> Result<Option<Session<'_>>, HeadError> {
         loop {
             if !self.buf.is_empty() {
                 if let Some(head) = self.parse_head()? {
@@ -213,7 +232,21 @@ impl Connection {
             if self.buf.capacity() - self.buf.len() < READ_CHUNK / 4 {
                 self.buf.reserve(READ_CHUNK);
             }
-            match self.stream.read_buf(&mut self.buf).await {
+            let read = if self.buf.is_empty() {
+                tokio::select! {
+                    biased;
+                    read = self.stream.read_buf(&mut self.buf) => read,
+                    changed = stop.changed() => {
+                        if changed.is_err() || *stop.borrow() {
+                            return Ok(None);
+                        }
+                        continue;
+                    }
+                }
+            } else {
+                self.stream.read_buf(&mut self.buf).await
+            };
+            match read {
                 Ok(0) if self.buf.is_empty() => return Ok(None),
                 Ok(0) => return Err(HeadError::Gone),
                 Ok(_) => {}
@@ -278,7 +311,7 @@ impl Connection {
                     .iter()
                     .position(|&b| b == b'\n')
                     .map_or(usize::MAX, |at| value_end + at);
-                if line_end - line_start > crate::server::heads::LINE_PREFIX {
+                if line_end - line_start > LINE_PREFIX {
                     return Err(HeadError::Unparsable);
                 }
             }
@@ -720,6 +753,13 @@ mod tests {
         max_fields: 10,
     };
 
+    /// A shutdown watch that never turns (its sender lives on: a dropped one reads as stop).
+    fn idle() -> tokio::sync::watch::Receiver<bool> {
+        static NEVER: std::sync::LazyLock<tokio::sync::watch::Sender<bool>> =
+            std::sync::LazyLock::new(|| tokio::sync::watch::channel(false).0);
+        NEVER.subscribe()
+    }
+
     /// A connection whose client end is returned, with `sent` already written by the client.
     async fn connection(sent: &[u8]) -> (Connection, DuplexStream) {
         let (server, mut client) = tokio::io::duplex(64 * 1024);
@@ -753,7 +793,7 @@ mod tests {
     async fn head_error(sent: &[u8]) -> HeadError {
         let (mut conn, client) = connection(sent).await;
         drop(client);
-        match conn.read_request().await {
+        match conn.read_request(&mut idle()).await {
             Err(e) => e,
             Ok(Some(s)) => panic!("parsed {s:?}"),
             Ok(None) => panic!("no request"),
@@ -767,7 +807,7 @@ mod tests {
               GET /b HTTP/1.1\r\nhost: h\r\n\r\n",
         )
         .await;
-        let mut first = conn.read_request().await.unwrap().unwrap();
+        let mut first = conn.read_request(&mut idle()).await.unwrap().unwrap();
         assert_eq!(first.req_header().method, Method::POST);
         assert_eq!(first.req_header().raw_path(), b"/a?x=1");
         assert_eq!(first.req_header().headers["x-two"], "2");
@@ -785,20 +825,20 @@ mod tests {
         assert!(text.contains("date: "), "{text}");
         assert!(text.ends_with("\r\n\r\none"), "{text}");
 
-        let mut second = conn.read_request().await.unwrap().unwrap();
+        let mut second = conn.read_request(&mut idle()).await.unwrap().unwrap();
         assert_eq!(second.req_header().raw_path(), b"/b");
         assert_eq!(second.read_request_body().await.unwrap(), None);
         answer(&mut second, b"").await;
         assert!(second.reusable());
         drop(client);
-        assert!(conn.read_request().await.unwrap().is_none());
+        assert!(conn.read_request(&mut idle()).await.unwrap().is_none());
     }
 
     #[tokio::test(flavor = "current_thread")]
     async fn a_chunked_body_is_decoded_across_reads_and_its_trailers_dropped() {
         let (mut conn, mut client) =
             connection(b"PUT /z HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n3\r\nab").await;
-        let mut session = conn.read_request().await.unwrap().unwrap();
+        let mut session = conn.read_request(&mut idle()).await.unwrap().unwrap();
         let reader = async {
             let mut body = Vec::new();
             while let Some(piece) = session.read_request_body().await.unwrap() {
@@ -817,7 +857,7 @@ mod tests {
         assert_eq!(body, b"abcdefgh");
         answer(&mut session, b"").await;
         assert!(session.reusable());
-        let next = conn.read_request().await.unwrap().unwrap();
+        let next = conn.read_request(&mut idle()).await.unwrap().unwrap();
         assert_eq!(next.req_header().raw_path(), b"/");
     }
 
@@ -831,7 +871,7 @@ mod tests {
         } else {
             Some(client)
         };
-        let mut session = conn.read_request().await.unwrap().unwrap();
+        let mut session = conn.read_request(&mut idle()).await.unwrap().unwrap();
         let read = async {
             let mut body = Vec::new();
             while let Some(piece) = session.read_request_body().await? {
@@ -911,7 +951,7 @@ mod tests {
         let at_limit: String = (0..10).map(|i| format!("x-{i}: 1\r\n")).collect();
         let (mut conn, _client) =
             connection(format!("GET / HTTP/1.1\r\n{at_limit}\r\n").as_bytes()).await;
-        assert!(conn.read_request().await.unwrap().is_some());
+        assert!(conn.read_request(&mut idle()).await.unwrap().is_some());
     }
 
     #[tokio::test(flavor = "current_thread")]
@@ -919,7 +959,7 @@ mod tests {
         assert_eq!(head_error(b"GET / HTT").await, HeadError::Gone);
         let (mut conn, client) = connection(b"").await;
         drop(client);
-        assert!(conn.read_request().await.unwrap().is_none());
+        assert!(conn.read_request(&mut idle()).await.unwrap().is_none());
     }
 
     #[tokio::test(flavor = "current_thread")]
@@ -932,7 +972,7 @@ mod tests {
             b"POST / HTTP/1.1\r\ntransfer-encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
         ] {
             let (mut conn, _client) = connection(sent).await;
-            let mut session = conn.read_request().await.unwrap().unwrap();
+            let mut session = conn.read_request(&mut idle()).await.unwrap().unwrap();
             let raw = session.raw_head_bytes();
             assert_eq!(
                 crate::pipeline::sanitise::sanitise(session.req_header_mut(), Some(&raw)),
@@ -955,7 +995,7 @@ mod tests {
             " ".repeat(40)
         );
         let (mut conn, _client) = connection(fits.as_bytes()).await;
-        assert!(conn.read_request().await.unwrap().is_some());
+        assert!(conn.read_request(&mut idle()).await.unwrap().is_some());
     }
 
     #[tokio::test(flavor = "current_thread")]
@@ -966,7 +1006,7 @@ mod tests {
             (b"POST / HTTP/1.1\r\ncontent-length: 4\r\n\r\nbody", false),
         ] {
             let (mut conn, mut client) = connection(sent).await;
-            let mut session = conn.read_request().await.unwrap().unwrap();
+            let mut session = conn.read_request(&mut idle()).await.unwrap().unwrap();
             if read_body {
                 while session.read_request_body().await.unwrap().is_some() {}
             }
@@ -978,7 +1018,7 @@ mod tests {
         // HTTP/1.0 that asks to be kept is.
         let (mut conn, _client) =
             connection(b"GET / HTTP/1.0\r\nconnection: keep-alive\r\n\r\n").await;
-        let mut session = conn.read_request().await.unwrap().unwrap();
+        let mut session = conn.read_request(&mut idle()).await.unwrap().unwrap();
         answer(&mut session, b"").await;
         assert!(session.reusable());
     }
@@ -986,7 +1026,7 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn chunked_answers_are_framed_and_answers_to_head_have_no_body() {
         let (mut conn, mut client) = connection(b"GET / HTTP/1.1\r\n\r\n").await;
-        let mut session = conn.read_request().await.unwrap().unwrap();
+        let mut session = conn.read_request(&mut idle()).await.unwrap().unwrap();
         let mut head = ok_head();
         head.headers.insert(
             header::TRANSFER_ENCODING,
@@ -1007,7 +1047,7 @@ mod tests {
         assert_eq!(body, format!("12C\r\n{}\r\n0\r\n\r\n", "x".repeat(300)));
 
         let (mut conn, mut client) = connection(b"HEAD / HTTP/1.1\r\n\r\n").await;
-        let mut session = conn.read_request().await.unwrap().unwrap();
+        let mut session = conn.read_request(&mut idle()).await.unwrap().unwrap();
         let mut head = ok_head();
         head.headers
             .insert(header::CONTENT_LENGTH, HeaderValue::from(42));
@@ -1030,7 +1070,7 @@ mod tests {
     async fn an_http10_client_gets_a_chunked_answer_unchunked_to_the_close() {
         let (mut conn, mut client) =
             connection(b"GET / HTTP/1.0\r\nconnection: keep-alive\r\n\r\n").await;
-        let mut session = conn.read_request().await.unwrap().unwrap();
+        let mut session = conn.read_request(&mut idle()).await.unwrap().unwrap();
         let mut head = ok_head();
         head.headers.insert(
             header::TRANSFER_ENCODING,
@@ -1057,7 +1097,7 @@ mod tests {
         let (mut conn, mut client) =
             connection(b"PUT /z HTTP/1.1\r\nexpect: 100-continue\r\ncontent-length: 2\r\n\r\n")
                 .await;
-        let mut session = conn.read_request().await.unwrap().unwrap();
+        let mut session = conn.read_request(&mut idle()).await.unwrap().unwrap();
         let reader = async {
             let body = session.read_request_body().await.unwrap().unwrap();
             (body, session)
@@ -1084,7 +1124,7 @@ mod tests {
         let (mut conn, mut client) =
             connection(b"PUT /z HTTP/1.1\r\nexpect: 100-continue\r\ncontent-length: 2\r\n\r\n")
                 .await;
-        let mut session = conn.read_request().await.unwrap().unwrap();
+        let mut session = conn.read_request(&mut idle()).await.unwrap().unwrap();
         answer(&mut session, b"").await;
         assert!(!session.reusable());
         let text = received(&mut client).await;
@@ -1095,7 +1135,7 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn a_body_short_of_its_length_fails_and_the_connection_is_not_reused() {
         let (mut conn, _client) = connection(b"GET / HTTP/1.1\r\n\r\n").await;
-        let mut session = conn.read_request().await.unwrap().unwrap();
+        let mut session = conn.read_request(&mut idle()).await.unwrap().unwrap();
         let mut head = ok_head();
         head.headers
             .insert(header::CONTENT_LENGTH, HeaderValue::from(10));
@@ -1105,6 +1145,32 @@ mod tests {
             .await
             .is_err());
         assert!(!session.reusable());
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_graceful_shutdown_closes_an_idle_connection_but_reads_a_head_under_way() {
+        let (stop_tx, mut stop) = tokio::sync::watch::channel(false);
+        let (mut conn, _client) = connection(b"").await;
+        let waiting = conn.read_request(&mut stop);
+        let flip = async {
+            tokio::task::yield_now().await;
+            stop_tx.send(true).unwrap();
+        };
+        let (read, ()) = tokio::join!(waiting, flip);
+        assert!(read.unwrap().is_none());
+
+        let (stop_tx, mut stop) = tokio::sync::watch::channel(false);
+        let (mut conn, mut client) = connection(b"GET / HT").await;
+        let reading = conn.read_request(&mut stop);
+        let rest = async {
+            tokio::task::yield_now().await;
+            stop_tx.send(true).unwrap();
+            tokio::task::yield_now().await;
+            client.write_all(b"TP/1.1\r\n\r\n").await.unwrap();
+            client
+        };
+        let (read, _client) = tokio::join!(reading, rest);
+        assert_eq!(read.unwrap().unwrap().req_header().raw_path(), b"/");
     }
 
     #[test]
@@ -1125,7 +1191,7 @@ mod tests {
     async fn debug_shows_no_header_value() {
         let (mut conn, _client) =
             connection(b"GET / HTTP/1.1\r\ncookie: __Host-session=s3cr3t-cookie\r\n\r\n").await;
-        let session = conn.read_request().await.unwrap().unwrap();
+        let session = conn.read_request(&mut idle()).await.unwrap().unwrap();
         let shown = format!("{session:?}");
         assert!(!shown.contains("s3cr3t"), "{shown}");
         drop(session);

@@ -56,13 +56,11 @@ use crate::domain::Services;
 use crate::web::security::SecurityHeaders;
 use crate::web::Rejection;
 use admit::{Admitted, RequestIds};
-use downstream::{Connection, HeadError, Session};
+use downstream::{Connection, HeadError, HeadLimits, Session};
 use forward::Forwarded;
 use route::{Match, RouteTable, Target};
 use throttle::Limits;
 use upstream::Upstreams;
-
-use crate::server::heads::HeadLimits;
 
 /// Everything the pipeline needs, built once at start.
 #[derive(Debug)]
@@ -447,8 +445,9 @@ impl ServerApp for GatewayApp {
         // waits up to the idle time for its next request to start, then has the header
         // timeout too. A client that trickles bytes is cut off either way.
         let mut deadline = limits.header_timeout;
+        let mut stop = shutdown.clone();
         loop {
-            let read = match tokio::time::timeout(deadline, conn.read_request()).await {
+            let read = match tokio::time::timeout(deadline, conn.read_request(&mut stop)).await {
                 Ok(Ok(Some(session))) => Ok(session),
                 // The client closed an idle keep-alive connection: normal.
                 Ok(Ok(None)) => return None,

@@ -36,16 +36,9 @@ use pingora::protocols::{
 };
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+pub use crate::pipeline::downstream::HeadLimits;
+use crate::pipeline::downstream::LINE_PREFIX;
 use crate::pipeline::HeadTooLarge;
-
-/// The limits on one request head (and on a chunked body's trailers, read alike).
-#[derive(Debug, Clone, Copy)]
-pub struct HeadLimits {
-    /// Bytes from the request line to the empty line that ends the head, both included.
-    pub max_bytes: usize,
-    /// Header fields.
-    pub max_fields: usize,
-}
 
 /// A connection's stream with its request heads limited.
 pub struct LimitedHeads<S> {
@@ -341,9 +334,6 @@ enum Chunk {
 
 /// Longest chunk extension followed (they carry nothing the gateway uses).
 const MAX_CHUNK_EXTENSION: usize = 4096;
-/// Bytes kept of each head line: enough for `Content-Length` and `Transfer-Encoding` with any
-/// value the gateway accepts.
-pub const LINE_PREFIX: usize = 64;
 
 /// A head or a trailer block being read: counted, and its framing fields noted.
 #[derive(Debug, PartialEq, Eq)]
