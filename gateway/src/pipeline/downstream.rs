@@ -43,6 +43,8 @@ use pingora::http::RequestHeader;
 use pingora::protocols::{Shutdown, Stream};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use super::exchange::decimal;
+
 /// The limits on one request head (and on a chunked body's trailers, read alike). Checked
 /// here on what the session parses, and by `server::heads` as the bytes arrive.
 #[derive(Debug, Clone, Copy)]
@@ -693,16 +695,6 @@ fn chunk_size_line(size: usize, buf: &mut [u8; 18]) -> &[u8] {
 /// The `Date` header's value, formatted at most once a second per thread.
 fn date() -> HeaderValue {
     pingora::protocols::http::date::get_cached_date()
-}
-
-/// A `Content-Length` value: ASCII digits only, no sign, no overflow.
-fn decimal(v: &[u8]) -> Option<u64> {
-    if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    v.iter().try_fold(0u64, |n, d| {
-        n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
-    })
 }
 
 /// A chunk-size line at the start of `buf` (RFC 9112 §7.1): its length with the CRLF and the

@@ -490,7 +490,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Exchange<S> {
 }
 
 /// A `Content-Length` value: ASCII digits only, no sign, no overflow.
-fn decimal(v: &[u8]) -> Option<u64> {
+pub(super) fn decimal(v: &[u8]) -> Option<u64> {
     if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
         return None;
     }
