@@ -206,12 +206,13 @@ impl Connection {
 
     /// Read the next request head. `Ok(None)` when the client closed the connection (or it
     /// failed) before sending a byte of one: the normal end of a kept-alive connection. While
-    /// no byte of it has arrived, a graceful shutdown (`stop` turning true) ends the wait the
+    /// no byte of it has arrived, `stop` completing (a graceful shutdown) ends the wait the
     /// same way, so an idle connection closes at once rather than at the end of the grace
-    /// period; a head already arriving is read and answered.
-    pub async fn read_request(
+    /// period; a head already arriving is read and answered. `stop` is one future for the
+    /// connection's life, registered with the shutdown signal once rather than per request.
+    pub async fn read_request<F: std::future::Future + ?Sized>(
         &mut self,
-        stop: &mut tokio::sync::watch::Receiver<bool>,
+        mut stop: std::pin::Pin<&mut F>,
     ) -> Result<Option<Session<'_>>, HeadError> {
         loop {
             if !self.buf.is_empty() {
@@ -238,12 +239,7 @@ impl Connection {
                 tokio::select! {
                     biased;
                     read = self.stream.read_buf(&mut self.buf) => read,
-                    changed = stop.changed() => {
-                        if changed.is_err() || *stop.borrow() {
-                            return Ok(None);
-                        }
-                        continue;
-                    }
+                    _ = stop.as_mut() => return Ok(None),
                 }
             } else {
                 self.stream.read_buf(&mut self.buf).await
@@ -745,11 +741,9 @@ mod tests {
         max_fields: 10,
     };
 
-    /// A shutdown watch that never turns (its sender lives on: a dropped one reads as stop).
-    fn idle() -> tokio::sync::watch::Receiver<bool> {
-        static NEVER: std::sync::LazyLock<tokio::sync::watch::Sender<bool>> =
-            std::sync::LazyLock::new(|| tokio::sync::watch::channel(false).0);
-        NEVER.subscribe()
+    /// A shutdown that never comes.
+    fn idle() -> std::pin::Pin<Box<std::future::Pending<()>>> {
+        Box::pin(std::future::pending())
     }
 
     /// A connection whose client end is returned, with `sent` already written by the client.
@@ -785,7 +779,7 @@ mod tests {
     async fn head_error(sent: &[u8]) -> HeadError {
         let (mut conn, client) = connection(sent).await;
         drop(client);
-        match conn.read_request(&mut idle()).await {
+        match conn.read_request(idle().as_mut()).await {
             Err(e) => e,
             Ok(Some(s)) => panic!("parsed {s:?}"),
             Ok(None) => panic!("no request"),
@@ -799,7 +793,7 @@ mod tests {
               GET /b HTTP/1.1\r\nhost: h\r\n\r\n",
         )
         .await;
-        let mut first = conn.read_request(&mut idle()).await.unwrap().unwrap();
+        let mut first = conn.read_request(idle().as_mut()).await.unwrap().unwrap();
         assert_eq!(first.req_header().method, Method::POST);
         assert_eq!(first.req_header().raw_path(), b"/a?x=1");
         assert_eq!(first.req_header().headers["x-two"], "2");
@@ -817,20 +811,20 @@ mod tests {
         assert!(text.contains("date: "), "{text}");
         assert!(text.ends_with("\r\n\r\none"), "{text}");
 
-        let mut second = conn.read_request(&mut idle()).await.unwrap().unwrap();
+        let mut second = conn.read_request(idle().as_mut()).await.unwrap().unwrap();
         assert_eq!(second.req_header().raw_path(), b"/b");
         assert_eq!(second.read_request_body().await.unwrap(), None);
         answer(&mut second, b"").await;
         assert!(second.reusable());
         drop(client);
-        assert!(conn.read_request(&mut idle()).await.unwrap().is_none());
+        assert!(conn.read_request(idle().as_mut()).await.unwrap().is_none());
     }
 
     #[tokio::test(flavor = "current_thread")]
     async fn a_chunked_body_is_decoded_across_reads_and_its_trailers_dropped() {
         let (mut conn, mut client) =
             connection(b"PUT /z HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n3\r\nab").await;
-        let mut session = conn.read_request(&mut idle()).await.unwrap().unwrap();
+        let mut session = conn.read_request(idle().as_mut()).await.unwrap().unwrap();
         let reader = async {
             let mut body = Vec::new();
             while let Some(piece) = session.read_request_body().await.unwrap() {
@@ -849,7 +843,7 @@ mod tests {
         assert_eq!(body, b"abcdefgh");
         answer(&mut session, b"").await;
         assert!(session.reusable());
-        let next = conn.read_request(&mut idle()).await.unwrap().unwrap();
+        let next = conn.read_request(idle().as_mut()).await.unwrap().unwrap();
         assert_eq!(next.req_header().raw_path(), b"/");
     }
 
@@ -863,7 +857,7 @@ mod tests {
         } else {
             Some(client)
         };
-        let mut session = conn.read_request(&mut idle()).await.unwrap().unwrap();
+        let mut session = conn.read_request(idle().as_mut()).await.unwrap().unwrap();
         let read = async {
             let mut body = Vec::new();
             while let Some(piece) = session.read_request_body().await? {
@@ -943,7 +937,7 @@ mod tests {
         let at_limit: String = (0..10).map(|i| format!("x-{i}: 1\r\n")).collect();
         let (mut conn, _client) =
             connection(format!("GET / HTTP/1.1\r\n{at_limit}\r\n").as_bytes()).await;
-        assert!(conn.read_request(&mut idle()).await.unwrap().is_some());
+        assert!(conn.read_request(idle().as_mut()).await.unwrap().is_some());
     }
 
     #[tokio::test(flavor = "current_thread")]
@@ -951,7 +945,7 @@ mod tests {
         assert_eq!(head_error(b"GET / HTT").await, HeadError::Gone);
         let (mut conn, client) = connection(b"").await;
         drop(client);
-        assert!(conn.read_request(&mut idle()).await.unwrap().is_none());
+        assert!(conn.read_request(idle().as_mut()).await.unwrap().is_none());
     }
 
     #[tokio::test(flavor = "current_thread")]
@@ -964,7 +958,7 @@ mod tests {
             b"POST / HTTP/1.1\r\ntransfer-encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
         ] {
             let (mut conn, _client) = connection(sent).await;
-            let mut session = conn.read_request(&mut idle()).await.unwrap().unwrap();
+            let mut session = conn.read_request(idle().as_mut()).await.unwrap().unwrap();
             let raw = session.raw_head_bytes();
             assert_eq!(
                 crate::pipeline::sanitise::sanitise(session.req_header_mut(), Some(&raw)),
@@ -987,7 +981,7 @@ mod tests {
             " ".repeat(40)
         );
         let (mut conn, _client) = connection(fits.as_bytes()).await;
-        assert!(conn.read_request(&mut idle()).await.unwrap().is_some());
+        assert!(conn.read_request(idle().as_mut()).await.unwrap().is_some());
     }
 
     #[tokio::test(flavor = "current_thread")]
@@ -998,7 +992,7 @@ mod tests {
             (b"POST / HTTP/1.1\r\ncontent-length: 4\r\n\r\nbody", false),
         ] {
             let (mut conn, mut client) = connection(sent).await;
-            let mut session = conn.read_request(&mut idle()).await.unwrap().unwrap();
+            let mut session = conn.read_request(idle().as_mut()).await.unwrap().unwrap();
             if read_body {
                 while session.read_request_body().await.unwrap().is_some() {}
             }
@@ -1010,7 +1004,7 @@ mod tests {
         // HTTP/1.0 that asks to be kept is.
         let (mut conn, _client) =
             connection(b"GET / HTTP/1.0\r\nconnection: keep-alive\r\n\r\n").await;
-        let mut session = conn.read_request(&mut idle()).await.unwrap().unwrap();
+        let mut session = conn.read_request(idle().as_mut()).await.unwrap().unwrap();
         answer(&mut session, b"").await;
         assert!(session.reusable());
     }
@@ -1018,7 +1012,7 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn chunked_answers_are_framed_and_answers_to_head_have_no_body() {
         let (mut conn, mut client) = connection(b"GET / HTTP/1.1\r\n\r\n").await;
-        let mut session = conn.read_request(&mut idle()).await.unwrap().unwrap();
+        let mut session = conn.read_request(idle().as_mut()).await.unwrap().unwrap();
         let mut head = ok_head();
         head.headers.insert(
             header::TRANSFER_ENCODING,
@@ -1039,7 +1033,7 @@ mod tests {
         assert_eq!(body, format!("12C\r\n{}\r\n0\r\n\r\n", "x".repeat(300)));
 
         let (mut conn, mut client) = connection(b"HEAD / HTTP/1.1\r\n\r\n").await;
-        let mut session = conn.read_request(&mut idle()).await.unwrap().unwrap();
+        let mut session = conn.read_request(idle().as_mut()).await.unwrap().unwrap();
         let mut head = ok_head();
         head.headers
             .insert(header::CONTENT_LENGTH, HeaderValue::from(42));
@@ -1062,7 +1056,7 @@ mod tests {
     async fn an_http10_client_gets_a_chunked_answer_unchunked_to_the_close() {
         let (mut conn, mut client) =
             connection(b"GET / HTTP/1.0\r\nconnection: keep-alive\r\n\r\n").await;
-        let mut session = conn.read_request(&mut idle()).await.unwrap().unwrap();
+        let mut session = conn.read_request(idle().as_mut()).await.unwrap().unwrap();
         let mut head = ok_head();
         head.headers.insert(
             header::TRANSFER_ENCODING,
@@ -1089,7 +1083,7 @@ mod tests {
         let (mut conn, mut client) =
             connection(b"PUT /z HTTP/1.1\r\nexpect: 100-continue\r\ncontent-length: 2\r\n\r\n")
                 .await;
-        let mut session = conn.read_request(&mut idle()).await.unwrap().unwrap();
+        let mut session = conn.read_request(idle().as_mut()).await.unwrap().unwrap();
         let reader = async {
             let body = session.read_request_body().await.unwrap().unwrap();
             (body, session)
@@ -1116,7 +1110,7 @@ mod tests {
         let (mut conn, mut client) =
             connection(b"PUT /z HTTP/1.1\r\nexpect: 100-continue\r\ncontent-length: 2\r\n\r\n")
                 .await;
-        let mut session = conn.read_request(&mut idle()).await.unwrap().unwrap();
+        let mut session = conn.read_request(idle().as_mut()).await.unwrap().unwrap();
         answer(&mut session, b"").await;
         assert!(!session.reusable());
         let text = received(&mut client).await;
@@ -1127,7 +1121,7 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn a_body_short_of_its_length_fails_and_the_connection_is_not_reused() {
         let (mut conn, _client) = connection(b"GET / HTTP/1.1\r\n\r\n").await;
-        let mut session = conn.read_request(&mut idle()).await.unwrap().unwrap();
+        let mut session = conn.read_request(idle().as_mut()).await.unwrap().unwrap();
         let mut head = ok_head();
         head.headers
             .insert(header::CONTENT_LENGTH, HeaderValue::from(10));
@@ -1142,8 +1136,9 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn a_graceful_shutdown_closes_an_idle_connection_but_reads_a_head_under_way() {
         let (stop_tx, mut stop) = tokio::sync::watch::channel(false);
+        let mut stopped = std::pin::pin!(stop.changed());
         let (mut conn, _client) = connection(b"").await;
-        let waiting = conn.read_request(&mut stop);
+        let waiting = conn.read_request(stopped.as_mut());
         let flip = async {
             tokio::task::yield_now().await;
             stop_tx.send(true).unwrap();
@@ -1152,8 +1147,9 @@ mod tests {
         assert!(read.unwrap().is_none());
 
         let (stop_tx, mut stop) = tokio::sync::watch::channel(false);
+        let mut stopped = std::pin::pin!(stop.changed());
         let (mut conn, mut client) = connection(b"GET / HT").await;
-        let reading = conn.read_request(&mut stop);
+        let reading = conn.read_request(stopped.as_mut());
         let rest = async {
             tokio::task::yield_now().await;
             stop_tx.send(true).unwrap();
@@ -1183,7 +1179,7 @@ mod tests {
     async fn debug_shows_no_header_value() {
         let (mut conn, _client) =
             connection(b"GET / HTTP/1.1\r\ncookie: __Host-session=s3cr3t-cookie\r\n\r\n").await;
-        let session = conn.read_request(&mut idle()).await.unwrap().unwrap();
+        let session = conn.read_request(idle().as_mut()).await.unwrap().unwrap();
         let shown = format!("{session:?}");
         assert!(!shown.contains("s3cr3t"), "{shown}");
         drop(session);
