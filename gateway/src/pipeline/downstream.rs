@@ -99,6 +99,8 @@ pub struct Connection {
     buf: BytesMut,
     /// Each header field's name and where its value lies in the head (kept for reuse).
     fields: Vec<(HeaderName, Range<usize>)>,
+    /// A response head being written (kept for reuse: no allocation per response).
+    head_out: Vec<u8>,
     limits: HeadLimits,
     body_read_timeout: Duration,
     peer: Option<IpAddr>,
@@ -193,6 +195,7 @@ impl Connection {
             stream,
             buf: BytesMut::new(),
             fields: Vec::new(),
+            head_out: Vec::new(),
             limits,
             body_read_timeout,
             peer,
@@ -579,9 +582,14 @@ impl Session<'_> {
                 "close"
             }),
         );
-        let mut out = Vec::with_capacity(128 + 32 * head.headers.len());
-        serialise(&head, &mut out);
-        self.conn.stream.write_all(&out).await?;
+        let out = &mut self.conn.head_out;
+        out.clear();
+        serialise(&head, out);
+        self.conn.stream.write_all(out).await?;
+        // An unusually large head's buffer is not kept through the connection's idle time.
+        if self.conn.head_out.capacity() > 16 * 1024 {
+            self.conn.head_out = Vec::new();
+        }
         self.status = Some(status);
         if self.write == WriteState::Length(0) {
             self.write = WriteState::Done;
