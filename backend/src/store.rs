@@ -27,6 +27,9 @@ use zonegate_common::time::rfc3339_micros;
 static SQLITE: Migrator = sqlx::migrate!("../migrations/backend/sqlite");
 static POSTGRES: Migrator = sqlx::migrate!("../migrations/backend/postgres");
 
+/// Pooled connections per backend process (sqlx's own default).
+const DEFAULT_CONNECTIONS: u32 = 10;
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("unsupported database URL: use sqlite://PATH or postgres://...")]
@@ -100,6 +103,16 @@ impl Store {
     /// Opens the database at a `sqlite://PATH` URL (creating the file if missing) or a
     /// `postgres://` one, and applies pending migrations.
     pub async fn open(database_url: &str) -> Result<Self, StoreError> {
+        Self::open_with_connections(database_url, DEFAULT_CONNECTIONS).await
+    }
+
+    /// As [`Store::open`], with at most `connections` pooled connections. One makes every
+    /// query run on the same connection, where statements prepared by earlier queries are
+    /// reused: how a test makes that reuse certain rather than a matter of timing.
+    pub async fn open_with_connections(
+        database_url: &str,
+        connections: u32,
+    ) -> Result<Self, StoreError> {
         sqlx::any::install_default_drivers();
         let (url, migrator) = if let Some(path) = database_url.strip_prefix("sqlite://") {
             let sep = if path.contains('?') { '&' } else { '?' };
@@ -111,7 +124,10 @@ impl Store {
         } else {
             return Err(StoreError::Url);
         };
-        let pool = AnyPoolOptions::new().connect(&url).await?;
+        let pool = AnyPoolOptions::new()
+            .max_connections(connections.max(1))
+            .connect(&url)
+            .await?;
         if std::ptr::eq(migrator, &SQLITE) {
             // WAL lets readers proceed while a write is in progress (a property of the file).
             sqlx::query("PRAGMA journal_mode = WAL")
@@ -227,6 +243,11 @@ impl Store {
     /// Changes the name, the area, or both, in one statement (a JSON Merge Patch: what is not
     /// given stays as stored, so two patches of different fields never undo each other).
     /// `None` if the org has no such zone.
+    ///
+    /// A patch without an area is its own statement rather than the area's columns bound as
+    /// NULL: sqlx 0.8's `Any` driver sends a NULL `f64` to PostgreSQL as a 4-byte float, and
+    /// PostgreSQL keeps the statement prepared with those types on that connection, so the
+    /// next patch that moves the area there had its 8-byte floats refused (a 500).
     pub async fn patch(
         &self,
         org: &AuthorizedOrg,
@@ -236,26 +257,35 @@ impl Store {
         now: SystemTime,
     ) -> Result<Option<Zone>, StoreError> {
         let now = rfc3339_micros(now);
-        let stored = area.as_ref().map(area_json).transpose()?;
-        let bounds = area.as_ref().map(Area::bounds);
-        let row: Option<ZoneRow> = sqlx::query_as(
-            "UPDATE zones SET name = COALESCE($1, name), area = COALESCE($2, area), \
-             min_lon = COALESCE($3, min_lon), min_lat = COALESCE($4, min_lat), \
-             max_lon = COALESCE($5, max_lon), max_lat = COALESCE($6, max_lat), updated_at = $7 \
-             WHERE org = $8 AND id = $9 \
-             RETURNING id, org, name, area, created_at, updated_at",
-        )
-        .bind(name)
-        .bind(stored)
-        .bind(bounds.as_ref().map(|b| b.min_lon))
-        .bind(bounds.as_ref().map(|b| b.min_lat))
-        .bind(bounds.as_ref().map(|b| b.max_lon))
-        .bind(bounds.as_ref().map(|b| b.max_lat))
-        .bind(&now)
-        .bind(org.id())
-        .bind(id.to_string())
-        .fetch_optional(&self.pool)
-        .await?;
+        let query = match &area {
+            Some(area) => {
+                let bounds = area.bounds();
+                sqlx::query_as(
+                    "UPDATE zones SET name = COALESCE($1, name), area = $2, min_lon = $3, \
+                     min_lat = $4, max_lon = $5, max_lat = $6, updated_at = $7 \
+                     WHERE org = $8 AND id = $9 \
+                     RETURNING id, org, name, area, created_at, updated_at",
+                )
+                .bind(name)
+                .bind(area_json(area)?)
+                .bind(bounds.min_lon)
+                .bind(bounds.min_lat)
+                .bind(bounds.max_lon)
+                .bind(bounds.max_lat)
+            }
+            None => sqlx::query_as(
+                "UPDATE zones SET name = COALESCE($1, name), updated_at = $2 \
+                 WHERE org = $3 AND id = $4 \
+                 RETURNING id, org, name, area, created_at, updated_at",
+            )
+            .bind(name),
+        };
+        let row: Option<ZoneRow> = query
+            .bind(&now)
+            .bind(org.id())
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await?;
         row.map(Zone::try_from).transpose()
     }
 

@@ -156,7 +156,16 @@ impl Drop for ScratchPg {
 }
 
 async fn harness_on(url: &str, dir: tempfile::TempDir) -> Harness {
-    let store = Store::open(url).await.unwrap();
+    harness_with(Store::open(url).await.unwrap(), dir)
+}
+
+/// A backend whose store has a single pooled connection: every query runs where the earlier
+/// ones prepared their statements.
+async fn harness_on_one_connection(url: &str, dir: tempfile::TempDir) -> Harness {
+    harness_with(Store::open_with_connections(url, 1).await.unwrap(), dir)
+}
+
+fn harness_with(store: Store, dir: tempfile::TempDir) -> Harness {
     let keys = IdentityKeys::from_keys(vec![
         ("identity-1".to_owned(), KEY_1.to_vec()),
         ("identity-2".to_owned(), KEY_2.to_vec()),
@@ -769,6 +778,58 @@ async fn crud_round_trip() {
     }
 }
 
+/// A patch of the name alone, then one of the area, on the same pooled connection. Binding the
+/// absent area's bounds as NULL once made PostgreSQL keep that statement prepared with 4-byte
+/// floats (sqlx's `Any` driver sends a NULL `f64` so), and the next patch's 8-byte bounds were
+/// refused: a 500 that came and went with which connection the pool handed out.
+#[tokio::test]
+async fn a_name_patch_then_an_area_patch_on_one_connection() {
+    for (url, dir, _pg) in databases().await {
+        let h = harness_on_one_connection(&url, dir).await;
+        let created = h.create("org-a", "Centre", square(0.0, 0.0, 1.0)).await;
+        let path = format!("/v1/orgs/org-a/zones/{}", created["id"].as_str().unwrap());
+        for (round, body) in [
+            json!({"name": "Old town"}),
+            json!({"area": square(20.0, 20.0, 1.0)}),
+            json!({"name": "Harbour"}),
+            json!({"name": "Docks", "area": square(5.0, 5.0, 2.0)}),
+            json!({"area": square(7.0, 7.0, 1.0)}),
+        ]
+        .iter()
+        .enumerate()
+        {
+            let text = body.to_string();
+            let token = h.token_for_body("PATCH", &path, "org-a", text.as_bytes());
+            let request = Request::builder()
+                .method("PATCH")
+                .uri(&path)
+                .header("zonegate-identity", token)
+                .header(header::CONTENT_TYPE, "application/merge-patch+json")
+                .body(Body::from(text))
+                .unwrap();
+            let reply = h.send(request).await;
+            assert_eq!(reply.status, StatusCode::OK, "{url}, patch {round}: {body}");
+            let patched = reply.json();
+            if let Some(name) = body.get("name") {
+                assert_eq!(&patched["name"], name, "{url}, patch {round}");
+            }
+            if let Some(area) = body.get("area") {
+                assert_eq!(&patched["area"], area, "{url}, patch {round}");
+            }
+        }
+        let covered = h
+            .call(
+                "GET",
+                "/v1/orgs/org-a/coverage?lat=7.5&lon=7.5",
+                "org-a",
+                None,
+            )
+            .await
+            .expect(StatusCode::OK)
+            .json();
+        assert_eq!(covered["zones"][0]["name"], "Docks", "{url}");
+    }
+}
 #[tokio::test]
 async fn patch_changes_only_the_members_given() {
     for (url, dir, _pg) in databases().await {
