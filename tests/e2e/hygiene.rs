@@ -70,6 +70,37 @@ fn ambiguous_framing_is_400_closes_the_connection_and_forwards_nothing() {
     assert_eq!(ok.status, 200);
 }
 
+/// An upload refused before its body is read (413 here: its declared length is over the
+/// route's limit) still gets its answer. The gateway closes its side and then reads the body
+/// on, dropping it, until the client closes: a connection closed under a client still writing
+/// is reset, and the client's write fails before it can read why.
+#[test]
+fn a_refused_upload_is_read_to_its_end_and_its_answer_arrives() {
+    use std::io::Write;
+    const BODY: usize = 16 << 20;
+    let stack = Stack::start();
+    let mut tls = stack.client().connect().unwrap();
+    let head = format!(
+        "POST /v1/orgs/acme/echo HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/octet-stream\r\ncontent-length: {BODY}\r\n\r\n"
+    );
+    tls.write_all(head.as_bytes()).unwrap();
+    let piece = vec![b'x'; 64 * 1024];
+    for sent in (0..BODY).step_by(piece.len()) {
+        tls.write_all(&piece)
+            .unwrap_or_else(|e| panic!("the body broke off after {sent} bytes: {e}"));
+    }
+    tls.flush().unwrap();
+    let answer = read_to_close(&mut tls);
+    let refused = parse_response(&answer).expect("no answer");
+    assert_eq!(refused.status, 413);
+    assert_eq!(
+        refused.header("content-type"),
+        Some("application/problem+json")
+    );
+    assert_eq!(refused.header("connection"), Some("close"));
+    assert!(stack.echo.seen().is_empty(), "{:?}", stack.echo.seen());
+}
+
 /// Requests pipelined in one write are answered in order on the one connection, each forwarded
 /// once and whole: a sized body between two heads is read as that request's body, never as a
 /// head. And a chunked HTTP/1.0 request, which cannot be framed (RFC 9112 §6.1), is refused.

@@ -66,6 +66,11 @@ const MAX_FIELDS: usize = 256;
 pub const MAX_CHUNK_LINE: usize = 4096;
 /// What each read asks the connection for at least.
 const READ_CHUNK: usize = 4096;
+/// How long a closing connection goes on reading what its client still sends ([`Connection::
+/// close_lingering`]), in all.
+pub const LINGER_TIME: Duration = Duration::from_secs(5);
+/// How long it waits for the client's next bytes, or its close, before giving up sooner.
+pub const LINGER_GAP: Duration = Duration::from_secs(1);
 
 /// Why no request head could be read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -390,6 +395,43 @@ impl Connection {
         Shutdown::shutdown(&mut *self.stream).await;
     }
 
+    /// Close the connection while its client may still be sending: a request body the answer
+    /// did not wait for (a refusal before the body), or the rest of a head refused unread.
+    /// A socket closed with bytes unread, or that receives bytes after its close, is reset by
+    /// the kernel, and a client still writing its body then often loses the answer before it
+    /// reads it: an integrator's upload refused with 401 or 413 would show as a connection
+    /// reset. So the close is staged (RFC 9112 §9.6): the write side first (`close_notify`
+    /// and a FIN, within `write_timeout`), then whatever arrives is read and dropped until the
+    /// client closes, a read fails, [`LINGER_GAP`] passes without a byte, or [`LINGER_TIME`]
+    /// in all. The connection keeps its place under the connection caps meanwhile, so a
+    /// client cannot use this to hold more than it could anyway.
+    ///
+    /// What is read still passes `server::heads`, which ends the reading at once for a
+    /// connection whose head went over the limits or whose framing it cannot follow: those
+    /// close without lingering.
+    pub async fn close_lingering(&mut self, write_timeout: Duration) {
+        if tokio::time::timeout(write_timeout, self.shutdown())
+            .await
+            .is_err()
+        {
+            return;
+        }
+        let until = tokio::time::Instant::now() + LINGER_TIME;
+        loop {
+            // Read into the connection's own buffer (a stack one would grow every connection's
+            // future), dropping each read.
+            self.buf.clear();
+            self.buf.reserve(READ_CHUNK);
+            let gap = (tokio::time::Instant::now() + LINGER_GAP).min(until);
+            match tokio::time::timeout_at(gap, self.stream.read_buf(&mut self.buf)).await {
+                Ok(Ok(n)) if n > 0 => {}
+                // The client closed, the read failed, or the time is up.
+                _ => break,
+            }
+        }
+        self.buf = BytesMut::new();
+    }
+
     /// One read into the buffer within the body read timeout; the end of the connection is
     /// an error here (a body cut short).
     async fn read_body_bytes(&mut self) -> Result<(), BodyError> {
@@ -651,6 +693,12 @@ impl Session<'_> {
     pub fn reusable(&self) -> bool {
         self.keepalive && self.write == WriteState::Done && self.read == ReadState::Done
     }
+
+    /// Whether the request's body was left (partly) unread: the client may still be sending
+    /// it, so the connection closes with [`Connection::close_lingering`].
+    pub fn body_unread(&self) -> bool {
+        self.read != ReadState::Done
+    }
 }
 
 /// Whether a read failed because `server::heads` found a head over its limits.
@@ -740,7 +788,7 @@ fn chunk_size_line_of(buf: &[u8]) -> Result<Option<(usize, u64)>, BodyError> {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::panic)]
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 
@@ -1192,5 +1240,82 @@ mod tests {
         assert!(!shown.contains("s3cr3t"), "{shown}");
         drop(session);
         assert!(!format!("{conn:?}").contains("s3cr3t"));
+    }
+
+    /// A request answered before its body (a refusal): closing, the connection reads the rest
+    /// of the body and drops it until the client closes. A client still writing is neither
+    /// stalled nor reset, and reads the whole answer. Without the lingering read, the client's
+    /// write (three times the pipe's capacity) would never finish.
+    #[tokio::test(flavor = "current_thread", start_paused = true)]
+    async fn closing_with_the_body_unread_reads_it_until_the_client_closes() {
+        const BODY: usize = 192 * 1024;
+        let (mut conn, mut client) = connection(
+            format!("POST /up HTTP/1.1\r\nHost: h\r\nContent-Length: {BODY}\r\n\r\nfirst")
+                .as_bytes(),
+        )
+        .await;
+        let mut session = conn.read_request(idle().as_mut()).await.unwrap().unwrap();
+        answer(&mut session, b"no").await;
+        assert!(session.body_unread());
+        assert!(!session.reusable());
+        drop(session);
+        let started = tokio::time::Instant::now();
+        let closing = tokio::spawn(async move {
+            conn.close_lingering(Duration::from_secs(5)).await;
+            conn
+        });
+        let client_side = async {
+            client.write_all(&vec![b'x'; BODY - 5]).await.unwrap();
+            // (A test stream's shutdown sends no end: the answer is read by its length.)
+            let mut answer = Vec::new();
+            while !answer.ends_with(b"\r\n\r\nno") {
+                let mut piece = [0u8; 256];
+                let n = client.read(&mut piece).await.unwrap();
+                assert!(n > 0, "closed early");
+                answer.extend_from_slice(&piece[..n]);
+            }
+            drop(client);
+            answer
+        };
+        let answer = tokio::time::timeout(Duration::from_millis(100), client_side)
+            .await
+            .expect("the body was not read");
+        let answer = String::from_utf8(answer).unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
+        assert!(answer.ends_with("\r\n\r\nno"), "{answer}");
+        let conn = closing.await.unwrap();
+        // Ended by the client's close, not by a timer (time here only moves when all wait).
+        assert!(started.elapsed() < LINGER_GAP, "{:?}", started.elapsed());
+        assert_eq!(conn.buf.capacity(), 0, "the buffer is let go");
+    }
+
+    /// The lingering read is bounded: a silent client is left after [`LINGER_GAP`], and one
+    /// that keeps sending after [`LINGER_TIME`] in all.
+    #[tokio::test(flavor = "current_thread", start_paused = true)]
+    async fn lingering_gives_up_on_a_silent_client_and_on_an_endless_one() {
+        let (mut conn, _silent) = connection(b"").await;
+        let started = tokio::time::Instant::now();
+        conn.close_lingering(Duration::from_secs(5)).await;
+        let took = started.elapsed();
+        assert!(
+            took >= LINGER_GAP && took < LINGER_GAP + Duration::from_millis(10),
+            "{took:?}"
+        );
+
+        let (mut conn, mut endless) = connection(b"").await;
+        let sending = tokio::spawn(async move {
+            while endless.write_all(b"x").await.is_ok() {
+                tokio::time::sleep(LINGER_GAP / 2).await;
+            }
+        });
+        let started = tokio::time::Instant::now();
+        conn.close_lingering(Duration::from_secs(5)).await;
+        let took = started.elapsed();
+        assert!(
+            took >= LINGER_TIME && took < LINGER_TIME + LINGER_GAP,
+            "{took:?}"
+        );
+        drop(conn);
+        sending.await.unwrap();
     }
 }

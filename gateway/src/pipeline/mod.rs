@@ -186,6 +186,10 @@ enum After {
     Next,
     /// It is closed, the client told so.
     Close,
+    /// It is closed, the client told so, while the client may still be sending the request's
+    /// body: what arrives is read and dropped for a while first, so that the answer is not
+    /// lost to a reset (`Connection::close_lingering`).
+    Linger,
     /// It is dropped at once: the answer broke off.
     Abort,
 }
@@ -330,8 +334,8 @@ impl GatewayApp {
             std::time::Duration::ZERO,
             Some(rejection.code()),
         );
-        // Timed: a client that stops reading would otherwise hold the close (and its slot).
-        let _ = tokio::time::timeout(p.client.write_timeout, conn.shutdown()).await;
+        // The rest of the head, and any body, may still be on its way.
+        conn.close_lingering(p.client.write_timeout).await;
     }
 
     /// One request on the connection, start to end: the stages, the answer, the access
@@ -412,6 +416,8 @@ impl GatewayApp {
             After::Abort
         } else if answered && session.reusable() {
             After::Next
+        } else if session.body_unread() {
+            After::Linger
         } else {
             After::Close
         }
@@ -464,6 +470,10 @@ impl ServerApp for GatewayApp {
                 Ok(session) => match self.serve(session, shutdown).await {
                     After::Next => {}
                     After::Close => break,
+                    After::Linger => {
+                        conn.close_lingering(limits.write_timeout).await;
+                        return None;
+                    }
                     After::Abort => return None,
                 },
                 Err(e) => {
