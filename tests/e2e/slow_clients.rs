@@ -76,6 +76,29 @@ fn a_head_trickled_in_is_cut_off_and_others_are_served() {
     assert!(sent.is_empty(), "a trickled head got an answer");
 }
 
+/// A body that stops arriving is answered 408 once a read of it has waited the body read
+/// timeout (400 ms here), and its connection is closed: what came of the body is unknown.
+/// Nothing reaches the upstream, and a normal client is served meanwhile.
+#[test]
+fn a_body_that_stops_arriving_is_408_and_its_connection_closed() {
+    let stack = stack();
+    let client = stack.client();
+    let mut slow = client.connect().unwrap();
+    slow.write_all(
+        b"POST /v1/orgs/acme/echo HTTP/1.1\r\nhost: localhost\r\ncontent-length: 100\r\n\r\nonly a part",
+    )
+    .unwrap();
+    slow.flush().unwrap();
+    assert_eq!(client.get("/healthz").status, 200);
+    let (sent, closed) = read_until_closed(&mut slow);
+    assert!(closed, "a stalled body kept its connection");
+    let answer = parse_response(&sent).expect("no answer");
+    let problem = answer.assert_problem(408);
+    assert_eq!(problem["type"], "urn:zonegate:problem:request-timeout");
+    assert_eq!(answer.header("connection"), Some("close"));
+    assert!(stack.echo.seen().is_empty(), "{:?}", stack.echo.seen());
+}
+
 #[test]
 fn an_idle_connection_is_closed_after_the_idle_time() {
     let stack = stack();

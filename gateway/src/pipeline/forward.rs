@@ -26,7 +26,7 @@ use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
 use pingora::http::RequestHeader;
 
-use super::downstream::Session;
+use super::downstream::{BodyError, Session};
 use super::exchange::{Exchange, ExchangeError, Framing, ResponseHead};
 use super::upstream::{ConnectError, Upstream};
 use super::{respond, sanitise, Pipeline, RequestCtx};
@@ -466,11 +466,12 @@ async fn read_body(session: &mut Session<'_>, limit: usize) -> Result<Bytes, Rej
         return Err(Rejection::PayloadTooLarge);
     }
     let mut buf = bytes::BytesMut::with_capacity(declared.unwrap_or(0));
-    while let Some(chunk) = session
-        .read_request_body()
-        .await
-        .map_err(|_| Rejection::BadRequest("The request body could not be read."))?
-    {
+    while let Some(chunk) = session.read_request_body().await.map_err(|e| match e {
+        BodyError::Timeout => Rejection::RequestTimeout,
+        BodyError::Closed | BodyError::Malformed => {
+            Rejection::BadRequest("The request body could not be read.")
+        }
+    })? {
         if buf.len() + chunk.len() > limit {
             return Err(Rejection::PayloadTooLarge);
         }

@@ -38,6 +38,9 @@ pub enum Rejection {
     NotFound,
     /// A route matches the path but not the method.
     MethodNotAllowed { allow: String },
+    /// The request's body stopped arriving: a read of it waited the body read timeout. What
+    /// came of the body is unknown, so the connection is closed after the answer.
+    RequestTimeout,
     /// Missing or invalid credentials. One fixed message whatever was wrong; the challenge
     /// names the credentials that would do (`WWW-Authenticate`).
     Unauthenticated(Challenge),
@@ -131,6 +134,7 @@ impl Rejection {
             | Rejection::InvalidCertificate => 422,
             Rejection::NotFound => 404,
             Rejection::MethodNotAllowed { .. } => 405,
+            Rejection::RequestTimeout => 408,
             Rejection::PayloadTooLarge => 413,
             Rejection::HeaderFieldsTooLarge => 431,
             Rejection::Internal => 500,
@@ -146,7 +150,9 @@ impl Rejection {
         // A head refused unread leaves its body (if any) on the connection.
         matches!(
             self,
-            Rejection::AmbiguousFraming | Rejection::HeaderFieldsTooLarge
+            Rejection::AmbiguousFraming
+                | Rejection::HeaderFieldsTooLarge
+                | Rejection::RequestTimeout
         )
     }
 
@@ -158,6 +164,7 @@ impl Rejection {
             Rejection::BadRequest(_) => "bad_request",
             Rejection::NotFound => "not_found",
             Rejection::MethodNotAllowed { .. } => "method_not_allowed",
+            Rejection::RequestTimeout => "request_timeout",
             Rejection::Unauthenticated(_) => "unauthenticated",
             Rejection::Forbidden => "forbidden",
             Rejection::PayloadTooLarge => "payload_too_large",
@@ -208,6 +215,11 @@ impl Rejection {
                 "urn:zonegate:problem:method-not-allowed",
                 "Method not allowed",
                 "This path does not accept this method; see the Allow header.",
+            ),
+            Rejection::RequestTimeout => (
+                "urn:zonegate:problem:request-timeout",
+                "Request timeout",
+                "The request body stopped arriving before its end. Send the request again.",
             ),
             Rejection::Unauthenticated(_) => (
                 "urn:zonegate:problem:unauthenticated",
@@ -518,6 +530,7 @@ pub(crate) fn every_kind() -> Vec<Rejection> {
         Rejection::MethodNotAllowed {
             allow: "GET".into(),
         },
+        Rejection::RequestTimeout,
         Rejection::Unauthenticated(Challenge::Either),
         Rejection::Forbidden,
         Rejection::PayloadTooLarge,
@@ -595,9 +608,19 @@ mod tests {
     }
 
     #[test]
-    fn only_ambiguous_framing_closes_the_connection() {
-        assert!(Rejection::AmbiguousFraming.closes_connection());
-        assert!(!Rejection::AmbiguousPath.closes_connection());
-        assert!(!Rejection::Forbidden.closes_connection());
+    fn only_refusals_that_leave_the_framing_unknown_close_the_connection() {
+        let closing: Vec<&str> = every_kind()
+            .iter()
+            .filter(|r| r.closes_connection())
+            .map(Rejection::code)
+            .collect();
+        assert_eq!(
+            closing,
+            [
+                "ambiguous_framing",
+                "request_timeout",
+                "header_fields_too_large"
+            ]
+        );
     }
 }
