@@ -25,7 +25,9 @@
 //! - a connection carries a next request only when the client did not ask to close, the
 //!   response was written whole, and the request's body was read to its end before the
 //!   answer began (an answer to a request whose body is still arriving closes instead, as
-//!   pingora did); bytes the client sent after a request are its next request (pipelining).
+//!   pingora did, but in stages: [`Connection::close_lingering`] reads the rest and drops it,
+//!   so the client is not reset before it reads the answer); bytes the client sent after a
+//!   request are its next request (pipelining).
 //!
 //! Every read of a body waits at most the body read timeout; the caller times the head. The
 //! stream below is the TLS stream wrapped in `server::heads::LimitedHeads`, which limits heads
