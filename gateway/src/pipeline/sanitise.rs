@@ -128,12 +128,13 @@ pub fn canonical_path(path: &str) -> Result<&str, Rejection> {
             _ => return Err(Rejection::AmbiguousPath),
         }
     }
-    let segments: Vec<&str> = body.split('/').collect();
-    let last = segments.len().saturating_sub(1);
-    for (n, s) in segments.iter().enumerate() {
+    // Split on the byte (the path is ASCII by now): no char searcher, no collected list.
+    let mut segments = body.as_bytes().split(|&b| b == b'/').peekable();
+    while let Some(s) = segments.next() {
         // A trailing slash is a distinct, harmless path (it simply matches no route); an empty
         // segment anywhere else is `//`, which servers collapse differently.
-        if (s.is_empty() && n != last) || *s == "." || *s == ".." {
+        let last = segments.peek().is_none();
+        if (s.is_empty() && !last) || s == b"." || s == b".." {
             return Err(Rejection::AmbiguousPath);
         }
     }

@@ -532,7 +532,8 @@ impl Framing {
         let limits = self.limits;
         match &mut self.state {
             State::Block(block) => {
-                let end = bytes.iter().position(|&b| b == b'\n');
+                // memchr: a head is scanned a word or a vector at a time, not byte by byte.
+                let end = memchr::memchr(b'\n', bytes);
                 let used = end.map_or(bytes.len(), |i| i + 1);
                 block.bytes += used;
                 if block.bytes > limits.max_bytes {
