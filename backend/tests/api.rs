@@ -282,6 +282,18 @@ impl Harness {
         self.send(request(method, target, Some(&token), body)).await
     }
 
+    /// A JSON Merge Patch of `target` on behalf of `org`, signed as the gateway would.
+    fn merge_patch(&self, target: &str, org: &str, body: &str) -> Request<Body> {
+        let token = self.token_for_body("PATCH", target, org, body.as_bytes());
+        Request::builder()
+            .method("PATCH")
+            .uri(target)
+            .header("zonegate-identity", token)
+            .header(header::CONTENT_TYPE, "application/merge-patch+json")
+            .body(Body::from(body.to_owned()))
+            .unwrap()
+    }
+
     fn token(&self, method: &str, target: &str, org: &str) -> String {
         self.token_for_body(method, target, org, b"")
     }
@@ -798,16 +810,9 @@ async fn a_name_patch_then_an_area_patch_on_one_connection() {
         .iter()
         .enumerate()
         {
-            let text = body.to_string();
-            let token = h.token_for_body("PATCH", &path, "org-a", text.as_bytes());
-            let request = Request::builder()
-                .method("PATCH")
-                .uri(&path)
-                .header("zonegate-identity", token)
-                .header(header::CONTENT_TYPE, "application/merge-patch+json")
-                .body(Body::from(text))
-                .unwrap();
-            let reply = h.send(request).await;
+            let reply = h
+                .send(h.merge_patch(&path, "org-a", &body.to_string()))
+                .await;
             assert_eq!(reply.status, StatusCode::OK, "{url}, patch {round}: {body}");
             let patched = reply.json();
             if let Some(name) = body.get("name") {
@@ -836,16 +841,7 @@ async fn patch_changes_only_the_members_given() {
         let h = harness_on(&url, dir).await;
         let created = h.create("org-a", "Centre", square(0.0, 0.0, 1.0)).await;
         let path = format!("/v1/orgs/org-a/zones/{}", created["id"].as_str().unwrap());
-        let patch = |body: &str| {
-            let token = h.token_for_body("PATCH", &path, "org-a", body.as_bytes());
-            Request::builder()
-                .method("PATCH")
-                .uri(&path)
-                .header("zonegate-identity", token)
-                .header(header::CONTENT_TYPE, "application/merge-patch+json")
-                .body(Body::from(body.to_owned()))
-                .unwrap()
-        };
+        let patch = |body: &str| h.merge_patch(&path, "org-a", body);
 
         h.clock.advance(60);
         let renamed = h
