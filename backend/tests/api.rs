@@ -835,6 +835,7 @@ async fn a_name_patch_then_an_area_patch_on_one_connection() {
         assert_eq!(covered["zones"][0]["name"], "Docks", "{url}");
     }
 }
+
 #[tokio::test]
 async fn patch_changes_only_the_members_given() {
     for (url, dir, _pg) in databases().await {

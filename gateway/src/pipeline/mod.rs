@@ -416,7 +416,7 @@ impl GatewayApp {
             After::Abort
         } else if answered && session.reusable() {
             After::Next
-        } else if session.body_unread() {
+        } else if session.body_in_flight() {
             After::Linger
         } else {
             After::Close

@@ -144,10 +144,12 @@ impl Rejection {
         }
     }
 
-    /// Whether the connection must be closed after the answer (request framing can no longer be
-    /// trusted, so nothing more may be read from it).
+    /// Whether the connection must be closed after the answer: where the request ends is no
+    /// longer known, so no further request may be read from it (what still arrives is read
+    /// and dropped, never parsed).
     pub fn closes_connection(&self) -> bool {
-        // A head refused unread leaves its body (if any) on the connection.
+        // Ambiguous framing; a head refused unread, its body (if any) still on the connection;
+        // a body that stopped partway.
         matches!(
             self,
             Rejection::AmbiguousFraming
