@@ -440,7 +440,9 @@ fn as_root_without_a_configured_user_it_refuses_to_start() {
 }
 
 /// SIGTERM closes an idle keep-alive connection at once: its client learns to reconnect now,
-/// not when the grace period ends (30 s here; the read gives up well before that).
+/// not when the grace period ends (30 s here; the read gives up well before that). A
+/// connection opened just before, whose first request has not arrived yet, is not closed
+/// under its client: that request is answered (and the connection then closed).
 #[test]
 fn sigterm_closes_an_idle_keep_alive_connection_at_once() {
     use std::io::{Read, Write};
@@ -466,6 +468,11 @@ fn sigterm_closes_an_idle_keep_alive_connection_at_once() {
     };
     assert_eq!(first.status, 200);
     assert_eq!(first.header("connection"), Some("keep-alive"));
+    let mut fresh = stack.client().connect().unwrap();
+    fresh
+        .sock
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
 
     let pid = stack.gateway_pid().unwrap().to_string();
     assert!(Command::new("kill")
@@ -480,5 +487,20 @@ fn sigterm_closes_an_idle_keep_alive_connection_at_once() {
         Err(e) => panic!("the idle connection stayed open after SIGTERM: {e}"),
     }
     assert!(rest.is_empty(), "{:?}", String::from_utf8_lossy(&rest));
+
+    // The signal has been handled (the idle connection is gone); the fresh one sends now.
+    fresh
+        .write_all(b"GET /healthz HTTP/1.1\r\nhost: localhost\r\n\r\n")
+        .unwrap();
+    let mut raw = Vec::new();
+    match fresh.read_to_end(&mut raw) {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {}
+        Err(e) => panic!("a connection opened before SIGTERM was not answered: {e}"),
+    }
+    let answer = zonegate_e2e::client::parse_response(&raw)
+        .unwrap_or_else(|| panic!("no answer: {:?}", String::from_utf8_lossy(&raw)));
+    assert_eq!(answer.status, 200);
+    assert_eq!(answer.header("connection"), Some("close"));
     stack.stop_gateway();
 }

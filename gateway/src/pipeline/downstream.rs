@@ -216,13 +216,16 @@ impl Connection {
 
     /// Read the next request head. `Ok(None)` when the client closed the connection (or it
     /// failed) before sending a byte of one: the normal end of a kept-alive connection. While
-    /// no byte of it has arrived, `stop` completing (a graceful shutdown) ends the wait the
-    /// same way, so an idle connection closes at once rather than at the end of the grace
-    /// period; a head already arriving is read and answered. `stop` is one future for the
-    /// connection's life, registered with the shutdown signal once rather than per request.
+    /// no byte of it has arrived, `stop` (when given) completing ends the wait the same way:
+    /// given a graceful shutdown, an idle kept-alive connection closes at once rather than
+    /// at the end of the grace period; a head already arriving is read and answered. The
+    /// caller gives none for a new connection's first head: that client has just connected
+    /// to send a request, and closing under it would reset it mid-send. `stop` is one future
+    /// for the connection's life, registered with the shutdown signal once rather than per
+    /// request.
     pub async fn read_request<F: std::future::Future + ?Sized>(
         &mut self,
-        mut stop: std::pin::Pin<&mut F>,
+        mut stop: Option<std::pin::Pin<&mut F>>,
     ) -> Result<Option<Session<'_>>, HeadError> {
         loop {
             if !self.buf.is_empty() {
@@ -245,14 +248,15 @@ impl Connection {
             if self.buf.capacity() - self.buf.len() < READ_CHUNK / 4 {
                 self.buf.reserve(READ_CHUNK);
             }
-            let read = if self.buf.is_empty() {
-                tokio::select! {
-                    biased;
-                    read = self.stream.read_buf(&mut self.buf) => read,
-                    _ = stop.as_mut() => return Ok(None),
+            let read = match stop.as_mut() {
+                Some(stop) if self.buf.is_empty() => {
+                    tokio::select! {
+                        biased;
+                        read = self.stream.read_buf(&mut self.buf) => read,
+                        _ = stop.as_mut() => return Ok(None),
+                    }
                 }
-            } else {
-                self.stream.read_buf(&mut self.buf).await
+                _ => self.stream.read_buf(&mut self.buf).await,
             };
             match read {
                 Ok(0) if self.buf.is_empty() => return Ok(None),
@@ -849,7 +853,7 @@ mod tests {
     async fn head_error(sent: &[u8]) -> HeadError {
         let (mut conn, client) = connection(sent).await;
         drop(client);
-        match conn.read_request(idle().as_mut()).await {
+        match conn.read_request(Some(idle().as_mut())).await {
             Err(e) => e,
             Ok(Some(s)) => panic!("parsed {s:?}"),
             Ok(None) => panic!("no request"),
@@ -863,7 +867,11 @@ mod tests {
               GET /b HTTP/1.1\r\nhost: h\r\n\r\n",
         )
         .await;
-        let mut first = conn.read_request(idle().as_mut()).await.unwrap().unwrap();
+        let mut first = conn
+            .read_request(Some(idle().as_mut()))
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(first.req_header().method, Method::POST);
         assert_eq!(first.req_header().raw_path(), b"/a?x=1");
         assert_eq!(first.req_header().headers["x-two"], "2");
@@ -881,20 +889,32 @@ mod tests {
         assert!(text.contains("date: "), "{text}");
         assert!(text.ends_with("\r\n\r\none"), "{text}");
 
-        let mut second = conn.read_request(idle().as_mut()).await.unwrap().unwrap();
+        let mut second = conn
+            .read_request(Some(idle().as_mut()))
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(second.req_header().raw_path(), b"/b");
         assert_eq!(second.read_request_body().await.unwrap(), None);
         answer(&mut second, b"").await;
         assert!(second.reusable());
         drop(client);
-        assert!(conn.read_request(idle().as_mut()).await.unwrap().is_none());
+        assert!(conn
+            .read_request(Some(idle().as_mut()))
+            .await
+            .unwrap()
+            .is_none());
     }
 
     #[tokio::test(flavor = "current_thread")]
     async fn a_chunked_body_is_decoded_across_reads_and_its_trailers_dropped() {
         let (mut conn, mut client) =
             connection(b"PUT /z HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n3\r\nab").await;
-        let mut session = conn.read_request(idle().as_mut()).await.unwrap().unwrap();
+        let mut session = conn
+            .read_request(Some(idle().as_mut()))
+            .await
+            .unwrap()
+            .unwrap();
         let reader = async {
             let mut body = Vec::new();
             while let Some(piece) = session.read_request_body().await.unwrap() {
@@ -913,7 +933,11 @@ mod tests {
         assert_eq!(body, b"abcdefgh");
         answer(&mut session, b"").await;
         assert!(session.reusable());
-        let next = conn.read_request(idle().as_mut()).await.unwrap().unwrap();
+        let next = conn
+            .read_request(Some(idle().as_mut()))
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(next.req_header().raw_path(), b"/");
     }
 
@@ -927,7 +951,11 @@ mod tests {
         } else {
             Some(client)
         };
-        let mut session = conn.read_request(idle().as_mut()).await.unwrap().unwrap();
+        let mut session = conn
+            .read_request(Some(idle().as_mut()))
+            .await
+            .unwrap()
+            .unwrap();
         let read = async {
             let mut body = Vec::new();
             while let Some(piece) = session.read_request_body().await? {
@@ -1007,7 +1035,11 @@ mod tests {
         let at_limit: String = (0..10).map(|i| format!("x-{i}: 1\r\n")).collect();
         let (mut conn, _client) =
             connection(format!("GET / HTTP/1.1\r\n{at_limit}\r\n").as_bytes()).await;
-        assert!(conn.read_request(idle().as_mut()).await.unwrap().is_some());
+        assert!(conn
+            .read_request(Some(idle().as_mut()))
+            .await
+            .unwrap()
+            .is_some());
     }
 
     #[tokio::test(flavor = "current_thread")]
@@ -1015,7 +1047,11 @@ mod tests {
         assert_eq!(head_error(b"GET / HTT").await, HeadError::Gone);
         let (mut conn, client) = connection(b"").await;
         drop(client);
-        assert!(conn.read_request(idle().as_mut()).await.unwrap().is_none());
+        assert!(conn
+            .read_request(Some(idle().as_mut()))
+            .await
+            .unwrap()
+            .is_none());
     }
 
     #[tokio::test(flavor = "current_thread")]
@@ -1028,7 +1064,11 @@ mod tests {
             b"POST / HTTP/1.1\r\ntransfer-encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
         ] {
             let (mut conn, _client) = connection(sent).await;
-            let mut session = conn.read_request(idle().as_mut()).await.unwrap().unwrap();
+            let mut session = conn
+                .read_request(Some(idle().as_mut()))
+                .await
+                .unwrap()
+                .unwrap();
             let raw = session.raw_head_bytes();
             assert_eq!(
                 crate::pipeline::sanitise::sanitise(session.req_header_mut(), Some(&raw)),
@@ -1051,7 +1091,11 @@ mod tests {
             " ".repeat(40)
         );
         let (mut conn, _client) = connection(fits.as_bytes()).await;
-        assert!(conn.read_request(idle().as_mut()).await.unwrap().is_some());
+        assert!(conn
+            .read_request(Some(idle().as_mut()))
+            .await
+            .unwrap()
+            .is_some());
     }
 
     #[tokio::test(flavor = "current_thread")]
@@ -1062,7 +1106,11 @@ mod tests {
             (b"POST / HTTP/1.1\r\ncontent-length: 4\r\n\r\nbody", false),
         ] {
             let (mut conn, mut client) = connection(sent).await;
-            let mut session = conn.read_request(idle().as_mut()).await.unwrap().unwrap();
+            let mut session = conn
+                .read_request(Some(idle().as_mut()))
+                .await
+                .unwrap()
+                .unwrap();
             if read_body {
                 while session.read_request_body().await.unwrap().is_some() {}
             }
@@ -1081,7 +1129,11 @@ mod tests {
         // HTTP/1.0 that asks to be kept is.
         let (mut conn, _client) =
             connection(b"GET / HTTP/1.0\r\nconnection: keep-alive\r\n\r\n").await;
-        let mut session = conn.read_request(idle().as_mut()).await.unwrap().unwrap();
+        let mut session = conn
+            .read_request(Some(idle().as_mut()))
+            .await
+            .unwrap()
+            .unwrap();
         answer(&mut session, b"").await;
         assert!(session.reusable());
     }
@@ -1089,7 +1141,11 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn chunked_answers_are_framed_and_answers_to_head_have_no_body() {
         let (mut conn, mut client) = connection(b"GET / HTTP/1.1\r\n\r\n").await;
-        let mut session = conn.read_request(idle().as_mut()).await.unwrap().unwrap();
+        let mut session = conn
+            .read_request(Some(idle().as_mut()))
+            .await
+            .unwrap()
+            .unwrap();
         let mut head = ok_head();
         head.headers.insert(
             header::TRANSFER_ENCODING,
@@ -1110,7 +1166,11 @@ mod tests {
         assert_eq!(body, format!("12C\r\n{}\r\n0\r\n\r\n", "x".repeat(300)));
 
         let (mut conn, mut client) = connection(b"HEAD / HTTP/1.1\r\n\r\n").await;
-        let mut session = conn.read_request(idle().as_mut()).await.unwrap().unwrap();
+        let mut session = conn
+            .read_request(Some(idle().as_mut()))
+            .await
+            .unwrap()
+            .unwrap();
         let mut head = ok_head();
         head.headers
             .insert(header::CONTENT_LENGTH, HeaderValue::from(42));
@@ -1133,7 +1193,11 @@ mod tests {
     async fn an_http10_client_gets_a_chunked_answer_unchunked_to_the_close() {
         let (mut conn, mut client) =
             connection(b"GET / HTTP/1.0\r\nconnection: keep-alive\r\n\r\n").await;
-        let mut session = conn.read_request(idle().as_mut()).await.unwrap().unwrap();
+        let mut session = conn
+            .read_request(Some(idle().as_mut()))
+            .await
+            .unwrap()
+            .unwrap();
         let mut head = ok_head();
         head.headers.insert(
             header::TRANSFER_ENCODING,
@@ -1160,7 +1224,11 @@ mod tests {
         let (mut conn, mut client) =
             connection(b"PUT /z HTTP/1.1\r\nexpect: 100-continue\r\ncontent-length: 2\r\n\r\n")
                 .await;
-        let mut session = conn.read_request(idle().as_mut()).await.unwrap().unwrap();
+        let mut session = conn
+            .read_request(Some(idle().as_mut()))
+            .await
+            .unwrap()
+            .unwrap();
         let reader = async {
             let body = session.read_request_body().await.unwrap().unwrap();
             (body, session)
@@ -1187,7 +1255,11 @@ mod tests {
         let (mut conn, mut client) =
             connection(b"PUT /z HTTP/1.1\r\nexpect: 100-continue\r\ncontent-length: 2\r\n\r\n")
                 .await;
-        let mut session = conn.read_request(idle().as_mut()).await.unwrap().unwrap();
+        let mut session = conn
+            .read_request(Some(idle().as_mut()))
+            .await
+            .unwrap()
+            .unwrap();
         answer(&mut session, b"").await;
         assert!(!session.reusable());
         let text = received(&mut client).await;
@@ -1198,7 +1270,11 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn a_body_short_of_its_length_fails_and_the_connection_is_not_reused() {
         let (mut conn, _client) = connection(b"GET / HTTP/1.1\r\n\r\n").await;
-        let mut session = conn.read_request(idle().as_mut()).await.unwrap().unwrap();
+        let mut session = conn
+            .read_request(Some(idle().as_mut()))
+            .await
+            .unwrap()
+            .unwrap();
         let mut head = ok_head();
         head.headers
             .insert(header::CONTENT_LENGTH, HeaderValue::from(10));
@@ -1215,7 +1291,7 @@ mod tests {
         let (stop_tx, mut stop) = tokio::sync::watch::channel(false);
         let mut stopped = std::pin::pin!(stop.changed());
         let (mut conn, _client) = connection(b"").await;
-        let waiting = conn.read_request(stopped.as_mut());
+        let waiting = conn.read_request(Some(stopped.as_mut()));
         let flip = async {
             tokio::task::yield_now().await;
             stop_tx.send(true).unwrap();
@@ -1226,7 +1302,7 @@ mod tests {
         let (stop_tx, mut stop) = tokio::sync::watch::channel(false);
         let mut stopped = std::pin::pin!(stop.changed());
         let (mut conn, mut client) = connection(b"GET / HT").await;
-        let reading = conn.read_request(stopped.as_mut());
+        let reading = conn.read_request(Some(stopped.as_mut()));
         let rest = async {
             tokio::task::yield_now().await;
             stop_tx.send(true).unwrap();
@@ -1256,7 +1332,11 @@ mod tests {
     async fn debug_shows_no_header_value() {
         let (mut conn, _client) =
             connection(b"GET / HTTP/1.1\r\ncookie: __Host-session=s3cr3t-cookie\r\n\r\n").await;
-        let session = conn.read_request(idle().as_mut()).await.unwrap().unwrap();
+        let session = conn
+            .read_request(Some(idle().as_mut()))
+            .await
+            .unwrap()
+            .unwrap();
         let shown = format!("{session:?}");
         assert!(!shown.contains("s3cr3t"), "{shown}");
         drop(session);
@@ -1275,7 +1355,11 @@ mod tests {
                 .as_bytes(),
         )
         .await;
-        let mut session = conn.read_request(idle().as_mut()).await.unwrap().unwrap();
+        let mut session = conn
+            .read_request(Some(idle().as_mut()))
+            .await
+            .unwrap()
+            .unwrap();
         answer(&mut session, b"no").await;
         assert!(session.body_in_flight());
         assert!(!session.reusable());

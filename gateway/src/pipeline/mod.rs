@@ -456,16 +456,19 @@ impl ServerApp for GatewayApp {
         // instructions a request, a shared lock taken and released).
         let mut watch = shutdown.clone();
         let mut stopped = std::pin::pin!(watch.changed());
+        // A new connection's first head is awaited whatever the signal: its client has just
+        // connected to send it (bounded by the header timeout, within the grace period).
+        let mut kept_alive = false;
         loop {
-            let read =
-                match tokio::time::timeout(deadline, conn.read_request(stopped.as_mut())).await {
-                    Ok(Ok(Some(session))) => Ok(session),
-                    // The client closed an idle keep-alive connection: normal.
-                    Ok(Ok(None)) => return None,
-                    Ok(Err(e)) => Err(e),
-                    // Too slow to send a head: closed without an answer, like an idle connection.
-                    Err(_) => return None,
-                };
+            let stop = kept_alive.then_some(stopped.as_mut());
+            let read = match tokio::time::timeout(deadline, conn.read_request(stop)).await {
+                Ok(Ok(Some(session))) => Ok(session),
+                // The client closed an idle keep-alive connection: normal.
+                Ok(Ok(None)) => return None,
+                Ok(Err(e)) => Err(e),
+                // Too slow to send a head: closed without an answer, like an idle connection.
+                Err(_) => return None,
+            };
             match read {
                 Ok(session) => match self.serve(session, shutdown).await {
                     After::Next => {}
@@ -482,6 +485,7 @@ impl ServerApp for GatewayApp {
                 }
             }
             deadline = limits.keepalive_idle + limits.header_timeout;
+            kept_alive = true;
         }
         let _ = tokio::time::timeout(limits.write_timeout, conn.shutdown()).await;
         None
