@@ -820,6 +820,14 @@ mod tests {
         Box::pin(std::future::pending())
     }
 
+    /// The next request on `conn`, with no shutdown to watch.
+    async fn next(conn: &mut Connection) -> Session<'_> {
+        conn.read_request(Some(idle().as_mut()))
+            .await
+            .unwrap()
+            .unwrap()
+    }
+
     /// A connection whose client end is returned, with `sent` already written by the client.
     async fn connection(sent: &[u8]) -> (Connection, DuplexStream) {
         let (server, mut client) = tokio::io::duplex(64 * 1024);
@@ -867,11 +875,7 @@ mod tests {
               GET /b HTTP/1.1\r\nhost: h\r\n\r\n",
         )
         .await;
-        let mut first = conn
-            .read_request(Some(idle().as_mut()))
-            .await
-            .unwrap()
-            .unwrap();
+        let mut first = next(&mut conn).await;
         assert_eq!(first.req_header().method, Method::POST);
         assert_eq!(first.req_header().raw_path(), b"/a?x=1");
         assert_eq!(first.req_header().headers["x-two"], "2");
@@ -889,11 +893,7 @@ mod tests {
         assert!(text.contains("date: "), "{text}");
         assert!(text.ends_with("\r\n\r\none"), "{text}");
 
-        let mut second = conn
-            .read_request(Some(idle().as_mut()))
-            .await
-            .unwrap()
-            .unwrap();
+        let mut second = next(&mut conn).await;
         assert_eq!(second.req_header().raw_path(), b"/b");
         assert_eq!(second.read_request_body().await.unwrap(), None);
         answer(&mut second, b"").await;
@@ -910,11 +910,7 @@ mod tests {
     async fn a_chunked_body_is_decoded_across_reads_and_its_trailers_dropped() {
         let (mut conn, mut client) =
             connection(b"PUT /z HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n3\r\nab").await;
-        let mut session = conn
-            .read_request(Some(idle().as_mut()))
-            .await
-            .unwrap()
-            .unwrap();
+        let mut session = next(&mut conn).await;
         let reader = async {
             let mut body = Vec::new();
             while let Some(piece) = session.read_request_body().await.unwrap() {
@@ -933,11 +929,7 @@ mod tests {
         assert_eq!(body, b"abcdefgh");
         answer(&mut session, b"").await;
         assert!(session.reusable());
-        let next = conn
-            .read_request(Some(idle().as_mut()))
-            .await
-            .unwrap()
-            .unwrap();
+        let next = next(&mut conn).await;
         assert_eq!(next.req_header().raw_path(), b"/");
     }
 
@@ -951,11 +943,7 @@ mod tests {
         } else {
             Some(client)
         };
-        let mut session = conn
-            .read_request(Some(idle().as_mut()))
-            .await
-            .unwrap()
-            .unwrap();
+        let mut session = next(&mut conn).await;
         let read = async {
             let mut body = Vec::new();
             while let Some(piece) = session.read_request_body().await? {
@@ -1064,11 +1052,7 @@ mod tests {
             b"POST / HTTP/1.1\r\ntransfer-encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
         ] {
             let (mut conn, _client) = connection(sent).await;
-            let mut session = conn
-                .read_request(Some(idle().as_mut()))
-                .await
-                .unwrap()
-                .unwrap();
+            let mut session = next(&mut conn).await;
             let raw = session.raw_head_bytes();
             assert_eq!(
                 crate::pipeline::sanitise::sanitise(session.req_header_mut(), Some(&raw)),
@@ -1106,11 +1090,7 @@ mod tests {
             (b"POST / HTTP/1.1\r\ncontent-length: 4\r\n\r\nbody", false),
         ] {
             let (mut conn, mut client) = connection(sent).await;
-            let mut session = conn
-                .read_request(Some(idle().as_mut()))
-                .await
-                .unwrap()
-                .unwrap();
+            let mut session = next(&mut conn).await;
             if read_body {
                 while session.read_request_body().await.unwrap().is_some() {}
             }
@@ -1129,11 +1109,7 @@ mod tests {
         // HTTP/1.0 that asks to be kept is.
         let (mut conn, _client) =
             connection(b"GET / HTTP/1.0\r\nconnection: keep-alive\r\n\r\n").await;
-        let mut session = conn
-            .read_request(Some(idle().as_mut()))
-            .await
-            .unwrap()
-            .unwrap();
+        let mut session = next(&mut conn).await;
         answer(&mut session, b"").await;
         assert!(session.reusable());
     }
@@ -1141,11 +1117,7 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn chunked_answers_are_framed_and_answers_to_head_have_no_body() {
         let (mut conn, mut client) = connection(b"GET / HTTP/1.1\r\n\r\n").await;
-        let mut session = conn
-            .read_request(Some(idle().as_mut()))
-            .await
-            .unwrap()
-            .unwrap();
+        let mut session = next(&mut conn).await;
         let mut head = ok_head();
         head.headers.insert(
             header::TRANSFER_ENCODING,
@@ -1166,11 +1138,7 @@ mod tests {
         assert_eq!(body, format!("12C\r\n{}\r\n0\r\n\r\n", "x".repeat(300)));
 
         let (mut conn, mut client) = connection(b"HEAD / HTTP/1.1\r\n\r\n").await;
-        let mut session = conn
-            .read_request(Some(idle().as_mut()))
-            .await
-            .unwrap()
-            .unwrap();
+        let mut session = next(&mut conn).await;
         let mut head = ok_head();
         head.headers
             .insert(header::CONTENT_LENGTH, HeaderValue::from(42));
@@ -1193,11 +1161,7 @@ mod tests {
     async fn an_http10_client_gets_a_chunked_answer_unchunked_to_the_close() {
         let (mut conn, mut client) =
             connection(b"GET / HTTP/1.0\r\nconnection: keep-alive\r\n\r\n").await;
-        let mut session = conn
-            .read_request(Some(idle().as_mut()))
-            .await
-            .unwrap()
-            .unwrap();
+        let mut session = next(&mut conn).await;
         let mut head = ok_head();
         head.headers.insert(
             header::TRANSFER_ENCODING,
@@ -1224,11 +1188,7 @@ mod tests {
         let (mut conn, mut client) =
             connection(b"PUT /z HTTP/1.1\r\nexpect: 100-continue\r\ncontent-length: 2\r\n\r\n")
                 .await;
-        let mut session = conn
-            .read_request(Some(idle().as_mut()))
-            .await
-            .unwrap()
-            .unwrap();
+        let mut session = next(&mut conn).await;
         let reader = async {
             let body = session.read_request_body().await.unwrap().unwrap();
             (body, session)
@@ -1255,11 +1215,7 @@ mod tests {
         let (mut conn, mut client) =
             connection(b"PUT /z HTTP/1.1\r\nexpect: 100-continue\r\ncontent-length: 2\r\n\r\n")
                 .await;
-        let mut session = conn
-            .read_request(Some(idle().as_mut()))
-            .await
-            .unwrap()
-            .unwrap();
+        let mut session = next(&mut conn).await;
         answer(&mut session, b"").await;
         assert!(!session.reusable());
         let text = received(&mut client).await;
@@ -1270,11 +1226,7 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn a_body_short_of_its_length_fails_and_the_connection_is_not_reused() {
         let (mut conn, _client) = connection(b"GET / HTTP/1.1\r\n\r\n").await;
-        let mut session = conn
-            .read_request(Some(idle().as_mut()))
-            .await
-            .unwrap()
-            .unwrap();
+        let mut session = next(&mut conn).await;
         let mut head = ok_head();
         head.headers
             .insert(header::CONTENT_LENGTH, HeaderValue::from(10));
@@ -1332,11 +1284,7 @@ mod tests {
     async fn debug_shows_no_header_value() {
         let (mut conn, _client) =
             connection(b"GET / HTTP/1.1\r\ncookie: __Host-session=s3cr3t-cookie\r\n\r\n").await;
-        let session = conn
-            .read_request(Some(idle().as_mut()))
-            .await
-            .unwrap()
-            .unwrap();
+        let session = next(&mut conn).await;
         let shown = format!("{session:?}");
         assert!(!shown.contains("s3cr3t"), "{shown}");
         drop(session);
@@ -1355,11 +1303,7 @@ mod tests {
                 .as_bytes(),
         )
         .await;
-        let mut session = conn
-            .read_request(Some(idle().as_mut()))
-            .await
-            .unwrap()
-            .unwrap();
+        let mut session = next(&mut conn).await;
         answer(&mut session, b"no").await;
         assert!(session.body_in_flight());
         assert!(!session.reusable());
