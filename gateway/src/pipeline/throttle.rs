@@ -30,6 +30,7 @@ use crate::domain::principal::Principal;
 use crate::domain::ratelimit::shared::{SharedLimiter, Unreachable, Verdict};
 use crate::domain::ratelimit::{KeyedLimiter, Limited, RatePolicy};
 use crate::web::Rejection;
+use governor::clock::DefaultClock;
 
 /// The limits of one rate-limited dimension, from `[rate_limits]`.
 #[derive(Debug, Clone)]
@@ -68,13 +69,19 @@ impl Scope {
     }
 }
 
+/// A limiter keyed by principal ids: ids of keys, users and operators that verified, and of
+/// orgs that a verified key belongs to or that the policy allowed a member's request in. The
+/// gateway made every one of them and none is a client's choice, so the map hashes with
+/// foldhash rather than SipHash.
+type PrincipalLimiter = KeyedLimiter<String, DefaultClock, foldhash::fast::RandomState>;
+
 /// One limiter per principal scope.
 #[derive(Debug)]
 struct PrincipalLimiters {
-    api_key: KeyedLimiter<String>,
-    org: KeyedLimiter<String>,
-    user: KeyedLimiter<String>,
-    org_sessions: KeyedLimiter<String>,
+    api_key: PrincipalLimiter,
+    org: PrincipalLimiter,
+    user: PrincipalLimiter,
+    org_sessions: PrincipalLimiter,
 }
 
 impl PrincipalLimiters {
@@ -94,7 +101,7 @@ impl PrincipalLimiters {
         }
     }
 
-    fn get(&self, scope: Scope) -> &KeyedLimiter<String> {
+    fn get(&self, scope: Scope) -> &PrincipalLimiter {
         match scope {
             Scope::ApiKey => &self.api_key,
             Scope::Org => &self.org,

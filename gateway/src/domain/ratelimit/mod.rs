@@ -10,8 +10,8 @@
 //!    keep their normal limits during it.
 //! 2. A new key is admitted while fewer than `cap` keys are tracked.
 //! 3. At the cap, keys whose buckets are full again (indistinguishable from a fresh key) are
-//!    dropped with governor's `retain_recent`, at most once per sweep interval so that a flood
-//!    cannot make every request pay for a full sweep.
+//!    dropped, as governor's `retain_recent` would, at most once per sweep interval so that a
+//!    flood cannot make every request pay for a full sweep.
 //! 4. If the map is still full, the newcomer shares one overflow bucket with every other
 //!    newcomer. That fails closed: under a flood of new keys, newcomers together get one key's
 //!    allowance, instead of either bypassing the limit or evicting live buckets (which would
@@ -26,18 +26,20 @@
 
 pub mod shared;
 
+use std::collections::hash_map::RandomState;
 use std::fmt;
-use std::hash::Hash;
+use std::hash::{BuildHasher, Hash};
 use std::num::NonZeroU32;
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
+use dashmap::DashMap;
 use governor::clock::{Clock, DefaultClock, Reference};
 use governor::middleware::NoOpMiddleware;
 use governor::nanos::Nanos;
-use governor::state::keyed::{DashMapStateStore, ShrinkableKeyedStateStore};
-use governor::state::{InMemoryState, NotKeyed, StateStore};
-use governor::{NotUntil, Quota, RateLimiter};
+use governor::state::{InMemoryState, NotKeyed};
+use governor::{Quota, RateLimiter};
 
 /// A limit of `limit` requests per `window`, refilled smoothly (one request every
 /// `window / limit`), with bursts of up to `limit`.
@@ -146,79 +148,71 @@ impl fmt::Display for Limited {
 
 impl std::error::Error for Limited {}
 
-/// governor's DashMap store behind an `Arc`, so the limiter can ask whether a key is tracked
-/// (`contains_key`), which `RateLimiter` itself does not offer. Every state operation is passed
-/// straight through.
-struct SharedStore<K: Hash + Eq + Clone>(Arc<DashMapStateStore<K>>);
-
-impl<K: Hash + Eq + Clone> StateStore for SharedStore<K> {
-    type Key = K;
-
-    fn measure_and_replace<T, F, E>(&self, key: &K, f: F) -> Result<T, E>
-    where
-        F: Fn(Option<Nanos>) -> Result<(T, Nanos), E>,
-    {
-        StateStore::measure_and_replace(&*self.0, key, f)
-    }
-}
-
-impl<K: Hash + Eq + Clone> ShrinkableKeyedStateStore<K> for SharedStore<K> {
-    fn retain_recent(&self, drop_below: Nanos) {
-        ShrinkableKeyedStateStore::retain_recent(&*self.0, drop_below);
-    }
-
-    fn shrink_to_fit(&self) {
-        ShrinkableKeyedStateStore::shrink_to_fit(&*self.0);
-    }
-
-    fn len(&self) -> usize {
-        ShrinkableKeyedStateStore::len(&*self.0)
-    }
-
-    fn is_empty(&self) -> bool {
-        ShrinkableKeyedStateStore::is_empty(&*self.0)
-    }
-}
-
 /// A keyed rate limiter tracking at most `cap` keys. See the module docs for the policy at the
 /// cap.
-pub struct KeyedLimiter<K: Hash + Eq + Clone, C: Clock + Clone = DefaultClock> {
+///
+/// Each key's bucket is governor's GCRA state, kept here rather than in governor's keyed
+/// limiter so that a tracked key costs one map lookup: asking "is it tracked?" and then
+/// counting it through governor looked it up twice, under a third, shared lock. The lookup's
+/// shard guard is held while the bucket is counted, so a sweep cannot drop the key in between.
+///
+/// The map hashes with `S`: SipHash (std's `RandomState`) by default, for keys a client can
+/// choose, such as its address.
+pub struct KeyedLimiter<
+    K: Hash + Eq + Clone,
+    C: Clock + Clone = DefaultClock,
+    S: BuildHasher + Clone = RandomState,
+> {
     policy: RatePolicy,
     cap: usize,
-    keys: Arc<DashMapStateStore<K>>,
-    keyed: RateLimiter<K, SharedStore<K>, C, NoOpMiddleware<C::Instant>>,
+    /// Per key, the theoretical arrival time of its next request (GCRA), in nanoseconds since
+    /// `start`; a key is only ever inserted with a count in it.
+    buckets: DashMap<K, AtomicU64, S>,
+    /// The cost of one request in time (governor's `t`).
+    increment: u64,
+    /// How far ahead of now a bucket may run: the burst less one request (governor's `tau`).
+    tolerance: u64,
+    start: C::Instant,
     overflow: RateLimiter<NotKeyed, InMemoryState, C, NoOpMiddleware<C::Instant>>,
     clock: C,
-    /// Tracked keys take it shared; admitting a new key or sweeping takes it exclusively, so
-    /// the count cannot pass `cap` through two newcomers racing, and a sweep cannot drop a key
-    /// between "is it tracked?" and its check. Holds the time of the last sweep.
-    gate: RwLock<Option<C::Instant>>,
+    /// Taken to admit a new key or to sweep, so the count cannot pass `cap` through two
+    /// newcomers racing. Holds the time of the last sweep.
+    gate: Mutex<Option<C::Instant>>,
     sweep_every: Nanos,
 }
 
-impl<K: Hash + Eq + Clone, C: Clock + Clone> fmt::Debug for KeyedLimiter<K, C> {
+impl<K: Hash + Eq + Clone, C: Clock + Clone, S: BuildHasher + Clone> fmt::Debug
+    for KeyedLimiter<K, C, S>
+{
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("KeyedLimiter")
             .field("policy", &self.policy)
             .field("cap", &self.cap)
-            .field("len", &self.len())
+            .field("len", &self.buckets.len())
             .finish_non_exhaustive()
     }
 }
 
-impl<K: Hash + Eq + Clone> KeyedLimiter<K, DefaultClock> {
+impl<K: Hash + Eq + Clone, S: BuildHasher + Clone + Default> KeyedLimiter<K, DefaultClock, S> {
     /// A limiter on the monotonic system clock. `cap` is clamped to at least 1.
     pub fn new(policy: RatePolicy, cap: usize) -> Self {
         Self::with_clock(policy, cap, DefaultClock::default())
     }
 }
 
-impl<K: Hash + Eq + Clone, C: Clock + Clone> KeyedLimiter<K, C> {
+impl<K: Hash + Eq + Clone, C: Clock + Clone, S: BuildHasher + Clone + Default>
+    KeyedLimiter<K, C, S>
+{
     /// A limiter on the given clock (tests pass a `FakeRelativeClock`).
     pub fn with_clock(policy: RatePolicy, cap: usize, clock: C) -> Self {
-        let keys: Arc<DashMapStateStore<K>> = Arc::new(DashMapStateStore::default());
-        let keyed = RateLimiter::new(policy.quota, SharedStore(keys.clone()), clock.clone());
         let overflow = RateLimiter::direct_with_clock(policy.quota, clock.clone());
+        // As governor's GCRA: one request costs the replenish interval (at least 1 ns), and a
+        // full bucket lets a burst of `limit` through at once.
+        let increment = Nanos::from(policy.quota.replenish_interval())
+            .as_u64()
+            .max(1);
+        let tolerance =
+            increment.saturating_mul(u64::from(policy.quota.burst_size().get()).saturating_sub(1));
         // A sweep frees only keys whose bucket has been full for one refill interval, so
         // sweeping more often than that finds little; and never more than once a second, since
         // a sweep walks the whole map.
@@ -231,11 +225,13 @@ impl<K: Hash + Eq + Clone, C: Clock + Clone> KeyedLimiter<K, C> {
         KeyedLimiter {
             policy,
             cap: cap.max(1),
-            keys,
-            keyed,
+            buckets: DashMap::with_hasher(S::default()),
+            increment,
+            tolerance,
+            start: clock.now(),
             overflow,
             clock,
-            gate: RwLock::new(None),
+            gate: Mutex::new(None),
             sweep_every,
         }
     }
@@ -250,58 +246,89 @@ impl<K: Hash + Eq + Clone, C: Clock + Clone> KeyedLimiter<K, C> {
 
     /// How many keys have their own bucket now (never more than `cap`).
     pub fn len(&self) -> usize {
-        self.keys.len()
+        self.buckets.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.keys.is_empty()
+        self.buckets.is_empty()
     }
 
     /// Count one request under `key`.
     pub fn check(&self, key: &K) -> Result<(), Limited> {
-        {
-            let _shared = self.gate.read().unwrap_or_else(PoisonError::into_inner);
-            if self.keys.contains_key(key) {
-                return self
-                    .keyed
-                    .check_key(key)
-                    .map_err(|n| self.limited(&n, false));
-            }
+        if let Some(bucket) = self.buckets.get(key) {
+            return self.count(&bucket, None);
         }
-        let mut last_sweep = self.gate.write().unwrap_or_else(PoisonError::into_inner);
-        // Checked again under the exclusive lock: another newcomer may have added this key.
-        if !self.keys.contains_key(key) && self.keys.len() >= self.cap {
+        let mut last_sweep = self.gate.lock().unwrap_or_else(PoisonError::into_inner);
+        // Checked again under the gate: another newcomer may have added this key.
+        if let Some(bucket) = self.buckets.get(key) {
+            return self.count(&bucket, None);
+        }
+        if self.buckets.len() >= self.cap {
             let now = self.clock.now();
             let due = last_sweep.is_none_or(|at| now.duration_since(at) >= self.sweep_every);
             if due {
-                self.keyed.retain_recent();
+                self.sweep();
                 *last_sweep = Some(now);
             }
-            if self.keys.len() >= self.cap {
+            if self.buckets.len() >= self.cap {
                 drop(last_sweep);
-                return self.overflow.check().map_err(|n| self.limited(&n, true));
+                return self.overflow.check().map_err(|n| Limited {
+                    retry_after: n.wait_time_from(self.clock.now()),
+                    policy: self.policy,
+                    overflow: true,
+                });
             }
         }
-        self.keyed
-            .check_key(key)
-            .map_err(|n| self.limited(&n, false))
+        // A new bucket holds its first request (a full bucket cannot refuse one).
+        let bucket = AtomicU64::new(0);
+        let counted = self.count(&bucket, None);
+        self.buckets.insert(key.clone(), bucket);
+        counted
+    }
+
+    /// One request against a bucket, at `now` (the clock's, when `None`): governor's GCRA.
+    fn count(&self, bucket: &AtomicU64, now: Option<u64>) -> Result<(), Limited> {
+        let t0 = now.unwrap_or_else(|| self.elapsed());
+        let mut seen = bucket.load(Ordering::Acquire);
+        loop {
+            // 0 is a bucket with no count yet: full.
+            let tat = if seen == 0 { t0 } else { seen };
+            let earliest = tat.saturating_sub(self.tolerance);
+            if t0 < earliest {
+                return Err(Limited {
+                    retry_after: Duration::from_nanos(earliest - t0),
+                    policy: self.policy,
+                    overflow: false,
+                });
+            }
+            let next = tat.max(t0).saturating_add(self.increment);
+            match bucket.compare_exchange_weak(seen, next, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => return Ok(()),
+                Err(current) => seen = current,
+            }
+        }
+    }
+
+    /// Nanoseconds since the limiter was made.
+    fn elapsed(&self) -> u64 {
+        self.clock.now().duration_since(self.start).as_u64()
+    }
+
+    /// Drop the keys whose buckets have been full for at least one request's time: such a
+    /// bucket is indistinguishable from a new one (governor's `retain_recent`).
+    fn sweep(&self) {
+        let drop_below = self.elapsed().saturating_sub(self.increment);
+        self.buckets
+            .retain(|_, tat| tat.load(Ordering::Relaxed) > drop_below);
     }
 
     /// Drop keys whose buckets are full again and give the memory back. Meant for a periodic
     /// timer (e.g. every minute), so the map does not sit at the cap after a burst of traffic.
     pub fn maintain(&self) {
-        let mut last_sweep = self.gate.write().unwrap_or_else(PoisonError::into_inner);
-        self.keyed.retain_recent();
-        self.keyed.shrink_to_fit();
+        let mut last_sweep = self.gate.lock().unwrap_or_else(PoisonError::into_inner);
+        self.sweep();
+        self.buckets.shrink_to_fit();
         *last_sweep = Some(self.clock.now());
-    }
-
-    fn limited(&self, not_until: &NotUntil<C::Instant>, overflow: bool) -> Limited {
-        Limited {
-            retry_after: not_until.wait_time_from(self.clock.now()),
-            policy: self.policy,
-            overflow,
-        }
     }
 }
 
@@ -449,5 +476,67 @@ mod tests {
         clock.advance(Duration::from_secs(1));
         l.maintain();
         assert!(l.is_empty());
+    }
+    /// Many threads counting under one key, the clock stopped: exactly the burst passes,
+    /// however the compare-and-swaps interleave.
+    #[test]
+    fn concurrent_requests_under_one_key_admit_exactly_the_burst() {
+        let (l, _clock) = limiter(100, 60, 1_000);
+        let admitted = std::sync::atomic::AtomicUsize::new(0);
+        std::thread::scope(|s| {
+            for _ in 0..8 {
+                s.spawn(|| {
+                    for _ in 0..100 {
+                        if l.check(&1).is_ok() {
+                            admitted.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                });
+            }
+        });
+        assert_eq!(admitted.into_inner(), 100);
+    }
+
+    /// Newcomers racing from many threads at the cap: the count never passes it.
+    #[test]
+    fn concurrent_newcomers_stay_under_the_cap() {
+        const CAP: usize = 100;
+        let (l, _clock) = limiter(5, 60, CAP);
+        std::thread::scope(|s| {
+            for t in 0..8u64 {
+                let l = &l;
+                s.spawn(move || {
+                    for key in 0..1_000u64 {
+                        let _ = l.check(&(t * 1_000_000 + key));
+                    }
+                });
+            }
+        });
+        assert_eq!(l.len(), CAP);
+    }
+
+    proptest::proptest! {
+        /// The buckets kept here answer as governor's own keyed limiter does, request for
+        /// request and wait for wait, whatever the keys and however time moves.
+        #[test]
+        fn buckets_answer_as_governors_keyed_limiter(
+            limit in 1u32..20,
+            window in 1u64..120,
+            steps in proptest::collection::vec((0u64..4, 0u64..5_000), 1..200),
+        ) {
+            let policy = RatePolicy::new(limit, window).unwrap();
+            let clock = FakeRelativeClock::default();
+            let ours: KeyedLimiter<u64, _> = KeyedLimiter::with_clock(policy, 1_000, clock.clone());
+            let theirs: RateLimiter<u64, governor::state::keyed::DashMapStateStore<u64>, _, _> =
+                RateLimiter::dashmap_with_clock(policy.quota, clock.clone());
+            for (key, advance_ms) in steps {
+                clock.advance(Duration::from_millis(advance_ms));
+                let expected = theirs
+                    .check_key(&key)
+                    .map_err(|n| n.wait_time_from(clock.now()));
+                let got = ours.check(&key).map_err(|l| l.retry_after);
+                proptest::prop_assert_eq!(got, expected);
+            }
+        }
     }
 }
