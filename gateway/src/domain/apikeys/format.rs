@@ -92,9 +92,12 @@ pub fn is_lower_hex(s: &str) -> bool {
 /// Parse a presented key; `None` for anything malformed or with a wrong checksum.
 pub fn parse(key: &str) -> Option<ParsedKey<'_>> {
     let rest = key.strip_prefix(PREFIX)?;
-    let (id, tail) = rest.split_once('_')?;
-    let well_formed = id.len() == ID_LEN
-        && is_lower_hex(id)
+    // The id has a fixed length, so the separator's place is known: no search for it.
+    if rest.as_bytes().get(ID_LEN) != Some(&b'_') {
+        return None;
+    }
+    let (id, tail) = (rest.get(..ID_LEN)?, rest.get(ID_LEN + 1..)?);
+    let well_formed = is_lower_hex(id)
         && tail.len() == SECRET_LEN + CHECKSUM_LEN
         && tail.bytes().all(|b| b.is_ascii_alphanumeric());
     if !well_formed {

@@ -104,6 +104,17 @@ pub enum KeyError {
     Storage(#[from] sqlx::Error),
 }
 
+/// What the hot path reads: the cached records, and the keys revoked on this instance.
+#[derive(Debug, Default)]
+struct KeyCache {
+    /// By key id. Only keys found in the database are cached, so every id in it was made by
+    /// the gateway; a client picks only what is looked up. Hence foldhash, not SipHash.
+    records: HashMap<String, Arc<Record>, foldhash::fast::RandomState>,
+    /// Keys revoked on this instance. Checked after every lookup, so a record a concurrent
+    /// request read just before the revoke cannot be re-cached into acceptance.
+    revoked: std::collections::HashSet<String>,
+}
+
 #[derive(Debug)]
 pub struct ApiKeys {
     db: Db,
@@ -115,10 +126,9 @@ pub struct ApiKeys {
     roll_grace: i64,
     /// Lookups in `cache`.
     cache_stats: crate::domain::stats::CacheStats,
-    cache: RwLock<HashMap<String, Arc<Record>>>,
-    /// Keys revoked on this instance. Checked after every lookup, so a record a concurrent
-    /// request read just before the revoke cannot be re-cached into acceptance.
-    revoked: RwLock<std::collections::HashSet<String>>,
+    /// Records and revocations under one lock: a cached key is found and checked under one
+    /// shared acquisition, reading the record in place.
+    cache: RwLock<KeyCache>,
     /// Bumped by every removal from `cache`: a record read from the database before one may
     /// describe a key just revoked or rolled (here or elsewhere), so it is not cached.
     generation: std::sync::atomic::AtomicU64,
@@ -159,9 +169,8 @@ impl ApiKeys {
             active_pepper,
             revalidate,
             roll_grace,
-            cache: RwLock::new(HashMap::new()),
+            cache: RwLock::new(KeyCache::default()),
             cache_stats: Default::default(),
-            revoked: RwLock::new(std::collections::HashSet::new()),
             generation: std::sync::atomic::AtomicU64::new(0),
             last_used: Mutex::new((HashMap::new(), 0)),
         })
@@ -288,10 +297,11 @@ impl ApiKeys {
         if !revoked {
             return Err(KeyError::NotFound);
         }
-        if let Ok(mut revoked) = self.revoked.write() {
-            revoked.insert(key_id.to_owned());
+        self.bump();
+        if let Ok(mut cache) = self.cache.write() {
+            cache.revoked.insert(key_id.to_owned());
+            cache.records.remove(key_id);
         }
-        self.forget(key_id);
         self.audit(SecurityEvent::ApiKeyRevoked, key_id, org_id, actor);
         Ok(())
     }
@@ -300,7 +310,7 @@ impl ApiKeys {
     pub fn forget(&self, key_id: &str) {
         self.bump();
         if let Ok(mut cache) = self.cache.write() {
-            cache.remove(key_id);
+            cache.records.remove(key_id);
         }
     }
 
@@ -308,7 +318,7 @@ impl ApiKeys {
     pub fn forget_all(&self) {
         self.bump();
         if let Ok(mut cache) = self.cache.write() {
-            cache.clear();
+            cache.records.clear();
         }
     }
 
@@ -325,11 +335,12 @@ impl ApiKeys {
     /// many. Each key is refused from the next request on this instance, as for [`Self::revoke`].
     pub async fn revoke_all(&self, org_id: &str, actor: &str) -> Result<usize, KeyError> {
         let ids = store::revoke_all(&mut *self.db.acquire().await?, org_id, self.now()).await?;
-        if let Ok(mut revoked) = self.revoked.write() {
-            revoked.extend(ids.iter().cloned());
-        }
-        for id in &ids {
-            self.forget(id);
+        self.bump();
+        if let Ok(mut cache) = self.cache.write() {
+            for id in &ids {
+                cache.revoked.insert(id.clone());
+                cache.records.remove(id);
+            }
         }
         for id in &ids {
             self.audit(SecurityEvent::ApiKeyRevoked, id, org_id, actor);
@@ -422,33 +433,53 @@ impl ApiKeys {
             return Ok(None);
         };
         let now = self.now();
-        let cached = self.cache_stats.count(self.cache.read().ok().and_then(|c| {
-            c.get(parsed.id)
-                .filter(|r| now - r.checked_at < self.revalidate)
-                .cloned()
-        }));
-        let record = match cached {
-            Some(r) => r,
-            None => {
-                let generation = self.generation();
-                let Some(r) = self.load(parsed.id).await? else {
-                    return Ok(None);
-                };
-                if let Ok(mut cache) = self.cache.write() {
-                    if cache.len() >= 100_000 {
-                        cache.clear();
-                    }
-                    // Not if anything was removed meanwhile: this read may predate it.
-                    if self.generation() == generation {
-                        cache.insert(parsed.id.to_owned(), Arc::clone(&r));
-                    }
-                }
-                r
+        {
+            // A poisoned lock refuses every key: fail closed.
+            let Ok(cache) = self.cache.read() else {
+                return Ok(None);
+            };
+            let fresh = cache
+                .records
+                .get(parsed.id)
+                .filter(|r| now - r.checked_at < self.revalidate);
+            if let Some(record) = self.cache_stats.count(fresh) {
+                // Checked in place under the shared lock: no reference count is touched on
+                // the way, only the principal's when the key is good.
+                return Ok(self.check(record, &cache.revoked, &parsed, now));
             }
-        };
-        let revoked_here = self.revoked.read().map_or(true, |r| r.contains(parsed.id));
-        if record.revoked || revoked_here || record.expires_at.is_some_and(|t| now >= t) {
+        }
+        let generation = self.generation();
+        let Some(record) = self.load(parsed.id).await? else {
             return Ok(None);
+        };
+        let Ok(mut cache) = self.cache.write() else {
+            return Ok(None);
+        };
+        if cache.records.len() >= 100_000 {
+            cache.records.clear();
+        }
+        // Not if anything was removed meanwhile: this read may predate it.
+        if self.generation() == generation {
+            cache
+                .records
+                .insert(parsed.id.to_owned(), Arc::clone(&record));
+        }
+        Ok(self.check(&record, &cache.revoked, &parsed, now))
+    }
+
+    /// A presented key against its record: not revoked (there or here), not expired, and its
+    /// secret's MAC the stored one (or, within the roll grace, the previous one).
+    fn check(
+        &self,
+        record: &Record,
+        revoked_here: &std::collections::HashSet<String>,
+        parsed: &format::ParsedKey<'_>,
+        now: i64,
+    ) -> Option<Arc<ApiKeyPrincipal>> {
+        // The set is empty on most instances: no hashing then.
+        let revoked_here = !revoked_here.is_empty() && revoked_here.contains(parsed.id);
+        if record.revoked || revoked_here || record.expires_at.is_some_and(|t| now >= t) {
+            return None;
         }
         let matches =
             |mac: Option<&[u8; 32]>, pepper: &str| self.mac_matches(pepper, parsed.secret, mac);
@@ -458,12 +489,16 @@ impl ApiKeys {
             .as_ref()
             .is_some_and(|(mac, pepper, until)| now < *until && matches(mac.as_ref(), pepper));
         if !(current || previous) {
-            return Ok(None);
+            return None;
         }
-        if record.noted_at.swap(now, Ordering::Relaxed) != now {
+        // Read before written: a key in use from several threads leaves the shared line
+        // alone for the rest of the second.
+        if record.noted_at.load(Ordering::Relaxed) != now
+            && record.noted_at.swap(now, Ordering::Relaxed) != now
+        {
             self.note_use(parsed.id, now);
         }
-        Ok(Some(Arc::clone(&record.principal)))
+        Some(Arc::clone(&record.principal))
     }
 
     /// Remember a use; every LAST_USED_FLUSH_SECONDS one request spawns the batched write,
