@@ -247,17 +247,23 @@ impl Pipeline {
             route,
         )
         .await?;
-        ctx.principal = Some(principal.clone());
 
-        ctx.stage("throttle.principal");
-        throttle::by_principal(self, ctx, route, &principal).await?;
+        // The principal moves into `ctx` once these stages are done with it, allowed or not
+        // (the access event names it either way): no second reference to count.
+        let admitted = async {
+            ctx.stage("throttle.principal");
+            throttle::by_principal(self, ctx, route, &principal).await?;
 
-        ctx.stage("authorise");
-        authorise::authorise(self, ctx, route, &params, &principal).await?;
-        // Owned once: the assertion to the upstream and the org's limiter both need it.
-        ctx.org = route.org_id(&params).map(str::to_owned);
-        ctx.stage("throttle.org");
-        throttle::by_org_after_authorise(self, ctx, route, &principal).await?;
+            ctx.stage("authorise");
+            authorise::authorise(self, ctx, route, &params, &principal).await?;
+            // Owned once: the assertion to the upstream and the org's limiter both need it.
+            ctx.org = route.org_id(&params).map(str::to_owned);
+            ctx.stage("throttle.org");
+            throttle::by_org_after_authorise(self, ctx, route, &principal).await
+        }
+        .await;
+        ctx.principal = Some(principal);
+        admitted?;
         Ok(&route.target)
     }
 }
