@@ -658,7 +658,7 @@ fn with_an_admin_token_a_reload_needs_it_and_reads_do_not() {
             .unwrap()
             .starts_with("application/problem+json"));
     }
-    assert!(stack.gateway_logged("admin_token_refused"));
+    assert!(stack.gateway_logged("authn_admin_token_fail"));
     assert!(
         !stack.gateway_log().contains(&token),
         "the token is never logged"
@@ -666,6 +666,34 @@ fn with_an_admin_token_a_reload_needs_it_and_reads_do_not() {
     let ok = reload(&format!("authorization: Bearer {token}\r\n"));
     assert_eq!(ok.status, 200, "{}", String::from_utf8_lossy(&ok.body));
     assert_eq!(ok.json()["previous_hash"], h0.as_str());
+    // Both are in the audit trail with the caller's address: the refusals (four from one
+    // address within a minute: the first, the rest counted into its window) and the reload.
+    let mut trail = String::new();
+    for _ in 0..50 {
+        trail = stack.audit_export(&[]);
+        if trail.contains("authn_admin_token_fail") && trail.contains(r#""trigger":"admin""#) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let events: Vec<Value> = trail
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let refused: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["event"] == "authn_admin_token_fail")
+        .collect();
+    assert_eq!(refused.len(), 1, "{trail}");
+    assert_eq!(refused[0]["client"], "127.0.0.1");
+    assert_eq!(refused[0]["details"]["method"], "POST");
+    assert_eq!(refused[0]["details"]["path"], "/policies/reload");
+    let reloaded = events
+        .iter()
+        .find(|e| e["event"] == "sys_policy_reloaded" && e["details"]["trigger"] == "admin")
+        .unwrap_or_else(|| panic!("no admin reload in {trail}"));
+    assert_eq!(reloaded["client"], "127.0.0.1");
+    assert!(!trail.contains(&token), "the token is never in the trail");
     // The scheme is case-insensitive (RFC 9110 §11.1).
     let ok = reload(&format!("authorization: bearer {token}\r\n"));
     assert_eq!(ok.status, 200, "{}", String::from_utf8_lossy(&ok.body));

@@ -16,6 +16,7 @@ pub mod telemetry;
 pub mod tls;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use pingora::listeners::tls::TlsSettings;
@@ -131,15 +132,16 @@ impl Gateway {
         &self,
         trigger: &str,
     ) -> Result<crate::domain::policy::Reloaded, PolicyError> {
-        self.reload_policies_by(trigger, None)
+        self.reload_policies_by(trigger, None, None)
     }
 
     /// [`Self::reload_policies`], asked for by `principal` (an operator on the platform
-    /// surface), who is recorded as the actor.
+    /// surface), who is recorded as the actor, and from `client` (the admin listener's peer).
     pub fn reload_policies_by(
         &self,
         trigger: &str,
         principal: Option<&str>,
+        client: Option<IpAddr>,
     ) -> Result<crate::domain::policy::Reloaded, PolicyError> {
         let routes = self.routes.clone();
         let outcome = self
@@ -155,11 +157,14 @@ impl Gateway {
                 .detail("policy_hash", self.policy.active_hash())
                 .detail("error", e.to_string()),
         };
-        let event = event.detail("trigger", trigger);
-        self.audit.record(match principal {
-            Some(id) => event.principal(id),
-            None => event,
-        });
+        let mut event = event.detail("trigger", trigger);
+        if let Some(id) = principal {
+            event = event.principal(id);
+        }
+        if let Some(addr) = client {
+            event = event.client(addr);
+        }
+        self.audit.record(event);
         if let Ok(mut fault) = self.policy_reload_fault.lock() {
             *fault = outcome.as_ref().err().map(ToString::to_string);
         }
@@ -554,7 +559,7 @@ impl crate::api::platform::Reload for ReloadBoth {
         crate::api::platform::Reloaded {
             policies: self
                 .gateway
-                .reload_policies_by(trigger, Some(operator))
+                .reload_policies_by(trigger, Some(operator), None)
                 .map(|r| r.hash)
                 .map_err(|e| e.to_string()),
             certificate: self

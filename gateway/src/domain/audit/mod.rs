@@ -194,6 +194,9 @@ security_events! {
     PolicyReloaded => "sys_policy_reloaded",
     /// A policy reload was refused (parse or validation error); the old policies stay.
     PolicyReloadFail => "sys_policy_reload_fail",
+    /// A change on the admin listener came without its bearer token, or with a wrong one
+    /// (`details.method`, `details.path`); nothing was changed.
+    AdminTokenRefused => "authn_admin_token_fail",
     /// The gateway started serving.
     Startup => "sys_startup",
     /// The gateway stopped.
@@ -238,7 +241,9 @@ impl SecurityEvent {
     fn is_noise(self) -> bool {
         matches!(
             self,
-            SecurityEvent::AuthzFail | SecurityEvent::RateLimitExceeded
+            SecurityEvent::AuthzFail
+                | SecurityEvent::RateLimitExceeded
+                | SecurityEvent::AdminTokenRefused
         )
     }
 
@@ -249,6 +254,7 @@ impl SecurityEvent {
             SecurityEvent::LoginLock
                 | SecurityEvent::RefreshReuse
                 | SecurityEvent::PolicyReloadFail
+                | SecurityEvent::AdminTokenRefused
                 | SecurityEvent::RateLimitExceeded
                 | SecurityEvent::ApiKeyInUrl
                 | SecurityEvent::OrgSuspended

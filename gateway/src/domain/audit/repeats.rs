@@ -1,10 +1,11 @@
 //! Repeated identical denials, aggregated: a caller hammering a route it may not use would
 //! otherwise write one `authz_fail` row per request into the victim org's trail (300 rows in
-//! a second, in the review that found it).
+//! a second, in the review that found it). Refused changes on the admin listener
+//! (`authn_admin_token_fail`, someone guessing its token) are aggregated the same way.
 //!
-//! The first denial of a kind (same event, principal, org and details: route, policies) is
-//! recorded as usual and opens a window of [`WINDOW_MS`]. Identical denials inside the window
-//! are only counted. When the window closes (the next identical denial after it, or the
+//! The first denial of a kind (same event, principal, org, client address and details: route,
+//! policies) is recorded as usual and opens a window of [`WINDOW_MS`]. Identical denials inside
+//! the window are only counted. When the window closes (the next identical denial after it, or the
 //! maintenance sweep), one summary event is recorded: the first repeated event, with
 //! `details.repeated` (how many), `details.first_repeat_at` (Unix milliseconds) and
 //! `details.window_seconds`. Nothing is lost: every denial is
@@ -24,6 +25,7 @@ struct Key {
     event: SecurityEvent,
     principal: Option<String>,
     org: Option<String>,
+    client: Option<std::net::IpAddr>,
     details: String,
 }
 
@@ -53,7 +55,10 @@ pub(super) struct Repeats {
 impl SecurityEvent {
     /// Events aggregated when repeated (see the module docs).
     fn aggregates(self) -> bool {
-        self == SecurityEvent::AuthzFail
+        matches!(
+            self,
+            SecurityEvent::AuthzFail | SecurityEvent::AdminTokenRefused
+        )
     }
 }
 
@@ -78,6 +83,7 @@ impl Repeats {
             event: event.event,
             principal: event.principal_id.clone(),
             org: event.org_id.clone(),
+            client: event.client,
             details: event.details_json(),
         };
         let closed = match self.windows.get_mut(&key) {
@@ -177,5 +183,31 @@ mod tests {
         assert_eq!(swept.len(), 1);
         assert_eq!(swept[0].details["repeated"], 1);
         assert!(r.windows.is_empty());
+    }
+
+    #[test]
+    fn refused_admin_changes_are_aggregated_per_client_address() {
+        let refused = |at: i64, client: [u8; 4]| {
+            let mut e = AuditEvent::new(SecurityEvent::AdminTokenRefused)
+                .detail("method", "POST")
+                .detail("path", "/policies/reload")
+                .client(std::net::IpAddr::from(client));
+            e.at = at;
+            e
+        };
+        let mut r = Repeats::default();
+        assert_eq!(r.observe(&refused(0, [10, 0, 0, 1])), Verdict::Record(None));
+        for i in 1..100 {
+            assert_eq!(r.observe(&refused(i, [10, 0, 0, 1])), Verdict::Counted);
+        }
+        // Another address is another kind: its first attempt is on record with it.
+        assert_eq!(r.observe(&refused(5, [10, 0, 0, 2])), Verdict::Record(None));
+        let summaries = r.sweep(WINDOW_MS + 100);
+        assert_eq!(summaries.len(), 1);
+        assert_eq!(summaries[0].details["repeated"], 99);
+        assert_eq!(
+            summaries[0].client,
+            Some(std::net::IpAddr::from([10, 0, 0, 1]))
+        );
     }
 }
