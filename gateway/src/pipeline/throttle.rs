@@ -72,7 +72,9 @@ impl Scope {
 /// A limiter keyed by principal ids: ids of keys, users and operators that verified, and of
 /// orgs that a verified key belongs to or that the policy allowed a member's request in. The
 /// gateway made every one of them and none is a client's choice, so the map hashes with
-/// foldhash rather than SipHash.
+/// foldhash (seeded per process) rather than SipHash. That holds while the policies let a
+/// user act only in orgs they belong to, as the shipped ones do: a policy allowing requests
+/// in any org would let the path's org id be the client's choice here.
 type PrincipalLimiter = KeyedLimiter<String, DefaultClock, foldhash::fast::RandomState>;
 
 /// One limiter per principal scope.

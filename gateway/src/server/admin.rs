@@ -265,9 +265,18 @@ impl AdminApp {
         if !matches!(method, "GET" | "HEAD") && !self.authorised(authorization) {
             // In the audit trail, not only the log: who tried to change the gateway, from
             // where, is what the security team looks for. Never the presented token.
+            // The method and path as the listener knows them, else `other`: both are the
+            // client's to choose, and a row kept for a year holds no arbitrary text.
+            let known = |value: &str, known: &[&'static str]| {
+                known
+                    .iter()
+                    .find(|k| **k == value)
+                    .copied()
+                    .unwrap_or("other")
+            };
             let mut event = AuditEvent::new(SecurityEvent::AdminTokenRefused)
-                .detail("method", method)
-                .detail("path", path);
+                .detail("method", known(method, &["POST", "PUT", "PATCH", "DELETE"]))
+                .detail("path", known(path, ADMIN_PATHS));
             if let Some(addr) = client {
                 event = event.client(addr);
             }
@@ -314,6 +323,16 @@ impl AdminApp {
         }
     }
 }
+
+/// The admin listener's paths: what a refused change's security event may name.
+const ADMIN_PATHS: &[&str] = &[
+    "/healthz",
+    "/readyz",
+    "/metrics",
+    "/policies",
+    "/policies/reload",
+    "/certificates/reload",
+];
 
 #[async_trait]
 impl ServeHttp for AdminApp {

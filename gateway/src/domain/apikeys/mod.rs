@@ -444,40 +444,47 @@ impl ApiKeys {
                 .filter(|r| now - r.checked_at < self.revalidate);
             if let Some(record) = self.cache_stats.count(fresh) {
                 // Checked in place under the shared lock: no reference count is touched on
-                // the way, only the principal's when the key is good.
-                return Ok(self.check(record, &cache.revoked, &parsed, now));
+                // the way, only the principal's when the key is good. The revoked set is
+                // hashed only when it has entries (on most instances it has none).
+                let revoked_here = !cache.revoked.is_empty() && cache.revoked.contains(parsed.id);
+                return Ok(self.check(record, revoked_here, &parsed, now));
             }
         }
         let generation = self.generation();
         let Some(record) = self.load(parsed.id).await? else {
             return Ok(None);
         };
-        let Ok(mut cache) = self.cache.write() else {
-            return Ok(None);
+        let revoked_here = {
+            let Ok(mut cache) = self.cache.write() else {
+                return Ok(None);
+            };
+            if cache.records.len() >= 100_000 {
+                cache.records.clear();
+            }
+            // Not if anything was removed meanwhile: this read may predate it.
+            if self.generation() == generation {
+                cache
+                    .records
+                    .insert(parsed.id.to_owned(), Arc::clone(&record));
+            }
+            // Read under the same lock as the insert: a revoke here either came before (and
+            // is in the set) or comes after (and removes what was just inserted).
+            cache.revoked.contains(parsed.id)
         };
-        if cache.records.len() >= 100_000 {
-            cache.records.clear();
-        }
-        // Not if anything was removed meanwhile: this read may predate it.
-        if self.generation() == generation {
-            cache
-                .records
-                .insert(parsed.id.to_owned(), Arc::clone(&record));
-        }
-        Ok(self.check(&record, &cache.revoked, &parsed, now))
+        // Checked with the lock released: the MAC holds up no other request.
+        Ok(self.check(&record, revoked_here, &parsed, now))
     }
 
-    /// A presented key against its record: not revoked (there or here), not expired, and its
-    /// secret's MAC the stored one (or, within the roll grace, the previous one).
+    /// A presented key against its record: not revoked (there, or `revoked_here` on this
+    /// instance), not expired, and its secret's MAC the stored one (or, within the roll grace,
+    /// the previous one).
     fn check(
         &self,
         record: &Record,
-        revoked_here: &std::collections::HashSet<String>,
+        revoked_here: bool,
         parsed: &format::ParsedKey<'_>,
         now: i64,
     ) -> Option<Arc<ApiKeyPrincipal>> {
-        // The set is empty on most instances: no hashing then.
-        let revoked_here = !revoked_here.is_empty() && revoked_here.contains(parsed.id);
         if record.revoked || revoked_here || record.expires_at.is_some_and(|t| now >= t) {
             return None;
         }

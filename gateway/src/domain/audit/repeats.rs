@@ -3,9 +3,9 @@
 //! a second, in the review that found it). Refused changes on the admin listener
 //! (`authn_admin_token_fail`, someone guessing its token) are aggregated the same way.
 //!
-//! The first denial of a kind (same event, principal, org, client address and details: route,
-//! policies) is recorded as usual and opens a window of [`WINDOW_MS`]. Identical denials inside
-//! the window are only counted. When the window closes (the next identical denial after it, or the
+//! The first denial of a kind (same event, principal, org and details: route, policies; for a
+//! refused admin change also the client address) is recorded as usual and opens a window of
+//! [`WINDOW_MS`]. Identical denials inside the window are only counted. When the window closes (the next identical denial after it, or the
 //! maintenance sweep), one summary event is recorded: the first repeated event, with
 //! `details.repeated` (how many), `details.first_repeat_at` (Unix milliseconds) and
 //! `details.window_seconds`. Nothing is lost: every denial is
@@ -25,6 +25,7 @@ struct Key {
     event: SecurityEvent,
     principal: Option<String>,
     org: Option<String>,
+    /// For refused admin changes only.
     client: Option<std::net::IpAddr>,
     details: String,
 }
@@ -83,7 +84,12 @@ impl Repeats {
             event: event.event,
             principal: event.principal_id.clone(),
             org: event.org_id.clone(),
-            client: event.client,
+            // Refused admin changes from two addresses are two kinds: a guessing loop from
+            // one must not hide another's first attempt. Not denials: their address is the
+            // raw one, and a client rotating through its IPv6 /64 would write a row each.
+            client: (event.event == SecurityEvent::AdminTokenRefused)
+                .then_some(event.client)
+                .flatten(),
             details: event.details_json(),
         };
         let closed = match self.windows.get_mut(&key) {

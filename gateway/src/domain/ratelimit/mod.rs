@@ -517,20 +517,26 @@ mod tests {
 
     proptest::proptest! {
         /// The buckets kept here answer as governor's own keyed limiter does, request for
-        /// request and wait for wait, whatever the keys and however time moves.
+        /// request and wait for wait, whatever the keys and however time moves; and a sweep
+        /// keeps the keys governor's `retain_recent` keeps.
         #[test]
         fn buckets_answer_as_governors_keyed_limiter(
             limit in 1u32..20,
             window in 1u64..120,
-            steps in proptest::collection::vec((0u64..4, 0u64..5_000), 1..200),
+            steps in proptest::collection::vec((0u64..4, 0u64..5_000, proptest::bool::weighted(0.1)), 1..200),
         ) {
             let policy = RatePolicy::new(limit, window).unwrap();
             let clock = FakeRelativeClock::default();
             let ours: KeyedLimiter<u64, _> = KeyedLimiter::with_clock(policy, 1_000, clock.clone());
             let theirs: RateLimiter<u64, governor::state::keyed::DashMapStateStore<u64>, _, _> =
                 RateLimiter::dashmap_with_clock(policy.quota, clock.clone());
-            for (key, advance_ms) in steps {
+            for (key, advance_ms, sweep) in steps {
                 clock.advance(Duration::from_millis(advance_ms));
+                if sweep {
+                    ours.maintain();
+                    theirs.retain_recent();
+                    proptest::prop_assert_eq!(ours.len(), theirs.len());
+                }
                 let expected = theirs
                     .check_key(&key)
                     .map_err(|n| n.wait_time_from(clock.now()));
