@@ -382,7 +382,12 @@ pub(super) mod tests {
             // Mostly what passes, with the odd byte or escape that does not.
             path in "/?(a|b|/|[.]|a|b|/|[.]|%20|:|%2e|;|\\\\|%4){0,12}"
         ) {
-            proptest::prop_assert_eq!(canonical_path(&path).is_ok(), canonical_as_documented(&path), "{:?}", path);
+            proptest::prop_assert_eq!(
+                canonical_path(&path).is_ok(),
+                canonical_as_documented(&path),
+                "{:?}",
+                path
+            );
         }
     }
 

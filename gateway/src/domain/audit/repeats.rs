@@ -5,11 +5,11 @@
 //!
 //! The first denial of a kind (same event, principal, org and details: route, policies; for a
 //! refused admin change also the client address) is recorded as usual and opens a window of
-//! [`WINDOW_MS`]. Identical denials inside the window are only counted. When the window closes (the next identical denial after it, or the
-//! maintenance sweep), one summary event is recorded: the first repeated event, with
-//! `details.repeated` (how many), `details.first_repeat_at` (Unix milliseconds) and
-//! `details.window_seconds`. Nothing is lost: every denial is
-//! in the first event or a summary's count.
+//! [`WINDOW_MS`]. Identical denials inside the window are only counted. When the window
+//! closes (the next identical denial after it, or the maintenance sweep), one summary event is
+//! recorded: the first repeated event, with `details.repeated` (how many),
+//! `details.first_repeat_at` (Unix milliseconds) and `details.window_seconds`. Nothing is
+//! lost: every denial is in the first event or a summary's count.
 
 use std::collections::HashMap;
 

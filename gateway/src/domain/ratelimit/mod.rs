@@ -523,7 +523,10 @@ mod tests {
         fn buckets_answer_as_governors_keyed_limiter(
             limit in 1u32..20,
             window in 1u64..120,
-            steps in proptest::collection::vec((0u64..4, 0u64..5_000, proptest::bool::weighted(0.1)), 1..200),
+            steps in proptest::collection::vec(
+                (0u64..4, 0u64..5_000, proptest::bool::weighted(0.1)),
+                1..200,
+            ),
         ) {
             let policy = RatePolicy::new(limit, window).unwrap();
             let clock = FakeRelativeClock::default();
