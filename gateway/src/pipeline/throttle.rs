@@ -28,9 +28,8 @@ use super::{Pipeline, RequestCtx};
 use crate::domain::audit::SecurityEvent;
 use crate::domain::principal::Principal;
 use crate::domain::ratelimit::shared::{SharedLimiter, Unreachable, Verdict};
-use crate::domain::ratelimit::{KeyedLimiter, Limited, RatePolicy};
+use crate::domain::ratelimit::{DefaultClock, KeyedLimiter, Limited, RatePolicy};
 use crate::web::Rejection;
-use governor::clock::DefaultClock;
 
 /// The limits of one rate-limited dimension, from `[rate_limits]`.
 #[derive(Debug, Clone)]

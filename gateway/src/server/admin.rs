@@ -277,9 +277,7 @@ impl AdminApp {
             let mut event = AuditEvent::new(SecurityEvent::AdminTokenRefused)
                 .detail("method", known(method, &["POST", "PUT", "PATCH", "DELETE"]))
                 .detail("path", known(path, ADMIN_PATHS));
-            if let Some(addr) = client {
-                event = event.client(addr);
-            }
+            event.client = client;
             self.gateway.audit.record(event);
             return Err(Rejection::Unauthenticated(Challenge::Bearer));
         }

@@ -161,9 +161,7 @@ impl Gateway {
         if let Some(id) = principal {
             event = event.principal(id);
         }
-        if let Some(addr) = client {
-            event = event.client(addr);
-        }
+        event.client = client;
         self.audit.record(event);
         if let Ok(mut fault) = self.policy_reload_fault.lock() {
             *fault = outcome.as_ref().err().map(ToString::to_string);

@@ -444,9 +444,8 @@ impl ApiKeys {
                 .filter(|r| now - r.checked_at < self.revalidate);
             if let Some(record) = self.cache_stats.count(fresh) {
                 // Checked in place under the shared lock: no reference count is touched on
-                // the way, only the principal's when the key is good. The revoked set is
-                // hashed only when it has entries (on most instances it has none).
-                let revoked_here = !cache.revoked.is_empty() && cache.revoked.contains(parsed.id);
+                // the way, only the principal's when the key is good.
+                let revoked_here = cache.revoked.contains(parsed.id);
                 return Ok(self.check(record, revoked_here, &parsed, now));
             }
         }

@@ -35,7 +35,8 @@ use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use dashmap::DashMap;
-use governor::clock::{Clock, DefaultClock, Reference};
+pub use governor::clock::DefaultClock;
+use governor::clock::{Clock, Reference};
 use governor::middleware::NoOpMiddleware;
 use governor::nanos::Nanos;
 use governor::state::{InMemoryState, NotKeyed};
@@ -256,12 +257,12 @@ impl<K: Hash + Eq + Clone, C: Clock + Clone, S: BuildHasher + Clone + Default>
     /// Count one request under `key`.
     pub fn check(&self, key: &K) -> Result<(), Limited> {
         if let Some(bucket) = self.buckets.get(key) {
-            return self.count(&bucket, None);
+            return self.count(&bucket);
         }
         let mut last_sweep = self.gate.lock().unwrap_or_else(PoisonError::into_inner);
         // Checked again under the gate: another newcomer may have added this key.
         if let Some(bucket) = self.buckets.get(key) {
-            return self.count(&bucket, None);
+            return self.count(&bucket);
         }
         if self.buckets.len() >= self.cap {
             let now = self.clock.now();
@@ -281,14 +282,14 @@ impl<K: Hash + Eq + Clone, C: Clock + Clone, S: BuildHasher + Clone + Default>
         }
         // A new bucket holds its first request (a full bucket cannot refuse one).
         let bucket = AtomicU64::new(0);
-        let counted = self.count(&bucket, None);
+        let counted = self.count(&bucket);
         self.buckets.insert(key.clone(), bucket);
         counted
     }
 
-    /// One request against a bucket, at `now` (the clock's, when `None`): governor's GCRA.
-    fn count(&self, bucket: &AtomicU64, now: Option<u64>) -> Result<(), Limited> {
-        let t0 = now.unwrap_or_else(|| self.elapsed());
+    /// One request against a bucket, now: governor's GCRA.
+    fn count(&self, bucket: &AtomicU64) -> Result<(), Limited> {
+        let t0 = self.elapsed();
         let mut seen = bucket.load(Ordering::Acquire);
         loop {
             // 0 is a bucket with no count yet: full.
