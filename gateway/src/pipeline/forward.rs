@@ -430,7 +430,7 @@ pub async fn answer_in_process(
     let caller = Caller {
         principal: ctx.principal.clone().ok_or(Rejection::Internal)?,
         request_id: ctx.id.clone(),
-        route: ctx.route.as_deref().unwrap_or_default().to_owned(),
+        route: p.route_of(ctx).map_or("", |r| &r.name).to_owned(),
         client: ctx.admitted.client,
     };
     // Events recorded inside the services (logins, keys) get this request's context.

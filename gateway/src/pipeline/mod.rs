@@ -122,7 +122,8 @@ pub struct RequestCtx {
     pub id: String,
     started: Instant,
     pub admitted: Admitted,
-    route: Option<std::sync::Arc<str>>,
+    /// The route's index in the listener's table ([`Pipeline::route_of`]).
+    route: Option<usize>,
     pub principal: Option<Principal>,
     pub decision: Option<std::sync::Arc<Decision>>,
     /// The org the request was authorised for, asserted to the upstream.
@@ -203,6 +204,11 @@ enum Outcome {
 }
 
 impl Pipeline {
+    /// The route `ctx`'s request matched, if it got that far.
+    pub fn route_of(&self, ctx: &RequestCtx) -> Option<&route::Route> {
+        ctx.route.and_then(|i| self.routes.get(i))
+    }
+
     /// Stages 1 to 7 on a request head, in order, each with its explicit short-circuit: who is
     /// asking, and may they. Returns where the request goes. Needs no connection, so tests and
     /// benches run it in process.
@@ -232,7 +238,7 @@ impl Pipeline {
             Match::MethodNotAllowed(allow) => return Err(Rejection::MethodNotAllowed { allow }),
             Match::NotFound => return Err(Rejection::NotFound),
         };
-        ctx.route = Some(std::sync::Arc::clone(&route.name));
+        ctx.route = Some(route.index());
 
         ctx.stage("throttle.address");
         throttle::by_address(self, ctx, route).await?;
@@ -378,11 +384,12 @@ impl GatewayApp {
         };
         let status = session.response_written().map_or(0, |s| s.as_u16());
         let req = session.req_header();
+        let route = p.route_of(&ctx);
         record::AccessEvent {
             request_id: &ctx.id,
             method: req.method.as_str(),
             path: req.uri.path(),
-            route: ctx.route.as_deref(),
+            route: route.map(|r| &*r.name),
             status,
             duration: ctx.started.elapsed(),
             client: ctx.admitted.client,
@@ -395,7 +402,7 @@ impl GatewayApp {
         if let Some(trace) = ctx.trace.take() {
             trace.finish(&trace::Finished {
                 method: req.method.as_str(),
-                route: ctx.route.as_deref(),
+                route: route.map(|r| &*r.name),
                 path: req.uri.path(),
                 status,
                 request_id: &ctx.id,
@@ -409,7 +416,7 @@ impl GatewayApp {
             p.metrics.decision(decision);
         }
         p.metrics.request(
-            ctx.route.take(),
+            route.map(|r| &r.metrics),
             Some(&req.method),
             status,
             ctx.started.elapsed(),

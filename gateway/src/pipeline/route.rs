@@ -19,6 +19,7 @@ use std::str::FromStr;
 
 use cedar_policy::{EntityId, EntityTypeName, EntityUid};
 
+use super::metrics::{Metrics, RouteMetrics};
 use crate::domain::policy::{PolicyError, PolicyStore};
 use percent_encoding::percent_decode_str;
 use serde::Deserialize;
@@ -233,9 +234,18 @@ pub struct Route {
     pub address_limit: AddressLimit,
     /// The listener that answers it.
     pub surface: Surface,
+    /// Its series in the metrics, bound once they exist ([`RouteTable::bind_metrics`]).
+    pub metrics: RouteMetrics,
+    /// Its place in its table ([`RouteTable::get`]), so that a request can name its route
+    /// without holding a reference to it.
+    index: usize,
 }
 
 impl Route {
+    pub fn index(&self) -> usize {
+        self.index
+    }
+
     pub fn accepts(&self, kind: CredentialKind) -> bool {
         self.credentials.contains(&kind)
     }
@@ -350,8 +360,7 @@ impl RouteTable {
             }
             routes.push(route);
         }
-        let by_length = index_by_length(&routes);
-        Ok(RouteTable { routes, by_length })
+        Ok(RouteTable::of(routes))
     }
 
     /// Every route must name an action the policy set's schema declares, on a resource type
@@ -377,8 +386,29 @@ impl RouteTable {
             .filter(|r| r.surface == surface)
             .cloned()
             .collect();
+        RouteTable::of(routes)
+    }
+
+    /// A table of `routes`, in their order.
+    fn of(mut routes: Vec<Route>) -> RouteTable {
+        for (i, route) in routes.iter_mut().enumerate() {
+            route.index = i;
+        }
         let by_length = index_by_length(&routes);
         RouteTable { routes, by_length }
+    }
+
+    /// The route at `index` ([`Route::index`]).
+    pub fn get(&self, index: usize) -> Option<&Route> {
+        self.routes.get(index)
+    }
+
+    /// Look up each route's series once, so that recording a request hashes no label. A table
+    /// never bound records no per-route metrics.
+    pub fn bind_metrics(&mut self, metrics: &Metrics) {
+        for route in &mut self.routes {
+            route.metrics = metrics.for_route(&route.name);
+        }
     }
 
     /// Match a canonical path (no query) and method. The path is split once, on the stack.
@@ -667,6 +697,9 @@ fn compile(r: &RawRoute, upstreams: &BTreeSet<String>) -> Result<Route, String> 
         credentials,
         param_names,
         surface,
+        metrics: RouteMetrics::default(),
+        // Set by the table.
+        index: 0,
     })
 }
 

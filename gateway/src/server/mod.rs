@@ -221,8 +221,15 @@ pub fn prepare(config: Config, clock: Arc<dyn Clock>) -> Result<Prepared, StartE
     }
     let certs = Arc::new(CertResolver::load(&config.tls.cert, &config.tls.key)?);
     let upstream_names: BTreeSet<String> = config.upstreams.keys().cloned().collect();
+    let metrics = Arc::new(if config.metrics_enabled {
+        Metrics::default()
+    } else {
+        Metrics::off()
+    });
     // The whole table is what policies are checked against; each listener serves its share.
-    let routes = Arc::new(RouteTable::load(&config.routes_file, &upstream_names)?);
+    let mut routes = RouteTable::load(&config.routes_file, &upstream_names)?;
+    routes.bind_metrics(&metrics);
+    let routes = Arc::new(routes);
     let public_routes = Arc::new(routes.surface(Surface::Public));
     let platform_routes = Arc::new(routes.surface(Surface::Platform));
     let store = load_policies(&config.policies_dir, &routes)?;
@@ -268,11 +275,6 @@ pub fn prepare(config: Config, clock: Arc<dyn Clock>) -> Result<Prepared, StartE
             );
         }
     }
-    let metrics = Arc::new(if config.metrics_enabled {
-        Metrics::default()
-    } else {
-        Metrics::off()
-    });
     let upstreams = Upstreams::new(
         config.upstreams.iter().map(|(name, up)| {
             (

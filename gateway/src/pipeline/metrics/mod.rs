@@ -7,17 +7,20 @@
 //! Label values are bounded: route and upstream names from the config, policy ids from the
 //! policy set, status codes, and fixed words; never a path, an id, an address or a header.
 
-use std::sync::{Arc, LazyLock};
+mod latency;
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::ConstGauge;
-use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
 use crate::domain::policy::Decision;
+use latency::Latency;
 
 /// The Content-Type of [`Metrics::render`]'s text.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -28,9 +31,6 @@ struct RequestLabels {
     method: &'static str,
     status: u16,
 }
-
-/// The route label of a request refused before it was routed.
-static NO_ROUTE: LazyLock<Arc<str>> = LazyLock::new(|| Arc::from("none"));
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RouteLabel {
@@ -80,21 +80,19 @@ struct CacheLabels {
     result: &'static str,
 }
 
-type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
-
-/// Request and upstream latency: 100 µs to ~3.3 s, doubling.
-fn latency() -> Histogram {
-    Histogram::new(exponential_buckets(0.000_1, 2.0, 16))
-}
-
 /// What the pipeline counts, shared by every thread.
 #[derive(Debug)]
 pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
-    request_seconds: Histograms<RouteLabel>,
-    upstream_seconds: Histograms<UpstreamLabel>,
+    request_seconds: Family<RouteLabel, Latency>,
+    upstream_seconds: Family<UpstreamLabel, Latency>,
     upstream_connections: Family<ConnectionLabels, Counter>,
     decisions: Family<EffectLabel, Counter>,
+    /// `decisions`' two series, looked up once.
+    allowed: Counter,
+    denied: Counter,
+    /// The series of requests refused before they were routed (route `none`).
+    unrouted: RouteMetrics,
     decision_policies: Family<PolicyLabels, Counter>,
     refusals: Family<ReasonLabel, Counter>,
     rate_limited: Family<LimiterLabel, Counter>,
@@ -105,25 +103,104 @@ pub struct Metrics {
 
 impl Default for Metrics {
     fn default() -> Metrics {
-        Metrics {
+        let decisions = Family::<EffectLabel, Counter>::default();
+        let effect = |allowed| {
+            let effect = Decision::label_of(allowed);
+            decisions.get_or_create_owned(&EffectLabel { effect })
+        };
+        let (allowed, denied) = (effect(true), effect(false));
+        let mut metrics = Metrics {
             enabled: true,
             requests: Family::default(),
-            request_seconds: Family::new_with_constructor(latency),
-            upstream_seconds: Family::new_with_constructor(latency),
+            request_seconds: Family::default(),
+            upstream_seconds: Family::default(),
             upstream_connections: Family::default(),
-            decisions: Family::default(),
+            decisions,
+            allowed,
+            denied,
+            unrouted: RouteMetrics::default(),
             decision_policies: Family::default(),
             refusals: Family::default(),
             rate_limited: Family::default(),
             authentication_failures: Family::default(),
+        };
+        metrics.unrouted = metrics.for_route(&Arc::from("none"));
+        metrics
+    }
+}
+
+/// One route's series, looked up once (when the route table is bound to the metrics) so that
+/// a request on the route hashes no label and takes no lock: its latency histogram, and the
+/// request counters of the first (method, status) pairs it answers with. Records nothing when
+/// metrics are off or the route was never bound.
+#[derive(Debug, Clone, Default)]
+pub struct RouteMetrics(Option<Arc<RouteSeries>>);
+
+#[derive(Debug)]
+struct RouteSeries {
+    route: Arc<str>,
+    seconds: Latency,
+    /// The shared family, for the pairs past the slots.
+    requests: Family<RequestLabels, Counter>,
+    slots: [StatusSlot; SLOTS],
+}
+
+/// How many (method, status) pairs a route keeps at hand: a route answers with few.
+const SLOTS: usize = 8;
+
+/// A (method, status) pair's counter, claimed by the first request to answer with it.
+#[derive(Debug, Default)]
+struct StatusSlot {
+    /// [`slot_key`] of the pair; 0 while free.
+    key: AtomicU32,
+    counter: OnceLock<Counter>,
+}
+
+/// A method label's index in [`METHODS`] and a status, as one nonzero number.
+fn slot_key(method: u8, status: u16) -> u32 {
+    (u32::from(method) + 1) << 16 | u32::from(status)
+}
+
+impl RouteMetrics {
+    fn record(&self, method: u8, status: u16, elapsed: Duration) {
+        let Some(series) = &self.0 else {
+            return;
+        };
+        series.seconds.observe(elapsed);
+        let labels = || RequestLabels {
+            route: Arc::clone(&series.route),
+            method: METHODS.get(usize::from(method)).copied().unwrap_or("other"),
+            status,
+        };
+        let key = slot_key(method, status);
+        for slot in &series.slots {
+            // Claim a free slot, or find the pair's own. Whoever claims it, the counter is
+            // the family's one series for the pair, created once by `get_or_init`.
+            let claimed = match slot.key.load(Ordering::Acquire) {
+                0 => match slot
+                    .key
+                    .compare_exchange(0, key, Ordering::AcqRel, Ordering::Acquire)
+                {
+                    Ok(_) => true,
+                    Err(other) => other == key,
+                },
+                other => other == key,
+            };
+            if claimed {
+                slot.counter
+                    .get_or_init(|| series.requests.get_or_create_owned(&labels()))
+                    .inc();
+                return;
+            }
         }
+        series.requests.get_or_create(&labels()).inc();
     }
 }
 
 /// One upstream's series in [`Metrics`], held by the upstream.
 #[derive(Debug, Clone)]
 pub struct UpstreamMetrics {
-    seconds: Histogram,
+    seconds: Latency,
     reused: Counter,
     new: Counter,
 }
@@ -133,7 +210,7 @@ impl UpstreamMetrics {
     /// connection to the response head.
     pub fn exchange(&self, reused: bool, elapsed: Duration) {
         if reused { &self.reused } else { &self.new }.inc();
-        self.seconds.observe(elapsed.as_secs_f64());
+        self.seconds.observe(elapsed);
     }
 }
 
@@ -153,17 +230,26 @@ pub struct Samples {
     pub shared_limits: Option<(bool, u64)>,
 }
 
-/// A method as a label: the standard ones by name, anything else as `other`.
-fn method_label(method: &http::Method) -> &'static str {
+/// The method labels, by [`method_index`].
+const METHODS: [&str; 9] = [
+    "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "other", "none",
+];
+
+/// A method's label in [`METHODS`]: the standard ones by name, anything else as `other`, and
+/// `none` for a request whose head could not be read.
+fn method_index(method: Option<&http::Method>) -> u8 {
+    let Some(method) = method else {
+        return 8;
+    };
     match *method {
-        http::Method::GET => "GET",
-        http::Method::HEAD => "HEAD",
-        http::Method::POST => "POST",
-        http::Method::PUT => "PUT",
-        http::Method::PATCH => "PATCH",
-        http::Method::DELETE => "DELETE",
-        http::Method::OPTIONS => "OPTIONS",
-        _ => "other",
+        http::Method::GET => 0,
+        http::Method::HEAD => 1,
+        http::Method::POST => 2,
+        http::Method::PUT => 3,
+        http::Method::PATCH => 4,
+        http::Method::DELETE => 5,
+        http::Method::OPTIONS => 6,
+        _ => 7,
     }
 }
 
@@ -180,10 +266,26 @@ impl Metrics {
         self.enabled
     }
 
+    /// The series of the route `route`, looked up once (when the route table is bound), so
+    /// that recording a request hashes no label. Records nothing when metrics are off.
+    pub fn for_route(&self, route: &Arc<str>) -> RouteMetrics {
+        if !self.enabled {
+            return RouteMetrics::default();
+        }
+        RouteMetrics(Some(Arc::new(RouteSeries {
+            route: Arc::clone(route),
+            seconds: self.request_seconds.get_or_create_owned(&RouteLabel {
+                route: Arc::clone(route),
+            }),
+            requests: self.requests.clone(),
+            slots: Default::default(),
+        })))
+    }
+
     /// One answered request. `route` is `None` for a request refused before it was routed.
     pub fn request(
         &self,
-        route: Option<Arc<str>>,
+        route: Option<&RouteMetrics>,
         method: Option<&http::Method>,
         status: u16,
         elapsed: Duration,
@@ -192,19 +294,9 @@ impl Metrics {
         if !self.enabled {
             return;
         }
-        let route = route.unwrap_or_else(|| Arc::clone(&NO_ROUTE));
-        self.request_seconds
-            .get_or_create(&RouteLabel {
-                route: route.clone(),
-            })
-            .observe(elapsed.as_secs_f64());
-        self.requests
-            .get_or_create(&RequestLabels {
-                route,
-                method: method.map_or("none", method_label),
-                status,
-            })
-            .inc();
+        route
+            .unwrap_or(&self.unrouted)
+            .record(method_index(method), status, elapsed);
         if let Some(reason) = refusal {
             self.refusals.get_or_create(&ReasonLabel { reason }).inc();
         }
@@ -216,7 +308,12 @@ impl Metrics {
             return;
         }
         let effect = decision.label();
-        self.decisions.get_or_create(&EffectLabel { effect }).inc();
+        if decision.allowed {
+            &self.allowed
+        } else {
+            &self.denied
+        }
+        .inc();
         for policy in &decision.policies {
             self.decision_policies
                 .get_or_create(&PolicyLabels {
@@ -264,12 +361,9 @@ impl Metrics {
                 .clone()
         };
         Some(UpstreamMetrics {
-            seconds: self
-                .upstream_seconds
-                .get_or_create(&UpstreamLabel {
-                    upstream: upstream.to_owned(),
-                })
-                .clone(),
+            seconds: self.upstream_seconds.get_or_create_owned(&UpstreamLabel {
+                upstream: upstream.to_owned(),
+            }),
             reused: connections(true),
             new: connections(false),
         })
@@ -413,8 +507,10 @@ mod tests {
     #[test]
     fn counts_render_with_bounded_labels() {
         let m = Metrics::default();
+        let zones_list = m.for_route(&"zones-list".into());
+        let _idle = m.for_route(&"zones-create".into());
         m.request(
-            Some("zones-list".into()),
+            Some(&zones_list),
             Some(&http::Method::GET),
             200,
             Duration::from_millis(3),
@@ -450,9 +546,101 @@ mod tests {
             r#"zonegate_cache_lookups_total{cache="sessions",result="miss"} 2"#,
             "zonegate_client_connections 3",
             r#"zonegate_request_duration_seconds_count{route="zones-list"} 1"#,
+            r#"zonegate_request_duration_seconds_bucket{le="0.0016",route="zones-list"} 0"#,
+            r#"zonegate_request_duration_seconds_bucket{le="0.0032",route="zones-list"} 1"#,
+            r#"zonegate_request_duration_seconds_bucket{le="+Inf",route="zones-list"} 1"#,
+            // A bound route's latency is there from the start, like an upstream's.
+            r#"zonegate_request_duration_seconds_count{route="zones-create"} 0"#,
         ] {
             assert!(text.contains(line), "{line} in\n{text}");
         }
         assert!(text.ends_with("# EOF\n"));
+    }
+
+    /// The count of one `requests` series in `text`.
+    fn count(text: &str, series: &str) -> u64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or(0)
+    }
+
+    #[test]
+    fn pairs_past_the_slots_are_counted_in_the_family() {
+        let m = Metrics::default();
+        let route = m.for_route(&"r".into());
+        let statuses: Vec<u16> = (200..200 + 3 * SLOTS as u16).collect();
+        for (i, &status) in statuses.iter().enumerate() {
+            for _ in 0..=i {
+                m.request(
+                    Some(&route),
+                    Some(&http::Method::POST),
+                    status,
+                    Duration::ZERO,
+                    None,
+                );
+            }
+        }
+        let text = m.render(&Samples::default());
+        for (i, status) in statuses.iter().enumerate() {
+            let series =
+                format!(r#"zonegate_requests_total{{route="r",method="POST",status="{status}"}}"#);
+            assert_eq!(count(&text, &series), i as u64 + 1, "{series} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn racing_threads_count_every_request_once() {
+        let m = Metrics::default();
+        let route = m.for_route(&"r".into());
+        let methods = [http::Method::GET, http::Method::HEAD, http::Method::DELETE];
+        std::thread::scope(|s| {
+            for t in 0..4u16 {
+                let (m, route, methods) = (&m, &route, &methods);
+                s.spawn(move || {
+                    // Every thread answers the same pairs in its own order, more of them than
+                    // there are slots, so threads race to claim the same free slots.
+                    for n in 0..1000u16 {
+                        let status = 200 + (n + t) % 4;
+                        let method = &methods[usize::from((n + t) % 3)];
+                        m.request(Some(route), Some(method), status, Duration::ZERO, None);
+                    }
+                });
+            }
+        });
+        let text = m.render(&Samples::default());
+        let mut total = 0;
+        for method in ["GET", "HEAD", "DELETE"] {
+            for status in 200..204 {
+                let series = format!(
+                    r#"zonegate_requests_total{{route="r",method="{method}",status="{status}"}}"#
+                );
+                let n = count(&text, &series);
+                assert!(n > 0, "{series} in\n{text}");
+                total += n;
+            }
+        }
+        assert_eq!(total, 4000, "{text}");
+        assert_eq!(
+            count(
+                &text,
+                r#"zonegate_request_duration_seconds_count{route="r"}"#
+            ),
+            4000
+        );
+    }
+
+    #[test]
+    fn off_records_nothing_and_binds_nothing() {
+        let m = Metrics::off();
+        let route = m.for_route(&"r".into());
+        m.request(
+            Some(&route),
+            Some(&http::Method::GET),
+            200,
+            Duration::ZERO,
+            None,
+        );
+        let text = m.render(&Samples::default());
+        assert!(!text.contains(r#"route="r""#), "{text}");
     }
 }
