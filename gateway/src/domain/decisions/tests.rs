@@ -324,6 +324,57 @@ async fn identical_decisions_in_a_window_are_one_record_with_a_count() {
     off.flush().await.unwrap();
 }
 
+/// The window's hash leaves out the action and the resource's type (a route names one of
+/// each): questions that differ only there share a chain and are still two records.
+#[tokio::test]
+async fn questions_differing_only_in_action_or_resource_type_are_two_records() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (db, _guard) = database(
+        crate::domain::storage::testdb::Backend::Sqlite,
+        tmp.path(),
+        2,
+    )
+    .await;
+    let clock = Arc::new(ManualClock::at(1_800_000_000));
+    let table = DecisionTable::new(db);
+    let (log, _writer) =
+        DecisionLog::new(table.clone(), clock, 10, std::time::Duration::from_secs(10));
+    let engine = shipped();
+    let ada = user("ada", true, false);
+    let o = org("acme", Some(Role::Viewer));
+    let zone: EntityUid = r#"Zonegate::Zone::"acme""#.parse().unwrap();
+    // One answer for all, so that only the question tells them apart.
+    let mut decision = None;
+    for (action, resource) in [
+        ("zones:list", org_uid("acme")),
+        ("zones:create", org_uid("acme")),
+        ("zones:list", zone),
+        ("zones:list", org_uid("acme")),
+    ] {
+        let action = tables::action_uid(action).unwrap();
+        let query = Query {
+            principal: &ada,
+            action: &action,
+            resource,
+            org: Some(&o),
+            context: None,
+        };
+        let decision = decision.get_or_insert_with(|| engine.decide(&query));
+        log.record(Entry {
+            request_id: "r",
+            route: "one-route",
+            query: &query,
+            context: None,
+            decision,
+        });
+    }
+    log.flush().await.unwrap();
+    let (read, _) = table.read(&Selection::default(), None).await.unwrap();
+    let mut counts: Vec<u64> = read.iter().map(|r| r.count).collect();
+    counts.sort_unstable();
+    assert_eq!(counts, [1, 1, 2], "{read:#?}");
+}
+
 #[tokio::test]
 async fn a_window_of_distinct_long_ids_is_bounded_in_memory() {
     let tmp = tempfile::tempdir().unwrap();
