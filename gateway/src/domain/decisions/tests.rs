@@ -252,10 +252,18 @@ async fn records_round_trip_through_the_table_selected_by_time_org_and_route() {
     }
 }
 
-#[tokio::test]
-async fn identical_decisions_in_a_window_are_one_record_with_a_count() {
+/// A decision log holding at most `max_pending` questions per window, on a fresh SQLite
+/// table (kept in the returned directory), its clock stopped.
+async fn sqlite_log(
+    max_pending: usize,
+) -> (
+    DecisionLog,
+    DecisionTable,
+    Arc<ManualClock>,
+    tempfile::TempDir,
+) {
     let tmp = tempfile::tempdir().unwrap();
-    let (db, _guard) = database(
+    let (db, _) = database(
         crate::domain::storage::testdb::Backend::Sqlite,
         tmp.path(),
         2,
@@ -266,9 +274,15 @@ async fn identical_decisions_in_a_window_are_one_record_with_a_count() {
     let (log, _writer) = DecisionLog::new(
         table.clone(),
         clock.clone(),
-        2,
+        max_pending,
         std::time::Duration::from_secs(10),
     );
+    (log, table, clock, tmp)
+}
+
+#[tokio::test]
+async fn identical_decisions_in_a_window_are_one_record_with_a_count() {
+    let (log, table, clock, _tmp) = sqlite_log(2).await;
     let engine = shipped();
     let ask = |principal: &Principal, request_id: &str| {
         let action = tables::action_uid("zones:list").unwrap();
@@ -328,17 +342,7 @@ async fn identical_decisions_in_a_window_are_one_record_with_a_count() {
 /// each): questions that differ only there share a chain and are still two records.
 #[tokio::test]
 async fn questions_differing_only_in_action_or_resource_type_are_two_records() {
-    let tmp = tempfile::tempdir().unwrap();
-    let (db, _guard) = database(
-        crate::domain::storage::testdb::Backend::Sqlite,
-        tmp.path(),
-        2,
-    )
-    .await;
-    let clock = Arc::new(ManualClock::at(1_800_000_000));
-    let table = DecisionTable::new(db);
-    let (log, _writer) =
-        DecisionLog::new(table.clone(), clock, 10, std::time::Duration::from_secs(10));
+    let (log, table, _clock, _tmp) = sqlite_log(10).await;
     let engine = shipped();
     let ada = user("ada", true, false);
     let o = org("acme", Some(Role::Viewer));
@@ -377,20 +381,7 @@ async fn questions_differing_only_in_action_or_resource_type_are_two_records() {
 
 #[tokio::test]
 async fn a_window_of_distinct_long_ids_is_bounded_in_memory() {
-    let tmp = tempfile::tempdir().unwrap();
-    let (db, _guard) = database(
-        crate::domain::storage::testdb::Backend::Sqlite,
-        tmp.path(),
-        2,
-    )
-    .await;
-    let clock = Arc::new(ManualClock::at(1_800_000_000));
-    let (log, _writer) = DecisionLog::new(
-        DecisionTable::new(db),
-        clock,
-        50_000,
-        std::time::Duration::from_secs(10),
-    );
+    let (log, _table, _clock, _tmp) = sqlite_log(50_000).await;
     let engine = shipped();
     let ada = user("ada", true, false);
     let o = org("acme", Some(Role::Viewer));
