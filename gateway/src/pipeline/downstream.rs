@@ -390,7 +390,7 @@ impl Connection {
         head.headers
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
         let mut out = Vec::with_capacity(256 + body.len());
-        serialise(&head, &mut out);
+        serialise(&head, &[], &mut out);
         out.extend_from_slice(body);
         self.stream.write_all(&out).await?;
         self.stream.flush().await
@@ -583,7 +583,19 @@ impl Session<'_> {
 
     /// Write the final response head; the body's framing follows from it (its length, or
     /// chunked; none for `HEAD`, 204 and 304), and `Date` and `Connection` are set here.
-    pub async fn write_response_header(&mut self, mut head: ResponseHead) -> std::io::Result<()> {
+    pub async fn write_response_header(&mut self, head: ResponseHead) -> std::io::Result<()> {
+        self.write_response_header_with(head, &[]).await
+    }
+
+    /// [`Self::write_response_header`], with `lines` (whole `name: value\r\n` header lines,
+    /// in order) written after the map's. The caller vouches for them: they are its own
+    /// constants or values it checked as field values, none is a framing header (the framing
+    /// is read from `head` alone), and `head` holds none of their names.
+    pub async fn write_response_header_with(
+        &mut self,
+        mut head: ResponseHead,
+        lines: &[&[u8]],
+    ) -> std::io::Result<()> {
         if self.write != WriteState::Head {
             return Err(std::io::Error::other("a response head was already written"));
         }
@@ -637,7 +649,7 @@ impl Session<'_> {
         );
         let out = &mut self.conn.head_out;
         out.clear();
-        serialise(&head, out);
+        serialise(&head, lines, out);
         self.conn.stream.write_all(out).await?;
         // An unusually large head's buffer is not kept through the connection's idle time.
         if self.conn.head_out.capacity() > 16 * 1024 {
@@ -726,7 +738,7 @@ fn is_head_too_large(error: &std::io::Error) -> bool {
 }
 
 /// The status line and header fields of `head`, ending in the empty line.
-fn serialise(head: &ResponseHead, out: &mut Vec<u8>) {
+fn serialise(head: &ResponseHead, lines: &[&[u8]], out: &mut Vec<u8>) {
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(head.status.as_str().as_bytes());
     out.push(b' ');
@@ -739,6 +751,9 @@ fn serialise(head: &ResponseHead, out: &mut Vec<u8>) {
         out.extend_from_slice(b": ");
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
+    }
+    for line in lines {
+        out.extend_from_slice(line);
     }
     out.extend_from_slice(b"\r\n");
 }
@@ -1154,6 +1169,33 @@ mod tests {
         let text = received(&mut client).await;
         assert!(text.contains("content-length: 42\r\n"), "{text}");
         assert!(text.ends_with("\r\n\r\n"), "{text}");
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn prepared_lines_follow_the_maps_headers_and_leave_the_framing_alone() {
+        let (mut conn, mut client) = connection(b"GET / HTTP/1.1\r\n\r\n").await;
+        let mut session = next(&mut conn).await;
+        let mut head = ok_head();
+        head.headers
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(2));
+        let lines: [&[u8]; 2] = [b"a: 1\r\nb: 2\r\n", b"x-request-id: r1\r\n"];
+        session
+            .write_response_header_with(head, &lines)
+            .await
+            .unwrap();
+        session
+            .write_response_body(Bytes::from_static(b"ok"), true)
+            .await
+            .unwrap();
+        assert!(session.reusable());
+        let text = received(&mut client).await;
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        assert!(
+            head.ends_with("\r\na: 1\r\nb: 2\r\nx-request-id: r1"),
+            "{head}"
+        );
+        assert!(head.contains("\r\ncontent-length: 2\r\n"), "{head}");
+        assert_eq!(body, "ok");
     }
 
     #[tokio::test(flavor = "current_thread")]

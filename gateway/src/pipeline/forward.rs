@@ -288,11 +288,11 @@ fn field_value(v: &str) -> Result<&[u8], Rejection> {
 }
 
 /// The response head for the client, built in one pass from the upstream's header lines: its
-/// end-to-end headers but the internal ones and those the gateway sets, then the security
-/// headers and the body's framing (the upstream's length when it gave one, else chunked).
+/// end-to-end headers but the internal ones and those the gateway sets, then the body's
+/// framing (the upstream's length when it gave one, else chunked). The security headers and
+/// the request id are not in it: [`forward`] writes them as prepared lines.
 fn downstream_response(
     p: &Pipeline,
-    ctx: &RequestCtx,
     upstream: &ResponseHead,
 ) -> Result<http::response::Parts, Rejection> {
     let chunked_body = matches!(upstream.framing, Framing::Chunked | Framing::UntilClose);
@@ -312,7 +312,6 @@ fn downstream_response(
             headers.append(name.clone(), v.ok_or(Rejection::BadGateway)?);
         }
     }
-    p.security.add(headers, Some(&ctx.id));
     if let Framing::Length(n) = upstream.framing {
         headers.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
     }
@@ -359,11 +358,24 @@ pub async fn forward(
         .read_head(is_head)
         .await
         .map_err(|e| exchange_failed(e, upstream))?;
-    let head = downstream_response(p, ctx, &response)?;
+    let head = downstream_response(p, &response)?;
     if let Some(metrics) = &upstream.metrics {
         metrics.exchange(reused, started.elapsed());
     }
-    if session.write_response_header(head).await.is_err() {
+    // Copied as prepared lines rather than inserted into the map one hashed name at a time;
+    // `downstream_response` dropped any the upstream sent. The id was checked as a field
+    // value when the upstream's head was written.
+    let lines = [
+        p.security.lines(),
+        b"x-request-id: ",
+        field_value(&ctx.id)?,
+        b"\r\n",
+    ];
+    if session
+        .write_response_header_with(head, &lines)
+        .await
+        .is_err()
+    {
         return Ok(Forwarded::Broken);
     }
     loop {

@@ -14,6 +14,9 @@ pub const INTERNAL_RESPONSE_HEADERS: &[&str] = &["server", "x-powered-by", "zone
 #[derive(Debug, Clone)]
 pub struct SecurityHeaders {
     headers: Vec<(HeaderName, HeaderValue)>,
+    /// The same, as `name: value\r\n` lines: what a head written by hand (a forwarded
+    /// answer's) copies at once instead of inserting each into a map.
+    lines: Vec<u8>,
 }
 
 impl SecurityHeaders {
@@ -28,19 +31,30 @@ impl SecurityHeaders {
                 HeaderValue::from_static(value),
             )
         };
-        SecurityHeaders {
-            headers: vec![
-                (http::header::STRICT_TRANSPORT_SECURITY, hsts),
-                fixed("x-content-type-options", "nosniff"),
-                // The dashboard's policy, on every answer: its pages load script, style and
-                // data from this origin only, with nothing inline; an API answer rendered as a
-                // page by mistake can do nothing either.
-                fixed("content-security-policy", CONTENT_SECURITY_POLICY),
-                fixed("referrer-policy", "no-referrer"),
-                // Every answer is an API answer: none may be stored by a cache.
-                fixed("cache-control", "no-store"),
-            ],
+        let headers = vec![
+            (http::header::STRICT_TRANSPORT_SECURITY, hsts),
+            fixed("x-content-type-options", "nosniff"),
+            // The dashboard's policy, on every answer: its pages load script, style and
+            // data from this origin only, with nothing inline; an API answer rendered as a
+            // page by mistake can do nothing either.
+            fixed("content-security-policy", CONTENT_SECURITY_POLICY),
+            fixed("referrer-policy", "no-referrer"),
+            // Every answer is an API answer: none may be stored by a cache.
+            fixed("cache-control", "no-store"),
+        ];
+        let mut lines = Vec::new();
+        for (name, value) in &headers {
+            lines.extend_from_slice(name.as_str().as_bytes());
+            lines.extend_from_slice(b": ");
+            lines.extend_from_slice(value.as_bytes());
+            lines.extend_from_slice(b"\r\n");
         }
+        SecurityHeaders { headers, lines }
+    }
+
+    /// The headers as whole `name: value\r\n` lines. None of them frames a body.
+    pub fn lines(&self) -> &[u8] {
+        &self.lines
     }
 
     /// The headers to set, replacing any value already present.
@@ -79,6 +93,7 @@ impl SecurityHeaders {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     #[test]
@@ -99,5 +114,26 @@ mod tests {
         );
         assert_eq!(h["x-content-type-options"], "nosniff");
         assert_eq!(h["x-request-id"], "rid");
+    }
+
+    #[test]
+    fn lines_are_the_headers_and_none_frames_a_body() {
+        let s = SecurityHeaders::new(100);
+        let mut expected = String::new();
+        for (name, value) in s.headers() {
+            assert!(
+                ![
+                    http::header::CONTENT_LENGTH,
+                    http::header::TRANSFER_ENCODING,
+                    http::header::CONNECTION,
+                    http::header::DATE,
+                ]
+                .contains(name),
+                "{name} is the head writer's to set"
+            );
+            expected.push_str(&format!("{name}: {}\r\n", value.to_str().unwrap()));
+        }
+        assert_eq!(std::str::from_utf8(s.lines()).unwrap(), expected);
+        assert!(expected.contains("x-content-type-options: nosniff\r\n"));
     }
 }
