@@ -221,6 +221,28 @@ fn client_identity_headers_are_stripped_in_every_spelling_and_gateway_values_set
     // The upstream's own server banner does not leak to the client.
     assert_eq!(resp.header("server"), None);
     assert_eq!(resp.header("x-powered-by"), None);
+    // The headers the gateway sets replace the upstream's values for them (the echo sends
+    // its own): each reaches the client once, as the gateway's.
+    let id = resp.header("x-request-id").unwrap();
+    assert_ne!(id, "from-the-upstream");
+    for (name, value) in [
+        ("cache-control", "no-store"),
+        ("x-request-id", id),
+        (
+            "strict-transport-security",
+            "max-age=63072000; includeSubDomains",
+        ),
+        ("x-content-type-options", "nosniff"),
+        ("referrer-policy", "no-referrer"),
+    ] {
+        assert_eq!(
+            resp.header_values(name),
+            [value],
+            "{name}: {:?}",
+            resp.headers
+        );
+    }
+    assert_eq!(resp.header_values("content-security-policy").len(), 1);
 }
 
 #[test]

@@ -140,7 +140,9 @@ fn answer(stream: impl Read + Write, log: &Mutex<Vec<Seen>>) {
             ""
         };
         let head = format!(
-            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nserver: echo\r\nx-powered-by: test\r\n{hops}\r\n",
+            // With its own values for headers the gateway sets on every answer: the client
+            // must get the gateway's, once.
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nserver: echo\r\nx-powered-by: test\r\ncache-control: public, max-age=60\r\nx-request-id: from-the-upstream\r\nstrict-transport-security: max-age=0\r\n{hops}\r\n",
             body.len()
         );
         let stream = reader.get_mut();
