@@ -106,7 +106,7 @@ fn answer(stream: impl Read + Write, log: &Mutex<Vec<Seen>>) {
         if let Some(chunks) = chunks {
             let stream = reader.get_mut();
             let mut ok = stream
-                .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ntransfer-encoding: chunked\r\n\r\n")
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ntransfer-encoding: chunked\r\ncache-control: public\r\nx-request-id: from-the-upstream\r\n\r\n")
                 .is_ok();
             for i in 0..chunks {
                 let mut chunk = format!("{size:x}\r\n").into_bytes();

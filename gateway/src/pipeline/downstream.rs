@@ -596,6 +596,10 @@ impl Session<'_> {
         mut head: ResponseHead,
         lines: &[&[u8]],
     ) -> std::io::Result<()> {
+        debug_assert!(
+            are_prepared_lines(&head, lines),
+            "not whole header lines, or framing or already in the head: {lines:?}"
+        );
         if self.write != WriteState::Head {
             return Err(std::io::Error::other("a response head was already written"));
         }
@@ -738,6 +742,39 @@ fn is_head_too_large(error: &std::io::Error) -> bool {
 }
 
 /// The status line and header fields of `head`, ending in the empty line.
+/// What [`Session::write_response_header_with`]'s caller vouches for, checked in debug builds:
+/// `lines` join into whole `name: value\r\n` lines of visible ASCII, none of them framing the
+/// body or named in `head` too.
+fn are_prepared_lines(head: &ResponseHead, lines: &[&[u8]]) -> bool {
+    let joined = lines.concat();
+    let mut pieces: Vec<&[u8]> = joined.split(|&b| b == b'\n').collect();
+    // Whole lines: after the last line end, nothing.
+    if pieces.pop() != Some(&[][..]) {
+        return false;
+    }
+    pieces.into_iter().all(|line| {
+        let Some(line) = line.strip_suffix(b"\r") else {
+            return false;
+        };
+        let Some(colon) = line.iter().position(|&b| b == b':') else {
+            return false;
+        };
+        let (name, value) = line.split_at(colon);
+        let Ok(name) = HeaderName::from_bytes(name) else {
+            return false;
+        };
+        let framing = [
+            header::CONTENT_LENGTH,
+            header::TRANSFER_ENCODING,
+            header::CONNECTION,
+            header::DATE,
+        ];
+        value.iter().all(|&b| (0x20..0x7f).contains(&b))
+            && !framing.contains(&name)
+            && !head.headers.contains_key(&name)
+    })
+}
+
 fn serialise(head: &ResponseHead, lines: &[&[u8]], out: &mut Vec<u8>) {
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(head.status.as_str().as_bytes());
@@ -1169,6 +1206,34 @@ mod tests {
         let text = received(&mut client).await;
         assert!(text.contains("content-length: 42\r\n"), "{text}");
         assert!(text.ends_with("\r\n\r\n"), "{text}");
+    }
+
+    #[test]
+    fn only_whole_field_lines_pass_as_prepared_lines() {
+        let mut head = ok_head();
+        head.headers.insert("x-mine", HeaderValue::from_static("1"));
+        assert!(are_prepared_lines(&head, &[]));
+        assert!(are_prepared_lines(
+            &head,
+            &[b"a: 1\r\n", b"b: ", b"2", b"\r\n"]
+        ));
+        for bad in [
+            &b"a: 1"[..],
+            b"a: 1\n",
+            b"a: 1\r\nb\r\n",
+            b"a: 1\r\r\n",
+            b"a b: 1\r\n",
+            b"a: \x7f\r\n",
+            b"content-length: 1\r\n",
+            b"Transfer-Encoding: chunked\r\n",
+            b"x-mine: 2\r\n",
+        ] {
+            assert!(
+                !are_prepared_lines(&head, &[bad]),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
     }
 
     #[tokio::test(flavor = "current_thread")]

@@ -237,7 +237,8 @@ pub struct Route {
     /// Its series in the metrics, bound once they exist ([`RouteTable::bind_metrics`]).
     pub metrics: RouteMetrics,
     /// Its place in its table ([`RouteTable::get`]), so that a request can name its route
-    /// without holding a reference to it.
+    /// without holding a reference to it. Only the table that holds it resolves it: a
+    /// listener's table ([`RouteTable::surface`]) numbers its routes afresh.
     index: usize,
 }
 

@@ -79,9 +79,9 @@ impl SecurityHeaders {
         self.add(headers, request_id);
     }
 
-    /// [`Self::apply`] for a map built without any header [`Self::replaces`] drops (a
-    /// forwarded answer): nothing to remove first.
-    pub fn add(&self, headers: &mut HeaderMap, request_id: Option<&str>) {
+    /// Set the security headers and the request id, replacing any value present. A forwarded
+    /// answer does not come here: its head copies [`Self::lines`] instead.
+    fn add(&self, headers: &mut HeaderMap, request_id: Option<&str>) {
         for (name, value) in &self.headers {
             headers.insert(name.clone(), value.clone());
         }

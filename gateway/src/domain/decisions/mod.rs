@@ -591,8 +591,8 @@ impl DecisionLog {
 
 /// What identifies a question and its answer, hashed on the request path (see
 /// [`DecisionRecord::same`], which settles a shared hash). The action and the resource's type
-/// are left out: a route names one of each, and hashing their names cost more than the rest
-/// of the key together (six `SmolStr`s). Questions that differ only in them share a chain,
+/// are left out: a route names one of each, and hashing their names (six `SmolStr`s) was over
+/// half of the key's hashing. Questions that differ only in them share a chain,
 /// and `same` tells them apart.
 fn question_key<'a>(entry: &'a Entry<'a>) -> impl std::hash::Hash + 'a {
     let q = entry.query;

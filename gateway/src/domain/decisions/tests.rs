@@ -263,12 +263,14 @@ async fn sqlite_log(
     tempfile::TempDir,
 ) {
     let tmp = tempfile::tempdir().unwrap();
-    let (db, _) = database(
+    let (db, guard) = database(
         crate::domain::storage::testdb::Backend::Sqlite,
         tmp.path(),
         2,
     )
     .await;
+    // Only PostgreSQL databases need dropping at the end.
+    assert!(guard.is_none());
     let clock = Arc::new(ManualClock::at(1_800_000_000));
     let table = DecisionTable::new(db);
     let (log, _writer) = DecisionLog::new(
