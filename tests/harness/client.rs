@@ -27,11 +27,7 @@ impl Response {
 
     /// Every value of a header, in order.
     pub fn header_values(&self, name: &str) -> Vec<&str> {
-        self.headers
-            .iter()
-            .filter(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-            .collect()
+        crate::header_values(&self.headers, name)
     }
 
     pub fn json(&self) -> serde_json::Value {

@@ -20,5 +20,14 @@ pub mod stack;
 pub mod tcp_proxy;
 
 pub use client::{Client, Response};
+
+/// Every value of the header `name` (any case) in `headers`, in order.
+pub fn header_values<'a>(headers: &'a [(String, String)], name: &str) -> Vec<&'a str> {
+    headers
+        .iter()
+        .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+        .collect()
+}
 pub use echo::EchoUpstream;
 pub use stack::{copy_policies, EchoTls, NewOperator, Peer, Stack, StackOptions};

@@ -136,13 +136,21 @@ impl Default for Metrics {
 #[derive(Debug, Clone, Default)]
 pub struct RouteMetrics(Option<Arc<RouteSeries>>);
 
-#[derive(Debug)]
 struct RouteSeries {
     route: Arc<str>,
     seconds: Latency,
     /// The shared family, for the pairs past the slots.
     requests: Family<RequestLabels, Counter>,
     slots: [StatusSlot; SLOTS],
+}
+
+/// The route's name only: the shared family would print every route's counts.
+impl std::fmt::Debug for RouteSeries {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RouteSeries")
+            .field("route", &self.route)
+            .finish_non_exhaustive()
+    }
 }
 
 /// How many (method, status) pairs a route keeps at hand: a route answers with few.
