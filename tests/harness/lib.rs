@@ -20,6 +20,8 @@ pub mod stack;
 pub mod tcp_proxy;
 
 pub use client::{Client, Response};
+pub use echo::EchoUpstream;
+pub use stack::{copy_policies, EchoTls, NewOperator, Peer, Stack, StackOptions};
 
 /// Every value of the header `name` (any case) in `headers`, in order.
 pub fn header_values<'a>(headers: &'a [(String, String)], name: &str) -> Vec<&'a str> {
@@ -29,5 +31,3 @@ pub fn header_values<'a>(headers: &'a [(String, String)], name: &str) -> Vec<&'a
         .map(|(_, v)| v.as_str())
         .collect()
 }
-pub use echo::EchoUpstream;
-pub use stack::{copy_policies, EchoTls, NewOperator, Peer, Stack, StackOptions};

@@ -741,7 +741,6 @@ fn is_head_too_large(error: &std::io::Error) -> bool {
         .is_some_and(|inner| inner.is::<super::HeadTooLarge>())
 }
 
-/// The status line and header fields of `head`, ending in the empty line.
 /// What [`Session::write_response_header_with`]'s caller vouches for, checked in debug builds:
 /// `lines` join into whole `name: value\r\n` lines of visible ASCII, none of them framing the
 /// body or named in `head` too.
@@ -775,6 +774,7 @@ fn are_prepared_lines(head: &ResponseHead, lines: &[&[u8]]) -> bool {
     })
 }
 
+/// The status line and header fields of `head`, then `lines`, ending in the empty line.
 fn serialise(head: &ResponseHead, lines: &[&[u8]], out: &mut Vec<u8>) {
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(head.status.as_str().as_bytes());
